@@ -1,0 +1,74 @@
+# herald — build, test, run, bench. `make` builds build/herald; `make test` and `make run` first run
+# scripts/bootstrap.sh so that they are the whole setup on a fresh Debian 12 machine.
+
+VERSION   := 0.1.0
+PKGS      := libevent libcurl lua5.4 lua5.4-cjson sqlite3 jansson openssl
+CC        ?= cc
+CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parameter \
+                 -DHERALD_VERSION='"$(VERSION)"' $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+LDLIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
+RELEASE_FLAGS := -O2 -g
+ASAN_FLAGS    := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+
+SRC       := $(wildcard src/*.c)
+LIB_SRC   := $(filter-out src/main.c,$(SRC))
+LUA_SRC   := $(sort $(wildcard lua/teams/*.lua))
+EMBED_C   := build/gen/lua_embedded.c
+UNIT_SRC  := $(wildcard tests/unit/test_*.c)
+
+OBJ       := $(patsubst src/%.c,build/obj/%.o,$(SRC)) build/obj/lua_embedded.o
+ASAN_OBJ  := $(patsubst src/%.c,build/asan/obj/%.o,$(SRC)) build/asan/obj/lua_embedded.o
+ASAN_LIB_OBJ := $(filter-out build/asan/obj/main.o,$(ASAN_OBJ))
+UNIT_BIN  := $(patsubst tests/unit/%.c,build/asan/%,$(UNIT_SRC))
+
+.PHONY: all asan unit test run bench clean bootstrap fuzz
+all: build/herald
+
+build/herald: $(OBJ)
+	$(CC) $(RELEASE_FLAGS) -o $@ $^ $(LDLIBS)
+
+build/asan/herald: $(ASAN_OBJ)
+	$(CC) $(ASAN_FLAGS) -o $@ $^ $(LDLIBS)
+
+build/obj/%.o: src/%.c $(wildcard src/*.h) | build/obj
+	$(CC) $(CFLAGS_COMMON) $(RELEASE_FLAGS) -c -o $@ $<
+
+build/asan/obj/%.o: src/%.c $(wildcard src/*.h) | build/asan/obj
+	$(CC) $(CFLAGS_COMMON) $(ASAN_FLAGS) -c -o $@ $<
+
+build/obj/lua_embedded.o: $(EMBED_C) | build/obj
+	$(CC) $(CFLAGS_COMMON) $(RELEASE_FLAGS) -c -o $@ $<
+
+build/asan/obj/lua_embedded.o: $(EMBED_C) | build/asan/obj
+	$(CC) $(CFLAGS_COMMON) $(ASAN_FLAGS) -c -o $@ $<
+
+# The pure-Lua half of the teams module is compiled into the binary, so a deployed herald is one file.
+$(EMBED_C): $(LUA_SRC) scripts/embed_lua.lua | build/gen
+	lua5.4 scripts/embed_lua.lua $@ $(LUA_SRC)
+
+build/asan/test_%: tests/unit/test_%.c tests/unit/unit.h $(ASAN_LIB_OBJ)
+	$(CC) $(CFLAGS_COMMON) $(ASAN_FLAGS) -Isrc -o $@ $< $(ASAN_LIB_OBJ) $(LDLIBS)
+
+build/obj build/asan/obj build/gen:
+	mkdir -p $@
+
+asan: build/asan/herald
+unit: $(UNIT_BIN)
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+test: bootstrap
+	$(MAKE) --no-print-directory all asan unit
+	@tests/run_all.sh
+
+run: bootstrap
+	$(MAKE) --no-print-directory all
+	@scripts/run_playground.sh
+
+bench: bootstrap
+	$(MAKE) --no-print-directory all
+	@tests/bench/run.sh
+
+clean:
+	rm -rf build

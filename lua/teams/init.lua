@@ -1,0 +1,330 @@
+-- teams — the bot author's module: hooks, events, send/update/delete, create_conversation,
+-- stored conversations. Builds activities in Lua; all I/O goes through herald.core (C), which
+-- yields the calling handler until the connector answers.
+local core = require "herald.core"
+local message = require "teams.message"
+
+local teams = {}
+local hooks = {}
+
+local HOOKS = {
+  "on_install", "on_uninstall", "on_members_added", "on_members_removed", "on_message",
+  "on_invoke", "on_activity",
+}
+for _, name in ipairs(HOOKS) do
+  teams[name] = function(fn)
+    if type(fn) ~= "function" then
+      error(("teams.%s expects a function, got %s"):format(name, type(fn)), 2)
+    end
+    hooks[name] = fn
+  end
+end
+
+---------------------------------------------------------------------------------------------
+-- conversations and messages
+
+local function conv_arg(conv, fname)
+  local t = type(conv)
+  if t == "string" then return conv end
+  if t == "table" then
+    if type(conv.id) ~= "string" or conv.id == "" then
+      error(("teams.%s: conversation table needs an 'id'"):format(fname), 3)
+    end
+    return conv
+  end
+  error(("teams.%s: conversation must be an id string or a reference table, got %s")
+    :format(fname, t), 3)
+end
+
+local function bot_account(conv)
+  local ref = type(conv) == "table" and conv or core.get_reference(conv)
+  if ref and ref.bot_id then return { id = ref.bot_id, name = ref.bot_name } end
+  local cfg = core.config()
+  if cfg.app_id then return { id = "28:" .. cfg.app_id } end
+  return nil
+end
+
+local function conv_id(conv) return type(conv) == "table" and conv.id or conv end
+
+--- Sends message to a conversation. Returns the new activity id, or nil, message, code, details.
+function teams.send(conv, msg)
+  conv = conv_arg(conv, "send")
+  local json = message.encode(msg, { from = bot_account(conv), conversation = conv_id(conv) }, 2)
+  return core.send(conv, json)
+end
+
+--- Replaces the content of a message the bot sent earlier.
+function teams.update(conv, activity_id, msg)
+  conv = conv_arg(conv, "update")
+  if type(activity_id) ~= "string" or activity_id == "" then
+    error("teams.update: activity_id must be a non-empty string", 2)
+  end
+  local json = message.encode(msg, {
+    from = bot_account(conv), conversation = conv_id(conv), id = activity_id,
+  }, 2)
+  return core.update(conv, activity_id, json)
+end
+
+--- Deletes a message the bot sent earlier.
+function teams.delete(conv, activity_id)
+  conv = conv_arg(conv, "delete")
+  if type(activity_id) ~= "string" or activity_id == "" then
+    error("teams.delete: activity_id must be a non-empty string", 2)
+  end
+  return core.delete(conv, activity_id)
+end
+
+-- The global proactive endpoints, for when no stored conversation tells us a regional one.
+local GLOBAL_SERVICE_URL = "https://smba.trafficmanager.net/teams/"
+
+--- Starts a 1:1 chat with a user, or a new thread in a channel.
+--- 1:1:     teams.create_conversation{ user = "29:..." | aad_object_id = "...", tenant = "..." }
+--- thread:  teams.create_conversation{ channel = "19:...@thread.tacv2", message = ... }
+--- Returns the conversation id (stored; usable with teams.send), the first activity id if a
+--- message was posted, or nil, message, code.
+function teams.create_conversation(p)
+  if type(p) ~= "table" then error("teams.create_conversation expects a table", 2) end
+  local user = p.user or p.aad_object_id
+  if (user == nil) == (p.channel == nil) then
+    error("teams.create_conversation: give exactly one of 'user' (or 'aad_object_id') and 'channel'", 2)
+  end
+  local known, params
+  if user then
+    if type(user) ~= "string" or user == "" then error("teams.create_conversation: bad 'user'", 2) end
+    known = core.find_user(user, p.tenant) or (p.tenant and core.find_tenant(p.tenant))
+    local tenant = p.tenant or (known and known.tenant)
+    if not tenant then
+      error("teams.create_conversation: 'tenant' is required for a user never seen before", 2)
+    end
+    local bot = bot_account(known or {}) or error("teams.create_conversation: bot id unknown "
+      .. "(no stored conversation and no app id configured)", 2)
+    params = {
+      isGroup = false,
+      bot = bot,
+      members = { { id = user } },
+      tenantId = tenant,
+      channelData = { tenant = { id = tenant } },
+    }
+  else
+    if type(p.channel) ~= "string" or p.channel == "" then
+      error("teams.create_conversation: bad 'channel'", 2)
+    end
+    if p.message == nil then
+      error("teams.create_conversation: a channel thread needs a 'message' to start it", 2)
+    end
+    known = core.find_channel(p.channel)
+    params = {
+      isGroup = true,
+      channelData = { channel = { id = p.channel } },
+      tenantId = p.tenant or (known and known.tenant),
+    }
+  end
+  if p.message ~= nil then
+    params.activity = message.build(p.message, { from = params.bot or bot_account(known or {}) }, 2)
+  end
+  local service_url = p.service_url or (known and known.service_url) or GLOBAL_SERVICE_URL
+  local id, activity_id, new_url, details = core.create(service_url, message.json(params))
+  if not id then return nil, activity_id, new_url, details end
+  core.put_reference {
+    id = id,
+    service_url = new_url or service_url,
+    scope = user and "personal" or "channel",
+    tenant = params.tenantId,
+    channel_id = "msteams",
+    bot_id = params.bot and params.bot.id or (known and known.bot_id),
+    bot_name = known and known.bot_name or nil,
+    user_id = user and (user:match("^29:") and user or nil) or nil,
+    user_aad_object_id = user and (not user:match("^29:") and user or nil) or nil,
+    team_id = (not user and known) and known.team_id or nil,
+    team_channel_id = p.channel,
+  }
+  return id, activity_id
+end
+
+--- Iterates stored conversation references.
+--- filter: { tenant=, scope= "personal"|"groupChat"|"channel", team=, user=, include_uninstalled= }
+function teams.conversations(filter)
+  filter = filter or {}
+  if type(filter) ~= "table" then error("teams.conversations expects a table or nil", 2) end
+  local page, i, after, done = {}, 0, nil, false
+  return function()
+    i = i + 1
+    if i > #page then
+      if done then return nil end
+      page = core.list(filter, after, 200)
+      i = 1
+      if #page < 200 then done = true end
+      if #page == 0 then return nil end
+      after = page[#page].id
+    end
+    return page[i]
+  end
+end
+
+--- The stored reference of a conversation id, or nil.
+function teams.conversation(id)
+  if type(id) ~= "string" then error("teams.conversation expects an id string", 2) end
+  return core.get_reference(id)
+end
+
+--- Yields the calling handler for the given number of seconds.
+function teams.sleep(seconds)
+  if type(seconds) ~= "number" then error("teams.sleep expects a number of seconds", 2) end
+  return core.sleep(seconds)
+end
+
+function teams.log(level, ...)
+  local parts = {}
+  for i = 1, select("#", ...) do parts[i] = tostring((select(i, ...))) end
+  core.log(level, table.concat(parts, " "))
+end
+
+teams.card = message.card
+teams.mention = message.mention
+
+---------------------------------------------------------------------------------------------
+-- events
+
+local Event = {}
+Event.__index = Event
+
+--- Replies in the conversation the activity came from, threaded to it.
+function Event:reply(msg)
+  local a = self.activity
+  local json = message.encode(msg, {
+    from = a.recipient, conversation = self.conversation, reply_to = a.id,
+  }, 2)
+  return core.send(self.conversation, json, a.id)
+end
+
+--- Sends a new top-level message to the conversation the activity came from.
+function Event:send(msg)
+  local json = message.encode(msg, { from = self.activity.recipient, conversation = self.conversation }, 2)
+  return core.send(self.conversation, json)
+end
+
+local function str(v) if type(v) == "string" and v ~= "" then return v end end
+local function tbl(v) if type(v) == "table" then return v end end
+
+local function account(a)
+  a = tbl(a)
+  if not a then return nil end
+  return { id = str(a.id), aad_object_id = str(a.aadObjectId), name = str(a.name) }
+end
+
+local function timezone_of(a)
+  if str(a.localTimezone) then return a.localTimezone end
+  for _, e in ipairs(tbl(a.entities) or {}) do
+    if type(e) == "table" and e.type == "clientInfo" and str(e.timezone) then return e.timezone end
+  end
+end
+
+-- Text without the bot's own <at>mention</at>, trimmed: what the user asked.
+local function strip_mention(a)
+  local text = str(a.text) or ""
+  local bot = tbl(a.recipient) and a.recipient.id
+  for _, e in ipairs(tbl(a.entities) or {}) do
+    if type(e) == "table" and e.type == "mention" and tbl(e.mentioned) and e.mentioned.id == bot
+        and str(e.text) then
+      local s, f = text:find(e.text, 1, true)
+      if s then text = text:sub(1, s - 1) .. text:sub(f + 1) end
+    end
+  end
+  return (text:gsub("^%s+", ""):gsub("%s+$", ""))
+end
+
+local function others(list, bot_id)
+  local out = {}
+  for _, m in ipairs(tbl(list) or {}) do
+    if type(m) == "table" and m.id ~= bot_id then out[#out + 1] = account(m) end
+  end
+  return out
+end
+
+local function new_event(a)
+  local cd = tbl(a.channelData) or {}
+  local conv = tbl(a.conversation) or {}
+  local team = tbl(cd.team)
+  local channel = tbl(cd.channel)
+  local ev = setmetatable({
+    activity = a,
+    type = a.type,
+    conversation = conv.id,
+    scope = str(conv.conversationType) or "personal",
+    tenant = (tbl(cd.tenant) and str(cd.tenant.id)) or str(conv.tenantId),
+    user = account(a.from),
+    locale = str(a.locale),
+    timezone = timezone_of(a),
+    value = a.value,
+    name = str(a.name),
+    event_type = str(cd.eventType),
+    team = team and { id = str(team.id), name = str(team.name), aad_group_id = str(team.aadGroupId) },
+    channel = channel and { id = str(channel.id), name = str(channel.name) },
+  }, Event)
+  if a.type == "message" then ev.text = strip_mention(a) end
+  return ev
+end
+
+---------------------------------------------------------------------------------------------
+-- dispatch (called by the host in a fresh task for every accepted activity)
+
+local cjson = require "cjson"
+
+local function invoke_result(r)
+  if r == nil then return 200, nil end
+  if type(r) == "table" and math.type(r.status) == "integer" then
+    return r.status, r.body ~= nil and cjson.encode(r.body) or nil
+  end
+  return 200, cjson.encode(r)
+end
+
+-- hook: "install" / "uninstall" when the host decided this activity is the one that runs it.
+local function dispatch(a, hook)
+  local ev = new_event(a)
+  local took = false
+  if hook == "install" then
+    ev.installer = ev.user
+    if hooks.on_install then hooks.on_install(ev) end
+    took = true
+  elseif hook == "uninstall" then
+    if hooks.on_uninstall then hooks.on_uninstall(ev) end
+    took = true
+  end
+  if a.type == "installationUpdate" then
+    took = true   -- the install/uninstall hooks own it; a repeated signal is not news
+  elseif a.type == "conversationUpdate" then
+    local bot = tbl(a.recipient) and a.recipient.id
+    local bot_changed = false
+    for _, key in ipairs { "membersAdded", "membersRemoved" } do
+      for _, m in ipairs(tbl(a[key]) or {}) do
+        if type(m) == "table" and m.id == bot then bot_changed = true end
+      end
+    end
+    took = took or bot_changed
+    if ev.scope ~= "personal" then   -- in a personal chat the only member added is the installer
+      local added, removed = others(a.membersAdded, bot), others(a.membersRemoved, bot)
+      if #added > 0 and hooks.on_members_added then
+        ev.members = added
+        hooks.on_members_added(ev)
+        took = true
+      end
+      if #removed > 0 and hooks.on_members_removed then
+        ev.members = removed
+        hooks.on_members_removed(ev)
+        took = true
+      end
+    end
+  elseif a.type == "message" and hooks.on_message then
+    hooks.on_message(ev)
+    return
+  elseif a.type == "invoke" then
+    if hooks.on_invoke then return invoke_result(hooks.on_invoke(ev)) end
+    if hooks.on_activity then return invoke_result(hooks.on_activity(ev)) end
+    return 501, cjson.encode { error = "no on_invoke handler" }
+  end
+  if not took and hooks.on_activity then hooks.on_activity(ev) end
+end
+
+core.set_dispatcher(dispatch)
+
+return teams

@@ -1,0 +1,106 @@
+-- teams.message — turns what a script passes as a message (a string, or a table with text,
+-- markdown, cards, mentions, ...) into a Bot Framework activity, and checks it on the way.
+local cjson = require("cjson").new()
+
+local M = {}
+
+local ADAPTIVE = "application/vnd.microsoft.card.adaptive"
+local KNOWN = {
+  text = true, markdown = true, text_format = true, card = true, cards = true, attachments = true,
+  attachment_layout = true, mentions = true, summary = true, importance = true, alert = true,
+  channel_data = true, entities = true, suggested_actions = true,
+}
+
+--- An Adaptive Card attachment from a card body: teams.card{ {type="TextBlock", text="hi"} } or a
+--- full card table (with type = "AdaptiveCard").
+function M.card(card, actions)
+  if type(card) ~= "table" then error("teams.card expects a table", 2) end
+  if card.type ~= "AdaptiveCard" then
+    card = { type = "AdaptiveCard", body = card, actions = actions }
+  end
+  card["$schema"] = card["$schema"] or "http://adaptivecards.io/schemas/adaptive-card.json"
+  card.version = card.version or "1.5"
+  return { contentType = ADAPTIVE, content = card }
+end
+
+--- A mention of a user: returns the "<at>Name</at>" text to put in the message and the entry
+--- for the message's `mentions` list.
+function M.mention(user)
+  if type(user) ~= "table" or type(user.id) ~= "string" then
+    error("teams.mention expects {id = ..., name = ...}", 2)
+  end
+  local name = user.name or user.id
+  local text = "<at>" .. name .. "</at>"
+  return text, { id = user.id, name = name, text = text }
+end
+
+local function fail(level, fmt, ...)
+  error("message: " .. fmt:format(...), level + 1)
+end
+
+--- Builds the activity table. ctx: from, conversation (id), reply_to, id.
+function M.build(msg, ctx, level)
+  level = (level or 1) + 1
+  if type(msg) == "string" then msg = { text = msg } end
+  if type(msg) ~= "table" then fail(level, "expected a string or a table, got %s", type(msg)) end
+  for k in pairs(msg) do
+    if not KNOWN[k] then fail(level, "unknown field '%s'", tostring(k)) end
+  end
+  local a = { type = "message" }
+  if msg.text ~= nil then
+    if type(msg.text) ~= "string" then fail(level, "'text' must be a string") end
+    a.text = msg.text
+  end
+  if msg.text_format then a.textFormat = msg.text_format
+  elseif msg.markdown then a.textFormat = "markdown" end
+  local att = {}
+  if msg.card then att[#att + 1] = msg.card.contentType and msg.card or M.card(msg.card) end
+  for _, c in ipairs(msg.cards or {}) do att[#att + 1] = c.contentType and c or M.card(c) end
+  for _, c in ipairs(msg.attachments or {}) do
+    if type(c) ~= "table" or type(c.contentType) ~= "string" then
+      fail(level, "each attachment needs a contentType")
+    end
+    att[#att + 1] = c
+  end
+  if #att > 0 then a.attachments = att end
+  if msg.attachment_layout then a.attachmentLayout = msg.attachment_layout end
+  if (a.text == nil or a.text == "") and #att == 0 then
+    fail(level, "needs 'text' or at least one card/attachment")
+  end
+  local entities = {}
+  for _, m in ipairs(msg.mentions or {}) do
+    if type(m) ~= "table" or type(m.id) ~= "string" then fail(level, "each mention needs an 'id'") end
+    local text = m.text or ("<at>" .. (m.name or m.id) .. "</at>")
+    if not (a.text or ""):find(text, 1, true) then
+      fail(level, "mention text '%s' does not appear in the message text", text)
+    end
+    entities[#entities + 1] = { type = "mention", text = text,
+      mentioned = { id = m.id, name = m.name or m.id } }
+  end
+  for _, e in ipairs(msg.entities or {}) do entities[#entities + 1] = e end
+  if #entities > 0 then a.entities = entities end
+  if msg.summary then a.summary = msg.summary end
+  if msg.importance then a.importance = msg.importance end
+  if msg.suggested_actions then a.suggestedActions = msg.suggested_actions end
+  local cd = msg.channel_data
+  if msg.alert then
+    cd = cd or {}
+    cd.notification = cd.notification or { alert = true }
+  end
+  if cd then a.channelData = cd end
+  if ctx then
+    if ctx.from then a.from = ctx.from end
+    if ctx.conversation then a.conversation = { id = ctx.conversation } end
+    if ctx.reply_to then a.replyToId = ctx.reply_to end
+    if ctx.id then a.id = ctx.id end
+  end
+  return a
+end
+
+function M.json(t) return cjson.encode(t) end
+
+function M.encode(msg, ctx, level)
+  return cjson.encode(M.build(msg, ctx, (level or 1) + 1))
+end
+
+return M

@@ -1,0 +1,269 @@
+/* config.c — parses defaults, then environment, then flags into a config, and validates the whole.
+ * Secrets are only ever stored, never printed; every limit has a name and a default here. */
+#include "config.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+static char *fmt_err(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    if (vasprintf(&s, fmt, ap) < 0)
+        s = NULL;
+    va_end(ap);
+    return s;
+}
+
+const char *config_usage(void)
+{
+    return "usage: herald run [--dev] [--listen HOST:PORT] [--db PATH] [--log-level LEVEL] SCRIPT.lua\n"
+           "       herald --help | --version\n"
+           "\n"
+           "  run SCRIPT.lua        serve Bot Framework activities at POST /api/messages and run the bot\n"
+           "  --dev                 no JWT check, no outbound token, plain-http service URLs allowed,\n"
+           "                        loopback only (also HERALD_DEV=1); for the Agents Playground\n"
+           "  --listen HOST:PORT    address to serve on (default 127.0.0.1:3978; port 0 picks one)\n"
+           "  --db PATH             SQLite database (default herald.db beside the script)\n"
+           "  --log-level LEVEL     debug, info, warn or error (default info)\n"
+           "\n"
+           "Credentials come from the environment: CLIENT_ID / MicrosoftAppId, CLIENT_SECRET /\n"
+           "MicrosoftAppPassword, TENANT_ID / MicrosoftAppTenantId. Limits: HERALD_MAX_BODY_BYTES,\n"
+           "HERALD_RESPONSE_DEADLINE_MS, HERALD_REDELIVERY_WINDOW_S, HERALD_SHUTDOWN_GRACE_MS,\n"
+           "HERALD_CONNECTOR_TIMEOUT_MS, HERALD_LUA_MEMORY_MB, HERALD_TASK_SLICE_MS,\n"
+           "HERALD_LOAD_DEADLINE_MS, HERALD_MAX_TASKS (see README).\n";
+}
+
+static const char *env_first(const char *a, const char *b)
+{
+    const char *v = getenv(a);
+    if ((!v || !*v) && b)
+        v = getenv(b);
+    return (v && *v) ? v : NULL;
+}
+
+/* Parses a positive integer within [min, max]; -1 on anything else. */
+static int parse_long(const char *s, long min, long max, long *out)
+{
+    if (!s || !*s)
+        return -1;
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int set_listen(config *cfg, const char *spec, char **err)
+{
+    const char *colon = strrchr(spec, ':');
+    long port;
+    if (!colon || colon == spec || parse_long(colon + 1, 0, 65535, &port) < 0) {
+        *err = fmt_err("--listen wants HOST:PORT (e.g. 127.0.0.1:3978), got '%s'", spec);
+        return -1;
+    }
+    size_t hlen = (size_t)(colon - spec);
+    if (spec[0] == '[' && hlen >= 2 && spec[hlen - 1] == ']') { /* [::1]:3978 */
+        spec++;
+        hlen -= 2;
+    }
+    free(cfg->listen_host);
+    cfg->listen_host = strndup(spec, hlen);
+    cfg->listen_port = (int)port;
+    return 0;
+}
+
+static int env_limit(const char *name, long min, long max, long *out, char **err)
+{
+    const char *v = getenv(name);
+    if (!v || !*v)
+        return 0;
+    if (parse_long(v, min, max, out) < 0) {
+        *err = fmt_err("%s must be an integer between %ld and %ld, got '%s'", name, min, max, v);
+        return -1;
+    }
+    return 0;
+}
+
+int config_load(config *cfg, int argc, char **argv, char **err)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->listen_host = strdup("127.0.0.1");
+    cfg->listen_port = 3978;
+    cfg->log_level = "info";
+    cfg->max_body_bytes = 1024 * 1024;
+    cfg->response_deadline_ms = 4000;
+    cfg->redelivery_window_s = 300;
+    cfg->install_window_s = 600;
+    cfg->shutdown_grace_ms = 10000;
+    cfg->connector_timeout_ms = 15000;
+    cfg->lua_memory_bytes = (size_t)256 << 20;
+    cfg->task_slice_ms = 1000;
+    cfg->load_deadline_ms = 5000;
+    cfg->max_tasks = 10000;
+
+    /* environment */
+    const char *dev = getenv("HERALD_DEV");
+    cfg->dev = dev && (strcmp(dev, "1") == 0 || strcmp(dev, "true") == 0);
+    cfg->app_id = env_first("CLIENT_ID", "MicrosoftAppId");
+    cfg->app_password = env_first("CLIENT_SECRET", "MicrosoftAppPassword");
+    cfg->tenant_id = env_first("TENANT_ID", "MicrosoftAppTenantId");
+    if (getenv("HERALD_LOG_LEVEL") && *getenv("HERALD_LOG_LEVEL"))
+        cfg->log_level = getenv("HERALD_LOG_LEVEL");
+    const char *db_env = getenv("HERALD_DB");
+    const char *listen_env = getenv("HERALD_LISTEN");
+    if (listen_env && *listen_env && set_listen(cfg, listen_env, err) < 0)
+        return -1;
+
+    long v;
+    v = (long)cfg->max_body_bytes;
+    if (env_limit("HERALD_MAX_BODY_BYTES", 1024, 64L << 20, &v, err) < 0) return -1;
+    cfg->max_body_bytes = (size_t)v;
+    if (env_limit("HERALD_RESPONSE_DEADLINE_MS", 1, 60000, &cfg->response_deadline_ms, err) < 0) return -1;
+    if (env_limit("HERALD_REDELIVERY_WINDOW_S", 0, 86400, &cfg->redelivery_window_s, err) < 0) return -1;
+    if (env_limit("HERALD_INSTALL_WINDOW_S", 0, 86400, &cfg->install_window_s, err) < 0) return -1;
+    if (env_limit("HERALD_SHUTDOWN_GRACE_MS", 0, 600000, &cfg->shutdown_grace_ms, err) < 0) return -1;
+    if (env_limit("HERALD_CONNECTOR_TIMEOUT_MS", 100, 600000, &cfg->connector_timeout_ms, err) < 0) return -1;
+    v = (long)(cfg->lua_memory_bytes >> 20);
+    if (env_limit("HERALD_LUA_MEMORY_MB", 4, 1L << 20, &v, err) < 0) return -1;
+    cfg->lua_memory_bytes = (size_t)v << 20;
+    if (env_limit("HERALD_TASK_SLICE_MS", 1, 600000, &cfg->task_slice_ms, err) < 0) return -1;
+    if (env_limit("HERALD_LOAD_DEADLINE_MS", 1, 600000, &cfg->load_deadline_ms, err) < 0) return -1;
+    v = cfg->max_tasks;
+    if (env_limit("HERALD_MAX_TASKS", 1, 10000000, &v, err) < 0) return -1;
+    cfg->max_tasks = (int)v;
+
+    /* flags */
+    int i = 1;
+    if (i < argc && (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0 ||
+                     strcmp(argv[i], "help") == 0)) {
+        fputs(config_usage(), stdout);
+        return 1;
+    }
+    if (i < argc && (strcmp(argv[i], "--version") == 0 || strcmp(argv[i], "version") == 0)) {
+        printf("herald %s\n", HERALD_VERSION);
+        return 1;
+    }
+    if (i >= argc) {
+        *err = fmt_err("no command given");
+        return -1;
+    }
+    if (strcmp(argv[i], "run") != 0 && strcmp(argv[i], "check") != 0) {
+        *err = fmt_err("unknown command '%s'", argv[i]);
+        return -1;
+    }
+    cfg->command = argv[i++];
+    for (; i < argc; i++) {
+        const char *a = argv[i];
+        const char *val = NULL;
+        const char *eq = strchr(a, '=');
+        char name[32];
+        if (a[0] == '-' && a[1] == '-' && eq && (size_t)(eq - a) < sizeof name) {
+            memcpy(name, a, (size_t)(eq - a));
+            name[eq - a] = 0;
+            val = eq + 1;
+            a = name;
+        }
+        if (strcmp(a, "--dev") == 0 && !val) {
+            cfg->dev = 1;
+        } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            fputs(config_usage(), stdout);
+            return 1;
+        } else if (strcmp(a, "--listen") == 0 || strcmp(a, "--db") == 0 ||
+                   strcmp(a, "--log-level") == 0) {
+            if (!val) {
+                if (i + 1 >= argc) {
+                    *err = fmt_err("%s needs a value", a);
+                    return -1;
+                }
+                val = argv[++i];
+            }
+            if (strcmp(a, "--listen") == 0) {
+                if (set_listen(cfg, val, err) < 0)
+                    return -1;
+            } else if (strcmp(a, "--db") == 0) {
+                db_env = val;
+            } else {
+                cfg->log_level = val;
+            }
+        } else if (a[0] == '-' && a[1]) {
+            *err = fmt_err("unknown flag '%s'", argv[i]);
+            return -1;
+        } else if (!cfg->script) {
+            cfg->script = a;
+        } else {
+            *err = fmt_err("unexpected argument '%s' (one script only)", a);
+            return -1;
+        }
+    }
+    if (!cfg->script) {
+        *err = fmt_err("'%s' needs a bot script, e.g. herald run bot.lua", cfg->command);
+        return -1;
+    }
+    const char *slash = strrchr(cfg->script, '/');
+    cfg->script_dir = slash ? strndup(cfg->script, (size_t)(slash - cfg->script) + (slash == cfg->script))
+                            : strdup(".");
+    if (db_env && *db_env)
+        cfg->db_path = strdup(db_env);
+    else if (asprintf(&cfg->db_path, "%s/herald.db", cfg->script_dir) < 0)
+        cfg->db_path = NULL;
+    return 0;
+}
+
+static int is_loopback(const char *host)
+{
+    if (strcmp(host, "localhost") == 0)
+        return 1;
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET, host, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, host, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6);
+    return 0;
+}
+
+int config_validate(const config *cfg, char **err)
+{
+    struct stat st;
+    if (stat(cfg->script, &st) < 0 || !S_ISREG(st.st_mode)) {
+        *err = fmt_err("bot script '%s' not found: %s", cfg->script,
+                       errno ? strerror(errno) : "not a regular file");
+        return -1;
+    }
+    if (cfg->dev && !is_loopback(cfg->listen_host)) {
+        *err = fmt_err("--dev serves without authentication and binds loopback only; "
+                       "'%s' is not a loopback address", cfg->listen_host);
+        return -1;
+    }
+    if (!cfg->dev && !cfg->app_id) {
+        *err = fmt_err("no app id configured: set CLIENT_ID (or MicrosoftAppId) and CLIENT_SECRET "
+                       "(or MicrosoftAppPassword) for a real bot, or pass --dev (HERALD_DEV=1) to run "
+                       "unauthenticated against the Agents Playground");
+        return -1;
+    }
+    if (!cfg->dev) {
+        *err = fmt_err("authenticated mode (inbound JWT validation, outbound tokens) is not built yet; "
+                       "run with --dev against the Agents Playground");
+        return -1;
+    }
+    return 0;
+}
+
+void config_free(config *cfg)
+{
+    free(cfg->listen_host);
+    free(cfg->script_dir);
+    free(cfg->db_path);
+    memset(cfg, 0, sizeof *cfg);
+}

@@ -1,0 +1,87 @@
+/* connector.h — Bot Connector REST calls (create conversation, send, reply, update, delete) as C
+ * functions over http_client; parses results and the connector's error body into a stable code. */
+#ifndef HERALD_CONNECTOR_H
+#define HERALD_CONNECTOR_H
+
+#include <stddef.h>
+
+typedef struct connector connector;
+typedef struct connector_call connector_call;
+typedef struct http_client http_client;
+
+/* Outcome of one call. All strings are owned by the result and freed after on_done returns. */
+typedef struct connector_result {
+    int ok;                      /* 1 on a 2xx */
+    long status;                 /* HTTP status, 0 on transport failure */
+    const char *code;            /* herald's stable code on failure (see connector_code_*), NULL on ok */
+    const char *message;         /* readable failure: "connector 404 ConversationNotFound: Conversation not found" */
+    const char *error_code;      /* connector error.code (e.g. "ConversationNotFound"), or NULL */
+    const char *error_sub_code;  /* subCode from a nested JSON message (e.g. "MessageWritesBlocked") */
+    const char *activity_id;     /* "id" of a ResourceResponse / "activityId" of a create */
+    const char *conversation_id; /* "id" of a ConversationResourceResponse */
+    const char *service_url;     /* "serviceUrl" of a ConversationResourceResponse, if any */
+    const char *retry_after;     /* Retry-After header, if any */
+    const char *correlation_id;  /* X-Correlating-OperationId, if any */
+    const char *body;            /* raw response body ("" when none) */
+} connector_result;
+
+typedef void (*connector_done_fn)(const connector_result *res, void *ud);
+
+/* Stable codes (third value returned to Lua). */
+#define CONNECTOR_BLOCKED      "blocked"      /* 403 MessageWritesBlocked / ConversationBlockedByUser / BotNotInConversationRoster / BotDisabledByAdmin */
+#define CONNECTOR_FORBIDDEN    "forbidden"    /* other 403 */
+#define CONNECTOR_NOT_FOUND    "not_found"    /* 404 */
+#define CONNECTOR_THROTTLED    "throttled"    /* 429 */
+#define CONNECTOR_TOO_LARGE    "too_large"    /* 413 */
+#define CONNECTOR_UNAUTHORIZED "unauthorized" /* 401 */
+#define CONNECTOR_REJECTED     "rejected"     /* other 4xx, and 501 */
+#define CONNECTOR_UNAVAILABLE  "unavailable"  /* 5xx other than 501 */
+#define CONNECTOR_TIMEOUT      "timeout"      /* no answer within the request timeout */
+#define CONNECTOR_NETWORK      "network"      /* connection refused/reset, DNS, TLS */
+#define CONNECTOR_BAD_RESPONSE "bad_response" /* 2xx whose body lacks what the call needs */
+
+typedef struct connector_config {
+    long request_timeout_ms;     /* default 15000 */
+    const char *user_agent;      /* default "herald/<version>" */
+} connector_config;
+
+connector *connector_new(http_client *http, const connector_config *cfg);
+/* Cancels every call in flight (no on_done) and frees; call it before http_client_free. */
+void connector_free(connector *c);
+
+/* Sets the bearer token attached to every call (NULL: none, dev mode). Copied. */
+void connector_set_token(connector *c, const char *token);
+
+/* Each call returns a handle valid until on_done runs, or NULL with *err set (on_done not run).
+ * service_url is the conversation's base URL ("https://smba.trafficmanager.net/amer/"): the path
+ * is appended after trimming trailing '/'s; ids are percent-encoded (RFC 3986 unreserved).
+ * json is the request body (an Activity or ConversationParameters), copied. */
+connector_call *connector_send(connector *c, const char *service_url, const char *conversation_id,
+                               const char *reply_to_id, const char *json, size_t json_len,
+                               connector_done_fn on_done, void *ud, char **err);
+connector_call *connector_update(connector *c, const char *service_url, const char *conversation_id,
+                                 const char *activity_id, const char *json, size_t json_len,
+                                 connector_done_fn on_done, void *ud, char **err);
+connector_call *connector_delete(connector *c, const char *service_url, const char *conversation_id,
+                                 const char *activity_id, connector_done_fn on_done, void *ud,
+                                 char **err);
+connector_call *connector_create_conversation(connector *c, const char *service_url,
+                                              const char *json, size_t json_len,
+                                              connector_done_fn on_done, void *ud, char **err);
+
+/* Aborts a call; on_done is never run. */
+void connector_cancel(connector_call *call);
+
+/* Percent-encodes s with the RFC 3986 unreserved set into a malloc'd string. */
+char *connector_encode_id(const char *s);
+
+/* Classifies a finished exchange (exposed for unit tests): sets ok, status, code, message,
+ * error_code and error_sub_code of *res from the response's transport outcome, status and body;
+ * a 2xx gives ok = 1 and code NULL (the caller checks what the call needs from the body).
+ * timeout_ms is the request timeout named in a "timeout" message. Strings it sets are malloc'd
+ * into owned[0..3], each NULL when unused, which the caller frees. Never fails on any body. */
+struct http_response;
+void connector_classify(const struct http_response *hr, long timeout_ms, connector_result *res,
+                        char **owned);
+
+#endif

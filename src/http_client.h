@@ -1,0 +1,57 @@
+/* http_client.h — outbound HTTP on the event loop: libcurl's multi socket API driven by libevent.
+ * Owns curl handles, connection reuse and timeouts; calls on_done from the loop, never Lua. */
+#ifndef HERALD_HTTP_CLIENT_H
+#define HERALD_HTTP_CLIENT_H
+
+#include <stddef.h>
+
+struct event_base;
+typedef struct http_client http_client;
+typedef struct http_request http_request;
+
+typedef struct http_response {
+    long status;                 /* HTTP status; 0 when no response arrived */
+    int transport_error;         /* 0, or a CURLcode when the exchange failed (status is then 0) */
+    int timed_out;               /* 1 when transport_error is a timeout */
+    const char *error;           /* readable transport error, "" when none */
+    const char *body;            /* NUL-terminated response body ("" when empty) */
+    size_t body_len;
+    const char *retry_after;     /* Retry-After header value, or NULL */
+    const char *correlation_id;  /* X-Correlating-OperationId (or MS-CV), or NULL */
+} http_response;
+
+/* Called once per started request, from the event loop (not from inside libcurl). The response
+ * and the request are freed when it returns. */
+typedef void (*http_done_fn)(const http_response *res, void *ud);
+
+typedef struct http_client_config {
+    long connect_timeout_ms;     /* default 5000 */
+    long max_host_connections;   /* per host, default 64 */
+    int allow_http;              /* 0: only https URLs may be requested */
+} http_client_config;
+
+/* Returns NULL and sets *err (malloc'd) on failure. */
+http_client *http_client_new(struct event_base *base, const http_client_config *cfg, char **err);
+
+/* Cancels every in-flight request (their on_done is NOT called) and frees the client. It may be
+ * called from inside an on_done: the free then completes when that callback returns. */
+void http_client_free(http_client *c);
+
+/* Starts a request. method is "GET", "POST", "PUT" or "DELETE"; body may be NULL; the body is
+ * copied. headers is a NULL-terminated array of "Name: value" strings (copied), or NULL.
+ * timeout_ms bounds the whole exchange (<= 0: 30 s). Returns the request (valid until on_done runs
+ * or it is cancelled), or NULL with *err set when the request cannot start (then on_done never runs):
+ * a URL whose scheme is not https:// (or http:// when allow_http) is refused here, at start, never
+ * reported later through on_done. on_done never runs before this function returns. No redirect is
+ * followed; a body over 8 MiB fails the request (transport_error CURLE_WRITE_ERROR). */
+http_request *http_client_request(http_client *c, const char *method, const char *url,
+                                  const char *const *headers, const char *body, size_t body_len,
+                                  long timeout_ms, http_done_fn on_done, void *ud, char **err);
+
+/* Aborts a request; its on_done is never called. A no-op on the request whose on_done is running. */
+void http_request_cancel(http_request *r);
+
+/* Number of requests in flight. */
+int http_client_pending(const http_client *c);
+
+#endif

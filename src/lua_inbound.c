@@ -1,0 +1,307 @@
+/* lua_inbound.c — one POST /api/messages: decode (cjson, in the generation's state), validate,
+ * drop redeliveries, store the conversation reference, run the dispatcher as a task, and answer
+ * when the task ends or at the response deadline, whichever comes first. */
+#include "config.h"
+#include "http_server.h"
+#include "log.h"
+#include "redelivery.h"
+#include "runtime.h"
+#include "store.h"
+#include "task.h"
+#include "vm.h"
+
+#include <event2/event.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+typedef struct inbound {
+    runtime *rt;
+    http_exchange *x;             /* NULL once answered */
+    struct event *deadline;
+    int invoke;
+    char conversation[160];       /* for log lines */
+} inbound;
+
+static void reply_error(runtime *rt, http_exchange *x, int status, const char *reason)
+{
+    char body[512];
+    /* reasons are ours (never echo client bytes), so they need no JSON escaping */
+    int n = snprintf(body, sizeof body, "{\"error\":\"%s\"}", reason);
+    if (status >= 400 && status < 500)
+        rt->rejected++;
+    http_exchange_reply(x, status, "application/json; charset=utf-8", body,
+                        (size_t)(n < (int)sizeof body ? n : (int)sizeof body - 1));
+}
+
+/* t[k1][k2]... as a non-empty string, or NULL. The string stays alive while the table on the
+ * stack holds it. Net stack effect: 0. */
+static const char *get_str(lua_State *L, int t, const char *k1, const char *k2, const char *k3)
+{
+    const char *keys[3] = {k1, k2, k3};
+    int top = lua_gettop(L);
+    lua_pushvalue(L, t);
+    const char *s = NULL;
+    for (int i = 0; i < 3 && keys[i]; i++) {
+        if (lua_type(L, -1) != LUA_TTABLE)
+            goto out;
+        lua_getfield(L, -1, keys[i]);
+    }
+    if (lua_type(L, -1) == LUA_TSTRING) {
+        s = lua_tostring(L, -1);
+        if (!*s)
+            s = NULL;
+    }
+out:
+    lua_settop(L, top);
+    return s;
+}
+
+/* 1 when the array t[key] holds a member whose id is bot_id. Net stack effect: 0. */
+static int members_include(lua_State *L, int t, const char *key, const char *bot_id)
+{
+    int found = 0, top = lua_gettop(L);
+    if (bot_id && lua_getfield(L, t, key) == LUA_TTABLE) {
+        int arr = lua_gettop(L);
+        lua_Integer n = (lua_Integer)lua_rawlen(L, arr);
+        for (lua_Integer i = 1; i <= n && !found; i++) {
+            if (lua_rawgeti(L, arr, i) == LUA_TTABLE && lua_getfield(L, -1, "id") == LUA_TSTRING)
+                found = strcmp(lua_tostring(L, -1), bot_id) == 0;
+            lua_settop(L, arr);
+        }
+    }
+    lua_settop(L, top);
+    return found;
+}
+
+/* The user's IANA zone: localTimezone, else a clientInfo entity's timezone. Net stack: 0. */
+static const char *get_timezone(lua_State *L, int t)
+{
+    const char *tz = get_str(L, t, "localTimezone", NULL, NULL);
+    if (tz)
+        return tz;
+    int top = lua_gettop(L);
+    if (lua_getfield(L, t, "entities") == LUA_TTABLE) {
+        lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+        for (lua_Integer i = 1; i <= n && !tz; i++) {
+            lua_rawgeti(L, top + 1, i);
+            int e = lua_gettop(L);
+            const char *type = get_str(L, e, "type", NULL, NULL);
+            if (type && strcmp(type, "clientInfo") == 0)
+                tz = get_str(L, e, "timezone", NULL, NULL);
+            lua_settop(L, top + 1);
+        }
+    }
+    lua_settop(L, top);
+    return tz;
+}
+
+static void answer(inbound *ib, int status, const char *body, size_t len)
+{
+    if (!ib->x)
+        return;
+    http_exchange_reply(ib->x, status, body ? "application/json; charset=utf-8" : NULL, body, len);
+    ib->x = NULL;
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    inbound *ib = arg;
+    if (ib->invoke)
+        log_warn("invoke handler still running at the response deadline; answered 200 without a "
+                 "body conversation=%s", ib->conversation);
+    answer(ib, 200, NULL, 0);
+}
+
+static void on_task_done(task *t, enum task_status status, int nres, const char *message, void *ud)
+{
+    inbound *ib = ud;
+    runtime *rt = ib->rt;
+    if (status == TASK_ERROR) {
+        rt->handler_errors++;
+        log_error("handler failed task=%s conversation=%s error=%s", task_label(t), ib->conversation,
+                  message);
+        answer(ib, ib->invoke ? 500 : 200, ib->invoke ? "{\"error\":\"handler failed\"}" : NULL,
+               ib->invoke ? 26 : 0);
+    } else if (status == TASK_CANCELLED) {
+        log_warn("handler cancelled task=%s conversation=%s reason=%s", task_label(t),
+                 ib->conversation, message);
+        answer(ib, 503, NULL, 0);
+    } else if (ib->invoke && nres >= 2) {
+        /* the dispatcher returns (status, json) for invokes */
+        lua_State *T = task_thread(t);
+        int code = (int)lua_tointeger(T, -nres);
+        size_t len = 0;
+        const char *body = lua_tolstring(T, -nres + 1, &len);
+        answer(ib, code >= 200 && code <= 599 ? code : 200, body, body ? len : 0);
+    } else {
+        answer(ib, 200, NULL, 0);
+    }
+    if (ib->deadline)
+        event_free(ib->deadline);
+    free(ib);
+}
+
+static const char *label_for(const char *type, const char *hook)
+{
+    if (hook)
+        return strcmp(hook, "install") == 0 ? "install" : "uninstall";
+    if (strcmp(type, "message") == 0) return "message";
+    if (strcmp(type, "invoke") == 0) return "invoke";
+    if (strcmp(type, "conversationUpdate") == 0) return "conversationUpdate";
+    if (strcmp(type, "installationUpdate") == 0) return "installationUpdate";
+    return "activity";
+}
+
+void inbound_activity(http_exchange *x, const char *body, size_t len, void *arg)
+{
+    runtime *rt = arg;
+    lua_State *L = vm_state(rt->vm);
+    int top = lua_gettop(L);
+    if (rt->stopping) {
+        reply_error(rt, x, 503, "shutting down");
+        return;
+    }
+    /* cjson is library code, not script code: a plain pcall, no slice hook needed */
+    lua_getfield(L, LUA_REGISTRYINDEX, "herald.decode");
+    lua_pushlstring(L, body, len);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+        char reason[200];
+        const char *m = lua_tostring(L, -1);
+        snprintf(reason, sizeof reason, "malformed JSON: %s", m ? m : "?");
+        for (char *p = reason; *p; p++)
+            if (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20)
+                *p = '\'';
+        lua_settop(L, top);
+        reply_error(rt, x, 400, reason);
+        return;
+    }
+    int a = lua_gettop(L);                     /* [activity] */
+    const char *why = NULL;
+    const char *type = NULL, *conv = NULL, *service_url = NULL;
+    if (lua_type(L, a) != LUA_TTABLE || lua_rawlen(L, a) > 0)
+        why = "an activity must be a JSON object";
+    else if (!(type = get_str(L, a, "type", NULL, NULL)))
+        why = "missing type";
+    else if (!(conv = get_str(L, a, "conversation", "id", NULL)))
+        why = "missing conversation.id";
+    else if (!(service_url = get_str(L, a, "serviceUrl", NULL, NULL)))
+        why = "missing serviceUrl";
+    else if (strlen(conv) > 1024 || strlen(service_url) > 2048)
+        why = "conversation.id or serviceUrl too long";
+    if (why) {
+        lua_settop(L, top);
+        reply_error(rt, x, 400, why);
+        return;
+    }
+    const char *activity_id = get_str(L, a, "id", NULL, NULL);
+    if (activity_id && redelivery_check(rt->seen, conv, activity_id, vm_now_ms(),
+                                        (int64_t)rt->cfg->redelivery_window_s * 1000)) {
+        rt->redelivered++;
+        log_info("redelivered activity acknowledged, not run again conversation=%s id=%s", conv,
+                 activity_id);
+        lua_settop(L, top);
+        http_exchange_reply(x, 200, NULL, NULL, 0);
+        return;
+    }
+
+    store_reference ref = {0};
+    ref.id = conv;
+    ref.service_url = service_url;
+    ref.type = get_str(L, a, "conversation", "conversationType", NULL);
+    ref.tenant_id = get_str(L, a, "channelData", "tenant", "id");
+    if (!ref.tenant_id)
+        ref.tenant_id = get_str(L, a, "conversation", "tenantId", NULL);
+    ref.channel_id = get_str(L, a, "channelId", NULL, NULL);
+    ref.bot_id = get_str(L, a, "recipient", "id", NULL);
+    ref.bot_name = get_str(L, a, "recipient", "name", NULL);
+    ref.user_id = get_str(L, a, "from", "id", NULL);
+    ref.user_aad_id = get_str(L, a, "from", "aadObjectId", NULL);
+    ref.user_name = get_str(L, a, "from", "name", NULL);
+    ref.team_id = get_str(L, a, "channelData", "team", "id");
+    ref.team_name = get_str(L, a, "channelData", "team", "name");
+    ref.team_aad_group_id = get_str(L, a, "channelData", "team", "aadGroupId");
+    ref.team_channel_id = get_str(L, a, "channelData", "channel", "id");
+    if (!ref.team_channel_id)
+        ref.team_channel_id = get_str(L, a, "channelData", "teamsChannelId", NULL);
+    ref.locale = get_str(L, a, "locale", NULL, NULL);
+    ref.timezone = get_timezone(L, a);
+    ref.last_activity_id = activity_id;
+
+    enum store_install_signal signal = STORE_SIGNAL_NONE;
+    if (strcmp(type, "installationUpdate") == 0) {
+        const char *action = get_str(L, a, "action", NULL, NULL);
+        if (action && (strcasecmp(action, "add") == 0 || strcasecmp(action, "add-upgrade") == 0))
+            signal = STORE_SIGNAL_INSTALL;
+        else if (action && (strcasecmp(action, "remove") == 0 || strcasecmp(action, "remove-upgrade") == 0))
+            signal = STORE_SIGNAL_UNINSTALL;
+    } else if (strcmp(type, "conversationUpdate") == 0) {
+        if (members_include(L, a, "membersAdded", ref.bot_id))
+            signal = STORE_SIGNAL_INSTALL;
+        else if (members_include(L, a, "membersRemoved", ref.bot_id))
+            signal = STORE_SIGNAL_UNINSTALL;
+    }
+    int run_hook = 0;
+    char *err = NULL;
+    if (store_put_reference(rt->store, &ref, signal, runtime_wall_ms(),
+                            (int64_t)rt->cfg->install_window_s * 1000, &run_hook, &err) < 0) {
+        log_error("cannot store the conversation reference conversation=%s error=%s", conv,
+                  err ? err : "?");
+        free(err);
+        lua_settop(L, top);
+        reply_error(rt, x, 503, "storage unavailable");
+        return;
+    }
+    rt->activities++;
+    const char *hook = NULL;
+    if (run_hook)
+        hook = signal == STORE_SIGNAL_INSTALL ? "install" : "uninstall";
+
+    if (lua_getfield(L, LUA_REGISTRYINDEX, "herald.dispatch") != LUA_TFUNCTION) {
+        lua_settop(L, top);
+        log_debug("no dispatcher: the script never required \"teams\"");
+        http_exchange_reply(x, 200, NULL, NULL, 0);
+        return;
+    }
+    inbound *ib = calloc(1, sizeof *ib);
+    if (!ib) {
+        lua_settop(L, top);
+        reply_error(rt, x, 503, "out of memory");
+        return;
+    }
+    ib->rt = rt;
+    ib->x = x;
+    ib->invoke = strcmp(type, "invoke") == 0;
+    snprintf(ib->conversation, sizeof ib->conversation, "%s", conv);
+    const char *label = label_for(type, hook);
+    lua_pushvalue(L, a);                       /* [activity dispatch activity] */
+    if (hook)
+        lua_pushstring(L, hook);
+    else
+        lua_pushnil(L);                        /* [activity dispatch activity hook] */
+    int started;
+    task *t = task_spawn(rt->vm, label, 2, on_task_done, ib, &started, &err);
+    lua_settop(L, top);
+    if (!started) {
+        log_error("cannot start a handler conversation=%s error=%s", ib->conversation, err ? err : "?");
+        free(err);
+        reply_error(rt, x, 503, "too busy");
+        free(ib);
+        return;
+    }
+    if (t) {                                   /* still running: answer at the deadline at latest */
+        ib->deadline = evtimer_new(rt->base, on_deadline, ib);
+        if (ib->deadline) {
+            struct timeval tv = {rt->cfg->response_deadline_ms / 1000,
+                                 (rt->cfg->response_deadline_ms % 1000) * 1000};
+            evtimer_add(ib->deadline, &tv);
+        } else {
+            answer(ib, 200, NULL, 0);
+        }
+    }
+}

@@ -1,0 +1,586 @@
+/* lua_teams.c — `herald.core`, the C half of the teams module: yielding connector calls
+ * (send, update, delete, create), sleep, reference store access, the dispatcher slot, logging.
+ * The pure-Lua half (lua/teams/init.lua) builds activities and events on top of it. */
+#include "config.h"
+#include "connector.h"
+#include "log.h"
+#include "runtime.h"
+#include "store.h"
+#include "task.h"
+#include "vm.h"
+
+#include <event2/event.h>
+#include <lauxlib.h>
+#include <lua-cjson.h>
+#include <lua.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+int64_t runtime_wall_ms(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+static runtime *rt_of(lua_State *L) { return vm_host(vm_of(L)); }
+
+/* ---- conversations as arguments ---------------------------------------------------------- */
+
+typedef struct target {
+    const char *id;
+    const char *service_url;
+    store_reference ref;          /* owns the strings when looked up by id */
+} target;
+
+/* Resolves argument arg (a stored id, or a reference table with id and service_url).
+ * Returns 1, or pushes nil, message, code and returns 0 (an unknown id is operational). */
+static int resolve_target(lua_State *L, int arg, target *tg)
+{
+    memset(tg, 0, sizeof *tg);
+    if (lua_type(L, arg) == LUA_TTABLE) {
+        lua_getfield(L, arg, "id");
+        lua_getfield(L, arg, "service_url");
+        tg->id = lua_tostring(L, -2);
+        tg->service_url = lua_tostring(L, -1);
+        lua_pop(L, 2);                         /* strings stay alive in the table */
+        if (!tg->id || !*tg->id)
+            luaL_argerror(L, arg, "conversation table needs a non-empty 'id'");
+        if (!tg->service_url || !*tg->service_url) {
+            char *err = NULL;
+            int found = store_get_reference(rt_of(L)->store, tg->id, &tg->ref, &err);
+            free(err);
+            if (found != 1)
+                luaL_argerror(L, arg, "conversation table needs 'service_url' (or a stored 'id')");
+            tg->service_url = tg->ref.service_url;
+        }
+        return 1;
+    }
+    const char *id = luaL_checkstring(L, arg);
+    char *err = NULL;
+    int found = store_get_reference(rt_of(L)->store, id, &tg->ref, &err);
+    if (found == 1) {
+        tg->id = tg->ref.id;
+        tg->service_url = tg->ref.service_url;
+        return 1;
+    }
+    lua_pushnil(L);
+    if (found == 0) {
+        lua_pushfstring(L, "no stored conversation '%s'", id);
+        lua_pushliteral(L, "unknown_conversation");
+    } else {
+        lua_pushfstring(L, "store error: %s", err ? err : "?");
+        lua_pushliteral(L, "store");
+    }
+    free(err);
+    return 0;
+}
+
+/* ---- yielding connector calls ------------------------------------------------------------ */
+
+enum op_kind { OP_SEND, OP_UPDATE, OP_DELETE, OP_CREATE };
+
+typedef struct conn_op {
+    task *t;
+    connector_call *call;
+    enum op_kind kind;
+    int ok;
+    long status;
+    char *id, *conversation_id, *service_url;
+    char *code, *message, *error_code, *sub_code, *correlation_id, *retry_after;
+} conn_op;
+
+static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
+
+static void conn_op_free(conn_op *op)
+{
+    free(op->id);
+    free(op->conversation_id);
+    free(op->service_url);
+    free(op->code);
+    free(op->message);
+    free(op->error_code);
+    free(op->sub_code);
+    free(op->correlation_id);
+    free(op->retry_after);
+    free(op);
+}
+
+static void set_opt_field(lua_State *L, const char *k, const char *v)
+{
+    if (v) {
+        lua_pushstring(L, v);
+        lua_setfield(L, -2, k);
+    }
+}
+
+/* Pushes the results of a finished connector call onto the task's thread:
+ *   ok:      send/update → id; delete → true; create → conversation_id, activity_id, service_url
+ *   failure: nil, message, code, details{status, code, sub_code, correlation_id, retry_after} */
+static int push_conn_result(lua_State *L, void *arg)
+{
+    conn_op *op = arg;
+    if (!L) {
+        conn_op_free(op);
+        return 0;
+    }
+    int n;
+    if (op->ok) {
+        switch (op->kind) {
+        case OP_DELETE:
+            lua_pushboolean(L, 1);
+            n = 1;
+            break;
+        case OP_CREATE:
+            lua_pushstring(L, op->conversation_id);
+            if (op->id) lua_pushstring(L, op->id); else lua_pushnil(L);
+            if (op->service_url) lua_pushstring(L, op->service_url); else lua_pushnil(L);
+            n = 3;
+            break;
+        default:
+            if (op->id) lua_pushstring(L, op->id); else lua_pushboolean(L, 1);
+            n = 1;
+        }
+    } else {
+        lua_pushnil(L);
+        lua_pushstring(L, op->message ? op->message : "connector call failed");
+        lua_pushstring(L, op->code ? op->code : "rejected");
+        lua_createtable(L, 0, 5);
+        lua_pushinteger(L, op->status);
+        lua_setfield(L, -2, "status");
+        set_opt_field(L, "code", op->error_code);
+        set_opt_field(L, "sub_code", op->sub_code);
+        set_opt_field(L, "correlation_id", op->correlation_id);
+        set_opt_field(L, "retry_after", op->retry_after);
+        n = 4;
+    }
+    conn_op_free(op);
+    return n;
+}
+
+static void on_conn_done(const connector_result *res, void *ud)
+{
+    conn_op *op = ud;
+    op->call = NULL;
+    op->ok = res->ok;
+    op->status = res->status;
+    op->id = dup_or_null(res->activity_id);
+    op->conversation_id = dup_or_null(res->conversation_id);
+    op->service_url = dup_or_null(res->service_url);
+    op->code = dup_or_null(res->code);
+    op->message = dup_or_null(res->message);
+    op->error_code = dup_or_null(res->error_code);
+    op->sub_code = dup_or_null(res->error_sub_code);
+    op->correlation_id = dup_or_null(res->correlation_id);
+    op->retry_after = dup_or_null(res->retry_after);
+    if (!res->ok)
+        log_info("connector call failed status=%ld code=%s message=%s correlation=%s", res->status,
+                 res->code ? res->code : "-", res->message ? res->message : "-",
+                 res->correlation_id ? res->correlation_id : "-");
+    task_wake(op->t, push_conn_result, op);
+}
+
+static void cancel_conn_op(void *arg)
+{
+    conn_op *op = arg;
+    if (op->call)
+        connector_cancel(op->call);
+    conn_op_free(op);
+}
+
+/* Starts the call built by start() and yields; on a start failure returns nil, msg, code now. */
+static int start_and_yield(lua_State *L, task *t, conn_op *op, connector_call *call, char *err)
+{
+    if (!call) {
+        conn_op_free(op);
+        lua_pushnil(L);
+        lua_pushstring(L, err ? err : "cannot start the connector call");
+        lua_pushliteral(L, "network");
+        free(err);
+        return 3;
+    }
+    op->call = call;
+    op->t = t;
+    return task_yield(L, op, cancel_conn_op);
+}
+
+/* core.send(conv, json [, reply_to_id]) */
+static int core_send(lua_State *L)
+{
+    task *t = task_check(L, "teams.send");
+    size_t len;
+    const char *json = luaL_checklstring(L, 2, &len);
+    const char *reply_to = luaL_optstring(L, 3, NULL);
+    target tg;
+    if (!resolve_target(L, 1, &tg))
+        return 3;
+    conn_op *op = calloc(1, sizeof *op);
+    if (!op) {
+        store_reference_clear(&tg.ref);
+        return luaL_error(L, "out of memory");
+    }
+    op->kind = OP_SEND;
+    char *err = NULL;
+    connector_call *call = connector_send(rt_of(L)->conn, tg.service_url, tg.id, reply_to, json,
+                                          len, on_conn_done, op, &err);
+    store_reference_clear(&tg.ref);
+    return start_and_yield(L, t, op, call, err);
+}
+
+/* core.update(conv, activity_id, json) */
+static int core_update(lua_State *L)
+{
+    task *t = task_check(L, "teams.update");
+    const char *activity_id = luaL_checkstring(L, 2);
+    size_t len;
+    const char *json = luaL_checklstring(L, 3, &len);
+    target tg;
+    if (!resolve_target(L, 1, &tg))
+        return 3;
+    conn_op *op = calloc(1, sizeof *op);
+    if (!op) {
+        store_reference_clear(&tg.ref);
+        return luaL_error(L, "out of memory");
+    }
+    op->kind = OP_UPDATE;
+    char *err = NULL;
+    connector_call *call = connector_update(rt_of(L)->conn, tg.service_url, tg.id, activity_id,
+                                            json, len, on_conn_done, op, &err);
+    store_reference_clear(&tg.ref);
+    return start_and_yield(L, t, op, call, err);
+}
+
+/* core.delete(conv, activity_id) */
+static int core_delete(lua_State *L)
+{
+    task *t = task_check(L, "teams.delete");
+    const char *activity_id = luaL_checkstring(L, 2);
+    target tg;
+    if (!resolve_target(L, 1, &tg))
+        return 3;
+    conn_op *op = calloc(1, sizeof *op);
+    if (!op) {
+        store_reference_clear(&tg.ref);
+        return luaL_error(L, "out of memory");
+    }
+    op->kind = OP_DELETE;
+    char *err = NULL;
+    connector_call *call = connector_delete(rt_of(L)->conn, tg.service_url, tg.id, activity_id,
+                                            on_conn_done, op, &err);
+    store_reference_clear(&tg.ref);
+    return start_and_yield(L, t, op, call, err);
+}
+
+/* core.create(service_url, json) → conversation_id, activity_id, service_url */
+static int core_create(lua_State *L)
+{
+    task *t = task_check(L, "teams.create_conversation");
+    const char *service_url = luaL_checkstring(L, 1);
+    size_t len;
+    const char *json = luaL_checklstring(L, 2, &len);
+    conn_op *op = calloc(1, sizeof *op);
+    if (!op)
+        return luaL_error(L, "out of memory");
+    op->kind = OP_CREATE;
+    char *err = NULL;
+    connector_call *call = connector_create_conversation(rt_of(L)->conn, service_url, json, len,
+                                                         on_conn_done, op, &err);
+    return start_and_yield(L, t, op, call, err);
+}
+
+/* ---- sleep ------------------------------------------------------------------------------- */
+
+typedef struct sleep_op {
+    task *t;
+    struct event *ev;
+} sleep_op;
+
+static int push_nothing(lua_State *L, void *arg)
+{
+    (void)L;
+    sleep_op *op = arg;
+    if (op->ev)
+        event_free(op->ev);
+    free(op);
+    return 0;
+}
+
+static void on_sleep_done(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    sleep_op *op = arg;
+    task_wake(op->t, push_nothing, op);
+}
+
+static void cancel_sleep(void *arg) { push_nothing(NULL, arg); }
+
+/* core.sleep(seconds) */
+static int core_sleep(lua_State *L)
+{
+    task *t = task_check(L, "teams.sleep");
+    lua_Number s = luaL_checknumber(L, 1);
+    luaL_argcheck(L, s >= 0 && s <= 86400 * 7 && !isnan(s), 1, "seconds must be between 0 and 604800");
+    sleep_op *op = calloc(1, sizeof *op);
+    if (!op)
+        return luaL_error(L, "out of memory");
+    op->t = t;
+    op->ev = evtimer_new(rt_of(L)->base, on_sleep_done, op);
+    if (!op->ev) {
+        free(op);
+        return luaL_error(L, "cannot create a timer");
+    }
+    long ms = (long)(s * 1000.0);
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(op->ev, &tv);
+    return task_yield(L, op, cancel_sleep);
+}
+
+/* ---- references -------------------------------------------------------------------------- */
+
+/* Pushes a reference as a Lua table (field names are the documented Lua ones). */
+static void push_reference(lua_State *L, const store_reference *r)
+{
+    lua_createtable(L, 0, 22);
+    set_opt_field(L, "id", r->id);
+    set_opt_field(L, "scope", r->type);
+    set_opt_field(L, "tenant", r->tenant_id);
+    set_opt_field(L, "service_url", r->service_url);
+    set_opt_field(L, "channel_id", r->channel_id);
+    set_opt_field(L, "bot_id", r->bot_id);
+    set_opt_field(L, "bot_name", r->bot_name);
+    set_opt_field(L, "user_id", r->user_id);
+    set_opt_field(L, "user_aad_object_id", r->user_aad_id);
+    set_opt_field(L, "user_name", r->user_name);
+    set_opt_field(L, "team_id", r->team_id);
+    set_opt_field(L, "team_name", r->team_name);
+    set_opt_field(L, "team_aad_group_id", r->team_aad_group_id);
+    set_opt_field(L, "team_channel_id", r->team_channel_id);
+    set_opt_field(L, "locale", r->locale);
+    set_opt_field(L, "timezone", r->timezone);
+    set_opt_field(L, "last_activity_id", r->last_activity_id);
+    lua_pushboolean(L, r->installed);
+    lua_setfield(L, -2, "installed");
+    lua_pushinteger(L, r->created_at);
+    lua_setfield(L, -2, "created_at");
+    lua_pushinteger(L, r->updated_at);
+    lua_setfield(L, -2, "updated_at");
+    if (r->uninstalled_at) {
+        lua_pushinteger(L, r->uninstalled_at);
+        lua_setfield(L, -2, "uninstalled_at");
+    }
+}
+
+/* Pushes the found reference, nil when absent; raises on a store error. */
+static int push_lookup(lua_State *L, int found, store_reference *r, char *err)
+{
+    if (found < 0) {
+        lua_pushfstring(L, "store error: %s", err ? err : "?");
+        free(err);
+        return lua_error(L);
+    }
+    if (found == 0) {
+        lua_pushnil(L);
+        return 1;
+    }
+    push_reference(L, r);
+    store_reference_clear(r);
+    return 1;
+}
+
+static int core_get_reference(lua_State *L)
+{
+    store_reference r;
+    char *err = NULL;
+    int found = store_get_reference(rt_of(L)->store, luaL_checkstring(L, 1), &r, &err);
+    return push_lookup(L, found, &r, err);
+}
+
+static int core_find_user(lua_State *L)
+{
+    store_reference r;
+    char *err = NULL;
+    int found = store_find_user_reference(rt_of(L)->store, luaL_checkstring(L, 1),
+                                          luaL_optstring(L, 2, NULL), luaL_optstring(L, 3, NULL),
+                                          &r, &err);
+    return push_lookup(L, found, &r, err);
+}
+
+static int core_find_channel(lua_State *L)
+{
+    store_reference r;
+    char *err = NULL;
+    int found = store_find_channel_reference(rt_of(L)->store, luaL_checkstring(L, 1), &r, &err);
+    return push_lookup(L, found, &r, err);
+}
+
+static int core_find_tenant(lua_State *L)
+{
+    store_reference r;
+    char *err = NULL;
+    int found = store_find_tenant_reference(rt_of(L)->store, luaL_checkstring(L, 1), &r, &err);
+    return push_lookup(L, found, &r, err);
+}
+
+static int list_one(const store_reference *r, void *ud)
+{
+    lua_State *L = ud;                          /* [filter after limit list] */
+    push_reference(L, r);
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    return 0;
+}
+
+static const char *opt_field(lua_State *L, int t, const char *k)
+{
+    lua_getfield(L, t, k);
+    const char *s = lua_tostring(L, -1);
+    lua_pop(L, 1);                              /* the table keeps the string alive */
+    return s;
+}
+
+/* core.list(filter, after_id, limit) → array of references */
+static int core_list(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    store_filter f = {0};
+    f.tenant_id = opt_field(L, 1, "tenant");
+    f.type = opt_field(L, 1, "scope");
+    f.team_id = opt_field(L, 1, "team");
+    f.user = opt_field(L, 1, "user");
+    lua_getfield(L, 1, "include_uninstalled");
+    f.include_uninstalled = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    const char *after = luaL_optstring(L, 2, NULL);
+    int limit = (int)luaL_optinteger(L, 3, 100);
+    luaL_argcheck(L, limit > 0 && limit <= 10000, 3, "limit must be 1..10000");
+    lua_settop(L, 3);
+    lua_createtable(L, limit < 64 ? limit : 64, 0);
+    char *err = NULL;
+    if (store_list_references(rt_of(L)->store, &f, after, limit, list_one, L, &err) < 0) {
+        lua_pushfstring(L, "store error: %s", err ? err : "?");
+        free(err);
+        return lua_error(L);
+    }
+    return 1;
+}
+
+/* core.put_reference{id=, service_url=, ...}: stores a reference the script learned (a created
+ * conversation). Raises on misuse or a store error. */
+static int core_put_reference(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    store_reference r = {0};
+    r.id = opt_field(L, 1, "id");
+    r.service_url = opt_field(L, 1, "service_url");
+    luaL_argcheck(L, r.id && *r.id, 1, "reference needs 'id'");
+    luaL_argcheck(L, r.service_url && *r.service_url, 1, "reference needs 'service_url'");
+    r.type = opt_field(L, 1, "scope");
+    r.tenant_id = opt_field(L, 1, "tenant");
+    r.channel_id = opt_field(L, 1, "channel_id");
+    r.bot_id = opt_field(L, 1, "bot_id");
+    r.bot_name = opt_field(L, 1, "bot_name");
+    r.user_id = opt_field(L, 1, "user_id");
+    r.user_aad_id = opt_field(L, 1, "user_aad_object_id");
+    r.user_name = opt_field(L, 1, "user_name");
+    r.team_id = opt_field(L, 1, "team_id");
+    r.team_name = opt_field(L, 1, "team_name");
+    r.team_aad_group_id = opt_field(L, 1, "team_aad_group_id");
+    r.team_channel_id = opt_field(L, 1, "team_channel_id");
+    r.locale = opt_field(L, 1, "locale");
+    r.timezone = opt_field(L, 1, "timezone");
+    int run_hook = 0;
+    char *err = NULL;
+    runtime *rt = rt_of(L);
+    if (store_put_reference(rt->store, &r, STORE_SIGNAL_NONE, runtime_wall_ms(), 0, &run_hook,
+                            &err) < 0) {
+        lua_pushfstring(L, "store error: %s", err ? err : "?");
+        free(err);
+        return lua_error(L);
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* ---- misc -------------------------------------------------------------------------------- */
+
+static int core_set_dispatcher(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_settop(L, 1);
+    lua_setfield(L, LUA_REGISTRYINDEX, "herald.dispatch");
+    return 0;
+}
+
+static int core_log(lua_State *L)
+{
+    static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
+    int level = luaL_checkoption(L, 1, "info", levels);
+    const char *msg = luaL_checkstring(L, 2);
+    log_at((enum log_level)level, "script: %s", msg);
+    return 0;
+}
+
+static int core_now_ms(lua_State *L)
+{
+    lua_pushinteger(L, runtime_wall_ms());
+    return 1;
+}
+
+static int core_config(lua_State *L)
+{
+    runtime *rt = rt_of(L);
+    lua_createtable(L, 0, 4);
+    lua_pushboolean(L, rt->cfg->dev);
+    lua_setfield(L, -2, "dev");
+    if (rt->cfg->app_id) {
+        lua_pushstring(L, rt->cfg->app_id);
+        lua_setfield(L, -2, "app_id");
+    }
+    if (rt->cfg->tenant_id) {
+        lua_pushstring(L, rt->cfg->tenant_id);
+        lua_setfield(L, -2, "tenant_id");
+    }
+    return 1;
+}
+
+static const luaL_Reg core_funcs[] = {
+    {"config", core_config},
+    {"create", core_create},
+    {"delete", core_delete},
+    {"find_channel", core_find_channel},
+    {"find_tenant", core_find_tenant},
+    {"find_user", core_find_user},
+    {"get_reference", core_get_reference},
+    {"list", core_list},
+    {"log", core_log},
+    {"now_ms", core_now_ms},
+    {"put_reference", core_put_reference},
+    {"send", core_send},
+    {"set_dispatcher", core_set_dispatcher},
+    {"sleep", core_sleep},
+    {"update", core_update},
+    {NULL, NULL},
+};
+
+static int luaopen_herald_core(lua_State *L)
+{
+    luaL_newlib(L, core_funcs);
+    return 1;
+}
+
+void lua_teams_install(vm *v)
+{
+    lua_State *L = vm_state(v);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);  /* [preload] */
+    lua_pushcfunction(L, luaopen_herald_core);
+    lua_setfield(L, -2, "herald.core");
+    lua_pop(L, 1);                                               /* [] */
+    /* a private cjson instance decodes inbound bodies, so a script's cjson settings never
+     * change how activities are parsed */
+    luaopen_cjson(L);                                            /* [cjson] */
+    lua_getfield(L, -1, "decode");                               /* [cjson decode] */
+    lua_setfield(L, LUA_REGISTRYINDEX, "herald.decode");         /* [cjson] */
+    lua_pop(L, 1);                                               /* [] */
+}

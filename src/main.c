@@ -1,0 +1,200 @@
+/* main.c — the herald command line: parse the configuration, wire store, HTTP client/server,
+ * connector and the Lua generation onto one event loop, handle signals, shut down in bounds. */
+#include "config.h"
+#include "connector.h"
+#include "http_client.h"
+#include "http_server.h"
+#include "log.h"
+#include "redelivery.h"
+#include "runtime.h"
+#include "store.h"
+#include "task.h"
+#include "vm.h"
+
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static struct event *shutdown_timer, *shutdown_poll;
+
+static char *health_json(void *ud)
+{
+    runtime *rt = ud;
+    char *s = NULL;
+    if (asprintf(&s,
+                 "{\"status\":\"%s\",\"uptime_ms\":%lld,\"tasks\":%d,\"lua_memory_bytes\":%zu,"
+                 "\"activities\":%llu,\"handler_errors\":%llu,\"redelivered\":%llu,"
+                 "\"rejected\":%llu,\"outbound_in_flight\":%d}",
+                 rt->stopping ? "stopping" : "ok", (long long)(vm_now_ms() - rt->started_ms),
+                 task_count(rt->vm), vm_memory(rt->vm), (unsigned long long)rt->activities,
+                 (unsigned long long)rt->handler_errors, (unsigned long long)rt->redelivered,
+                 (unsigned long long)rt->rejected, http_client_pending(rt->http)) < 0)
+        return NULL;
+    return s;
+}
+
+/* Shutdown is done when no task and no exchange is left; polled because tasks end in many places. */
+static void shutdown_check(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    runtime *rt = arg;
+    if (task_count(rt->vm) == 0 && http_server_pending(rt->server) == 0)
+        event_base_loopbreak(rt->base);
+}
+
+static void shutdown_expired(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    runtime *rt = arg;
+    log_warn("shutdown grace of %ld ms expired: cancelling %d task(s)", rt->cfg->shutdown_grace_ms,
+             task_count(rt->vm));
+    task_cancel_all(rt->vm, "shutdown grace expired");
+    event_base_loopbreak(rt->base);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    runtime *rt = arg;
+    if (rt->stopping) {
+        log_warn("second signal: stopping now");
+        task_cancel_all(rt->vm, "stopped by a second signal");
+        event_base_loopbreak(rt->base);
+        return;
+    }
+    rt->stopping = 1;
+    log_info("%s received: no new connections; finishing %d task(s) (grace %ld ms)",
+             sig == SIGTERM ? "SIGTERM" : "SIGINT", task_count(rt->vm), rt->cfg->shutdown_grace_ms);
+    http_server_stop_accepting(rt->server);
+    struct timeval grace = {rt->cfg->shutdown_grace_ms / 1000, (rt->cfg->shutdown_grace_ms % 1000) * 1000};
+    struct timeval poll = {0, 20000};
+    shutdown_timer = evtimer_new(rt->base, shutdown_expired, rt);
+    shutdown_poll = event_new(rt->base, -1, EV_PERSIST, shutdown_check, rt);
+    evtimer_add(shutdown_timer, &grace);
+    event_add(shutdown_poll, &poll);
+    shutdown_check(-1, 0, rt);
+}
+
+static int run(config *cfg)
+{
+    int rc = 1;
+    char *err = NULL;
+    runtime rt = {0};
+    struct event *sigterm = NULL, *sigint = NULL;
+    rt.cfg = cfg;
+    rt.started_ms = vm_now_ms();
+
+    if (cfg->dev)
+        log_warn("DEV MODE: inbound activities are NOT authenticated, outbound calls carry no token "
+                 "and plain-http service URLs are allowed; listening on loopback only");
+    rt.base = event_base_new();
+    if (!rt.base) {
+        log_error("cannot create the event loop");
+        return 1;
+    }
+    rt.store = store_open(cfg->db_path, &err);
+    if (!rt.store) {
+        log_error("cannot open the database %s: %s", cfg->db_path, err);
+        goto out;
+    }
+    rt.seen = redelivery_new(100000);
+    http_client_config hc = {.connect_timeout_ms = 5000, .max_host_connections = 64,
+                             .allow_http = cfg->dev};
+    rt.http = http_client_new(rt.base, &hc, &err);
+    if (!rt.http) {
+        log_error("cannot start the HTTP client: %s", err);
+        goto out;
+    }
+    connector_config cc = {.request_timeout_ms = cfg->connector_timeout_ms,
+                           .user_agent = "herald/" HERALD_VERSION};
+    rt.conn = connector_new(rt.http, &cc);
+    vm_config vc = {.memory_limit = cfg->lua_memory_bytes, .slice_ms = cfg->task_slice_ms,
+                    .load_deadline_ms = cfg->load_deadline_ms, .max_tasks = cfg->max_tasks,
+                    .script_dir = cfg->script_dir};
+    rt.vm = vm_new(rt.base, &vc, &rt, &err);
+    if (!rt.vm) {
+        log_error("cannot create the Lua state: %s", err);
+        goto out;
+    }
+    lua_teams_install(rt.vm);
+    if (vm_load_script(rt.vm, cfg->script, &err) < 0) {
+        log_error("cannot load the bot script: %s", err);
+        goto out;
+    }
+    http_server_config sc = {.host = cfg->listen_host, .port = cfg->listen_port,
+                             .max_body_bytes = cfg->max_body_bytes, .max_header_bytes = 65536,
+                             .timeout_s = 60};
+    rt.server = http_server_new(rt.base, &sc, inbound_activity, health_json, &rt, &err);
+    if (!rt.server) {
+        log_error("%s", err);
+        goto out;
+    }
+    sigterm = evsignal_new(rt.base, SIGTERM, on_signal, &rt);
+    sigint = evsignal_new(rt.base, SIGINT, on_signal, &rt);
+    evsignal_add(sigterm, NULL);
+    evsignal_add(sigint, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    const char *h = cfg->listen_host;
+    int v6 = strchr(h, ':') != NULL;
+    log_info("herald %s listening on http://%s%s%s:%d script=%s db=%s", HERALD_VERSION,
+             v6 ? "[" : "", h, v6 ? "]" : "", http_server_port(rt.server), cfg->script, cfg->db_path);
+    event_base_dispatch(rt.base);
+    log_info("herald stopped cleanly");
+    rc = 0;
+out:
+    free(err);
+    if (shutdown_timer)
+        event_free(shutdown_timer);
+    if (shutdown_poll)
+        event_free(shutdown_poll);
+    if (sigterm)
+        event_free(sigterm);
+    if (sigint)
+        event_free(sigint);
+    vm_free(rt.vm);                 /* cancels tasks, which may still answer exchanges */
+    http_server_free(rt.server);
+    connector_free(rt.conn);
+    http_client_free(rt.http);
+    redelivery_free(rt.seen);
+    store_close(rt.store);
+    event_base_free(rt.base);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    config cfg;
+    char *err = NULL;
+    int rc = config_load(&cfg, argc, argv, &err);
+    if (rc == 1) {
+        config_free(&cfg);
+        return 0;
+    }
+    if (rc < 0) {
+        fprintf(stderr, "herald: %s\n%s", err ? err : "bad arguments", config_usage());
+        free(err);
+        config_free(&cfg);
+        return 2;
+    }
+    if (log_set_level_name(cfg.log_level) < 0) {
+        fprintf(stderr, "herald: unknown log level '%s' (debug, info, warn, error)\n", cfg.log_level);
+        config_free(&cfg);
+        return 2;
+    }
+    if (config_validate(&cfg, &err) < 0) {
+        fprintf(stderr, "herald: %s\n", err);
+        free(err);
+        config_free(&cfg);
+        return 1;
+    }
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    rc = run(&cfg);
+    curl_global_cleanup();
+    config_free(&cfg);
+    return rc;
+}

@@ -1,0 +1,22 @@
+/* redelivery.h — the activity ids seen in the last few minutes, per conversation, so an activity
+ * Teams redelivers after a timeout is acknowledged and not run twice. In memory by design. */
+#ifndef HERALD_REDELIVERY_H
+#define HERALD_REDELIVERY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct redelivery redelivery;
+
+/* max_entries bounds memory: past it the oldest ids are forgotten first. */
+redelivery *redelivery_new(size_t max_entries);
+void redelivery_free(redelivery *r);
+
+/* Returns 1 when (conversation_id, activity_id) was recorded less than window_ms before now_ms;
+ * otherwise records it at now_ms and returns 0. now_ms must not go backwards (monotonic clock). */
+int redelivery_check(redelivery *r, const char *conversation_id, const char *activity_id,
+                     int64_t now_ms, int64_t window_ms);
+
+size_t redelivery_size(const redelivery *r);
+
+#endif

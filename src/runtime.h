@@ -1,0 +1,43 @@
+/* runtime.h — the process-wide objects the Lua bindings reach through vm_host(): config, store,
+ * HTTP client and server, connector, the current Lua generation. Wired up by main.c. */
+#ifndef HERALD_RUNTIME_H
+#define HERALD_RUNTIME_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+struct config;
+typedef struct store store;
+typedef struct http_client http_client;
+typedef struct http_server http_server;
+typedef struct connector connector;
+typedef struct redelivery redelivery;
+typedef struct vm vm;
+
+typedef struct runtime {
+    struct event_base *base;
+    const struct config *cfg;
+    store *store;
+    http_client *http;
+    http_server *server;
+    connector *conn;
+    redelivery *seen;
+    vm *vm;
+    int stopping;                 /* SIGTERM received: new activities get 503 */
+    int64_t started_ms;
+    /* counters for /healthz */
+    uint64_t activities, handler_errors, redelivered, rejected;
+} runtime;
+
+/* lua_inbound.c: handles one POST /api/messages body (answers x exactly once). */
+struct http_exchange;
+void inbound_activity(struct http_exchange *x, const char *body, size_t len, void *rt);
+
+/* lua_teams.c: registers the `herald.core` preload in the generation's state. */
+void lua_teams_install(vm *v);
+
+/* Wall-clock unix milliseconds (references, logs); monotonic time is vm_now_ms. */
+int64_t runtime_wall_ms(void);
+
+#endif

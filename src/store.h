@@ -1,0 +1,101 @@
+/* store.h — SQLite storage for herald: schema migrations, prepared statements, conversation
+ * references. Knows nothing of Lua or HTTP; every query is a prepared statement made once at open. */
+#ifndef HERALD_STORE_H
+#define HERALD_STORE_H
+
+#include <stdint.h>
+#include <stddef.h>
+
+typedef struct store store;
+
+/* A conversation reference. Every string may be NULL (unknown). On upsert a NULL field never
+ * overwrites a stored value; on read the strings point into a buffer owned by the reference
+ * (release with store_reference_clear). */
+typedef struct store_reference {
+    const char *id;               /* conversation id (required) */
+    const char *type;             /* "personal" | "groupChat" | "channel" */
+    const char *tenant_id;
+    const char *service_url;      /* required on upsert */
+    const char *channel_id;       /* Bot Framework channel, "msteams" */
+    const char *bot_id;           /* recipient.id of inbound activities ("28:...") */
+    const char *bot_name;
+    const char *user_id;          /* from.id of the latest activity ("29:...") */
+    const char *user_aad_id;      /* from.aadObjectId */
+    const char *user_name;
+    const char *team_id;          /* channelData.team.id */
+    const char *team_name;
+    const char *team_aad_group_id;
+    const char *team_channel_id;  /* channelData.channel.id (the channel a thread lives in) */
+    const char *locale;
+    const char *timezone;         /* IANA name from localTimezone / clientInfo.timezone */
+    const char *last_activity_id;
+    int installed;                /* read: 1 installed, 0 uninstalled */
+    int64_t created_at;           /* read only: unix ms */
+    int64_t updated_at;           /* read only: unix ms */
+    int64_t uninstalled_at;       /* read only: unix ms, 0 when installed */
+    char *buf_;                   /* owned storage behind the strings after a read */
+} store_reference;
+
+/* Install-state signal carried by the activity being stored. */
+enum store_install_signal {
+    STORE_SIGNAL_NONE = 0,        /* ordinary activity: marks installed, never runs a hook */
+    STORE_SIGNAL_INSTALL,         /* the bot was added (installationUpdate add, or bot in membersAdded) */
+    STORE_SIGNAL_UNINSTALL,       /* the bot was removed */
+};
+
+/* Filter for store_list_references; NULL fields match anything. */
+typedef struct store_filter {
+    const char *tenant_id;
+    const char *type;             /* conversation type */
+    const char *team_id;
+    const char *user;             /* matches user_id or user_aad_id */
+    int include_uninstalled;
+} store_filter;
+
+/* Opens (creating if needed) the database at path (":memory:" allowed), sets WAL and
+ * synchronous=NORMAL, applies migrations up to the current version and prepares statements.
+ * Returns NULL and sets *err (malloc'd, caller frees) on failure. */
+store *store_open(const char *path, char **err);
+void store_close(store *s);
+
+/* Schema version after migrations (PRAGMA user_version). */
+int store_schema_version(store *s);
+
+/* Upserts ref (id and service_url required) at time now_ms, applying the install signal in the
+ * same transaction. *run_hook is set to 1 when the signal should run the script's hook:
+ *   INSTALL:   unless the conversation is installed and another INSTALL was recorded less than
+ *              window_ms ago (Teams sends installationUpdate and conversationUpdate for one install);
+ *   UNINSTALL: when the conversation was installed (the second of a pair finds it uninstalled).
+ * NONE marks the conversation installed (the bot is evidently there) and sets *run_hook to 0.
+ * UNINSTALL keeps the row (history is not deleted), setting installed=0 and uninstalled_at.
+ * Returns 0, or -1 with *err set. */
+int store_put_reference(store *s, const store_reference *ref, enum store_install_signal signal,
+                        int64_t now_ms, int64_t window_ms, int *run_hook, char **err);
+
+/* Reads the reference with this conversation id into *out. Returns 1 found, 0 not found,
+ * -1 error (*err set). On 1, release *out with store_reference_clear. */
+int store_get_reference(store *s, const char *id, store_reference *out, char **err);
+
+/* Finds the most recently updated reference for a user (user_id or user_aad_id equal to user),
+ * optionally restricted to a tenant and a conversation type. Same return contract as get. */
+int store_find_user_reference(store *s, const char *user, const char *tenant_id, const char *type,
+                              store_reference *out, char **err);
+
+/* Finds the most recently updated reference in a team or channel (team_id, team_channel_id or id
+ * equal to channel_or_team), for its service url and tenant. Same return contract as get. */
+int store_find_channel_reference(store *s, const char *channel_or_team, store_reference *out,
+                                 char **err);
+
+/* Finds any reference of a tenant (most recently updated). Same return contract as get. */
+int store_find_tenant_reference(store *s, const char *tenant_id, store_reference *out, char **err);
+
+/* Lists up to limit references matching filter whose id sorts after after_id (NULL: from the
+ * start), ordered by id, calling fn for each; stops early when fn returns non-zero.
+ * Returns the number of rows passed to fn, or -1 with *err set. */
+typedef int (*store_reference_fn)(const store_reference *ref, void *ud);
+int store_list_references(store *s, const store_filter *filter, const char *after_id, int limit,
+                          store_reference_fn fn, void *ud, char **err);
+
+void store_reference_clear(store_reference *ref);
+
+#endif

@@ -1,0 +1,270 @@
+/* task.c — coroutine tasks of one generation: spawn, yield with a pending op, wake through a
+ * ready list on the next loop turn, resume (the second door into Lua), finish, cancel. */
+#include "task.h"
+#include "log.h"
+#include "vm.h"
+
+#include <event2/event.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum task_state { TASK_RUNNING, TASK_SUSPENDED, TASK_READY, TASK_DEAD };
+
+struct task {
+    vm *v;
+    lua_State *T;
+    int ref;                      /* registry ref anchoring T; released in finish() */
+    const char *label;            /* static string */
+    enum task_state state;
+    task_done_fn done;
+    void *ud;
+    void *op;                     /* pending operation while SUSPENDED */
+    task_cancel_fn cancel;
+    task_push_fn push;            /* results to push while READY */
+    void *push_op;
+    int resuming;                 /* set only while task_resume runs T */
+    task *prev, *next;            /* all live tasks */
+    task *rprev, *rnext;          /* ready list */
+};
+
+struct task_list {
+    vm *v;
+    task *head;
+    int count;
+    task *ready_head, *ready_tail;
+    struct event *ready_ev;
+};
+
+static void ready_cb(evutil_socket_t fd, short what, void *arg);
+
+task_list *task_list_new(vm *v, char **err)
+{
+    task_list *l = calloc(1, sizeof *l);
+    if (!l) {
+        *err = strdup("out of memory");
+        return NULL;
+    }
+    l->v = v;
+    l->ready_ev = event_new(vm_base(v), -1, 0, ready_cb, l);
+    if (!l->ready_ev) {
+        free(l);
+        *err = strdup("cannot create the task ready event");
+        return NULL;
+    }
+    return l;
+}
+
+void task_list_free(task_list *l)
+{
+    if (!l)
+        return;
+    event_free(l->ready_ev);
+    free(l);
+}
+
+task *task_of(lua_State *L) { return *(task **)lua_getextraspace(L); }
+lua_State *task_thread(task *t) { return t->T; }
+const char *task_label(const task *t) { return t->label; }
+void task_set_ud(task *t, void *ud) { t->ud = ud; }
+int task_count(const vm *v) { return vm_tasks((vm *)v)->count; }
+
+task *task_check(lua_State *L, const char *what)
+{
+    task *t = task_of(L);
+    if (!t || t->T != L || !lua_isyieldable(L))
+        luaL_error(L, "%s must be called from a handler (a task), not at load time or inside a "
+                      "coroutine the script created", what);
+    return t;
+}
+
+static void ready_remove(task_list *l, task *t)
+{
+    if (t->rprev) t->rprev->rnext = t->rnext; else l->ready_head = t->rnext;
+    if (t->rnext) t->rnext->rprev = t->rprev; else l->ready_tail = t->rprev;
+    t->rprev = t->rnext = NULL;
+}
+
+/* Ends t: the owner's done runs while the results are still on T, then T is released. */
+static void finish(task *t, enum task_status status, int nres, const char *message)
+{
+    task_list *l = vm_tasks(t->v);
+    t->state = TASK_DEAD;
+    if (t->done)
+        t->done(t, status, nres, message, t->ud);
+    if (status == TASK_CANCELLED)
+        lua_resetthread(t->T);                /* runs pending __close handlers */
+    *(task **)lua_getextraspace(t->T) = NULL;
+    if (t->prev) t->prev->next = t->next; else l->head = t->next;
+    if (t->next) t->next->prev = t->prev;
+    l->count--;
+    vm_unref(t->v, t->ref);
+    free(t);
+}
+
+/* Runs T with nargs values on its stack until it yields or ends. Returns 1 when t ended (and
+ * has been freed), 0 when it is waiting. */
+static int resume(task *t, int nargs)
+{
+    vm *v = t->v;
+    lua_State *L = vm_state(v);
+    int nres = 0;
+    t->state = TASK_RUNNING;
+    t->resuming = 1;
+    vm_arm_slice(v, vm_cfg(v)->slice_ms);
+    int rc = lua_resume(t->T, L, nargs, &nres);
+    vm_disarm_slice(v);
+    t->resuming = 0;
+    if (rc == LUA_YIELD) {
+        if (t->op || t->state == TASK_READY) {
+            if (t->state == TASK_RUNNING)
+                t->state = TASK_SUSPENDED;
+            return 0;
+        }
+        /* coroutine.yield() at the handler's own level: nothing will ever wake it */
+        lua_pop(t->T, nres);
+        lua_pushliteral(t->T, "a handler yielded outside a teams call (coroutine.yield at the "
+                              "top level of a task is not allowed)");
+        rc = LUA_ERRRUN;
+    }
+    if (rc == LUA_OK) {
+        finish(t, TASK_OK, nres, NULL);
+        return 1;
+    }
+    const char *msg = lua_tostring(t->T, -1);
+    if (!msg)
+        msg = lua_pushfstring(t->T, "(error object is a %s value)", luaL_typename(t->T, -1));
+    luaL_traceback(L, t->T, msg, 0);          /* main: [traceback] */
+    finish(t, TASK_ERROR, 0, lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return 1;
+}
+
+task *task_spawn(vm *v, const char *label, int nargs, task_done_fn done, void *ud, int *started,
+                 char **err)
+{
+    task_list *l = vm_tasks(v);
+    lua_State *L = vm_state(v);
+    *started = 0;
+    if (l->count >= vm_cfg(v)->max_tasks) {
+        lua_pop(L, nargs + 1);
+        if (asprintf(err, "too many tasks (%d alive, limit HERALD_MAX_TASKS)", l->count) < 0)
+            *err = NULL;
+        return NULL;
+    }
+    task *t = calloc(1, sizeof *t);
+    if (!t) {
+        lua_pop(L, nargs + 1);
+        *err = strdup("out of memory");
+        return NULL;
+    }
+    lua_State *T = lua_newthread(L);          /* main: [fn args... T] */
+    t->ref = vm_ref(v, L);                    /* main: [fn args...] */
+    lua_xmove(L, T, nargs + 1);               /* main: [], T: [fn args...] */
+    *(task **)lua_getextraspace(T) = t;
+    t->v = v;
+    t->T = T;
+    t->label = label;
+    t->done = done;
+    t->ud = ud;
+    t->next = l->head;
+    if (l->head)
+        l->head->prev = t;
+    l->head = t;
+    l->count++;
+    *started = 1;
+    return resume(t, nargs) ? NULL : t;
+}
+
+/* Continuation of every yielding binding: refuses a resume that did not come from task.c (a
+ * script that captured coroutine.running() and resumed it itself). */
+static int yield_done(lua_State *L, int status, lua_KContext ctx)
+{
+    (void)status;
+    (void)ctx;
+    task *t = task_of(L);
+    if (!t || !t->resuming)
+        return luaL_error(L, "a handler's coroutine was resumed by the script; only herald may resume it");
+    return lua_gettop(L) - (int)ctx;
+}
+
+int task_yield(lua_State *L, void *op, task_cancel_fn cancel)
+{
+    task *t = task_of(L);
+    t->op = op;
+    t->cancel = cancel;
+    return lua_yieldk(L, 0, (lua_KContext)lua_gettop(L), yield_done);
+}
+
+void task_wake(task *t, task_push_fn push, void *op)
+{
+    task_list *l = vm_tasks(t->v);
+    t->op = NULL;
+    t->cancel = NULL;
+    t->push = push;
+    t->push_op = op;
+    t->state = TASK_READY;
+    t->rprev = l->ready_tail;
+    t->rnext = NULL;
+    if (l->ready_tail) l->ready_tail->rnext = t; else l->ready_head = t;
+    l->ready_tail = t;
+    event_active(l->ready_ev, 0, 0);
+}
+
+/* Resumes what was ready when the callback started; tasks woken meanwhile wait for the next
+ * turn, so a task that wakes itself in a loop cannot starve inbound requests. */
+static void ready_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    task_list *l = arg;
+    task *last = l->ready_tail;
+    while (l->ready_head) {
+        task *t = l->ready_head;
+        int was_last = (t == last);
+        ready_remove(l, t);
+        task_push_fn push = t->push;
+        void *op = t->push_op;
+        t->push = NULL;
+        t->push_op = NULL;
+        int n = push(t->T, op);
+        resume(t, n);
+        if (was_last)
+            break;
+    }
+    if (l->ready_head)
+        event_active(l->ready_ev, 0, 0);
+}
+
+void task_cancel(task *t, const char *reason)
+{
+    task_list *l = vm_tasks(t->v);
+    if (t->state == TASK_RUNNING || t->state == TASK_DEAD)
+        return;                               /* a task cannot be cancelled from inside itself */
+    if (t->state == TASK_SUSPENDED && t->op && t->cancel) {
+        t->cancel(t->op);
+        t->op = NULL;
+    } else if (t->state == TASK_READY) {
+        ready_remove(l, t);
+        if (t->push)
+            t->push(NULL, t->push_op);        /* frees the op */
+        t->push = NULL;
+        t->push_op = NULL;
+    }
+    finish(t, TASK_CANCELLED, 0, reason);
+}
+
+void task_cancel_all(vm *v, const char *reason)
+{
+    /* a done callback may end other tasks, so rescan from the head after each cancel */
+    task_list *l = vm_tasks(v);
+    for (;;) {
+        task *t = l->head;
+        while (t && t->state == TASK_RUNNING)
+            t = t->next;
+        if (!t)
+            return;
+        task_cancel(t, reason);
+    }
+}

@@ -1,0 +1,66 @@
+/* vm.h — one Lua generation: a capped allocator, the sandboxed environment, the script load, the
+ * CPU-slice hook, and vm_pcall, one of the two doors into Lua (task_resume is the other). */
+#ifndef HERALD_VM_H
+#define HERALD_VM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct lua_State lua_State;
+typedef struct vm vm;
+struct event_base;
+
+typedef struct vm_config {
+    size_t memory_limit;         /* bytes; allocation beyond it fails → "not enough memory" in Lua */
+    long slice_ms;               /* CPU time one resume (or vm_pcall) may run */
+    long load_deadline_ms;       /* CPU time for the script's top level */
+    int max_tasks;               /* tasks alive at once */
+    const char *script_dir;      /* require() resolves here (text chunks only) */
+} vm_config;
+
+/* Opens libraries into a fresh state and installs the sandbox. The generation keeps host (what the
+ * lua_* bindings reach through vm_host) and base (for timers). NULL with *err set on failure. */
+vm *vm_new(struct event_base *base, const vm_config *cfg, void *host, char **err);
+
+/* Cancels every task of the generation (their done callbacks run with TASK_CANCELLED), closes the
+ * state and logs any leaked registry refs. */
+void vm_free(vm *v);
+
+lua_State *vm_state(vm *v);
+void *vm_host(vm *v);
+struct event_base *vm_base(vm *v);
+const vm_config *vm_cfg(vm *v);
+
+/* The vm that owns L (any thread of the generation). */
+vm *vm_of(lua_State *L);
+
+/* Loads path as a text chunk and runs its top level under the load deadline.
+ * Returns 0, or -1 with *err set to "file:line: message" (malloc'd). */
+int vm_load_script(vm *v, const char *path, char **err);
+
+/* Calls the function below nargs arguments on the main stack with a traceback handler and the
+ * CPU-slice hook armed. Leaves nres results on success; on error pops everything and sets *err
+ * (message + traceback, malloc'd). Returns 0 or -1. */
+int vm_pcall(vm *v, int nargs, int nres, char **err);
+
+/* Slice bookkeeping used by task_resume: arm the deadline for one run of Lua code. */
+void vm_arm_slice(vm *v, long ms);
+void vm_disarm_slice(vm *v);
+
+/* Registry refs made through vm_ref are counted so a closing generation can report leaks. */
+int vm_ref(vm *v, lua_State *L);          /* pops the value, returns its ref */
+void vm_unref(vm *v, int ref);            /* LUA_NOREF / LUA_REFNIL are ignored */
+int vm_ref_count(const vm *v);
+
+/* Lua memory in use by the generation, bytes. */
+size_t vm_memory(const vm *v);
+
+int64_t vm_now_ms(void);                  /* monotonic milliseconds */
+
+/* The generation's task bookkeeping (task.c). */
+struct task_list *vm_tasks(vm *v);
+
+/* Pushes a traceback-adding message handler (used by both doors). */
+int vm_traceback(lua_State *L);
+
+#endif
