@@ -1,0 +1,72 @@
+-- Specs for teams.message: what scripts pass as a message becomes the activity Teams expects.
+local message = require "teams.message"
+local cjson = require "cjson"
+
+describe("teams.message.build", function()
+  it("turns a string into a message activity", function()
+    local a = message.build("hello")
+    assert.same({ type = "message", text = "hello" }, a)
+  end)
+
+  it("sets markdown, summary, importance and the alert flag", function()
+    local a = message.build { text = "**hi**", markdown = true, summary = "s", importance = "high", alert = true }
+    assert.equal("markdown", a.textFormat)
+    assert.equal("s", a.summary)
+    assert.equal("high", a.importance)
+    assert.same({ notification = { alert = true } }, a.channelData)
+  end)
+
+  it("wraps a card body in an Adaptive Card attachment", function()
+    local a = message.build { card = { { type = "TextBlock", text = "x" } } }
+    assert.equal(1, #a.attachments)
+    local att = a.attachments[1]
+    assert.equal("application/vnd.microsoft.card.adaptive", att.contentType)
+    assert.equal("AdaptiveCard", att.content.type)
+    assert.equal("1.5", att.content.version)
+    assert.equal("TextBlock", att.content.body[1].type)
+  end)
+
+  it("keeps a full card and raw attachments as given", function()
+    local card = { type = "AdaptiveCard", version = "1.4", body = {} }
+    local a = message.build { cards = { card }, attachments = { { contentType = "image/png", contentUrl = "u" } } }
+    assert.equal("1.4", a.attachments[1].content.version)
+    assert.equal("image/png", a.attachments[2].contentType)
+  end)
+
+  it("adds mention entities whose text appears in the message", function()
+    local text, m = message.mention { id = "29:u", name = "Megan" }
+    local a = message.build { text = "Hi " .. text, mentions = { m } }
+    assert.same({ type = "mention", text = "<at>Megan</at>", mentioned = { id = "29:u", name = "Megan" } },
+      a.entities[1])
+  end)
+
+  it("refuses a mention missing from the text", function()
+    assert.has_error(function()
+      message.build { text = "Hi", mentions = { { id = "29:u", name = "Megan" } } }
+    end)
+  end)
+
+  it("refuses an empty message, unknown fields and wrong types", function()
+    assert.has_error(function() message.build {} end)
+    assert.has_error(function() message.build { text = "" } end)
+    assert.has_error(function() message.build { txt = "typo" } end)
+    assert.has_error(function() message.build(42) end)
+    assert.has_error(function() message.build { text = 5 } end)
+    assert.has_error(function() message.build { text = "x", attachments = { { content = {} } } } end)
+  end)
+
+  it("fills from, conversation, replyToId and id from the context", function()
+    local a = message.build("x", { from = { id = "28:b" }, conversation = "c1", reply_to = "r1", id = "a1" })
+    assert.same({ id = "28:b" }, a.from)
+    assert.same({ id = "c1" }, a.conversation)
+    assert.equal("r1", a.replyToId)
+    assert.equal("a1", a.id)
+  end)
+
+  it("encodes to JSON that decodes back to the same activity", function()
+    local json = message.encode({ text = "é ü \"quoted\" \n" }, { conversation = "a:1" })
+    local back = cjson.decode(json)
+    assert.equal("é ü \"quoted\" \n", back.text)
+    assert.equal("a:1", back.conversation.id)
+  end)
+end)
