@@ -1,0 +1,605 @@
+/* connector.c — Bot Connector REST calls over http_client: URLs, headers, and turning each answer
+ * (ids, error bodies, transport failures) into a connector_result with a stable code; retries and
+ * pacing belong to outbox and governor. */
+#include "connector.h"
+
+#include "http_client.h"
+#include "log.h"
+
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#ifndef HERALD_VERSION
+#define HERALD_VERSION "dev"
+#endif
+
+#define CONNECTOR_DEFAULT_TIMEOUT_MS 15000L
+/* A result message is meant for a log line or a Lua error value, not for the whole error page. */
+#define CONNECTOR_MESSAGE_MAX 300
+/* How much of an error text is cleaned up before the message is cut to CONNECTOR_MESSAGE_MAX. */
+#define CONNECTOR_TEXT_SCAN_MAX 1024
+
+enum call_op { OP_SEND, OP_REPLY, OP_UPDATE, OP_DELETE, OP_CREATE };
+
+struct connector {
+    http_client *http;
+    long timeout_ms;
+    char *user_agent_header;     /* "User-Agent: ..." */
+    char *auth_header;           /* "Authorization: Bearer ..." or NULL; never logged */
+    connector_call *calls;       /* in flight, so connector_free can cancel them */
+};
+
+struct connector_call {
+    connector *c;
+    http_request *req;
+    enum call_op op;
+    int calling;                 /* on_done is running: connector_cancel must not free the call */
+    char *activity_id;           /* the id an update targeted: the answer when the body is empty */
+    connector_done_fn on_done;
+    void *ud;
+    connector_call *prev, *next;
+};
+
+static void set_err(char **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void set_err(char **err, const char *fmt, ...)
+{
+    if (!err)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(err, fmt, ap) < 0)
+        *err = NULL;
+    va_end(ap);
+}
+
+static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *xasprintf(const char *fmt, ...)
+{
+    char *s = NULL;
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(&s, fmt, ap) < 0)
+        s = NULL;
+    va_end(ap);
+    return s;
+}
+
+static int has_control_char(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return 1;
+    return 0;
+}
+
+/* ---- encoding and URLs ---- */
+
+char *connector_encode_id(const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    if (!s)
+        return NULL;
+    size_t n = strlen(s);
+    char *out = malloc(3 * n + 1), *o = out;
+    if (!out)
+        return NULL;
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        unsigned char ch = *p;
+        if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+            ch == '-' || ch == '.' || ch == '_' || ch == '~') {
+            *o++ = (char)ch;
+        } else {
+            *o++ = '%';
+            *o++ = hex[ch >> 4];
+            *o++ = hex[ch & 15];
+        }
+    }
+    *o = '\0';
+    return out;
+}
+
+/* rtrim(service_url, '/') + "/v3/conversations" [+ "/{conv}/activities" [+ "/{id}"]]. */
+static char *build_url(const char *service_url, const char *conversation_id, const char *activity_id,
+                       char **err)
+{
+    size_t base = strlen(service_url);
+    while (base > 0 && service_url[base - 1] == '/')
+        base--;
+    if (base == 0) {
+        set_err(err, "connector: empty service URL");
+        return NULL;
+    }
+    if (!conversation_id) {
+        char *url = xasprintf("%.*s/v3/conversations", (int)base, service_url);
+        if (!url)
+            set_err(err, "connector: out of memory");
+        return url;
+    }
+    char *conv = connector_encode_id(conversation_id);
+    char *id = activity_id ? connector_encode_id(activity_id) : NULL;
+    char *url = NULL;
+    if (conv && (id || !activity_id))
+        url = xasprintf("%.*s/v3/conversations/%s/activities%s%s", (int)base, service_url, conv,
+                        id ? "/" : "", id ? id : "");
+    if (!url)
+        set_err(err, "connector: out of memory");
+    free(conv);
+    free(id);
+    return url;
+}
+
+/* ---- readable messages ---- */
+
+/* Length of the valid UTF-8 sequence at p (at most n bytes), or 0 when it is not one. */
+static size_t utf8_seq(const unsigned char *p, size_t n)
+{
+    size_t len;
+    if (p[0] < 0x80)
+        return 1;
+    else if (p[0] >= 0xC2 && p[0] <= 0xDF)
+        len = 2;
+    else if (p[0] >= 0xE0 && p[0] <= 0xEF)
+        len = 3;
+    else if (p[0] >= 0xF0 && p[0] <= 0xF4)
+        len = 4;
+    else
+        return 0;
+    if (len > n)
+        return 0;
+    for (size_t i = 1; i < len; i++)
+        if ((p[i] & 0xC0) != 0x80)
+            return 0;
+    return len;
+}
+
+/* A one-line, printable version of s[0..n): HTML tags dropped when it looks like a page (Express
+ * error pages), control characters and whitespace runs folded to one space, invalid UTF-8 shown
+ * as '?'. Stops after CONNECTOR_TEXT_SCAN_MAX output bytes. Returns malloc'd text or NULL. */
+static char *readable(const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + n;
+    while (p < end && (*p == ' ' || *p == '\t' || *p == '\r' || *p == '\n'))
+        p++;
+    int html = p < end && *p == '<';
+    char *out = malloc(CONNECTOR_TEXT_SCAN_MAX + 1);
+    if (!out)
+        return NULL;
+    size_t o = 0;
+    int in_tag = 0, space = 0;
+    while (p < end && o < CONNECTOR_TEXT_SCAN_MAX - 4) {
+        unsigned char ch = *p;
+        if (html && (in_tag || ch == '<')) {
+            in_tag = ch != '>';
+            space = 1; /* a tag separates words: "<title>Error</title><pre>x" -> "Error x" */
+            p++;
+            continue;
+        }
+        if (ch < 0x20 || ch == 0x7f || ch == ' ') {
+            space = 1;
+            p++;
+            continue;
+        }
+        if (space && o > 0)
+            out[o++] = ' ';
+        space = 0;
+        size_t len = utf8_seq(p, (size_t)(end - p));
+        if (len == 0) {
+            out[o++] = '?';
+            p++;
+        } else {
+            memcpy(out + o, p, len);
+            o += len;
+            p += len;
+        }
+    }
+    out[o] = '\0';
+    return out;
+}
+
+/* Cuts s to at most CONNECTOR_MESSAGE_MAX bytes on a UTF-8 boundary, marking the cut with "...". */
+static void truncate_message(char *s)
+{
+    if (!s || strlen(s) <= CONNECTOR_MESSAGE_MAX)
+        return;
+    size_t cut = CONNECTOR_MESSAGE_MAX - 3;
+    while (cut > 0 && ((unsigned char)s[cut] & 0xC0) == 0x80)
+        cut--;
+    memcpy(s + cut, "...", 4);
+}
+
+/* ---- error bodies ---- */
+
+static char *dup_string(json_t *obj, const char *key)
+{
+    json_t *v = json_object_get(obj, key);
+    const char *s = json_string_value(v);
+    return s && *s ? strdup(s) : NULL;
+}
+
+/* Reads what the connector said went wrong. Shapes seen:
+ *   {"error":{"code":"ConversationNotFound","message":"Conversation not found"}}   (ErrorResponse)
+ *   {"errorCode":209,"message":"{\r\n \"subCode\": \"MessageWritesBlocked\", \"details\": ...}"}
+ *   an empty body, an HTML page, or anything else.
+ * A message that is itself a JSON object is parsed for subCode / code / details. Each out string
+ * is malloc'd or NULL; *text is the human part, already made readable. */
+static void parse_error_body(const char *body, size_t len, char **code, char **sub, char **text)
+{
+    *code = *sub = *text = NULL;
+    if (!body || len == 0)
+        return;
+    json_t *root = json_loadb(body, len, 0, NULL);
+    if (json_is_object(root)) {
+        json_t *e = json_object_get(root, "error");
+        json_t *src = json_is_object(e) ? e : root;
+        *code = dup_string(src, "code");
+        *sub = dup_string(src, "subCode");
+        const char *m = json_string_value(json_object_get(src, "message"));
+        const char *t = m;
+        while (t && (*t == ' ' || *t == '\t' || *t == '\r' || *t == '\n'))
+            t++;
+        json_t *nested = t && *t == '{' ? json_loads(t, 0, NULL) : NULL;
+        if (json_is_object(nested)) {
+            if (!*sub)
+                *sub = dup_string(nested, "subCode");
+            if (!*code)
+                *code = dup_string(nested, "code");
+            const char *d = json_string_value(json_object_get(nested, "details"));
+            if (!d || !*d)
+                d = json_string_value(json_object_get(nested, "message"));
+            if (d && *d)
+                *text = readable(d, strlen(d));
+        }
+        json_decref(nested);
+        if (!*text && m && *m)
+            *text = readable(m, strlen(m));
+    }
+    json_decref(root);
+    if (!*code && !*sub && !*text) {
+        /* Not an error shape we know: show the start of the body itself. */
+        char *t = readable(body, len);
+        if (t && *t)
+            *text = t;
+        else
+            free(t);
+    }
+}
+
+static int is_blocked(const char *code, const char *sub)
+{
+    if (sub && strcasecmp(sub, "MessageWritesBlocked") == 0)
+        return 1;
+    return code && (strcasecmp(code, "MessageWritesBlocked") == 0 ||
+                    strcasecmp(code, "ConversationBlockedByUser") == 0 ||
+                    strcasecmp(code, "BotNotInConversationRoster") == 0 ||
+                    strcasecmp(code, "BotDisabledByAdmin") == 0);
+}
+
+static const char *code_for_status(long status, const char *code, const char *sub)
+{
+    switch (status) {
+    case 401: return CONNECTOR_UNAUTHORIZED;
+    case 403: return is_blocked(code, sub) ? CONNECTOR_BLOCKED : CONNECTOR_FORBIDDEN;
+    case 404: return CONNECTOR_NOT_FOUND;
+    case 413: return CONNECTOR_TOO_LARGE;
+    case 429: return CONNECTOR_THROTTLED;
+    case 501: return CONNECTOR_REJECTED; /* e.g. DeleteActivityAPINotImplemented: retrying won't help */
+    default:
+        if (status >= 500 && status <= 599)
+            return CONNECTOR_UNAVAILABLE;
+        /* Other 4xx, and the 1xx/3xx a connector should never send (redirects are not followed):
+         * the request as made will not succeed by repeating it. */
+        return CONNECTOR_REJECTED;
+    }
+}
+
+void connector_classify(const struct http_response *hr, long timeout_ms, connector_result *res,
+                        char **owned)
+{
+    for (int i = 0; i < 4; i++)
+        owned[i] = NULL;
+    res->ok = 0;
+    res->status = hr->status;
+    res->code = res->message = res->error_code = res->error_sub_code = NULL;
+    if (hr->transport_error) {
+        res->status = 0;
+        if (hr->timed_out) {
+            res->code = CONNECTOR_TIMEOUT;
+            owned[0] = xasprintf("connector timeout after %ld ms", timeout_ms);
+        } else {
+            res->code = CONNECTOR_NETWORK;
+            const char *e = hr->error ? hr->error : "";
+            char *t = readable(e, strlen(e));
+            owned[0] = xasprintf("connector network error: %s", t && *t ? t : "unknown");
+            free(t);
+        }
+    } else if (hr->status >= 200 && hr->status <= 299) {
+        res->ok = 1;
+        return;
+    } else {
+        char *code, *sub, *text;
+        parse_error_body(hr->body, hr->body ? hr->body_len : 0, &code, &sub, &text);
+        res->code = code_for_status(hr->status, code, sub);
+        const char *label = sub ? sub : code;
+        if (label && text)
+            owned[0] = xasprintf("connector %ld %s: %s", hr->status, label, text);
+        else if (label)
+            owned[0] = xasprintf("connector %ld %s", hr->status, label);
+        else if (text)
+            owned[0] = xasprintf("connector %ld: %s", hr->status, text);
+        else
+            owned[0] = xasprintf("connector %ld (empty body)", hr->status);
+        free(text);
+        owned[1] = code;
+        owned[2] = sub;
+        res->error_code = code;
+        res->error_sub_code = sub;
+    }
+    truncate_message(owned[0]);
+    res->message = owned[0] ? owned[0] : "connector error (out of memory)";
+}
+
+/* ---- calls ---- */
+
+static void call_unlink(connector_call *call)
+{
+    connector *c = call->c;
+    if (call->prev)
+        call->prev->next = call->next;
+    else if (c->calls == call)
+        c->calls = call->next;
+    if (call->next)
+        call->next->prev = call->prev;
+    call->prev = call->next = NULL;
+}
+
+static void call_free(connector_call *call)
+{
+    free(call->activity_id);
+    free(call);
+}
+
+/* Reads what a 2xx must carry for this call; turns its absence into bad_response. The strings it
+ * sets belong to *doc (or to the call), which the caller frees after on_done. */
+static void read_success(connector_call *call, const http_response *hr, connector_result *res,
+                         json_t **doc, char **owned)
+{
+    *doc = hr->body_len ? json_loadb(hr->body, hr->body_len, 0, NULL) : NULL;
+    json_t *obj = json_is_object(*doc) ? *doc : NULL;
+    const char *id = json_string_value(json_object_get(obj, "id"));
+    if (id && !*id)
+        id = NULL;
+    switch (call->op) {
+    case OP_SEND:
+    case OP_REPLY:
+        res->activity_id = id;
+        break;
+    case OP_UPDATE:
+        res->activity_id = id ? id : call->activity_id;
+        return;
+    case OP_DELETE:
+        return;
+    case OP_CREATE:
+        res->conversation_id = id;
+        res->activity_id = json_string_value(json_object_get(obj, "activityId"));
+        res->service_url = json_string_value(json_object_get(obj, "serviceUrl"));
+        break;
+    }
+    if (!id) {
+        res->ok = 0;
+        res->code = CONNECTOR_BAD_RESPONSE;
+        owned[0] = xasprintf("connector %ld: response has no \"id\"", hr->status);
+        res->message = owned[0] ? owned[0] : "connector response has no id";
+    }
+}
+
+static void on_http_done(const http_response *hr, void *ud)
+{
+    connector_call *call = ud;
+    connector *c = call->c;
+    call_unlink(call);
+    call->calling = 1;
+    call->req = NULL; /* http_client frees it when this returns */
+
+    connector_result res = {0};
+    char *owned[4];
+    json_t *doc = NULL;
+    connector_classify(hr, c->timeout_ms, &res, owned);
+    res.retry_after = hr->retry_after;
+    res.correlation_id = hr->correlation_id;
+    res.body = hr->body ? hr->body : "";
+    if (res.ok)
+        read_success(call, hr, &res, &doc, owned);
+    if (res.ok)
+        log_debug("connector call done status=%ld correlation_id=%s", res.status,
+                  res.correlation_id ? res.correlation_id : "-");
+    else
+        log_debug("connector call failed code=%s status=%ld correlation_id=%s message=\"%s\"",
+                  res.code, res.status, res.correlation_id ? res.correlation_id : "-", res.message);
+    /* Nothing of c is touched after on_done: it may free the connector. */
+    call->on_done(&res, call->ud);
+    for (int i = 0; i < 4; i++)
+        free(owned[i]);
+    json_decref(doc);
+    call_free(call);
+}
+
+static connector_call *start_call(connector *c, enum call_op op, const char *method, char *url,
+                                  const char *json, size_t json_len, const char *updated_id,
+                                  connector_done_fn on_done, void *ud, char **err)
+{
+    connector_call *call = calloc(1, sizeof *call);
+    if (!call || (updated_id && !(call->activity_id = strdup(updated_id)))) {
+        set_err(err, "connector: out of memory");
+        free(call);
+        free(url);
+        return NULL;
+    }
+    const char *headers[6];
+    int n = 0;
+    if (json)
+        headers[n++] = "Content-Type: application/json; charset=utf-8";
+    headers[n++] = "Accept: application/json";
+    headers[n++] = c->user_agent_header;
+    if (c->auth_header)
+        headers[n++] = c->auth_header;
+    headers[n] = NULL;
+    call->c = c;
+    call->op = op;
+    call->on_done = on_done;
+    call->ud = ud;
+    call->req = http_client_request(c->http, method, url, headers, json, json_len, c->timeout_ms,
+                                    on_http_done, call, err);
+    if (!call->req) {
+        call_free(call);
+        free(url);
+        return NULL;
+    }
+    log_debug("connector call start method=%s url=%s", method, url);
+    free(url);
+    call->next = c->calls;
+    if (c->calls)
+        c->calls->prev = call;
+    c->calls = call;
+    return call;
+}
+
+static int check_args(connector *c, const char *service_url, connector_done_fn on_done, char **err)
+{
+    if (!c || !service_url || !on_done) {
+        set_err(err, "connector: missing connector, service URL or callback");
+        return -1;
+    }
+    return 0;
+}
+
+connector_call *connector_send(connector *c, const char *service_url, const char *conversation_id,
+                               const char *reply_to_id, const char *json, size_t json_len,
+                               connector_done_fn on_done, void *ud, char **err)
+{
+    if (check_args(c, service_url, on_done, err) < 0)
+        return NULL;
+    if (!conversation_id || !*conversation_id || !json) {
+        set_err(err, "connector: send needs a conversation id and an activity");
+        return NULL;
+    }
+    if (reply_to_id && !*reply_to_id)
+        reply_to_id = NULL;
+    char *url = build_url(service_url, conversation_id, reply_to_id, err);
+    if (!url)
+        return NULL;
+    return start_call(c, reply_to_id ? OP_REPLY : OP_SEND, "POST", url, json, json_len, NULL,
+                      on_done, ud, err);
+}
+
+connector_call *connector_update(connector *c, const char *service_url, const char *conversation_id,
+                                 const char *activity_id, const char *json, size_t json_len,
+                                 connector_done_fn on_done, void *ud, char **err)
+{
+    if (check_args(c, service_url, on_done, err) < 0)
+        return NULL;
+    if (!conversation_id || !*conversation_id || !activity_id || !*activity_id || !json) {
+        set_err(err, "connector: update needs a conversation id, an activity id and an activity");
+        return NULL;
+    }
+    char *url = build_url(service_url, conversation_id, activity_id, err);
+    if (!url)
+        return NULL;
+    return start_call(c, OP_UPDATE, "PUT", url, json, json_len, activity_id, on_done, ud, err);
+}
+
+connector_call *connector_delete(connector *c, const char *service_url, const char *conversation_id,
+                                 const char *activity_id, connector_done_fn on_done, void *ud,
+                                 char **err)
+{
+    if (check_args(c, service_url, on_done, err) < 0)
+        return NULL;
+    if (!conversation_id || !*conversation_id || !activity_id || !*activity_id) {
+        set_err(err, "connector: delete needs a conversation id and an activity id");
+        return NULL;
+    }
+    char *url = build_url(service_url, conversation_id, activity_id, err);
+    if (!url)
+        return NULL;
+    return start_call(c, OP_DELETE, "DELETE", url, NULL, 0, NULL, on_done, ud, err);
+}
+
+connector_call *connector_create_conversation(connector *c, const char *service_url,
+                                              const char *json, size_t json_len,
+                                              connector_done_fn on_done, void *ud, char **err)
+{
+    if (check_args(c, service_url, on_done, err) < 0)
+        return NULL;
+    if (!json) {
+        set_err(err, "connector: create_conversation needs conversation parameters");
+        return NULL;
+    }
+    char *url = build_url(service_url, NULL, NULL, err);
+    if (!url)
+        return NULL;
+    return start_call(c, OP_CREATE, "POST", url, json, json_len, NULL, on_done, ud, err);
+}
+
+void connector_cancel(connector_call *call)
+{
+    if (!call || call->calling)
+        return; /* its on_done is running; the call is freed when it returns */
+    call_unlink(call);
+    http_request_cancel(call->req);
+    call_free(call);
+}
+
+/* ---- lifetime ---- */
+
+connector *connector_new(http_client *http, const connector_config *cfg)
+{
+    if (!http)
+        return NULL;
+    connector *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->http = http;
+    c->timeout_ms = cfg && cfg->request_timeout_ms > 0 ? cfg->request_timeout_ms
+                                                       : CONNECTOR_DEFAULT_TIMEOUT_MS;
+    const char *ua = cfg && cfg->user_agent && *cfg->user_agent && !has_control_char(cfg->user_agent)
+                         ? cfg->user_agent
+                         : "herald/" HERALD_VERSION;
+    c->user_agent_header = xasprintf("User-Agent: %s", ua);
+    if (!c->user_agent_header) {
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+void connector_free(connector *c)
+{
+    if (!c)
+        return;
+    while (c->calls)
+        connector_cancel(c->calls);
+    free(c->user_agent_header);
+    free(c->auth_header);
+    free(c);
+}
+
+void connector_set_token(connector *c, const char *token)
+{
+    if (!c)
+        return;
+    free(c->auth_header);
+    c->auth_header = NULL;
+    if (!token || !*token)
+        return;
+    if (has_control_char(token)) {
+        /* A CR/LF would split the header; the token itself is never logged. */
+        log_warn("connector bearer token contains control characters; calls go without one");
+        return;
+    }
+    c->auth_header = xasprintf("Authorization: Bearer %s", token);
+    if (!c->auth_header)
+        log_error("connector out of memory storing the bearer token");
+}
