@@ -1,0 +1,2 @@
+local teams = require "teams"
+error("refusing to load") -- LOAD_ERROR_LINE

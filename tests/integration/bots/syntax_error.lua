@@ -1,0 +1,5 @@
+local teams = require "teams"
+
+teams.on_message(function(ev)
+  ev:reply("never" ..)
+end)

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# run_all.sh — every test suite of herald, one summary line per suite, and ONE final line
+# "N passed, N failed" (individual tests, all suites). Exit status non-zero if anything failed.
+#
+# Suites: build/asan/test_* (C unit tests), busted on tests/spec (if it has *_spec.lua),
+# the Python integration tests (tests/integration), tests/e2e/run.sh (if present).
+# Expects `make asan unit` to have run (make test does it). Env: HERALD_BIN (integration binary).
+set -u
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+
+TOTAL_PASSED=0
+TOTAL_FAILED=0
+LOGDIR=$(mktemp -d "${TMPDIR:-/tmp}/herald-tests.XXXXXX")
+trap 'rm -rf "$LOGDIR"' EXIT
+
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+# Runs "$@" under a time limit (seconds in $LIMIT), output to $LOG (and to the terminal).
+run_logged() {
+    local limit=$1 log=$2
+    shift 2
+    timeout --kill-after=10 "$limit" "$@" >"$log" 2>&1
+    local rc=$?
+    cat "$log"
+    return $rc
+}
+
+add() {  # suite passed failed [note]
+    TOTAL_PASSED=$((TOTAL_PASSED + $2))
+    TOTAL_FAILED=$((TOTAL_FAILED + $3))
+    echo "== $1: $2 passed, $3 failed${4:+ ($4)}"
+}
+
+# Last "N passed, N failed" line in a file → "N N", or nothing.
+last_counts() {
+    grep -aE '^([A-Za-z_-]+: )?[0-9]+ passed, [0-9]+ failed' "$1" | tail -n 1 |
+        sed -E 's/^([A-Za-z_-]+: )?([0-9]+) passed, ([0-9]+) failed.*/\2 \3/'
+}
+
+# ---- C unit tests --------------------------------------------------------------------------------
+shopt -s nullglob
+units=(build/asan/test_*)
+if [ ${#units[@]} -eq 0 ]; then
+    echo "== unit: no build/asan/test_* binaries (run make unit)"
+fi
+for bin in "${units[@]}"; do
+    [ -x "$bin" ] || continue
+    name=$(basename "$bin")
+    log="$LOGDIR/$name.log"
+    echo "-- $bin"
+    run_logged 300 "$log" "$bin"
+    rc=$?
+    counts=$(last_counts "$log")
+    if [ -n "$counts" ]; then
+        set -- $counts
+        p=$1 f=$2
+    else
+        p=0 f=0
+    fi
+    note=""
+    if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then f=1; note="exit $rc"; fi
+    if grep -aqE 'ERROR: AddressSanitizer|runtime error:|LeakSanitizer' "$log" && [ "$f" -eq 0 ]; then
+        f=1; note="sanitizer report"
+    fi
+    add "unit $name" "$p" "$f" "$note"
+done
+
+# ---- busted specs --------------------------------------------------------------------------------
+specs=(tests/spec/*_spec.lua tests/spec/**/*_spec.lua)
+if [ ${#specs[@]} -gt 0 ]; then
+    log="$LOGDIR/busted.log"
+    echo "-- busted tests/spec"
+    LUA_PATH="./lua/?.lua;./lua/?/init.lua;./tests/spec/?.lua;;" \
+        run_logged 300 "$log" busted --lua=lua5.4 -o TAP tests/spec
+    rc=$?
+    p=$(grep -acE '^ok [0-9]+' "$log")
+    f=$(grep -acE '^not ok [0-9]+' "$log")
+    note=""
+    if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then f=1; note="busted exit $rc"; fi
+    add "busted" "$p" "$f" "$note"
+else
+    echo "== busted: no tests/spec/*_spec.lua, skipped"
+fi
+
+# ---- Python integration tests --------------------------------------------------------------------
+if ls tests/integration/test_*.py >/dev/null 2>&1; then
+    log="$LOGDIR/integration.log"
+    echo "-- python3 tests/integration/run_tests.py (unittest discover -s tests/integration -v)"
+    run_logged 540 "$log" python3 tests/integration/run_tests.py
+    rc=$?
+    counts=$(last_counts "$log")
+    if [ -n "$counts" ]; then
+        set -- $counts
+        p=$1 f=$2
+        note=$(grep -aoE '^integration: .*, [0-9]+ skipped' "$log" | grep -oE '[0-9]+ skipped' | tail -n 1)
+        if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then f=1; note="exit $rc"; fi
+        add "integration" "$p" "$f" "$note"
+    else
+        add "integration" 0 1 "runner did not finish (exit $rc)"
+    fi
+fi
+
+# ---- end-to-end (Agents Playground) --------------------------------------------------------------
+if [ -f tests/e2e/run.sh ]; then
+    log="$LOGDIR/e2e.log"
+    echo "-- tests/e2e/run.sh"
+    run_logged 420 "$log" bash tests/e2e/run.sh
+    rc=$?
+    counts=$(last_counts "$log")
+    if [ -n "$counts" ]; then
+        set -- $counts
+        p=$1 f=$2
+        note=""
+        if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then f=1; note="exit $rc"; fi
+        add "e2e" "$p" "$f" "$note"
+    elif [ $rc -eq 0 ]; then
+        add "e2e" 1 0
+    else
+        add "e2e" 0 1 "exit $rc"
+    fi
+fi
+
+echo "$TOTAL_PASSED passed, $TOTAL_FAILED failed"
+[ "$TOTAL_FAILED" -eq 0 ]
