@@ -26,6 +26,7 @@ static char *fmt_err(const char *fmt, ...)
 const char *config_usage(void)
 {
     return "usage: herald run [--dev] [--listen HOST:PORT] [--db PATH] [--log-level LEVEL] SCRIPT.lua\n"
+           "       herald check [flags] SCRIPT.lua   print the configuration that run would use\n"
            "       herald --help | --version\n"
            "\n"
            "  run SCRIPT.lua        serve Bot Framework activities at POST /api/messages and run the bot\n"
@@ -51,6 +52,9 @@ static const char *env_first(const char *a, const char *b)
 }
 
 /* Parses a positive integer within [min, max]; -1 on anything else. */
+static int is_loopback(const char *host);
+static int apply_cloud(config *cfg, char **err);
+
 static int parse_long(const char *s, long min, long max, long *out)
 {
     if (!s || !*s)
@@ -118,6 +122,22 @@ int config_load(config *cfg, int argc, char **argv, char **err)
     cfg->app_id = env_first("CLIENT_ID", "MicrosoftAppId");
     cfg->app_password = env_first("CLIENT_SECRET", "MicrosoftAppPassword");
     cfg->tenant_id = env_first("TENANT_ID", "MicrosoftAppTenantId");
+    cfg->app_type = env_first("MicrosoftAppType", "HERALD_APP_TYPE");
+    cfg->cert_path = env_first("HERALD_CERTIFICATE_PATH", NULL);
+    cfg->key_path = env_first("HERALD_CERTIFICATE_KEY_PATH", NULL);
+    cfg->cloud = env_first("HERALD_CLOUD", NULL);
+    if (!cfg->cloud)
+        cfg->cloud = "public";
+    cfg->login_url = env_first("HERALD_LOGIN_URL", NULL);
+    cfg->oauth_scope = env_first("HERALD_OAUTH_SCOPE", NULL);
+    cfg->openid_metadata_url = env_first("HERALD_OPENID_METADATA_URL", NULL);
+    cfg->token_issuer = env_first("HERALD_TOKEN_ISSUER", NULL);
+    cfg->proactive_url = env_first("HERALD_PROACTIVE_SERVICE_URL", NULL);
+    cfg->trusted_service_urls = env_first("HERALD_TRUSTED_SERVICE_URLS", NULL);
+    cfg->jwks_refresh_floor_s = 300;
+    cfg->jwks_refresh_interval_s = 86400;
+    if (env_limit("HERALD_JWKS_REFRESH_FLOOR_S", 0, 86400, &cfg->jwks_refresh_floor_s, err) < 0) return -1;
+    if (env_limit("HERALD_JWKS_REFRESH_S", 60, 7 * 86400, &cfg->jwks_refresh_interval_s, err) < 0) return -1;
     if (getenv("HERALD_LOG_LEVEL") && *getenv("HERALD_LOG_LEVEL"))
         cfg->log_level = getenv("HERALD_LOG_LEVEL");
     const char *db_env = getenv("HERALD_DB");
@@ -213,11 +233,101 @@ int config_load(config *cfg, int argc, char **argv, char **err)
     const char *slash = strrchr(cfg->script, '/');
     cfg->script_dir = slash ? strndup(cfg->script, (size_t)(slash - cfg->script) + (slash == cfg->script))
                             : strdup(".");
+    if (apply_cloud(cfg, err) < 0)
+        return -1;
     if (db_env && *db_env)
         cfg->db_path = strdup(db_env);
     else if (asprintf(&cfg->db_path, "%s/herald.db", cfg->script_dir) < 0)
         cfg->db_path = NULL;
     return 0;
+}
+
+typedef struct cloud_values {
+    const char *name, *login, *default_tenant, *scope, *metadata, *issuer, *proactive;
+} cloud_values;
+
+/* PROTOCOL.md §1.2, §2.3, §7: GCC authenticates like the public cloud; GCC High and DoD share the
+ * US Government values and differ in their Teams service URL. */
+static const cloud_values clouds[] = {
+    {"public", "https://login.microsoftonline.com", "botframework.com",
+     "https://api.botframework.com/.default",
+     "https://login.botframework.com/v1/.well-known/openidconfiguration",
+     "https://api.botframework.com", "https://smba.trafficmanager.net/teams/"},
+    {"gcc", "https://login.microsoftonline.com", "botframework.com",
+     "https://api.botframework.com/.default",
+     "https://login.botframework.com/v1/.well-known/openidconfiguration",
+     "https://api.botframework.com", "https://smba.infra.gcc.teams.microsoft.com/teams"},
+    {"gcch", "https://login.microsoftonline.us", "MicrosoftServices.onmicrosoft.us",
+     "https://api.botframework.us/.default",
+     "https://login.botframework.azure.us/v1/.well-known/openidconfiguration",
+     "https://api.botframework.us", "https://smba.infra.gov.teams.microsoft.us/teams"},
+    {"dod", "https://login.microsoftonline.us", "MicrosoftServices.onmicrosoft.us",
+     "https://api.botframework.us/.default",
+     "https://login.botframework.azure.us/v1/.well-known/openidconfiguration",
+     "https://api.botframework.us", "https://smba.infra.dod.teams.microsoft.us/teams"},
+};
+
+static int apply_cloud(config *cfg, char **err)
+{
+    const cloud_values *c = NULL;
+    for (size_t i = 0; i < sizeof clouds / sizeof clouds[0]; i++)
+        if (strcasecmp(cfg->cloud, clouds[i].name) == 0)
+            c = &clouds[i];
+    if (!c) {
+        *err = fmt_err("HERALD_CLOUD must be public, gcc, gcch or dod, got '%s'", cfg->cloud);
+        return -1;
+    }
+    cfg->cloud = c->name;
+    if (!cfg->login_url) cfg->login_url = c->login;
+    if (!cfg->oauth_scope) cfg->oauth_scope = c->scope;
+    if (!cfg->openid_metadata_url) cfg->openid_metadata_url = c->metadata;
+    if (!cfg->token_issuer) cfg->token_issuer = c->issuer;
+    if (!cfg->proactive_url) cfg->proactive_url = c->proactive;
+    int single = cfg->app_type && strcasecmp(cfg->app_type, "SingleTenant") == 0;
+    int multi = cfg->app_type && strcasecmp(cfg->app_type, "MultiTenant") == 0;
+    if (cfg->app_type && !single && !multi) {
+        *err = fmt_err("MicrosoftAppType must be MultiTenant or SingleTenant, got '%s' "
+                       "(managed identity is not supported yet)", cfg->app_type);
+        return -1;
+    }
+    /* New bots are single-tenant (Azure stopped creating multi-tenant ones in 2025): a configured
+     * tenant id means single-tenant unless the app type says otherwise. */
+    const char *authority_tenant = (cfg->tenant_id && !multi) ? cfg->tenant_id : c->default_tenant;
+    if (single && !cfg->tenant_id) {
+        *err = fmt_err("MicrosoftAppType=SingleTenant needs TENANT_ID (or MicrosoftAppTenantId)");
+        return -1;
+    }
+    size_t ll = strlen(cfg->login_url);
+    while (ll && cfg->login_url[ll - 1] == '/')
+        ll--;
+    free(cfg->token_url);
+    if (asprintf(&cfg->token_url, "%.*s/%s/oauth2/v2.0/token", (int)ll, cfg->login_url,
+                 authority_tenant) < 0)
+        cfg->token_url = NULL;
+    return 0;
+}
+
+int config_url_allowed(const char *url)
+{
+    if (strncasecmp(url, "https://", 8) == 0)
+        return 1;
+    if (strncasecmp(url, "http://", 7) != 0)
+        return 0;
+    const char *h = url + 7, *end = h;
+    char host[256];
+    if (*h == '[') {
+        end = strchr(h, ']');
+        if (!end) return 0;
+        h++;
+    } else {
+        while (*end && *end != ':' && *end != '/')
+            end++;
+    }
+    size_t n = (size_t)(end - h);
+    if (n == 0 || n >= sizeof host) return 0;
+    memcpy(host, h, n);
+    host[n] = 0;
+    return is_loopback(host);
 }
 
 static int is_loopback(const char *host)
@@ -252,16 +362,70 @@ int config_validate(const config *cfg, char **err)
                        "unauthenticated against the Agents Playground");
         return -1;
     }
-    if (!cfg->dev) {
-        *err = fmt_err("authenticated mode (inbound JWT validation, outbound tokens) is not built yet; "
-                       "run with --dev against the Agents Playground");
+    if (!cfg->dev && !cfg->app_password && !cfg->cert_path) {
+        *err = fmt_err("app id %s has no credential: set CLIENT_SECRET (or MicrosoftAppPassword), "
+                       "or HERALD_CERTIFICATE_PATH for certificate authentication", cfg->app_id);
         return -1;
+    }
+    const char *urls[][2] = {{"HERALD_LOGIN_URL", cfg->login_url},
+                             {"HERALD_OPENID_METADATA_URL", cfg->openid_metadata_url},
+                             {"HERALD_PROACTIVE_SERVICE_URL", cfg->proactive_url}};
+    for (size_t i = 0; i < 3; i++)
+        if (!config_url_allowed(urls[i][1])) {
+            *err = fmt_err("%s must be https (plain http only on a loopback host), got '%s'",
+                           urls[i][0], urls[i][1]);
+            return -1;
+        }
+    if (cfg->trusted_service_urls) {
+        char *list = strdup(cfg->trusted_service_urls), *save = NULL;
+        for (char *u = strtok_r(list, ",", &save); u; u = strtok_r(NULL, ",", &save)) {
+            while (*u == ' ') u++;
+            if (*u && !config_url_allowed(u)) {
+                *err = fmt_err("HERALD_TRUSTED_SERVICE_URLS entries must be https (plain http only "
+                               "on a loopback host), got '%s'", u);
+                free(list);
+                return -1;
+            }
+        }
+        free(list);
     }
     return 0;
 }
 
+static const char *mask(const char *secret) { return secret ? "******** (set)" : "(not set)"; }
+
+void config_print(const config *cfg, FILE *out)
+{
+    fprintf(out, "herald %s configuration\n", HERALD_VERSION);
+    fprintf(out, "  script                 %s\n", cfg->script);
+    fprintf(out, "  database               %s\n", cfg->db_path);
+    fprintf(out, "  listen                 %s:%d\n", cfg->listen_host, cfg->listen_port);
+    fprintf(out, "  mode                   %s\n", cfg->dev ? "DEV (no authentication)" : "authenticated");
+    fprintf(out, "  app id                 %s\n", cfg->app_id ? cfg->app_id : "(not set)");
+    fprintf(out, "  app secret             %s\n", mask(cfg->app_password));
+    fprintf(out, "  certificate            %s\n", cfg->cert_path ? cfg->cert_path : "(not set)");
+    fprintf(out, "  tenant id              %s\n", cfg->tenant_id ? cfg->tenant_id : "(not set)");
+    fprintf(out, "  app type               %s\n", cfg->app_type ? cfg->app_type
+                                                   : cfg->tenant_id ? "SingleTenant (tenant id set)"
+                                                                    : "MultiTenant");
+    fprintf(out, "  cloud                  %s\n", cfg->cloud);
+    fprintf(out, "  token endpoint         %s\n", cfg->token_url ? cfg->token_url : "?");
+    fprintf(out, "  oauth scope            %s\n", cfg->oauth_scope);
+    fprintf(out, "  openid metadata        %s\n", cfg->openid_metadata_url);
+    fprintf(out, "  token issuer           %s\n", cfg->token_issuer);
+    fprintf(out, "  proactive service url  %s\n", cfg->proactive_url);
+    fprintf(out, "  trusted service urls   %s\n", cfg->trusted_service_urls ? cfg->trusted_service_urls : "(cloud defaults only)");
+    fprintf(out, "  limits                 body %zu B, response deadline %ld ms, redelivery window %ld s,\n"
+                 "                         install window %ld s, shutdown grace %ld ms, connector timeout %ld ms,\n"
+                 "                         lua memory %zu MB, task slice %ld ms, load deadline %ld ms, max tasks %d\n",
+            cfg->max_body_bytes, cfg->response_deadline_ms, cfg->redelivery_window_s,
+            cfg->install_window_s, cfg->shutdown_grace_ms, cfg->connector_timeout_ms,
+            cfg->lua_memory_bytes >> 20, cfg->task_slice_ms, cfg->load_deadline_ms, cfg->max_tasks);
+}
+
 void config_free(config *cfg)
 {
+    free(cfg->token_url);
     free(cfg->listen_host);
     free(cfg->script_dir);
     free(cfg->db_path);

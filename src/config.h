@@ -4,6 +4,7 @@
 #define HERALD_CONFIG_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 typedef struct config {
     const char *command;          /* "run", "check" */
@@ -18,6 +19,21 @@ typedef struct config {
     const char *app_id;           /* CLIENT_ID / MicrosoftAppId */
     const char *app_password;     /* CLIENT_SECRET / MicrosoftAppPassword (secret) */
     const char *tenant_id;        /* TENANT_ID / MicrosoftAppTenantId */
+    const char *app_type;         /* MicrosoftAppType: MultiTenant | SingleTenant */
+    const char *cert_path;        /* HERALD_CERTIFICATE_PATH: PEM certificate (+ key) */
+    const char *key_path;         /* HERALD_CERTIFICATE_KEY_PATH */
+
+    /* cloud endpoints: HERALD_CLOUD picks the defaults, each is overridable */
+    const char *cloud;            /* public | gcc | gcch | dod */
+    const char *login_url;        /* HERALD_LOGIN_URL: the authority */
+    const char *oauth_scope;      /* HERALD_OAUTH_SCOPE */
+    const char *openid_metadata_url; /* HERALD_OPENID_METADATA_URL */
+    const char *token_issuer;     /* HERALD_TOKEN_ISSUER */
+    const char *proactive_url;    /* HERALD_PROACTIVE_SERVICE_URL: global endpoint of the cloud */
+    const char *trusted_service_urls; /* HERALD_TRUSTED_SERVICE_URLS: comma-separated prefixes */
+    char *token_url;              /* owned: {login}/{tenant}/oauth2/v2.0/token */
+    long jwks_refresh_floor_s;    /* HERALD_JWKS_REFRESH_FLOOR_S: unknown kids refetch at most this often */
+    long jwks_refresh_interval_s; /* HERALD_JWKS_REFRESH_S */
 
     /* named limits */
     size_t max_body_bytes;        /* HERALD_MAX_BODY_BYTES: /api/messages body cap → 413 */
@@ -41,6 +57,12 @@ int config_load(config *cfg, int argc, char **argv, char **err);
 int config_validate(const config *cfg, char **err);
 
 void config_free(config *cfg);
+
+/* Writes the effective configuration (secrets masked) for `herald check`. */
+void config_print(const config *cfg, FILE *out);
+
+/* 1 when url is https, or plain http to a loopback host. */
+int config_url_allowed(const char *url);
 const char *config_usage(void);
 
 #endif

@@ -3,6 +3,8 @@
  * pacing belong to outbox and governor. */
 #include "connector.h"
 
+#include <event2/event.h>
+
 #include "http_client.h"
 #include "log.h"
 
@@ -30,6 +32,8 @@ struct connector {
     long timeout_ms;
     char *user_agent_header;     /* "User-Agent: ..." */
     char *auth_header;           /* "Authorization: Bearer ..." or NULL; never logged */
+    connector_token_source ts;   /* when set, tokens come from here per call */
+    struct event_base *base;
     connector_call *calls;       /* in flight, so connector_free can cancel them */
 };
 
@@ -39,6 +43,13 @@ struct connector_call {
     enum call_op op;
     int calling;                 /* on_done is running: connector_cancel must not free the call */
     char *activity_id;           /* the id an update targeted: the answer when the body is empty */
+    /* while waiting for a token: what to send once it arrives */
+    const char *method;
+    char *url, *json;
+    size_t json_len;
+    int waiting_token;
+    char *auth_error;            /* set when the token could not be had; delivered by fail_ev */
+    struct event *fail_ev;
     connector_done_fn on_done;
     void *ud;
     connector_call *prev, *next;
@@ -359,6 +370,11 @@ static void call_unlink(connector_call *call)
 static void call_free(connector_call *call)
 {
     free(call->activity_id);
+    free(call->url);
+    free(call->json);
+    free(call->auth_error);
+    if (call->fail_ev)
+        event_free(call->fail_ev);
     free(call);
 }
 
@@ -388,6 +404,10 @@ static void read_success(connector_call *call, const http_response *hr, connecto
         res->service_url = json_string_value(json_object_get(obj, "serviceUrl"));
         break;
     }
+    /* 202 Accepted without an id: delivered, but nothing to update later (the Playground answers
+     * a text-plus-card message this way) */
+    if (!id && hr->status == 202 && call->op != OP_CREATE)
+        return;
     if (!id) {
         res->ok = 0;
         res->code = CONNECTOR_BAD_RESPONSE;
@@ -427,39 +447,124 @@ static void on_http_done(const http_response *hr, void *ud)
     call_free(call);
 }
 
+/* Starts the HTTP exchange of call with the given Authorization header (NULL: none).
+ * Returns 0, or -1 with *err set (the call is not freed). */
+static int send_http(connector_call *call, const char *auth_header, char **err)
+{
+    connector *c = call->c;
+    const char *headers[6];
+    int n = 0;
+    if (call->json)
+        headers[n++] = "Content-Type: application/json; charset=utf-8";
+    headers[n++] = "Accept: application/json";
+    headers[n++] = c->user_agent_header;
+    if (auth_header)
+        headers[n++] = auth_header;
+    headers[n] = NULL;
+    call->req = http_client_request(c->http, call->method, call->url, headers, call->json,
+                                    call->json_len, c->timeout_ms, on_http_done, call, err);
+    if (!call->req)
+        return -1;
+    log_debug("connector call start method=%s url=%s", call->method, call->url);
+    return 0;
+}
+
+/* Ends a call that never reached the network (no token): on_done with code "auth". */
+static void deliver_auth_failure(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    connector_call *call = arg;
+    call_unlink(call);
+    call->calling = 1;
+    connector_result res = {0};
+    res.code = CONNECTOR_AUTH;
+    res.message = call->auth_error ? call->auth_error : "no outbound token";
+    res.body = "";
+    call->on_done(&res, call->ud);
+    call_free(call);
+}
+
+static void fail_auth_later(connector_call *call, const char *error)
+{
+    free(call->auth_error);
+    if (asprintf(&call->auth_error, "outbound auth: %s", error ? error : "no token") < 0)
+        call->auth_error = NULL;
+    if (!call->fail_ev)
+        call->fail_ev = evtimer_new(call->c->base, deliver_auth_failure, call);
+    struct timeval now = {0, 0};
+    evtimer_add(call->fail_ev, &now);
+}
+
+static void on_token_ready(void *ud, const char *token, const char *error)
+{
+    connector_call *call = ud;
+    call->waiting_token = 0;
+    if (!token) {
+        fail_auth_later(call, error);
+        return;
+    }
+    char *auth = has_control_char(token) ? NULL : xasprintf("Authorization: Bearer %s", token);
+    char *err = NULL;
+    int rc = auth ? send_http(call, auth, &err) : -1;
+    if (auth) {
+        explicit_bzero(auth, strlen(auth));
+        free(auth);
+    }
+    if (rc < 0) {
+        fail_auth_later(call, err ? err : "unusable token");
+        free(err);
+    }
+}
+
 static connector_call *start_call(connector *c, enum call_op op, const char *method, char *url,
                                   const char *json, size_t json_len, const char *updated_id,
                                   connector_done_fn on_done, void *ud, char **err)
 {
     connector_call *call = calloc(1, sizeof *call);
-    if (!call || (updated_id && !(call->activity_id = strdup(updated_id)))) {
+    if (!call || (updated_id && !(call->activity_id = strdup(updated_id))) ||
+        (json && !(call->json = malloc(json_len ? json_len : 1)))) {
         set_err(err, "connector: out of memory");
-        free(call);
+        if (call)
+            call_free(call);
         free(url);
         return NULL;
     }
-    const char *headers[6];
-    int n = 0;
     if (json)
-        headers[n++] = "Content-Type: application/json; charset=utf-8";
-    headers[n++] = "Accept: application/json";
-    headers[n++] = c->user_agent_header;
-    if (c->auth_header)
-        headers[n++] = c->auth_header;
-    headers[n] = NULL;
+        memcpy(call->json, json, json_len);
+    call->json_len = json_len;
+    call->url = url;
+    call->method = method;
     call->c = c;
     call->op = op;
     call->on_done = on_done;
     call->ud = ud;
-    call->req = http_client_request(c->http, method, url, headers, json, json_len, c->timeout_ms,
-                                    on_http_done, call, err);
-    if (!call->req) {
+    if (c->ts.current) {
+        const char *token = c->ts.current(c->ts.src);
+        if (token) {
+            char *auth = has_control_char(token) ? NULL : xasprintf("Authorization: Bearer %s", token);
+            int rc = auth ? send_http(call, auth, err) : -1;
+            if (auth) {
+                explicit_bzero(auth, strlen(auth));
+                free(auth);
+            }
+            if (rc < 0) {
+                if (!*err)
+                    set_err(err, "connector: unusable token");
+                call_free(call);
+                return NULL;
+            }
+        } else {
+            const char *why = NULL;
+            if (c->ts.wait(c->ts.src, on_token_ready, call, &why) == 0)
+                call->waiting_token = 1;
+            else
+                fail_auth_later(call, why);
+        }
+    } else if (send_http(call, c->auth_header, err) < 0) {
         call_free(call);
-        free(url);
         return NULL;
     }
-    log_debug("connector call start method=%s url=%s", method, url);
-    free(url);
     call->next = c->calls;
     if (c->calls)
         c->calls->prev = call;
@@ -548,7 +653,10 @@ void connector_cancel(connector_call *call)
     if (!call || call->calling)
         return; /* its on_done is running; the call is freed when it returns */
     call_unlink(call);
-    http_request_cancel(call->req);
+    if (call->waiting_token)
+        call->c->ts.unwait(call->c->ts.src, call);
+    if (call->req)
+        http_request_cancel(call->req);
     call_free(call);
 }
 
@@ -562,6 +670,7 @@ connector *connector_new(http_client *http, const connector_config *cfg)
     if (!c)
         return NULL;
     c->http = http;
+    c->base = cfg ? cfg->base : NULL;
     c->timeout_ms = cfg && cfg->request_timeout_ms > 0 ? cfg->request_timeout_ms
                                                        : CONNECTOR_DEFAULT_TIMEOUT_MS;
     const char *ua = cfg && cfg->user_agent && *cfg->user_agent && !has_control_char(cfg->user_agent)
@@ -602,4 +711,14 @@ void connector_set_token(connector *c, const char *token)
     c->auth_header = xasprintf("Authorization: Bearer %s", token);
     if (!c->auth_header)
         log_error("connector out of memory storing the bearer token");
+}
+
+void connector_set_token_source(connector *c, const connector_token_source *ts)
+{
+    if (!c)
+        return;
+    if (ts && ts->current && ts->wait && ts->unwait && c->base)
+        c->ts = *ts;
+    else
+        memset(&c->ts, 0, sizeof c->ts);
 }

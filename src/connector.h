@@ -39,8 +39,12 @@ typedef void (*connector_done_fn)(const connector_result *res, void *ud);
 #define CONNECTOR_TIMEOUT      "timeout"      /* no answer within the request timeout */
 #define CONNECTOR_NETWORK      "network"      /* connection refused/reset, DNS, TLS */
 #define CONNECTOR_BAD_RESPONSE "bad_response" /* 2xx whose body lacks what the call needs */
+#define CONNECTOR_AUTH         "auth"         /* no outbound token could be had */
+
+struct event_base;
 
 typedef struct connector_config {
+    struct event_base *base;     /* needed with a token source (failures are delivered later) */
     long request_timeout_ms;     /* default 15000 */
     const char *user_agent;      /* default "herald/<version>" */
 } connector_config;
@@ -51,6 +55,19 @@ void connector_free(connector *c);
 
 /* Sets the bearer token attached to every call (NULL: none, dev mode). Copied. */
 void connector_set_token(connector *c, const char *token);
+
+/* Where bearer tokens come from when they expire (auth_out): current() gives a valid token or
+ * NULL; wait() registers ready to run when a token request ends (returns -1 with *error when it
+ * cannot, e.g. during backoff); unwait() forgets a waiter. A call that cannot get a token fails
+ * with code "auth". */
+typedef struct connector_token_source {
+    const char *(*current)(void *src);
+    int (*wait)(void *src, void (*ready)(void *ud, const char *token, const char *error), void *ud,
+                const char **error);
+    void (*unwait)(void *src, void *ud);
+    void *src;
+} connector_token_source;
+void connector_set_token_source(connector *c, const connector_token_source *ts);
 
 /* Each call returns a handle valid until on_done runs, or NULL with *err set (on_done not run).
  * service_url is the conversation's base URL ("https://smba.trafficmanager.net/amer/"): the path

@@ -34,7 +34,9 @@ static void reply_json(struct evhttp_request *req, int status, const char *reaso
     struct evbuffer *out = evhttp_request_get_output_buffer(req);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                       "application/json; charset=utf-8");
-    evbuffer_add(out, json, strlen(json));
+    /* a HEAD answer carries no body (the Playground probes the bot with HEAD) */
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_HEAD)
+        evbuffer_add(out, json, strlen(json));
     evhttp_send_reply(req, status, reason, NULL);
 }
 

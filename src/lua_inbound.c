@@ -1,6 +1,7 @@
 /* lua_inbound.c — one POST /api/messages: decode (cjson, in the generation's state), validate,
  * drop redeliveries, store the conversation reference, run the dispatcher as a task, and answer
  * when the task ends or at the response deadline, whichever comes first. */
+#include "auth_in.h"
 #include "config.h"
 #include "http_server.h"
 #include "log.h"
@@ -8,11 +9,13 @@
 #include "runtime.h"
 #include "store.h"
 #include "task.h"
+#include "trust.h"
 #include "vm.h"
 
 #include <event2/event.h>
 #include <lauxlib.h>
 #include <lua.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +29,16 @@ typedef struct inbound {
     char conversation[160];       /* for log lines */
 } inbound;
 
+/* An activity whose token names a key we are fetching: kept whole and run again when the keys
+ * arrive (the body is copied because the server reuses its buffer). */
+struct pending_auth {
+    runtime *rt;
+    http_exchange *x;
+    char *body;
+    size_t len;
+    pending_auth *next;
+};
+
 static void reply_error(runtime *rt, http_exchange *x, int status, const char *reason)
 {
     char body[512];
@@ -35,6 +48,37 @@ static void reply_error(runtime *rt, http_exchange *x, int status, const char *r
         rt->rejected++;
     http_exchange_reply(x, status, "application/json; charset=utf-8", body,
                         (size_t)(n < (int)sizeof body ? n : (int)sizeof body - 1));
+}
+
+/* RFC 8259 wants UTF-8 and lua-cjson 2.1 passes any bytes through, so malformed sequences are
+ * refused here: overlong forms, surrogates and code points past U+10FFFF included. */
+static int valid_utf8(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len;
+        uint32_t cp, min;
+        if ((c & 0xE0) == 0xC0) { len = 2; cp = c & 0x1F; min = 0x80; }
+        else if ((c & 0xF0) == 0xE0) { len = 3; cp = c & 0x0F; min = 0x800; }
+        else if ((c & 0xF8) == 0xF0) { len = 4; cp = c & 0x07; min = 0x10000; }
+        else return 0;
+        if (i + len > n)
+            return 0;
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xC0) != 0x80)
+                return 0;
+            cp = (cp << 6) | (s[i + k] & 0x3F);
+        }
+        if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+            return 0;
+        i += len;
+    }
+    return 1;
 }
 
 /* t[k1][k2]... as a non-empty string, or NULL. The string stays alive while the table on the
@@ -158,6 +202,77 @@ static const char *label_for(const char *type, const char *hook)
     return "activity";
 }
 
+static void retry_after_keys(void *ud)
+{
+    pending_auth *p = ud;
+    runtime *rt = p->rt;
+    for (pending_auth **pp = &rt->pending; *pp; pp = &(*pp)->next)
+        if (*pp == p) {
+            *pp = p->next;
+            break;
+        }
+    inbound_activity(p->x, p->body, p->len, rt);
+    free(p->body);
+    free(p);
+}
+
+void inbound_abandon_pending(void *arg)
+{
+    runtime *rt = arg;
+    while (rt->pending) {
+        pending_auth *p = rt->pending;
+        rt->pending = p->next;
+        auth_in_forget(rt->auth_in, p);
+        reply_error(rt, p->x, 503, "shutting down");
+        free(p->body);
+        free(p);
+    }
+}
+
+/* Checks the bearer token. Returns 1 to go on; 0 when x was answered or parked. */
+static int authenticate(runtime *rt, http_exchange *x, const char *body, size_t len,
+                        const char *service_url, const char *channel_id, const char *conv)
+{
+    pending_auth *p = malloc(sizeof *p);
+    if (!p) {
+        reply_error(rt, x, 503, "out of memory");
+        return 0;
+    }
+    const char *reason = "?";
+    enum auth_result r = auth_in_check(rt->auth_in, http_exchange_header(x, "Authorization"),
+                                       service_url, channel_id, runtime_wall_ms() / 1000, &reason,
+                                       retry_after_keys, p);
+    if (r == AUTH_PENDING && (p->body = malloc(len + 1))) {
+        memcpy(p->body, body, len);
+        p->body[len] = 0;
+        p->len = len;
+        p->rt = rt;
+        p->x = x;
+        p->next = rt->pending;
+        rt->pending = p;
+        return 0;
+    }
+    if (r == AUTH_PENDING) {
+        auth_in_forget(rt->auth_in, p);
+        r = AUTH_UNAVAILABLE;
+        reason = "out of memory";
+    }
+    free(p);
+    if (r == AUTH_OK) {
+        trust_note_validated(rt->trust, service_url);
+        return 1;
+    }
+    if (r == AUTH_UNAVAILABLE) {
+        log_error("activity refused: %s conversation=%s", reason, conv);
+        reply_error(rt, x, 503, "signing keys unavailable");
+        return 0;
+    }
+    rt->unauthorized++;
+    log_warn("unauthenticated activity rejected reason=\"%s\" conversation=%s", reason, conv);
+    http_exchange_reply(x, 401, "application/json; charset=utf-8", "{\"error\":\"unauthorized\"}", 24);
+    return 0;
+}
+
 void inbound_activity(http_exchange *x, const char *body, size_t len, void *arg)
 {
     runtime *rt = arg;
@@ -165,6 +280,10 @@ void inbound_activity(http_exchange *x, const char *body, size_t len, void *arg)
     int top = lua_gettop(L);
     if (rt->stopping) {
         reply_error(rt, x, 503, "shutting down");
+        return;
+    }
+    if (!valid_utf8((const unsigned char *)body, len)) {
+        reply_error(rt, x, 400, "malformed JSON: invalid UTF-8");
         return;
     }
     /* cjson is library code, not script code: a plain pcall, no slice hook needed */
@@ -197,6 +316,11 @@ void inbound_activity(http_exchange *x, const char *body, size_t len, void *arg)
     if (why) {
         lua_settop(L, top);
         reply_error(rt, x, 400, why);
+        return;
+    }
+    if (rt->auth_in && !authenticate(rt, x, body, len, service_url,
+                                     get_str(L, a, "channelId", NULL, NULL), conv)) {
+        lua_settop(L, top);
         return;
     }
     const char *activity_id = get_str(L, a, "id", NULL, NULL);
@@ -232,6 +356,9 @@ void inbound_activity(http_exchange *x, const char *body, size_t len, void *arg)
     ref.locale = get_str(L, a, "locale", NULL, NULL);
     ref.timezone = get_timezone(L, a);
     ref.last_activity_id = activity_id;
+    char seal[65];
+    if (rt->trust && trust_seal(rt->trust, conv, service_url, seal) == 0)
+        ref.service_url_seal = seal;
 
     enum store_install_signal signal = STORE_SIGNAL_NONE;
     if (strcmp(type, "installationUpdate") == 0) {

@@ -7,6 +7,7 @@
 #include "runtime.h"
 #include "store.h"
 #include "task.h"
+#include "trust.h"
 #include "vm.h"
 
 #include <event2/event.h>
@@ -78,6 +79,27 @@ static int resolve_target(lua_State *L, int arg, target *tg)
     return 0;
 }
 
+/* The bearer token only goes where trust.c allows (never checked in dev mode). A URL that passes
+ * through its seal is remembered for this process, so conversations created from it can be sealed
+ * too. Returns 1, or pushes nil, message, code and returns 0. */
+static int check_trust(lua_State *L, const char *url, const char *conv, const char *seal)
+{
+    runtime *rt = rt_of(L);
+    if (!rt->trust)
+        return 1;
+    if (trust_allows(rt->trust, url, conv, seal)) {
+        trust_note_validated(rt->trust, url);
+        return 1;
+    }
+    log_warn("refused to send the bot's token to an untrusted service URL url=%s conversation=%s",
+             url, conv ? conv : "-");
+    lua_pushnil(L);
+    lua_pushfstring(L, "service URL %s is not trusted: it came from no validated activity and is "
+                       "not the cloud's endpoint (see HERALD_TRUSTED_SERVICE_URLS)", url);
+    lua_pushliteral(L, "untrusted_service_url");
+    return 0;
+}
+
 /* ---- yielding connector calls ------------------------------------------------------------ */
 
 enum op_kind { OP_SEND, OP_UPDATE, OP_DELETE, OP_CREATE };
@@ -134,6 +156,9 @@ static int push_conn_result(lua_State *L, void *arg)
             n = 1;
             break;
         case OP_CREATE:
+            /* the answer came from a trusted endpoint, so its serviceUrl is trusted too */
+            if (op->service_url && rt_of(L)->trust)
+                trust_note_validated(rt_of(L)->trust, op->service_url);
             lua_pushstring(L, op->conversation_id);
             if (op->id) lua_pushstring(L, op->id); else lua_pushnil(L);
             if (op->service_url) lua_pushstring(L, op->service_url); else lua_pushnil(L);
@@ -216,6 +241,10 @@ static int core_send(lua_State *L)
     target tg;
     if (!resolve_target(L, 1, &tg))
         return 3;
+    if (!check_trust(L, tg.service_url, tg.id, tg.ref.service_url_seal)) {
+        store_reference_clear(&tg.ref);
+        return 3;
+    }
     conn_op *op = calloc(1, sizeof *op);
     if (!op) {
         store_reference_clear(&tg.ref);
@@ -239,6 +268,10 @@ static int core_update(lua_State *L)
     target tg;
     if (!resolve_target(L, 1, &tg))
         return 3;
+    if (!check_trust(L, tg.service_url, tg.id, tg.ref.service_url_seal)) {
+        store_reference_clear(&tg.ref);
+        return 3;
+    }
     conn_op *op = calloc(1, sizeof *op);
     if (!op) {
         store_reference_clear(&tg.ref);
@@ -260,6 +293,10 @@ static int core_delete(lua_State *L)
     target tg;
     if (!resolve_target(L, 1, &tg))
         return 3;
+    if (!check_trust(L, tg.service_url, tg.id, tg.ref.service_url_seal)) {
+        store_reference_clear(&tg.ref);
+        return 3;
+    }
     conn_op *op = calloc(1, sizeof *op);
     if (!op) {
         store_reference_clear(&tg.ref);
@@ -280,6 +317,18 @@ static int core_create(lua_State *L)
     const char *service_url = luaL_checkstring(L, 1);
     size_t len;
     const char *json = luaL_checklstring(L, 2, &len);
+    const char *known = luaL_optstring(L, 3, NULL);   /* stored conversation the URL came from */
+    store_reference kref = {0};
+    char *kerr = NULL;
+    if (known && store_get_reference(rt_of(L)->store, known, &kref, &kerr) != 1)
+        memset(&kref, 0, sizeof kref);
+    free(kerr);
+    int trusted = check_trust(L, service_url, kref.service_url ? known : NULL,
+                              kref.service_url && strcmp(kref.service_url, service_url) == 0
+                                  ? kref.service_url_seal : NULL);
+    store_reference_clear(&kref);
+    if (!trusted)
+        return 3;
     conn_op *op = calloc(1, sizeof *op);
     if (!op)
         return luaL_error(L, "out of memory");
@@ -493,6 +542,10 @@ static int core_put_reference(lua_State *L)
     int run_hook = 0;
     char *err = NULL;
     runtime *rt = rt_of(L);
+    char seal[65];
+    if (rt->trust && trust_allows(rt->trust, r.service_url, NULL, NULL) &&
+        trust_seal(rt->trust, r.id, r.service_url, seal) == 0)
+        r.service_url_seal = seal;
     if (store_put_reference(rt->store, &r, STORE_SIGNAL_NONE, runtime_wall_ms(), 0, &run_hook,
                             &err) < 0) {
         lua_pushfstring(L, "store error: %s", err ? err : "?");

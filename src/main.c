@@ -1,5 +1,7 @@
 /* main.c — the herald command line: parse the configuration, wire store, HTTP client/server,
  * connector and the Lua generation onto one event loop, handle signals, shut down in bounds. */
+#include "auth_in.h"
+#include "auth_out.h"
 #include "config.h"
 #include "connector.h"
 #include "http_client.h"
@@ -9,9 +11,11 @@
 #include "runtime.h"
 #include "store.h"
 #include "task.h"
+#include "trust.h"
 #include "vm.h"
 
 #include <curl/curl.h>
+#include <openssl/crypto.h>
 #include <event2/event.h>
 #include <signal.h>
 #include <stdio.h>
@@ -20,18 +24,81 @@
 
 static struct event *shutdown_timer, *shutdown_poll;
 
+static const char *token_current(void *src) { return auth_out_current(src); }
+static int token_wait(void *src, void (*ready)(void *, const char *, const char *), void *ud,
+                      const char **error)
+{
+    return auth_out_wait(src, ready, ud, error);
+}
+static void token_unwait(void *src, void *ud) { auth_out_unwait(src, ud); }
+
+/* Sets up inbound validation, outbound tokens and service URL trust (not in dev mode). */
+static int setup_auth(runtime *rt, const config *cfg, char **err)
+{
+    auth_in_config ic = {.app_id = cfg->app_id, .openid_metadata_url = cfg->openid_metadata_url,
+                         .issuer = cfg->token_issuer, .clock_skew_s = 300,
+                         .refresh_interval_s = cfg->jwks_refresh_interval_s,
+                         .refresh_floor_s = cfg->jwks_refresh_floor_s, .token_cache_max = 10000};
+    rt->auth_in = auth_in_new(rt->base, rt->http, &ic, err);
+    if (!rt->auth_in)
+        return -1;
+    auth_out_config oc = {.token_url = cfg->token_url, .client_id = cfg->app_id,
+                          .client_secret = cfg->app_password, .cert_path = cfg->cert_path,
+                          .key_path = cfg->key_path, .scope = cfg->oauth_scope,
+                          .refresh_ahead_s = 300, .max_backoff_s = 60};
+    rt->auth_out = auth_out_new(rt->base, rt->http, &oc, err);
+    if (!rt->auth_out)
+        return -1;
+    connector_token_source ts = {token_current, token_wait, token_unwait, rt->auth_out};
+    connector_set_token_source(rt->conn, &ts);
+    /* the seal key is the app's secret (or its private key): what a database thief lacks */
+    unsigned char key[8192];
+    size_t key_len = 0;
+    if (cfg->app_password) {
+        key_len = strlen(cfg->app_password);
+        if (key_len > sizeof key)
+            key_len = sizeof key;
+        memcpy(key, cfg->app_password, key_len);
+    } else {
+        FILE *f = fopen(cfg->key_path ? cfg->key_path : cfg->cert_path, "rb");
+        if (f) {
+            key_len = fread(key, 1, sizeof key, f);
+            fclose(f);
+        }
+    }
+    rt->trust = trust_new(cfg->proactive_url, cfg->trusted_service_urls, key, key_len);
+    OPENSSL_cleanse(key, sizeof key);
+    if (!rt->trust) {
+        *err = strdup("out of memory");
+        return -1;
+    }
+    auth_in_start(rt->auth_in);
+    log_info("authentication on: app id %s, cloud %s, issuer %s", cfg->app_id, cfg->cloud,
+             cfg->token_issuer);
+    return 0;
+}
+
 static char *health_json(void *ud)
 {
     runtime *rt = ud;
     char *s = NULL;
+    auth_in_stats ai = {0};
+    auth_out_stats ao = {0};
+    if (rt->auth_in)
+        auth_in_get_stats(rt->auth_in, &ai);
+    if (rt->auth_out)
+        auth_out_get_stats(rt->auth_out, &ao);
     if (asprintf(&s,
                  "{\"status\":\"%s\",\"uptime_ms\":%lld,\"tasks\":%d,\"lua_memory_bytes\":%zu,"
                  "\"activities\":%llu,\"handler_errors\":%llu,\"redelivered\":%llu,"
-                 "\"rejected\":%llu,\"outbound_in_flight\":%d}",
+                 "\"rejected\":%llu,\"unauthorized\":%llu,\"outbound_in_flight\":%d,"
+                 "\"jwks_fetches\":%llu,\"token_requests\":%llu}",
                  rt->stopping ? "stopping" : "ok", (long long)(vm_now_ms() - rt->started_ms),
                  task_count(rt->vm), vm_memory(rt->vm), (unsigned long long)rt->activities,
                  (unsigned long long)rt->handler_errors, (unsigned long long)rt->redelivered,
-                 (unsigned long long)rt->rejected, http_client_pending(rt->http)) < 0)
+                 (unsigned long long)rt->rejected, (unsigned long long)rt->unauthorized,
+                 http_client_pending(rt->http), (unsigned long long)ai.key_fetches,
+                 (unsigned long long)ao.requests) < 0)
         return NULL;
     return s;
 }
@@ -42,6 +109,8 @@ static void shutdown_check(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     runtime *rt = arg;
+    if (rt->pending)
+        inbound_abandon_pending(rt);
     if (task_count(rt->vm) == 0 && http_server_pending(rt->server) == 0)
         event_base_loopbreak(rt->base);
 }
@@ -54,6 +123,7 @@ static void shutdown_expired(evutil_socket_t fd, short what, void *arg)
     log_warn("shutdown grace of %ld ms expired: cancelling %d task(s)", rt->cfg->shutdown_grace_ms,
              task_count(rt->vm));
     task_cancel_all(rt->vm, "shutdown grace expired");
+    inbound_abandon_pending(rt);
     event_base_loopbreak(rt->base);
 }
 
@@ -110,9 +180,13 @@ static int run(config *cfg)
         log_error("cannot start the HTTP client: %s", err);
         goto out;
     }
-    connector_config cc = {.request_timeout_ms = cfg->connector_timeout_ms,
+    connector_config cc = {.base = rt.base, .request_timeout_ms = cfg->connector_timeout_ms,
                            .user_agent = "herald/" HERALD_VERSION};
     rt.conn = connector_new(rt.http, &cc);
+    if (!cfg->dev && setup_auth(&rt, cfg, &err) < 0) {
+        log_error("cannot set up authentication: %s", err);
+        goto out;
+    }
     vm_config vc = {.memory_limit = cfg->lua_memory_bytes, .slice_ms = cfg->task_slice_ms,
                     .load_deadline_ms = cfg->load_deadline_ms, .max_tasks = cfg->max_tasks,
                     .script_dir = cfg->script_dir};
@@ -127,7 +201,7 @@ static int run(config *cfg)
         goto out;
     }
     http_server_config sc = {.host = cfg->listen_host, .port = cfg->listen_port,
-                             .max_body_bytes = cfg->max_body_bytes, .max_header_bytes = 65536,
+                             .max_body_bytes = cfg->max_body_bytes, .max_header_bytes = 131072,
                              .timeout_s = 60};
     rt.server = http_server_new(rt.base, &sc, inbound_activity, health_json, &rt, &err);
     if (!rt.server) {
@@ -156,9 +230,14 @@ out:
         event_free(sigterm);
     if (sigint)
         event_free(sigint);
+    if (rt.pending)
+        inbound_abandon_pending(&rt);
     vm_free(rt.vm);                 /* cancels tasks, which may still answer exchanges */
     http_server_free(rt.server);
     connector_free(rt.conn);
+    auth_out_free(rt.auth_out);
+    auth_in_free(rt.auth_in);
+    trust_free(rt.trust);
     http_client_free(rt.http);
     redelivery_free(rt.seen);
     store_close(rt.store);
@@ -191,6 +270,11 @@ int main(int argc, char **argv)
         free(err);
         config_free(&cfg);
         return 1;
+    }
+    if (strcmp(cfg.command, "check") == 0) {
+        config_print(&cfg, stdout);
+        config_free(&cfg);
+        return 0;
     }
     curl_global_init(CURL_GLOBAL_DEFAULT);
     rc = run(&cfg);

@@ -14,6 +14,10 @@ typedef struct http_server http_server;
 typedef struct connector connector;
 typedef struct redelivery redelivery;
 typedef struct vm vm;
+typedef struct auth_in auth_in;
+typedef struct auth_out auth_out;
+typedef struct trust trust;
+typedef struct pending_auth pending_auth;
 
 typedef struct runtime {
     struct event_base *base;
@@ -24,15 +28,22 @@ typedef struct runtime {
     connector *conn;
     redelivery *seen;
     vm *vm;
+    auth_in *auth_in;             /* NULL in dev mode */
+    auth_out *auth_out;           /* NULL in dev mode */
+    trust *trust;                 /* NULL in dev mode: every service URL is allowed */
+    pending_auth *pending;        /* activities waiting for signing keys */
     int stopping;                 /* SIGTERM received: new activities get 503 */
     int64_t started_ms;
     /* counters for /healthz */
-    uint64_t activities, handler_errors, redelivered, rejected;
+    uint64_t activities, handler_errors, redelivered, rejected, unauthorized;
 } runtime;
 
 /* lua_inbound.c: handles one POST /api/messages body (answers x exactly once). */
 struct http_exchange;
 void inbound_activity(struct http_exchange *x, const char *body, size_t len, void *rt);
+
+/* lua_inbound.c: answers every activity still waiting for signing keys with 503 (shutdown). */
+void inbound_abandon_pending(void *rt);
 
 /* lua_teams.c: registers the `herald.core` preload in the generation's state. */
 void lua_teams_install(vm *v);

@@ -29,6 +29,7 @@ typedef struct store_reference {
     const char *locale;
     const char *timezone;         /* IANA name from localTimezone / clientInfo.timezone */
     const char *last_activity_id;
+    const char *service_url_seal; /* HMAC seal of (id, service_url); always replaced on upsert */
     int installed;                /* read: 1 installed, 0 uninstalled */
     int64_t created_at;           /* read only: unix ms */
     int64_t updated_at;           /* read only: unix ms */

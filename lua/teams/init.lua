@@ -123,7 +123,8 @@ function teams.create_conversation(p)
     params.activity = message.build(p.message, { from = params.bot or bot_account(known or {}) }, 2)
   end
   local service_url = p.service_url or (known and known.service_url) or GLOBAL_SERVICE_URL
-  local id, activity_id, new_url, details = core.create(service_url, message.json(params))
+  local id, activity_id, new_url, details = core.create(service_url, message.json(params),
+    known and known.service_url == service_url and known.id or nil)
   if not id then return nil, activity_id, new_url, details end
   core.put_reference {
     id = id,
@@ -241,7 +242,18 @@ local function others(list, bot_id)
   return out
 end
 
+-- lua-cjson 2.1 decodes every number as a float; card payloads mean integers when they say 42.
+local function integers(v, depth)
+  if type(v) == "number" then return math.tointeger(v) or v end
+  if type(v) ~= "table" or depth > 32 then return v end
+  for k, x in pairs(v) do
+    if type(x) == "number" or type(x) == "table" then v[k] = integers(x, depth + 1) end
+  end
+  return v
+end
+
 local function new_event(a)
+  if a.value ~= nil then a.value = integers(a.value, 0) end
   local cd = tbl(a.channelData) or {}
   local conv = tbl(a.conversation) or {}
   local team = tbl(cd.team)

@@ -1,0 +1,622 @@
+/* store.c — the SQLite database behind herald: connection pragmas, versioned schema migrations,
+ * the prepared statements made once at open, and conversation references with their install state. */
+#include "store.h"
+
+#include <sqlite3.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Each migration runs in its own transaction together with the user_version bump, so a crash leaves
+ * the schema at a whole version. Append new migrations; never edit a released one. The version
+ * pragma is a literal because PRAGMA takes no bound parameters and SQL is never built at run time. */
+#define MIGRATION(version, sql) { version, sql, "PRAGMA user_version = " #version }
+
+static const struct migration {
+    int version;
+    const char *sql;
+    const char *set_version;
+} migrations[] = {
+    MIGRATION(1,
+        "CREATE TABLE conversations ("
+        " id TEXT PRIMARY KEY,"
+        " type TEXT,"
+        " tenant_id TEXT,"
+        " service_url TEXT NOT NULL,"
+        " channel_id TEXT,"
+        " bot_id TEXT,"
+        " bot_name TEXT,"
+        " user_id TEXT,"
+        " user_aad_id TEXT,"
+        " user_name TEXT,"
+        " team_id TEXT,"
+        " team_name TEXT,"
+        " team_aad_group_id TEXT,"
+        " team_channel_id TEXT,"
+        " locale TEXT,"
+        " timezone TEXT,"
+        " last_activity_id TEXT,"
+        " installed INTEGER NOT NULL DEFAULT 1,"
+        " install_signal_at INTEGER,"
+        " created_at INTEGER NOT NULL,"
+        " updated_at INTEGER NOT NULL,"
+        " uninstalled_at INTEGER"
+        ");"
+        /* find_tenant orders by (installed, updated_at) within a tenant, which may hold thousands
+         * of personal chats: the composite index answers it with one backwards seek, no sort. */
+        "CREATE INDEX conversations_tenant ON conversations(tenant_id, installed, updated_at);"
+        /* find_user and find_channel match one value against several columns; single-column indexes
+         * let SQLite answer the OR as a union of index lookups. list filters on team_id too. */
+        "CREATE INDEX conversations_team ON conversations(team_id);"
+        "CREATE INDEX conversations_team_channel ON conversations(team_channel_id);"
+        "CREATE INDEX conversations_user ON conversations(user_id);"
+        "CREATE INDEX conversations_user_aad ON conversations(user_aad_id);"),
+    /* The HMAC seal of (id, service_url) made by a process holding the app's secret: the bearer
+     * token only goes to a stored service URL whose seal verifies (trust.c). */
+    MIGRATION(2, "ALTER TABLE conversations ADD COLUMN service_url_seal TEXT;"),
+};
+
+#define LATEST_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
+
+/* The string fields of store_reference in the column order of REF_COLUMNS and of the upsert's
+ * parameters ?1..?17, so binding and reading walk one table instead of naming each field twice. */
+static const size_t ref_string_fields[] = {
+    offsetof(store_reference, id),
+    offsetof(store_reference, type),
+    offsetof(store_reference, tenant_id),
+    offsetof(store_reference, service_url),
+    offsetof(store_reference, channel_id),
+    offsetof(store_reference, bot_id),
+    offsetof(store_reference, bot_name),
+    offsetof(store_reference, user_id),
+    offsetof(store_reference, user_aad_id),
+    offsetof(store_reference, user_name),
+    offsetof(store_reference, team_id),
+    offsetof(store_reference, team_name),
+    offsetof(store_reference, team_aad_group_id),
+    offsetof(store_reference, team_channel_id),
+    offsetof(store_reference, locale),
+    offsetof(store_reference, timezone),
+    offsetof(store_reference, last_activity_id),
+    offsetof(store_reference, service_url_seal),
+};
+
+#define REF_STRINGS ((int)(sizeof ref_string_fields / sizeof ref_string_fields[0]))
+
+#define REF_COLUMNS \
+    "id, type, tenant_id, service_url, channel_id, bot_id, bot_name, user_id, user_aad_id," \
+    " user_name, team_id, team_name, team_aad_group_id, team_channel_id, locale, timezone," \
+    " last_activity_id, service_url_seal, installed, created_at, updated_at, uninstalled_at"
+
+/* Among several matches, an installed conversation beats an uninstalled one (a send to a removed
+ * bot fails), then the most recently updated wins; rowid breaks ties in the same millisecond. */
+#define REF_PREFERENCE " ORDER BY installed DESC, updated_at DESC, rowid DESC LIMIT 1"
+
+#define SQL_BEGIN "BEGIN IMMEDIATE"
+#define SQL_COMMIT "COMMIT"
+#define SQL_ROLLBACK "ROLLBACK"
+#define SQL_VERSION "PRAGMA user_version"
+#define SQL_STATE "SELECT installed, install_signal_at FROM conversations WHERE id = ?1"
+/* Bare column names in DO UPDATE are the stored row, so coalesce(excluded.x, x) keeps what we
+ * know when the activity did not carry a field. A repeated UNINSTALL keeps the first removal time. */
+#define SQL_UPSERT \
+    "INSERT INTO conversations (id, type, tenant_id, service_url, channel_id, bot_id, bot_name," \
+    " user_id, user_aad_id, user_name, team_id, team_name, team_aad_group_id, team_channel_id," \
+    " locale, timezone, last_activity_id, service_url_seal, installed, install_signal_at," \
+    " created_at, updated_at, uninstalled_at)" \
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17," \
+    " ?18, ?19, ?20, ?21, ?21, ?22)" \
+    " ON CONFLICT(id) DO UPDATE SET" \
+    " type = coalesce(excluded.type, type)," \
+    " tenant_id = coalesce(excluded.tenant_id, tenant_id)," \
+    " service_url = excluded.service_url," \
+    " channel_id = coalesce(excluded.channel_id, channel_id)," \
+    " bot_id = coalesce(excluded.bot_id, bot_id)," \
+    " bot_name = coalesce(excluded.bot_name, bot_name)," \
+    " user_id = coalesce(excluded.user_id, user_id)," \
+    " user_aad_id = coalesce(excluded.user_aad_id, user_aad_id)," \
+    " user_name = coalesce(excluded.user_name, user_name)," \
+    " team_id = coalesce(excluded.team_id, team_id)," \
+    " team_name = coalesce(excluded.team_name, team_name)," \
+    " team_aad_group_id = coalesce(excluded.team_aad_group_id, team_aad_group_id)," \
+    " team_channel_id = coalesce(excluded.team_channel_id, team_channel_id)," \
+    " locale = coalesce(excluded.locale, locale)," \
+    " timezone = coalesce(excluded.timezone, timezone)," \
+    " last_activity_id = coalesce(excluded.last_activity_id, last_activity_id)," \
+    " service_url_seal = excluded.service_url_seal," \
+    " installed = excluded.installed," \
+    " install_signal_at = coalesce(excluded.install_signal_at, install_signal_at)," \
+    " updated_at = excluded.updated_at," \
+    " uninstalled_at = CASE WHEN excluded.installed = 0" \
+    "   THEN coalesce(uninstalled_at, excluded.uninstalled_at) END"
+#define SQL_GET "SELECT " REF_COLUMNS " FROM conversations WHERE id = ?1"
+#define SQL_FIND_USER \
+    "SELECT " REF_COLUMNS " FROM conversations" \
+    " WHERE (user_id = ?1 OR user_aad_id = ?1)" \
+    " AND (?2 IS NULL OR tenant_id = ?2) AND (?3 IS NULL OR type = ?3)" REF_PREFERENCE
+#define SQL_FIND_CHANNEL \
+    "SELECT " REF_COLUMNS " FROM conversations" \
+    " WHERE team_id = ?1 OR team_channel_id = ?1 OR id = ?1" REF_PREFERENCE
+#define SQL_FIND_TENANT \
+    "SELECT " REF_COLUMNS " FROM conversations WHERE tenant_id = ?1" REF_PREFERENCE
+/* ?1 is '' rather than NULL for "from the start": ids are never empty, and a plain range keeps the
+ * primary-key seek that makes every page cost the same however deep it is. */
+#define SQL_LIST \
+    "SELECT " REF_COLUMNS " FROM conversations" \
+    " WHERE id > ?1" \
+    " AND (?2 IS NULL OR tenant_id = ?2) AND (?3 IS NULL OR type = ?3)" \
+    " AND (?4 IS NULL OR team_id = ?4) AND (?5 IS NULL OR user_id = ?5 OR user_aad_id = ?5)" \
+    " AND (?6 OR installed = 1)" \
+    " ORDER BY id LIMIT ?7"
+
+struct store {
+    sqlite3 *db;
+    sqlite3_stmt *begin, *commit, *rollback, *version, *state, *upsert, *get, *find_user,
+        *find_channel, *find_tenant, *list;
+    int listing;   /* the list statement is stepping: a nested list would reset it under fn */
+};
+
+static const struct statement {
+    size_t offset;
+    const char *sql;
+} statements[] = {
+    {offsetof(store, begin), SQL_BEGIN},
+    {offsetof(store, commit), SQL_COMMIT},
+    {offsetof(store, rollback), SQL_ROLLBACK},
+    {offsetof(store, version), SQL_VERSION},
+    {offsetof(store, state), SQL_STATE},
+    {offsetof(store, upsert), SQL_UPSERT},
+    {offsetof(store, get), SQL_GET},
+    {offsetof(store, find_user), SQL_FIND_USER},
+    {offsetof(store, find_channel), SQL_FIND_CHANNEL},
+    {offsetof(store, find_tenant), SQL_FIND_TENANT},
+    {offsetof(store, list), SQL_LIST},
+};
+
+#define STATEMENTS ((int)(sizeof statements / sizeof statements[0]))
+
+static sqlite3_stmt **statement_slot(store *s, int i)
+{
+    return (sqlite3_stmt **)(void *)((char *)s + statements[i].offset);
+}
+
+static const char **ref_string(const store_reference *ref, int i)
+{
+    return (const char **)(void *)((char *)ref + ref_string_fields[i]);
+}
+
+__attribute__((format(printf, 2, 3)))
+static void set_err(char **err, const char *fmt, ...)
+{
+    if (!err)
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    if (vasprintf(err, fmt, ap) < 0)
+        *err = NULL;
+    va_end(ap);
+}
+
+static void set_db_err(store *s, char **err, const char *what)
+{
+    set_err(err, "store: %s: %s", what, sqlite3_errmsg(s->db));
+}
+
+/* Finishes a statement so the next use starts clean; bindings point at caller memory that is gone
+ * once we return, so they are cleared too. */
+static void done(sqlite3_stmt *stmt)
+{
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
+}
+
+/* Runs a statement that returns no rows we need. */
+static int run(store *s, sqlite3_stmt *stmt, const char *what, char **err)
+{
+    int rc = sqlite3_step(stmt);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        set_db_err(s, err, what);
+        done(stmt);
+        return -1;
+    }
+    done(stmt);
+    return 0;
+}
+
+/* Used only during open, before the persistent statements exist (migrations may change the
+ * schema they compile against). */
+static int exec(store *s, const char *sql, const char *what, char **err)
+{
+    char *msg = NULL;
+    if (sqlite3_exec(s->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        set_err(err, "store: %s: %s", what, msg ? msg : sqlite3_errmsg(s->db));
+        sqlite3_free(msg);
+        return -1;
+    }
+    return 0;
+}
+
+static int read_version(store *s, int *version, char **err)
+{
+    sqlite3_stmt *stmt = NULL;
+    int rc = sqlite3_prepare_v2(s->db, SQL_VERSION, -1, &stmt, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(stmt);
+    if (rc != SQLITE_ROW) {
+        set_db_err(s, err, "read schema version");
+        sqlite3_finalize(stmt);
+        return -1;
+    }
+    *version = sqlite3_column_int(stmt, 0);
+    sqlite3_finalize(stmt);
+    return 0;
+}
+
+static int refuse_newer(int version, const char *path, char **err)
+{
+    set_err(err, "store: %s has schema version %d but this herald knows only up to %d; "
+            "refusing to open a database written by a newer herald", path, version, LATEST_VERSION);
+    return -1;
+}
+
+/* The version is re-read inside each write transaction so two processes opening one fresh file
+ * at once cannot both apply the same migration. */
+static int migrate(store *s, const char *path, char **err)
+{
+    for (;;) {
+        int version = 0;
+        if (exec(s, SQL_BEGIN, "begin migration", err) < 0)
+            return -1;
+        if (read_version(s, &version, err) < 0)
+            goto fail;
+        if (version > LATEST_VERSION) {
+            refuse_newer(version, path, err);
+            goto fail;
+        }
+        if (version == LATEST_VERSION)
+            return exec(s, SQL_COMMIT, "commit migration", err);
+        const struct migration *m = &migrations[version];
+        char what[64];
+        snprintf(what, sizeof what, "migration %d", m->version);
+        if (exec(s, m->sql, what, err) < 0 || exec(s, m->set_version, what, err) < 0)
+            goto fail;
+        int applied = 0;
+        if (read_version(s, &applied, err) < 0)
+            goto fail;
+        if (applied != version + 1) {
+            set_err(err, "store: migration %d sets user_version %d; expected %d",
+                    version + 1, applied, version + 1);
+            goto fail;
+        }
+        if (exec(s, SQL_COMMIT, what, err) < 0)
+            goto fail;
+    }
+fail:
+    sqlite3_exec(s->db, SQL_ROLLBACK, NULL, NULL, NULL);
+    return -1;
+}
+
+store *store_open(const char *path, char **err)
+{
+    if (err)
+        *err = NULL;
+    if (!path || !*path) {
+        set_err(err, "store: database path is required");
+        return NULL;
+    }
+    store *s = calloc(1, sizeof *s);
+    if (!s) {
+        set_err(err, "store: out of memory");
+        return NULL;
+    }
+    if (sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK) {
+        if (s->db)
+            set_err(err, "store: open %s: %s", path, sqlite3_errmsg(s->db));
+        else
+            set_err(err, "store: open %s: out of memory", path);
+        goto fail;
+    }
+    sqlite3_extended_result_codes(s->db, 1);
+    /* Another process (a second herald, the sqlite3 shell) may hold the write lock briefly. */
+    sqlite3_busy_timeout(s->db, 5000);
+    /* A double-quoted typo would otherwise silently become a string literal. */
+    sqlite3_db_config(s->db, SQLITE_DBCONFIG_DQS_DML, 0, (int *)NULL);
+    sqlite3_db_config(s->db, SQLITE_DBCONFIG_DQS_DDL, 0, (int *)NULL);
+
+    /* Checked before anything writes: switching a newer database to WAL would already change it. */
+    int version = 0;
+    if (read_version(s, &version, err) < 0)
+        goto fail;
+    if (version > LATEST_VERSION) {
+        refuse_newer(version, path, err);
+        goto fail;
+    }
+    /* WAL lets readers (an operator's sqlite3 shell) run beside the writer, and with
+     * synchronous=NORMAL a commit costs no fsync; a power loss may drop the last commits but never
+     * corrupts. ":memory:" stays in "memory" mode, which is fine. */
+    if (exec(s, "PRAGMA journal_mode = WAL", "set journal mode", err) < 0 ||
+        exec(s, "PRAGMA synchronous = NORMAL", "set synchronous", err) < 0 ||
+        exec(s, "PRAGMA foreign_keys = ON", "enable foreign keys", err) < 0)
+        goto fail;
+    if (migrate(s, path, err) < 0)
+        goto fail;
+
+    for (int i = 0; i < STATEMENTS; i++)
+        if (sqlite3_prepare_v3(s->db, statements[i].sql, -1, SQLITE_PREPARE_PERSISTENT,
+                               statement_slot(s, i), NULL) != SQLITE_OK) {
+            set_err(err, "store: prepare \"%s\": %s", statements[i].sql, sqlite3_errmsg(s->db));
+            goto fail;
+        }
+    return s;
+fail:
+    store_close(s);
+    return NULL;
+}
+
+void store_close(store *s)
+{
+    if (!s)
+        return;
+    for (int i = 0; i < STATEMENTS; i++)
+        sqlite3_finalize(*statement_slot(s, i));
+    if (s->db) {
+        /* Keeps the planner's statistics current for the OR lookups; cheap when nothing changed. */
+        if (s->upsert)
+            sqlite3_exec(s->db, "PRAGMA optimize", NULL, NULL, NULL);
+        sqlite3_close(s->db);
+    }
+    free(s);
+}
+
+int store_schema_version(store *s)
+{
+    if (sqlite3_step(s->version) != SQLITE_ROW) {
+        done(s->version);
+        return -1;
+    }
+    int version = sqlite3_column_int(s->version, 0);
+    done(s->version);
+    return version;
+}
+
+static int bind_text(sqlite3_stmt *stmt, int i, const char *text)
+{
+    return text ? sqlite3_bind_text(stmt, i, text, -1, SQLITE_STATIC) : sqlite3_bind_null(stmt, i);
+}
+
+static int bind_int64_or_null(sqlite3_stmt *stmt, int i, int has, int64_t value)
+{
+    return has ? sqlite3_bind_int64(stmt, i, value) : sqlite3_bind_null(stmt, i);
+}
+
+int store_put_reference(store *s, const store_reference *ref, enum store_install_signal signal,
+                        int64_t now_ms, int64_t window_ms, int *run_hook, char **err)
+{
+    int hook = 0, rc;
+    if (run_hook)
+        *run_hook = 0;
+    if (!ref || !ref->id || !*ref->id) {
+        set_err(err, "store: conversation id is required");
+        return -1;
+    }
+    if (!ref->service_url || !*ref->service_url) {
+        set_err(err, "store: service url is required for conversation %s", ref->id);
+        return -1;
+    }
+    if (signal != STORE_SIGNAL_NONE && signal != STORE_SIGNAL_INSTALL &&
+        signal != STORE_SIGNAL_UNINSTALL) {
+        set_err(err, "store: unknown install signal %d", (int)signal);
+        return -1;
+    }
+    /* IMMEDIATE takes the write lock before the read, so the state we decide on cannot change
+     * under us between the SELECT and the UPSERT. */
+    if (run(s, s->begin, "begin", err) < 0)
+        return -1;
+
+    sqlite3_bind_text(s->state, 1, ref->id, -1, SQLITE_STATIC);
+    rc = sqlite3_step(s->state);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        set_db_err(s, err, "read install state");
+        done(s->state);
+        goto fail;
+    }
+    int exists = rc == SQLITE_ROW;
+    int installed = exists && sqlite3_column_int(s->state, 0);
+    int signalled = exists && sqlite3_column_type(s->state, 1) != SQLITE_NULL;
+    int64_t signal_at = signalled ? sqlite3_column_int64(s->state, 1) : 0;
+    done(s->state);
+
+    switch (signal) {
+    case STORE_SIGNAL_INSTALL:
+        /* Teams announces one install twice (installationUpdate and conversationUpdate). */
+        hook = !(installed && signalled && now_ms - signal_at < window_ms);
+        break;
+    case STORE_SIGNAL_UNINSTALL:
+        /* Also false for a conversation never seen: no installed bot we know of was removed. */
+        hook = installed;
+        break;
+    case STORE_SIGNAL_NONE:
+        hook = 0;
+        break;
+    }
+
+    for (int i = 0; i < REF_STRINGS; i++)
+        bind_text(s->upsert, i + 1, *ref_string(ref, i));
+    sqlite3_bind_int(s->upsert, REF_STRINGS + 1, signal != STORE_SIGNAL_UNINSTALL);
+    bind_int64_or_null(s->upsert, REF_STRINGS + 2, signal == STORE_SIGNAL_INSTALL, now_ms);
+    sqlite3_bind_int64(s->upsert, REF_STRINGS + 3, now_ms);
+    bind_int64_or_null(s->upsert, REF_STRINGS + 4, signal == STORE_SIGNAL_UNINSTALL, now_ms);
+    if (run(s, s->upsert, "store conversation", err) < 0)
+        goto fail;
+    if (run(s, s->commit, "commit", err) < 0)
+        goto fail;
+    if (run_hook)
+        *run_hook = hook;
+    return 0;
+fail:
+    /* Harmless if the failed COMMIT already ended the transaction; needed so the next BEGIN works. */
+    if (!sqlite3_get_autocommit(s->db))
+        run(s, s->rollback, "rollback", NULL);
+    return -1;
+}
+
+/* Points the reference's fields at the current row; strings live as long as the row does. */
+static void row_to_ref(sqlite3_stmt *stmt, store_reference *ref)
+{
+    memset(ref, 0, sizeof *ref);
+    for (int i = 0; i < REF_STRINGS; i++)
+        *ref_string(ref, i) = (const char *)sqlite3_column_text(stmt, i);
+    ref->installed = sqlite3_column_int(stmt, REF_STRINGS);
+    ref->created_at = sqlite3_column_int64(stmt, REF_STRINGS + 1);
+    ref->updated_at = sqlite3_column_int64(stmt, REF_STRINGS + 2);
+    ref->uninstalled_at = sqlite3_column_int64(stmt, REF_STRINGS + 3);   /* NULL reads as 0 */
+}
+
+/* One allocation per read, so store_reference_clear has exactly one thing to free. */
+static int copy_row(sqlite3_stmt *stmt, store_reference *out)
+{
+    row_to_ref(stmt, out);
+    size_t size = 0;
+    for (int i = 0; i < REF_STRINGS; i++)
+        if (*ref_string(out, i))
+            size += (size_t)sqlite3_column_bytes(stmt, i) + 1;
+    char *buf = malloc(size ? size : 1);
+    if (!buf) {
+        memset(out, 0, sizeof *out);
+        return -1;
+    }
+    char *p = buf;
+    for (int i = 0; i < REF_STRINGS; i++) {
+        const char **field = ref_string(out, i);
+        if (!*field)
+            continue;
+        size_t n = (size_t)sqlite3_column_bytes(stmt, i);
+        memcpy(p, *field, n);
+        p[n] = '\0';
+        *field = p;
+        p += n + 1;
+    }
+    out->buf_ = buf;
+    return 0;
+}
+
+/* Steps a single-row lookup whose parameters are bound; the shared tail of get and find_*. */
+static int fetch_one(store *s, sqlite3_stmt *stmt, store_reference *out, const char *what,
+                     char **err)
+{
+    int rc = sqlite3_step(stmt), result = 0;
+    if (rc == SQLITE_ROW) {
+        if (copy_row(stmt, out) < 0) {
+            set_err(err, "store: %s: out of memory", what);
+            result = -1;
+        } else {
+            result = 1;
+        }
+    } else if (rc != SQLITE_DONE) {
+        set_db_err(s, err, what);
+        result = -1;
+    }
+    done(stmt);
+    return result;
+}
+
+static int require(const char *value, const char *name, char **err)
+{
+    if (value && *value)
+        return 0;
+    set_err(err, "store: %s is required", name);
+    return -1;
+}
+
+int store_get_reference(store *s, const char *id, store_reference *out, char **err)
+{
+    memset(out, 0, sizeof *out);
+    if (require(id, "conversation id", err) < 0)
+        return -1;
+    bind_text(s->get, 1, id);
+    return fetch_one(s, s->get, out, "read conversation", err);
+}
+
+int store_find_user_reference(store *s, const char *user, const char *tenant_id, const char *type,
+                              store_reference *out, char **err)
+{
+    memset(out, 0, sizeof *out);
+    if (require(user, "user id", err) < 0)
+        return -1;
+    bind_text(s->find_user, 1, user);
+    bind_text(s->find_user, 2, tenant_id);
+    bind_text(s->find_user, 3, type);
+    return fetch_one(s, s->find_user, out, "find user conversation", err);
+}
+
+int store_find_channel_reference(store *s, const char *channel_or_team, store_reference *out,
+                                 char **err)
+{
+    memset(out, 0, sizeof *out);
+    if (require(channel_or_team, "channel or team id", err) < 0)
+        return -1;
+    bind_text(s->find_channel, 1, channel_or_team);
+    return fetch_one(s, s->find_channel, out, "find channel conversation", err);
+}
+
+int store_find_tenant_reference(store *s, const char *tenant_id, store_reference *out, char **err)
+{
+    memset(out, 0, sizeof *out);
+    if (require(tenant_id, "tenant id", err) < 0)
+        return -1;
+    bind_text(s->find_tenant, 1, tenant_id);
+    return fetch_one(s, s->find_tenant, out, "find tenant conversation", err);
+}
+
+/* A negative limit lists everything (SQLite's LIMIT -1). fn must not call store_list_references
+ * itself: the one prepared list statement is mid-step while fn runs. */
+int store_list_references(store *s, const store_filter *filter, const char *after_id, int limit,
+                          store_reference_fn fn, void *ud, char **err)
+{
+    static const store_filter any = {0};
+    if (!fn) {
+        set_err(err, "store: list needs a callback");
+        return -1;
+    }
+    if (s->listing) {
+        set_err(err, "store: list called again from inside its own callback");
+        return -1;
+    }
+    if (!filter)
+        filter = &any;
+    bind_text(s->list, 1, after_id ? after_id : "");
+    bind_text(s->list, 2, filter->tenant_id);
+    bind_text(s->list, 3, filter->type);
+    bind_text(s->list, 4, filter->team_id);
+    bind_text(s->list, 5, filter->user);
+    sqlite3_bind_int(s->list, 6, filter->include_uninstalled != 0);
+    sqlite3_bind_int(s->list, 7, limit);
+
+    int count = 0, rc;
+    s->listing = 1;
+    while ((rc = sqlite3_step(s->list)) == SQLITE_ROW) {
+        store_reference ref;
+        row_to_ref(s->list, &ref);
+        count++;
+        if (fn(&ref, ud) != 0) {
+            rc = SQLITE_DONE;
+            break;
+        }
+    }
+    s->listing = 0;
+    if (rc != SQLITE_DONE) {
+        set_db_err(s, err, "list conversations");
+        count = -1;
+    }
+    done(s->list);
+    return count;
+}
+
+void store_reference_clear(store_reference *ref)
+{
+    if (!ref)
+        return;
+    free(ref->buf_);
+    memset(ref, 0, sizeof *ref);
+}
