@@ -87,7 +87,7 @@ static int check_trust(lua_State *L, const char *url, const char *conv, const ch
     runtime *rt = rt_of(L);
     if (!rt->trust)
         return 1;
-    if (trust_allows(rt->trust, url, conv, seal)) {
+    if (config_url_allowed(url) && trust_allows(rt->trust, url, conv, seal)) {
         trust_note_validated(rt->trust, url);
         return 1;
     }
