@@ -340,7 +340,10 @@ static enum auth_result verify_token(const keyset *ks, const auth_in_config *cfg
         *reason = "token has no serviceurl claim";
         goto out;
     }
-    v->exp = (int64_t)json_number_value(exp);
+    /* clamp before converting: a signed token may carry any double, and casting one past
+     * INT64_MAX is undefined behaviour */
+    double e = json_number_value(exp);
+    v->exp = e > 4e15 ? (int64_t)4e15 : (int64_t)e;
     v->service_url = strdup(surl);
     v->key = key;
     r = v->service_url ? AUTH_OK : AUTH_DENIED;

@@ -188,9 +188,10 @@ static void on_token(const http_response *res, void *ud)
     free(a->token);
     a->token = strdup(tok);
     json_decref(root);
-    if (expires_in < 60)
-        expires_in = 60;
+    if (expires_in < 2)
+        expires_in = 2;
     int64_t now = mono_ms();
+    /* refresh ahead of expiry, but never before half the lifetime has passed */
     long ahead = a->refresh_ahead_s < expires_in / 2 ? a->refresh_ahead_s : expires_in / 2;
     a->expires_ms = now + (int64_t)(expires_in - ahead) * 1000;
     a->backoff_s = 0;

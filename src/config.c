@@ -116,6 +116,14 @@ int config_load(config *cfg, int argc, char **argv, char **err)
     cfg->load_deadline_ms = 5000;
     cfg->max_tasks = 10000;
 
+    cfg->governor = 1;
+    cfg->tenant_rps = 50;
+    cfg->outbox_max_attempts = 8;
+    cfg->outbox_max_age_s = 3600;
+    cfg->retry_base_ms = 1000;
+    cfg->retry_max_ms = 60000;
+    cfg->outbox_retention_s = 7 * 86400;
+
     /* environment */
     const char *dev = getenv("HERALD_DEV");
     cfg->dev = dev && (strcmp(dev, "1") == 0 || strcmp(dev, "true") == 0);
@@ -162,6 +170,16 @@ int config_load(config *cfg, int argc, char **argv, char **err)
     v = cfg->max_tasks;
     if (env_limit("HERALD_MAX_TASKS", 1, 10000000, &v, err) < 0) return -1;
     cfg->max_tasks = (int)v;
+
+    const char *gov = getenv("HERALD_GOVERNOR");
+    if (gov && (strcmp(gov, "off") == 0 || strcmp(gov, "0") == 0))
+        cfg->governor = 0;
+    if (env_limit("HERALD_TENANT_RPS", 1, 100000, &cfg->tenant_rps, err) < 0) return -1;
+    if (env_limit("HERALD_OUTBOX_MAX_ATTEMPTS", 1, 1000, &cfg->outbox_max_attempts, err) < 0) return -1;
+    if (env_limit("HERALD_OUTBOX_MAX_AGE_S", 1, 30 * 86400, &cfg->outbox_max_age_s, err) < 0) return -1;
+    if (env_limit("HERALD_RETRY_BASE_MS", 1, 3600000, &cfg->retry_base_ms, err) < 0) return -1;
+    if (env_limit("HERALD_RETRY_MAX_MS", 1, 3600000, &cfg->retry_max_ms, err) < 0) return -1;
+    if (env_limit("HERALD_OUTBOX_RETENTION_S", 60, 3650L * 86400, &cfg->outbox_retention_s, err) < 0) return -1;
 
     /* flags */
     int i = 1;
@@ -325,6 +343,9 @@ int config_url_allowed(const char *url)
     }
     size_t n = (size_t)(end - h);
     if (n == 0 || n >= sizeof host) return 0;
+    size_t authority = strcspn(url + 7, "/?#");
+    if (memchr(url + 7, '@', authority))
+        return 0;                 /* userinfo: "http://127.0.0.1:80@evil.example/" is not loopback */
     memcpy(host, h, n);
     host[n] = 0;
     return is_loopback(host);
@@ -421,6 +442,9 @@ void config_print(const config *cfg, FILE *out)
             cfg->max_body_bytes, cfg->response_deadline_ms, cfg->redelivery_window_s,
             cfg->install_window_s, cfg->shutdown_grace_ms, cfg->connector_timeout_ms,
             cfg->lua_memory_bytes >> 20, cfg->task_slice_ms, cfg->load_deadline_ms, cfg->max_tasks);
+    fprintf(out, "  outbox                 governor %s, tenant %ld/s, %ld attempts, max age %ld s, retry %ld..%ld ms\n",
+            cfg->governor ? "on" : "OFF", cfg->tenant_rps, cfg->outbox_max_attempts,
+            cfg->outbox_max_age_s, cfg->retry_base_ms, cfg->retry_max_ms);
 }
 
 void config_free(config *cfg)

@@ -46,6 +46,15 @@ typedef struct config {
     long task_slice_ms;           /* HERALD_TASK_SLICE_MS: CPU time one task may run between yields */
     long load_deadline_ms;        /* HERALD_LOAD_DEADLINE_MS: top-level script load */
     int max_tasks;                /* HERALD_MAX_TASKS: tasks alive at once in a generation */
+
+    /* outbox and governor */
+    int governor;                 /* HERALD_GOVERNOR=off disables pacing (null-connector benchmarks) */
+    long tenant_rps;              /* HERALD_TENANT_RPS: per app per tenant, default 50 */
+    long outbox_max_attempts;     /* HERALD_OUTBOX_MAX_ATTEMPTS, default 8 */
+    long outbox_max_age_s;        /* HERALD_OUTBOX_MAX_AGE_S, default 3600 */
+    long retry_base_ms;           /* HERALD_RETRY_BASE_MS, default 1000 */
+    long retry_max_ms;            /* HERALD_RETRY_MAX_MS, default 60000 */
+    long outbox_retention_s;      /* HERALD_OUTBOX_RETENTION_S: finished operations kept, default 7 days */
 } config;
 
 /* Fills cfg from defaults, the environment and argv. Returns 0 to run, 1 when the command was

@@ -354,7 +354,10 @@ http_client *http_client_new(struct event_base *base, const http_client_config *
         curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c) != CURLM_OK ||
         curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer) != CURLM_OK ||
         curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c) != CURLM_OK ||
-        curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, max_host) != CURLM_OK) {
+        curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, max_host) != CURLM_OK ||
+        /* without a fixed cache size curl keeps 4x the transfers in flight and closes
+         * connections whenever load dips, paying a new handshake every few requests */
+        curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, max_host * 4) != CURLM_OK) {
         set_err(err, "http client: cannot configure the curl multi handle");
         goto fail;
     }

@@ -30,7 +30,7 @@ void log_at(enum log_level level, const char *fmt, ...)
 {
     if (level < min_level)
         return;
-    char line[4096];
+    char line[16384];
     struct timeval tv;
     struct tm tm;
     gettimeofday(&tv, NULL);
@@ -38,13 +38,31 @@ void log_at(enum log_level level, const char *fmt, ...)
     int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %-5s ",
                      tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
                      tm.tm_sec, (int)(tv.tv_usec / 1000), level_names[level]);
+    char msg[8192];
     va_list ap;
     va_start(ap, fmt);
-    int m = vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    int m = vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    size_t len = (size_t)n + (m < 0 ? 0 : (size_t)m);
-    if (len > sizeof line - 2)
-        len = sizeof line - 2;
+    size_t mlen = m < 0 ? 0 : ((size_t)m < sizeof msg ? (size_t)m : sizeof msg - 1);
+    /* Values in a line can come from the network (a conversation id, a script's error): a newline
+     * continues the entry indented and other control bytes become '?', so no input can forge a
+     * line that looks like one of ours. */
+    size_t len = (size_t)n;
+    for (size_t i = 0; i < mlen && len < sizeof line - 6; i++) {
+        unsigned char c = (unsigned char)msg[i];
+        if (c == '\n') {
+            if (i + 1 == mlen)
+                break;
+            memcpy(line + len, "\n    ", 5);
+            len += 5;
+        } else if (c < 0x20 && c != '\t') {
+            line[len++] = '?';
+        } else if (c == 0x7f) {
+            line[len++] = '?';
+        } else {
+            line[len++] = (char)c;
+        }
+    }
     line[len++] = '\n';
     fwrite(line, 1, len, stderr);
 }

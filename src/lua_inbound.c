@@ -5,6 +5,7 @@
 #include "config.h"
 #include "http_server.h"
 #include "log.h"
+#include "outbox.h"
 #include "redelivery.h"
 #include "runtime.h"
 #include "store.h"
@@ -375,6 +376,7 @@ void inbound_activity(http_exchange *x, const char *body, size_t len, void *arg)
     }
     int run_hook = 0;
     char *err = NULL;
+    outbox_touch_batch(rt->outbox);            /* one commit per loop turn, not per activity */
     if (store_put_reference(rt->store, &ref, signal, runtime_wall_ms(),
                             (int64_t)rt->cfg->install_window_s * 1000, &run_hook, &err) < 0) {
         log_error("cannot store the conversation reference conversation=%s error=%s", conv,
@@ -385,6 +387,8 @@ void inbound_activity(http_exchange *x, const char *body, size_t len, void *arg)
         return;
     }
     rt->activities++;
+    if (signal != STORE_SIGNAL_UNINSTALL && outbox_ledger_state(rt->outbox, conv))
+        outbox_heard_from(rt->outbox, conv);
     const char *hook = NULL;
     if (run_hook)
         hook = signal == STORE_SIGNAL_INSTALL ? "install" : "uninstall";

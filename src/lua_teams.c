@@ -4,6 +4,7 @@
 #include "config.h"
 #include "connector.h"
 #include "log.h"
+#include "outbox.h"
 #include "runtime.h"
 #include "store.h"
 #include "task.h"
@@ -33,6 +34,7 @@ static runtime *rt_of(lua_State *L) { return vm_host(vm_of(L)); }
 typedef struct target {
     const char *id;
     const char *service_url;
+    const char *tenant;
     store_reference ref;          /* owns the strings when looked up by id */
 } target;
 
@@ -44,9 +46,11 @@ static int resolve_target(lua_State *L, int arg, target *tg)
     if (lua_type(L, arg) == LUA_TTABLE) {
         lua_getfield(L, arg, "id");
         lua_getfield(L, arg, "service_url");
-        tg->id = lua_tostring(L, -2);
-        tg->service_url = lua_tostring(L, -1);
-        lua_pop(L, 2);                         /* strings stay alive in the table */
+        lua_getfield(L, arg, "tenant");
+        tg->id = lua_tostring(L, -3);
+        tg->service_url = lua_tostring(L, -2);
+        tg->tenant = lua_tostring(L, -1);
+        lua_pop(L, 3);                         /* strings stay alive in the table */
         if (!tg->id || !*tg->id)
             luaL_argerror(L, arg, "conversation table needs a non-empty 'id'");
         if (!tg->service_url || !*tg->service_url) {
@@ -56,6 +60,8 @@ static int resolve_target(lua_State *L, int arg, target *tg)
             if (found != 1)
                 luaL_argerror(L, arg, "conversation table needs 'service_url' (or a stored 'id')");
             tg->service_url = tg->ref.service_url;
+            if (!tg->tenant)
+                tg->tenant = tg->ref.tenant_id;
         }
         return 1;
     }
@@ -65,6 +71,7 @@ static int resolve_target(lua_State *L, int arg, target *tg)
     if (found == 1) {
         tg->id = tg->ref.id;
         tg->service_url = tg->ref.service_url;
+        tg->tenant = tg->ref.tenant_id;
         return 1;
     }
     lua_pushnil(L);
@@ -100,33 +107,28 @@ static int check_trust(lua_State *L, const char *url, const char *conv, const ch
     return 0;
 }
 
-/* ---- yielding connector calls ------------------------------------------------------------ */
+/* ---- yielding outbox operations ----------------------------------------------------------- */
 
-enum op_kind { OP_SEND, OP_UPDATE, OP_DELETE, OP_CREATE };
-
-typedef struct conn_op {
+typedef struct out_op {
     task *t;
-    connector_call *call;
-    enum op_kind kind;
+    runtime *rt;
+    int kind;                     /* enum outbox_kind */
     int ok;
     long status;
-    char *id, *conversation_id, *service_url;
-    char *code, *message, *error_code, *sub_code, *correlation_id, *retry_after;
-} conn_op;
+    int64_t op_id;
+    char *id, *conversation_id, *service_url, *code, *message, *state;
+} out_op;
 
 static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
 
-static void conn_op_free(conn_op *op)
+static void out_op_free(out_op *op)
 {
     free(op->id);
     free(op->conversation_id);
     free(op->service_url);
     free(op->code);
     free(op->message);
-    free(op->error_code);
-    free(op->sub_code);
-    free(op->correlation_id);
-    free(op->retry_after);
+    free(op->state);
     free(op);
 }
 
@@ -138,27 +140,28 @@ static void set_opt_field(lua_State *L, const char *k, const char *v)
     }
 }
 
-/* Pushes the results of a finished connector call onto the task's thread:
- *   ok:      send/update → id; delete → true; create → conversation_id, activity_id, service_url
- *   failure: nil, message, code, details{status, code, sub_code, correlation_id, retry_after} */
-static int push_conn_result(lua_State *L, void *arg)
+/* Pushes the final result of an operation onto the task's thread:
+ *   sent:    send/reply/update → activity id (true when the connector gave none); delete → true;
+ *            create → conversation_id, activity_id, service_url
+ *   failure: nil, message, code, details{state, status, op} */
+static int push_out_result(lua_State *L, void *arg)
 {
-    conn_op *op = arg;
+    out_op *op = arg;
     if (!L) {
-        conn_op_free(op);
+        out_op_free(op);
         return 0;
     }
     int n;
     if (op->ok) {
         switch (op->kind) {
-        case OP_DELETE:
+        case OUTBOX_DELETE:
             lua_pushboolean(L, 1);
             n = 1;
             break;
-        case OP_CREATE:
+        case OUTBOX_CREATE:
             /* the answer came from a trusted endpoint, so its serviceUrl is trusted too */
-            if (op->service_url && rt_of(L)->trust)
-                trust_note_validated(rt_of(L)->trust, op->service_url);
+            if (op->service_url && op->rt->trust)
+                trust_note_validated(op->rt->trust, op->service_url);
             lua_pushstring(L, op->conversation_id);
             if (op->id) lua_pushstring(L, op->id); else lua_pushnil(L);
             if (op->service_url) lua_pushstring(L, op->service_url); else lua_pushnil(L);
@@ -170,74 +173,113 @@ static int push_conn_result(lua_State *L, void *arg)
         }
     } else {
         lua_pushnil(L);
-        lua_pushstring(L, op->message ? op->message : "connector call failed");
+        lua_pushstring(L, op->message ? op->message : "operation failed");
         lua_pushstring(L, op->code ? op->code : "rejected");
-        lua_createtable(L, 0, 5);
+        lua_createtable(L, 0, 3);
         lua_pushinteger(L, op->status);
         lua_setfield(L, -2, "status");
-        set_opt_field(L, "code", op->error_code);
-        set_opt_field(L, "sub_code", op->sub_code);
-        set_opt_field(L, "correlation_id", op->correlation_id);
-        set_opt_field(L, "retry_after", op->retry_after);
+        lua_pushinteger(L, op->op_id);
+        lua_setfield(L, -2, "op");
+        set_opt_field(L, "state", op->state);
         n = 4;
     }
-    conn_op_free(op);
+    out_op_free(op);
     return n;
 }
 
-static void on_conn_done(const connector_result *res, void *ud)
+static void on_out_done(const outbox_result *res, void *ud)
 {
-    conn_op *op = ud;
-    op->call = NULL;
-    op->ok = res->ok;
+    out_op *op = ud;
+    op->ok = strcmp(res->state, "sent") == 0;
     op->status = res->status;
+    op->op_id = res->op_id;
     op->id = dup_or_null(res->activity_id);
     op->conversation_id = dup_or_null(res->conversation_id);
     op->service_url = dup_or_null(res->service_url);
     op->code = dup_or_null(res->code);
     op->message = dup_or_null(res->message);
-    op->error_code = dup_or_null(res->error_code);
-    op->sub_code = dup_or_null(res->error_sub_code);
-    op->correlation_id = dup_or_null(res->correlation_id);
-    op->retry_after = dup_or_null(res->retry_after);
-    if (!res->ok)
-        log_info("connector call failed status=%ld code=%s message=%s correlation=%s", res->status,
-                 res->code ? res->code : "-", res->message ? res->message : "-",
-                 res->correlation_id ? res->correlation_id : "-");
-    task_wake(op->t, push_conn_result, op);
+    op->state = dup_or_null(res->state);
+    task_wake(op->t, push_out_result, op);
 }
 
-static void cancel_conn_op(void *arg)
+static void cancel_out_op(void *arg)
 {
-    conn_op *op = arg;
-    if (op->call)
-        connector_cancel(op->call);
-    conn_op_free(op);
+    out_op *op = arg;
+    outbox_unwatch(op->rt->outbox, op);   /* the operation itself goes on: it is durable */
+    out_op_free(op);
 }
 
-/* Starts the call built by start() and yields; on a start failure returns nil, msg, code now. */
-static int start_and_yield(lua_State *L, task *t, conn_op *op, connector_call *call, char *err)
+/* Enqueues spec. With wait, yields until the final state; else returns the operation id now.
+ * owned (may be NULL) backs spec's strings and is released here, before the yield: in Lua 5.4 a
+ * yield from C longjmps, so nothing after it in the caller would run. */
+static int enqueue(lua_State *L, outbox_spec *spec, int wait, store_reference *owned)
 {
-    if (!call) {
-        conn_op_free(op);
+    runtime *rt = rt_of(L);
+    task *t = wait ? task_check(L, "teams.send/update/delete") : NULL;
+    out_op *op = NULL;
+    if (wait) {
+        op = calloc(1, sizeof *op);
+        if (!op) {
+            if (owned)
+                store_reference_clear(owned);
+            return luaL_error(L, "out of memory");
+        }
+        op->t = t;
+        op->rt = rt;
+        op->kind = (int)spec->kind;
+    }
+    char *err = NULL;
+    int64_t id = outbox_enqueue(rt->outbox, spec, wait ? on_out_done : NULL, op, &err);
+    if (owned)
+        store_reference_clear(owned);
+    if (id < 0) {
+        free(op);
         lua_pushnil(L);
-        lua_pushstring(L, err ? err : "cannot start the connector call");
-        lua_pushliteral(L, "network");
+        lua_pushstring(L, err ? err : "cannot queue the operation");
+        lua_pushliteral(L, "store");
         free(err);
         return 3;
     }
-    op->call = call;
-    op->t = t;
-    return task_yield(L, op, cancel_conn_op);
+    if (!wait) {
+        lua_pushinteger(L, id);
+        return 1;
+    }
+    return task_yield(L, op, cancel_out_op);
 }
 
-/* core.send(conv, json [, reply_to_id]) */
+/* Options table at index i: key (string), wait (boolean, default true), send_if_missing. */
+static void read_opts(lua_State *L, int i, const char **key, int *wait, int *flags)
+{
+    *key = NULL;
+    *wait = 1;
+    *flags = 0;
+    if (lua_isnoneornil(L, i))
+        return;
+    luaL_checktype(L, i, LUA_TTABLE);
+    lua_getfield(L, i, "key");
+    if (!lua_isnil(L, -1)) {
+        luaL_argcheck(L, lua_type(L, -1) == LUA_TSTRING && lua_rawlen(L, -1) > 0, i,
+                      "'key' must be a non-empty string");
+        *key = lua_tostring(L, -1);
+    }
+    lua_getfield(L, i, "wait");
+    if (!lua_isnil(L, -1))
+        *wait = lua_toboolean(L, -1);
+    lua_getfield(L, i, "send_if_missing");
+    if (lua_toboolean(L, -1))
+        *flags |= OUTBOX_SEND_IF_MISSING;
+    lua_pop(L, 3);                             /* the table keeps the key string alive */
+}
+
+/* core.send(conv, json [, reply_to_id [, opts]]) */
 static int core_send(lua_State *L)
 {
-    task *t = task_check(L, "teams.send");
     size_t len;
     const char *json = luaL_checklstring(L, 2, &len);
     const char *reply_to = luaL_optstring(L, 3, NULL);
+    const char *key;
+    int wait, flags;
+    read_opts(L, 4, &key, &wait, &flags);
     target tg;
     if (!resolve_target(L, 1, &tg))
         return 3;
@@ -245,26 +287,23 @@ static int core_send(lua_State *L)
         store_reference_clear(&tg.ref);
         return 3;
     }
-    conn_op *op = calloc(1, sizeof *op);
-    if (!op) {
-        store_reference_clear(&tg.ref);
-        return luaL_error(L, "out of memory");
-    }
-    op->kind = OP_SEND;
-    char *err = NULL;
-    connector_call *call = connector_send(rt_of(L)->conn, tg.service_url, tg.id, reply_to, json,
-                                          len, on_conn_done, op, &err);
-    store_reference_clear(&tg.ref);
-    return start_and_yield(L, t, op, call, err);
+    outbox_spec spec = {.kind = reply_to ? OUTBOX_REPLY : OUTBOX_SEND, .conversation_id = tg.id,
+                        .service_url = tg.service_url, .tenant_id = tg.tenant,
+                        .target_id = reply_to, .msg_key = key, .body = json, .body_len = len,
+                        .flags = flags};
+    return enqueue(L, &spec, wait, &tg.ref);
 }
 
-/* core.update(conv, activity_id, json) */
+/* core.update(conv, activity_id | nil, json [, opts{key, send_if_missing, wait}]) */
 static int core_update(lua_State *L)
 {
-    task *t = task_check(L, "teams.update");
-    const char *activity_id = luaL_checkstring(L, 2);
+    const char *activity_id = luaL_optstring(L, 2, NULL);
     size_t len;
     const char *json = luaL_checklstring(L, 3, &len);
+    const char *key;
+    int wait, flags;
+    read_opts(L, 4, &key, &wait, &flags);
+    luaL_argcheck(L, activity_id || key, 2, "an activity id or a key is required");
     target tg;
     if (!resolve_target(L, 1, &tg))
         return 3;
@@ -272,24 +311,21 @@ static int core_update(lua_State *L)
         store_reference_clear(&tg.ref);
         return 3;
     }
-    conn_op *op = calloc(1, sizeof *op);
-    if (!op) {
-        store_reference_clear(&tg.ref);
-        return luaL_error(L, "out of memory");
-    }
-    op->kind = OP_UPDATE;
-    char *err = NULL;
-    connector_call *call = connector_update(rt_of(L)->conn, tg.service_url, tg.id, activity_id,
-                                            json, len, on_conn_done, op, &err);
-    store_reference_clear(&tg.ref);
-    return start_and_yield(L, t, op, call, err);
+    outbox_spec spec = {.kind = OUTBOX_UPDATE, .conversation_id = tg.id,
+                        .service_url = tg.service_url, .tenant_id = tg.tenant,
+                        .target_id = activity_id, .msg_key = key, .body = json, .body_len = len,
+                        .flags = flags};
+    return enqueue(L, &spec, wait, &tg.ref);
 }
 
-/* core.delete(conv, activity_id) */
+/* core.delete(conv, activity_id | nil [, opts{key, wait}]) */
 static int core_delete(lua_State *L)
 {
-    task *t = task_check(L, "teams.delete");
-    const char *activity_id = luaL_checkstring(L, 2);
+    const char *activity_id = luaL_optstring(L, 2, NULL);
+    const char *key;
+    int wait, flags;
+    read_opts(L, 3, &key, &wait, &flags);
+    luaL_argcheck(L, activity_id || key, 2, "an activity id or a key is required");
     target tg;
     if (!resolve_target(L, 1, &tg))
         return 3;
@@ -297,27 +333,23 @@ static int core_delete(lua_State *L)
         store_reference_clear(&tg.ref);
         return 3;
     }
-    conn_op *op = calloc(1, sizeof *op);
-    if (!op) {
-        store_reference_clear(&tg.ref);
-        return luaL_error(L, "out of memory");
-    }
-    op->kind = OP_DELETE;
-    char *err = NULL;
-    connector_call *call = connector_delete(rt_of(L)->conn, tg.service_url, tg.id, activity_id,
-                                            on_conn_done, op, &err);
-    store_reference_clear(&tg.ref);
-    return start_and_yield(L, t, op, call, err);
+    outbox_spec spec = {.kind = OUTBOX_DELETE, .conversation_id = tg.id,
+                        .service_url = tg.service_url, .tenant_id = tg.tenant,
+                        .target_id = activity_id, .msg_key = key};
+    return enqueue(L, &spec, wait, &tg.ref);
 }
 
-/* core.create(service_url, json) → conversation_id, activity_id, service_url */
+/* core.create(service_url, json, known_conversation_id, tenant, queue) → conversation_id,
+ * activity_id, service_url */
 static int core_create(lua_State *L)
 {
-    task *t = task_check(L, "teams.create_conversation");
     const char *service_url = luaL_checkstring(L, 1);
     size_t len;
     const char *json = luaL_checklstring(L, 2, &len);
     const char *known = luaL_optstring(L, 3, NULL);   /* stored conversation the URL came from */
+    const char *tenant = luaL_optstring(L, 4, NULL);
+    const char *queue = luaL_checkstring(L, 5);
+    task_check(L, "teams.create_conversation");
     store_reference kref = {0};
     char *kerr = NULL;
     if (known && store_get_reference(rt_of(L)->store, known, &kref, &kerr) != 1)
@@ -329,14 +361,9 @@ static int core_create(lua_State *L)
     store_reference_clear(&kref);
     if (!trusted)
         return 3;
-    conn_op *op = calloc(1, sizeof *op);
-    if (!op)
-        return luaL_error(L, "out of memory");
-    op->kind = OP_CREATE;
-    char *err = NULL;
-    connector_call *call = connector_create_conversation(rt_of(L)->conn, service_url, json, len,
-                                                         on_conn_done, op, &err);
-    return start_and_yield(L, t, op, call, err);
+    outbox_spec spec = {.kind = OUTBOX_CREATE, .service_url = service_url, .tenant_id = tenant,
+                        .queue = queue, .body = json, .body_len = len};
+    return enqueue(L, &spec, 1, NULL);
 }
 
 /* ---- sleep ------------------------------------------------------------------------------- */

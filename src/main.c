@@ -7,6 +7,7 @@
 #include "http_client.h"
 #include "http_server.h"
 #include "log.h"
+#include "outbox.h"
 #include "redelivery.h"
 #include "runtime.h"
 #include "store.h"
@@ -88,17 +89,25 @@ static char *health_json(void *ud)
         auth_in_get_stats(rt->auth_in, &ai);
     if (rt->auth_out)
         auth_out_get_stats(rt->auth_out, &ao);
+    outbox_stats os = {0};
+    if (rt->outbox)
+        outbox_get_stats(rt->outbox, &os);
     if (asprintf(&s,
                  "{\"status\":\"%s\",\"uptime_ms\":%lld,\"tasks\":%d,\"lua_memory_bytes\":%zu,"
                  "\"activities\":%llu,\"handler_errors\":%llu,\"redelivered\":%llu,"
                  "\"rejected\":%llu,\"unauthorized\":%llu,\"outbound_in_flight\":%d,"
-                 "\"jwks_fetches\":%llu,\"token_requests\":%llu}",
+                 "\"jwks_fetches\":%llu,\"token_requests\":%llu,\"outbox\":{\"queued\":%llu,"
+                 "\"in_flight\":%llu,\"sent\":%llu,\"failed\":%llu,\"retries\":%llu,"
+                 "\"throttled\":%llu,\"commits\":%lld}}",
                  rt->stopping ? "stopping" : "ok", (long long)(vm_now_ms() - rt->started_ms),
                  task_count(rt->vm), vm_memory(rt->vm), (unsigned long long)rt->activities,
                  (unsigned long long)rt->handler_errors, (unsigned long long)rt->redelivered,
                  (unsigned long long)rt->rejected, (unsigned long long)rt->unauthorized,
                  http_client_pending(rt->http), (unsigned long long)ai.key_fetches,
-                 (unsigned long long)ao.requests) < 0)
+                 (unsigned long long)ao.requests, (unsigned long long)os.queued,
+                 (unsigned long long)os.in_flight, (unsigned long long)os.sent,
+                 (unsigned long long)os.failed, (unsigned long long)os.retries,
+                 (unsigned long long)os.throttled, (long long)os.commits) < 0)
         return NULL;
     return s;
 }
@@ -109,9 +118,15 @@ static void shutdown_check(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     runtime *rt = arg;
-    if (rt->pending)
+    if (rt->pending) {
+        /* the 503s are queued now; break on a later poll so evhttp can write them */
         inbound_abandon_pending(rt);
-    if (task_count(rt->vm) == 0 && http_server_pending(rt->server) == 0)
+        return;
+    }
+    outbox_stats os;
+    outbox_get_stats(rt->outbox, &os);
+    /* queued operations stay in the database for the next start; in-flight ones may finish */
+    if (task_count(rt->vm) == 0 && http_server_pending(rt->server) == 0 && os.in_flight == 0)
         event_base_loopbreak(rt->base);
 }
 
@@ -188,6 +203,16 @@ static int run(config *cfg)
         log_error("cannot set up authentication: %s", err);
         goto out;
     }
+    outbox_config oc = {.governor = cfg->governor, .tenant_rps = (int)cfg->tenant_rps,
+                        .max_attempts = (int)cfg->outbox_max_attempts,
+                        .max_age_ms = (int64_t)cfg->outbox_max_age_s * 1000,
+                        .backoff_base_ms = cfg->retry_base_ms, .backoff_max_ms = cfg->retry_max_ms,
+                        .retention_ms = (int64_t)cfg->outbox_retention_s * 1000};
+    rt.outbox = outbox_new(rt.base, rt.store, rt.conn, &oc, &err);
+    if (!rt.outbox) {
+        log_error("cannot start the outbox: %s", err);
+        goto out;
+    }
     vm_config vc = {.memory_limit = cfg->lua_memory_bytes, .slice_ms = cfg->task_slice_ms,
                     .load_deadline_ms = cfg->load_deadline_ms, .max_tasks = cfg->max_tasks,
                     .script_dir = cfg->script_dir};
@@ -235,6 +260,7 @@ out:
         inbound_abandon_pending(&rt);
     vm_free(rt.vm);                 /* cancels tasks, which may still answer exchanges */
     http_server_free(rt.server);
+    outbox_free(rt.outbox);         /* commits what the last turn wrote */
     connector_free(rt.conn);
     auth_out_free(rt.auth_out);
     auth_in_free(rt.auth_in);

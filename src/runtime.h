@@ -17,6 +17,7 @@ typedef struct vm vm;
 typedef struct auth_in auth_in;
 typedef struct auth_out auth_out;
 typedef struct trust trust;
+typedef struct outbox outbox;
 typedef struct pending_auth pending_auth;
 
 typedef struct runtime {
@@ -28,6 +29,7 @@ typedef struct runtime {
     connector *conn;
     redelivery *seen;
     vm *vm;
+    outbox *outbox;               /* every outbound operation goes through it */
     auth_in *auth_in;             /* NULL in dev mode */
     auth_out *auth_out;           /* NULL in dev mode */
     trust *trust;                 /* NULL in dev mode: every service URL is allowed */

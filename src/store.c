@@ -43,11 +43,11 @@ static const struct migration {
         " updated_at INTEGER NOT NULL,"
         " uninstalled_at INTEGER"
         ");"
-        /* find_tenant orders by (installed, updated_at) within a tenant, which may hold thousands
-         * of personal chats: the composite index answers it with one backwards seek, no sort. */
-        "CREATE INDEX conversations_tenant ON conversations(tenant_id, installed, updated_at);"
         /* find_user and find_channel match one value against several columns; single-column indexes
-         * let SQLite answer the OR as a union of index lookups. list filters on team_id too. */
+         * let SQLite answer the OR as a union of index lookups. No index holds installed or
+         * updated_at: updated_at changes on every put, and such an index would be rewritten on
+         * every inbound activity to spare a small sort in the rare find_* calls. */
+        "CREATE INDEX conversations_tenant ON conversations(tenant_id);"
         "CREATE INDEX conversations_team ON conversations(team_id);"
         "CREATE INDEX conversations_team_channel ON conversations(team_channel_id);"
         "CREATE INDEX conversations_user ON conversations(user_id);"
@@ -55,12 +55,63 @@ static const struct migration {
     /* The HMAC seal of (id, service_url) made by a process holding the app's secret: the bearer
      * token only goes to a stored service URL whose seal verifies (trust.c). */
     MIGRATION(2, "ALTER TABLE conversations ADD COLUMN service_url_seal TEXT;"),
+    /* The durable outbox (store_outbox.c): an operation is a row before its first attempt. */
+    MIGRATION(3,
+        "CREATE TABLE outbox ("
+        " id INTEGER PRIMARY KEY,"
+        " kind TEXT NOT NULL,"                 /* send | reply | update | delete | create */
+        " queue TEXT NOT NULL,"                /* ordering key: the conversation id */
+        " conversation_id TEXT,"
+        " service_url TEXT NOT NULL,"
+        " tenant_id TEXT,"
+        " target_id TEXT,"                     /* reply-to / updated / deleted activity id */
+        " msg_key TEXT,"                       /* the script's key for the message */
+        " body TEXT,"
+        " flags INTEGER NOT NULL DEFAULT 0,"
+        " state TEXT NOT NULL,"                /* queued | sent | blocked | not_found | rejected | expired | failed */
+        " attempts INTEGER NOT NULL DEFAULT 0,"
+        " next_attempt_at INTEGER NOT NULL,"
+        " created_at INTEGER NOT NULL,"
+        " expires_at INTEGER NOT NULL,"
+        " finished_at INTEGER,"
+        " result_id TEXT,"
+        " result_extra TEXT,"
+        " last_status INTEGER,"
+        " last_code TEXT,"
+        " last_error TEXT);"
+        "CREATE INDEX outbox_open ON outbox(state, id) WHERE state = 'queued';"
+        "CREATE INDEX outbox_finished ON outbox(finished_at);"
+        "CREATE TABLE outbox_attempts ("
+        " op_id INTEGER NOT NULL,"
+        " at INTEGER NOT NULL,"
+        " status INTEGER,"
+        " code TEXT,"
+        " error TEXT);"
+        "CREATE INDEX outbox_attempts_op ON outbox_attempts(op_id);"
+        "CREATE INDEX outbox_attempts_at ON outbox_attempts(at);"
+        "CREATE TABLE message_keys ("
+        " conversation_id TEXT NOT NULL,"
+        " key TEXT NOT NULL,"
+        " activity_id TEXT NOT NULL,"
+        " updated_at INTEGER NOT NULL,"
+        " PRIMARY KEY (conversation_id, key)) WITHOUT ROWID;"
+        "CREATE TABLE ledger ("
+        " conversation_id TEXT PRIMARY KEY,"
+        " state TEXT NOT NULL,"                /* blocked | gone */
+        " code TEXT,"
+        " message TEXT,"
+        " tenant_id TEXT,"
+        " user_id TEXT,"
+        " user_aad_id TEXT,"
+        " user_name TEXT,"
+        " at INTEGER NOT NULL,"
+        " cleared_at INTEGER);"),
 };
 
 #define LATEST_VERSION ((int)(sizeof migrations / sizeof migrations[0]))
 
 /* The string fields of store_reference in the column order of REF_COLUMNS and of the upsert's
- * parameters ?1..?17, so binding and reading walk one table instead of naming each field twice. */
+ * parameters ?1..?N, so binding and reading walk one table instead of naming each field twice. */
 static const size_t ref_string_fields[] = {
     offsetof(store_reference, id),
     offsetof(store_reference, type),
@@ -84,6 +135,17 @@ static const size_t ref_string_fields[] = {
 
 #define REF_STRINGS ((int)(sizeof ref_string_fields / sizeof ref_string_fields[0]))
 
+/* The indexed string fields, in the order SQL_STATE reads them from column 2. */
+static const size_t ref_key_fields[] = {
+    offsetof(store_reference, tenant_id),
+    offsetof(store_reference, user_id),
+    offsetof(store_reference, user_aad_id),
+    offsetof(store_reference, team_id),
+    offsetof(store_reference, team_channel_id),
+};
+
+#define REF_KEYS ((int)(sizeof ref_key_fields / sizeof ref_key_fields[0]))
+
 #define REF_COLUMNS \
     "id, type, tenant_id, service_url, channel_id, bot_id, bot_name, user_id, user_aad_id," \
     " user_name, team_id, team_name, team_aad_group_id, team_channel_id, locale, timezone," \
@@ -97,7 +159,10 @@ static const size_t ref_string_fields[] = {
 #define SQL_COMMIT "COMMIT"
 #define SQL_ROLLBACK "ROLLBACK"
 #define SQL_VERSION "PRAGMA user_version"
-#define SQL_STATE "SELECT installed, install_signal_at FROM conversations WHERE id = ?1"
+/* Columns 2.. are the ref_key_fields, read so put can tell whether an indexed field changes. */
+#define SQL_STATE \
+    "SELECT installed, install_signal_at, tenant_id, user_id, user_aad_id, team_id, team_channel_id" \
+    " FROM conversations WHERE id = ?1"
 /* Bare column names in DO UPDATE are the stored row, so coalesce(excluded.x, x) keeps what we
  * know when the activity did not carry a field. A repeated UNINSTALL keeps the first removal time. */
 #define SQL_UPSERT \
@@ -130,6 +195,29 @@ static const size_t ref_string_fields[] = {
     " updated_at = excluded.updated_at," \
     " uninstalled_at = CASE WHEN excluded.installed = 0" \
     "   THEN coalesce(uninstalled_at, excluded.uninstalled_at) END"
+/* The common put: a known conversation whose indexed fields are unchanged or absent. Leaving them
+ * out of SET means SQLite rewrites only the table row instead of also five index entries, which
+ * was most of the write cost of a put. Parameters are numbered as in SQL_UPSERT (the unindexed
+ * ones only) so one binding serves both statements. */
+#define SQL_UPDATE \
+    "UPDATE conversations SET" \
+    " type = coalesce(?2, type)," \
+    " service_url = ?4," \
+    " channel_id = coalesce(?5, channel_id)," \
+    " bot_id = coalesce(?6, bot_id)," \
+    " bot_name = coalesce(?7, bot_name)," \
+    " user_name = coalesce(?10, user_name)," \
+    " team_name = coalesce(?12, team_name)," \
+    " team_aad_group_id = coalesce(?13, team_aad_group_id)," \
+    " locale = coalesce(?15, locale)," \
+    " timezone = coalesce(?16, timezone)," \
+    " last_activity_id = coalesce(?17, last_activity_id)," \
+    " service_url_seal = ?18," \
+    " installed = ?19," \
+    " install_signal_at = coalesce(?20, install_signal_at)," \
+    " updated_at = ?21," \
+    " uninstalled_at = CASE WHEN ?19 = 0 THEN coalesce(uninstalled_at, ?22) END" \
+    " WHERE id = ?1"
 #define SQL_GET "SELECT " REF_COLUMNS " FROM conversations WHERE id = ?1"
 #define SQL_FIND_USER \
     "SELECT " REF_COLUMNS " FROM conversations" \
@@ -152,7 +240,9 @@ static const size_t ref_string_fields[] = {
 
 struct store {
     sqlite3 *db;
-    sqlite3_stmt *begin, *commit, *rollback, *version, *state, *upsert, *get, *find_user,
+    sqlite3_stmt *savepoint, *release, *rollback_to;
+    int batch;     /* a group-commit transaction is open (store_batch_begin) */
+    sqlite3_stmt *begin, *commit, *rollback, *version, *state, *upsert, *update, *get, *find_user,
         *find_channel, *find_tenant, *list;
     int listing;   /* the list statement is stepping: a nested list would reset it under fn */
 };
@@ -162,11 +252,15 @@ static const struct statement {
     const char *sql;
 } statements[] = {
     {offsetof(store, begin), SQL_BEGIN},
+    {offsetof(store, savepoint), "SAVEPOINT put_reference"},
+    {offsetof(store, release), "RELEASE put_reference"},
+    {offsetof(store, rollback_to), "ROLLBACK TO put_reference"},
     {offsetof(store, commit), SQL_COMMIT},
     {offsetof(store, rollback), SQL_ROLLBACK},
     {offsetof(store, version), SQL_VERSION},
     {offsetof(store, state), SQL_STATE},
     {offsetof(store, upsert), SQL_UPSERT},
+    {offsetof(store, update), SQL_UPDATE},
     {offsetof(store, get), SQL_GET},
     {offsetof(store, find_user), SQL_FIND_USER},
     {offsetof(store, find_channel), SQL_FIND_CHANNEL},
@@ -181,9 +275,26 @@ static sqlite3_stmt **statement_slot(store *s, int i)
     return (sqlite3_stmt **)(void *)((char *)s + statements[i].offset);
 }
 
+static const char **ref_field(const store_reference *ref, size_t offset)
+{
+    return (const char **)(void *)((char *)ref + offset);
+}
+
 static const char **ref_string(const store_reference *ref, int i)
 {
-    return (const char **)(void *)((char *)ref + ref_string_fields[i]);
+    return ref_field(ref, ref_string_fields[i]);
+}
+
+/* Whether writing ref over the row in stmt (SQL_STATE) leaves every indexed field as it is. */
+static int keys_unchanged(sqlite3_stmt *stmt, const store_reference *ref)
+{
+    for (int i = 0; i < REF_KEYS; i++) {
+        const char *want = *ref_field(ref, ref_key_fields[i]);
+        const char *have = (const char *)sqlite3_column_text(stmt, 2 + i);
+        if (want && (!have || strcmp(want, have) != 0))
+            return 0;
+    }
+    return 1;
 }
 
 __attribute__((format(printf, 2, 3)))
@@ -348,6 +459,13 @@ store *store_open(const char *path, char **err)
             set_err(err, "store: prepare \"%s\": %s", statements[i].sql, sqlite3_errmsg(s->db));
             goto fail;
         }
+    /* The write statements hard-code parameter numbers that put derives from store_reference;
+     * a field added to one but not the other must fail loudly, not bind values to wrong columns. */
+    if (sqlite3_bind_parameter_count(s->upsert) != REF_STRINGS + 4 ||
+        sqlite3_bind_parameter_count(s->update) != REF_STRINGS + 4) {
+        set_err(err, "store: write statements are out of step with store_reference's fields");
+        goto fail;
+    }
     return s;
 fail:
     store_close(s);
@@ -411,7 +529,8 @@ int store_put_reference(store *s, const store_reference *ref, enum store_install
     }
     /* IMMEDIATE takes the write lock before the read, so the state we decide on cannot change
      * under us between the SELECT and the UPSERT. */
-    if (run(s, s->begin, "begin", err) < 0)
+    /* Inside a group-commit batch a savepoint gives the same all-or-nothing without a commit. */
+    if (run(s, s->batch ? s->savepoint : s->begin, "begin", err) < 0)
         return -1;
 
     sqlite3_bind_text(s->state, 1, ref->id, -1, SQLITE_STATIC);
@@ -425,6 +544,7 @@ int store_put_reference(store *s, const store_reference *ref, enum store_install
     int installed = exists && sqlite3_column_int(s->state, 0);
     int signalled = exists && sqlite3_column_type(s->state, 1) != SQLITE_NULL;
     int64_t signal_at = signalled ? sqlite3_column_int64(s->state, 1) : 0;
+    sqlite3_stmt *write = exists && keys_unchanged(s->state, ref) ? s->update : s->upsert;
     done(s->state);
 
     switch (signal) {
@@ -441,20 +561,26 @@ int store_put_reference(store *s, const store_reference *ref, enum store_install
         break;
     }
 
+    /* SQL_UPDATE leaves some numbers out; binding a number a statement does not use is harmless. */
     for (int i = 0; i < REF_STRINGS; i++)
-        bind_text(s->upsert, i + 1, *ref_string(ref, i));
-    sqlite3_bind_int(s->upsert, REF_STRINGS + 1, signal != STORE_SIGNAL_UNINSTALL);
-    bind_int64_or_null(s->upsert, REF_STRINGS + 2, signal == STORE_SIGNAL_INSTALL, now_ms);
-    sqlite3_bind_int64(s->upsert, REF_STRINGS + 3, now_ms);
-    bind_int64_or_null(s->upsert, REF_STRINGS + 4, signal == STORE_SIGNAL_UNINSTALL, now_ms);
-    if (run(s, s->upsert, "store conversation", err) < 0)
+        bind_text(write, i + 1, *ref_string(ref, i));
+    sqlite3_bind_int(write, REF_STRINGS + 1, signal != STORE_SIGNAL_UNINSTALL);
+    bind_int64_or_null(write, REF_STRINGS + 2, signal == STORE_SIGNAL_INSTALL, now_ms);
+    sqlite3_bind_int64(write, REF_STRINGS + 3, now_ms);
+    bind_int64_or_null(write, REF_STRINGS + 4, signal == STORE_SIGNAL_UNINSTALL, now_ms);
+    if (run(s, write, "store conversation", err) < 0)
         goto fail;
-    if (run(s, s->commit, "commit", err) < 0)
+    if (run(s, s->batch ? s->release : s->commit, "commit", err) < 0)
         goto fail;
     if (run_hook)
         *run_hook = hook;
     return 0;
 fail:
+    if (s->batch) {
+        run(s, s->rollback_to, "rollback to savepoint", NULL);
+        run(s, s->release, "release savepoint", NULL);
+        return -1;
+    }
     /* Harmless if the failed COMMIT already ended the transaction; needed so the next BEGIN works. */
     if (!sqlite3_get_autocommit(s->db))
         run(s, s->rollback, "rollback", NULL);
@@ -620,3 +746,32 @@ void store_reference_clear(store_reference *ref)
     free(ref->buf_);
     memset(ref, 0, sizeof *ref);
 }
+
+/* ---- group commit ------------------------------------------------------------------------ */
+
+int store_batch_begin(store *s, char **err)
+{
+    if (s->batch)
+        return 0;
+    if (run(s, s->begin, "begin batch", err) < 0)
+        return -1;
+    s->batch = 1;
+    return 0;
+}
+
+int store_batch_commit(store *s, char **err)
+{
+    if (!s->batch)
+        return 0;
+    s->batch = 0;
+    if (run(s, s->commit, "commit batch", err) < 0) {
+        if (!sqlite3_get_autocommit(s->db))
+            run(s, s->rollback, "rollback", NULL);
+        return -1;
+    }
+    return 0;
+}
+
+int store_in_batch(const store *s) { return s->batch; }
+
+sqlite3 *store_db(store *s) { return s->db; }

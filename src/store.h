@@ -99,4 +99,15 @@ int store_list_references(store *s, const store_filter *filter, const char *afte
 
 void store_reference_clear(store_reference *ref);
 
+/* Group commit: store_batch_begin opens one write transaction that later writes join (references
+ * use a savepoint inside it); store_batch_commit makes them all durable at once. The runtime
+ * commits at the end of each event-loop turn, before any outbound attempt of the batch starts. */
+int store_batch_begin(store *s, char **err);
+int store_batch_commit(store *s, char **err);
+int store_in_batch(const store *s);
+
+/* The connection, for the statement sets of other tables (store_outbox.c). */
+struct sqlite3;
+struct sqlite3 *store_db(store *s);
+
 #endif

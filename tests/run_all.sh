@@ -3,7 +3,8 @@
 # "N passed, N failed" (individual tests, all suites). Exit status non-zero if anything failed.
 #
 # Suites: build/asan/test_* (C unit tests), busted on tests/spec (if it has *_spec.lua),
-# the Python integration tests (tests/integration), tests/e2e/run.sh (if present).
+# the Python integration tests (tests/integration), a short fuzz run (tests/fuzz, when clang is
+# installed), tests/e2e/run.sh (if present).
 # Expects `make asan unit` to have run (make test does it). Env: HERALD_BIN (integration binary).
 set -u
 cd "$(dirname "$0")/.."
@@ -100,6 +101,24 @@ if ls tests/integration/test_*.py >/dev/null 2>&1; then
     else
         add "integration" 0 1 "runner did not finish (exit $rc)"
     fi
+fi
+
+# ---- fuzzing: a short libFuzzer run over the JWT parser and claim checks (make fuzz runs 60 s) -------
+if command -v "${FUZZ_CC:-clang}" >/dev/null 2>&1; then
+    log="$LOGDIR/fuzz.log"
+    echo "-- make fuzz FUZZ_ARGS='-max_total_time=15' (tests/fuzz/fuzz_jwt.c)"
+    timeout --kill-after=10 300 make --no-print-directory fuzz FUZZ_ARGS="-max_total_time=15" >"$log" 2>&1
+    rc=$?
+    grep -aE 'runtime error|ERROR: |SUMMARY|^artifact_prefix|Test unit written|^Done [0-9]+ runs|error:' "$log" | head -n 20
+    done_line=$(grep -aoE 'Done [0-9]+ runs in [0-9]+ second' "$log" | tail -n 1)
+    if [ $rc -eq 0 ] && [ -n "$done_line" ]; then
+        add "fuzz" 1 0 "$done_line"
+    else
+        tail -n 30 "$log"
+        add "fuzz" 0 1 "exit $rc; inputs in build/fuzz/crash-*"
+    fi
+else
+    echo "== fuzz: skipped (${FUZZ_CC:-clang} not found; the fuzz target needs clang with libFuzzer)"
 fi
 
 # ---- end-to-end (Agents Playground) --------------------------------------------------------------

@@ -46,32 +46,58 @@ end
 
 local function conv_id(conv) return type(conv) == "table" and conv.id or conv end
 
---- Sends message to a conversation. Returns the new activity id, or nil, message, code, details.
-function teams.send(conv, msg)
+local function check_opts(opts, fname, allowed)
+  if opts == nil then return nil end
+  if type(opts) ~= "table" then error(("teams.%s: options must be a table"):format(fname), 3) end
+  for k in pairs(opts) do
+    if not allowed[k] then error(("teams.%s: unknown option '%s'"):format(fname, tostring(k)), 3) end
+  end
+  if opts.key ~= nil and (type(opts.key) ~= "string" or opts.key == "") then
+    error(("teams.%s: 'key' must be a non-empty string"):format(fname), 3)
+  end
+  return opts
+end
+
+-- An activity named by id, or by the script's own key: "123" or { key = "build-42" }.
+local function target_arg(target, fname)
+  if type(target) == "string" and target ~= "" then return target, nil end
+  if type(target) == "table" and type(target.key) == "string" and target.key ~= "" then
+    return nil, target.key
+  end
+  error(("teams.%s: expected an activity id or { key = ... }"):format(fname), 3)
+end
+
+--- Sends message to a conversation through the durable outbox. Waits for the final state and
+--- returns the new activity id, or nil, message, code, details. Options: key = "..." records the
+--- script's own name for the message (for update/delete later); wait = false returns the
+--- operation id at once instead of waiting.
+function teams.send(conv, msg, opts)
   conv = conv_arg(conv, "send")
+  opts = check_opts(opts, "send", { key = true, wait = true })
   local json = message.encode(msg, { from = bot_account(conv), conversation = conv_id(conv) }, 2)
-  return core.send(conv, json)
+  return core.send(conv, json, nil, opts)
 end
 
---- Replaces the content of a message the bot sent earlier.
-function teams.update(conv, activity_id, msg)
+--- Replaces the content of a message the bot sent earlier, named by activity id or { key = ... }.
+--- Options: send_if_missing = true sends a new message when the key was never sent.
+function teams.update(conv, target, msg, opts)
   conv = conv_arg(conv, "update")
-  if type(activity_id) ~= "string" or activity_id == "" then
-    error("teams.update: activity_id must be a non-empty string", 2)
-  end
+  local id, key = target_arg(target, "update")
+  opts = check_opts(opts, "update", { send_if_missing = true, wait = true })
+  local o = { key = key, send_if_missing = opts and opts.send_if_missing,
+              wait = opts and opts.wait }
   local json = message.encode(msg, {
-    from = bot_account(conv), conversation = conv_id(conv), id = activity_id,
+    from = bot_account(conv), conversation = conv_id(conv), id = id,
   }, 2)
-  return core.update(conv, activity_id, json)
+  return core.update(conv, id, json, o)
 end
 
---- Deletes a message the bot sent earlier.
-function teams.delete(conv, activity_id)
+--- Deletes a message the bot sent earlier, named by activity id or { key = ... }.
+function teams.delete(conv, target, opts)
   conv = conv_arg(conv, "delete")
-  if type(activity_id) ~= "string" or activity_id == "" then
-    error("teams.delete: activity_id must be a non-empty string", 2)
-  end
-  return core.delete(conv, activity_id)
+  local id, key = target_arg(target, "delete")
+  opts = check_opts(opts, "delete", { wait = true })
+  return core.delete(conv, id, { key = key, wait = opts and opts.wait })
 end
 
 -- The global proactive endpoints, for when no stored conversation tells us a regional one.
@@ -124,7 +150,8 @@ function teams.create_conversation(p)
   end
   local service_url = p.service_url or (known and known.service_url) or GLOBAL_SERVICE_URL
   local id, activity_id, new_url, details = core.create(service_url, message.json(params),
-    known and known.service_url == service_url and known.id or nil)
+    known and known.service_url == service_url and known.id or nil, params.tenantId,
+    "create:" .. (user or p.channel))
   if not id then return nil, activity_id, new_url, details end
   core.put_reference {
     id = id,
@@ -190,18 +217,20 @@ local Event = {}
 Event.__index = Event
 
 --- Replies in the conversation the activity came from, threaded to it.
-function Event:reply(msg)
+function Event:reply(msg, opts)
   local a = self.activity
+  opts = check_opts(opts, "reply", { key = true, wait = true })
   local json = message.encode(msg, {
     from = a.recipient, conversation = self.conversation, reply_to = a.id,
   }, 2)
-  return core.send(self.conversation, json, a.id)
+  return core.send(self.conversation, json, a.id, opts)
 end
 
 --- Sends a new top-level message to the conversation the activity came from.
-function Event:send(msg)
+function Event:send(msg, opts)
+  opts = check_opts(opts, "send", { key = true, wait = true })
   local json = message.encode(msg, { from = self.activity.recipient, conversation = self.conversation }, 2)
-  return core.send(self.conversation, json)
+  return core.send(self.conversation, json, nil, opts)
 end
 
 local function str(v) if type(v) == "string" and v ~= "" then return v end end

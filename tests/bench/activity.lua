@@ -2,6 +2,7 @@
 -- Every request carries a unique activity id (per-thread prefix + counter; herald drops redeliveries
 -- of an id it has seen) and one of BENCH_CONVERSATIONS (default 1000) conversation ids, round robin.
 -- Env: BENCH_SERVICE_URL (the null connector, e.g. http://127.0.0.1:PORT), BENCH_CONVERSATIONS,
+--      BENCH_TENANTS (default 1; conversation n belongs to tenant n % BENCH_TENANTS),
 --      BENCH_RUN (a tag mixed into ids so successive runs against one herald never collide),
 --      BENCH_RATE + BENCH_PACED_CONNS: paced mode, each connection waits a random 0.5-1.5 x
 --      PACED_CONNS/RATE s after each answer before the next request (wrk's delay(); wrk measures latency
@@ -10,6 +11,7 @@
 
 local service_url = os.getenv("BENCH_SERVICE_URL") or "http://127.0.0.1:9"
 local nconv = tonumber(os.getenv("BENCH_CONVERSATIONS") or "1000")
+local ntenants = tonumber(os.getenv("BENCH_TENANTS") or "1")
 local run = os.getenv("BENCH_RUN") or tostring(os.time())
 
 local threads = {}
@@ -29,11 +31,11 @@ local headers = { ["Content-Type"] = "application/json" }
 local fmt = '{"type":"message","id":"%s","timestamp":"2026-01-01T00:00:00.000Z",' ..
   '"serviceUrl":"' .. service_url .. '","channelId":"msteams",' ..
   '"from":{"id":"29:user-%d","name":"Bench User","aadObjectId":"00000000-0000-0000-0000-%012d"},' ..
-  '"conversation":{"conversationType":"personal","tenantId":"72f988bf-0000-0000-0000-000000000001","id":"a:bench-conv-%d"},' ..
+  '"conversation":{"conversationType":"personal","tenantId":"72f988bf-0000-0000-0000-%012d","id":"a:bench-conv-%d"},' ..
   '"recipient":{"id":"28:00000000-0000-0000-0000-000000000001","name":"Bench Bot"},' ..
   '"locale":"en-US","textFormat":"plain","text":"hello %d",' ..
   '"entities":[{"type":"clientInfo","locale":"en-US","country":"US","platform":"Web","timezone":"Europe/Paris"}],' ..
-  '"channelData":{"tenant":{"id":"72f988bf-0000-0000-0000-000000000001"}}}'
+  '"channelData":{"tenant":{"id":"72f988bf-0000-0000-0000-%012d"}}}'
 
 function init(args)
   prefix = run .. "-" .. tostring(tid or 0) .. "-"
@@ -50,7 +52,8 @@ function request()
   end
   counter = counter + 1
   local conv = (counter * 7919 + (tid or 0) * 131) % nconv
-  local body = string.format(fmt, prefix .. counter, conv, conv, conv, counter)
+  local tenant = conv % ntenants
+  local body = string.format(fmt, prefix .. counter, conv, conv, tenant, conv, counter, tenant)
   return wrk.format("POST", "/api/messages", headers, body)
 end
 

@@ -14,7 +14,11 @@
 # Env knobs (defaults in brackets):
 #   BENCH_DURATION [10s]  BENCH_RUNS [3]  BENCH_CONNECTIONS [50]  BENCH_THREADS [1]  BENCH_WARMUP [3s]
 #   BENCH_RATE [1000] BENCH_RATE_CONNECTIONS [50] BENCH_RATE_DURATION [10s]   the paced run
-#   BENCH_CONVERSATIONS [1000]
+#   BENCH_CONVERSATIONS [1000]  BENCH_TENANTS [1]
+#   BENCH_HERALD_GOVERNOR [off]  HERALD_GOVERNOR for the main herald run (herald's Teams-rate pacing:
+#                         50/s per tenant by default, which would cap this load; the SDK paces nothing)
+#   BENCH_GOVERNOR_RUN [1] one extra herald run with the governor on and the load spread over
+#                         BENCH_GOV_TENANTS [1000] tenants x BENCH_GOV_CONVERSATIONS [10000] conversations
 #   BENCH_PIN [auto]      1: bot + null connector on CPU 0, wrk on CPU 1 (default when >= 2 CPUs); 0: no pinning
 #   BENCH_SKIP_SDK [0]    1: herald only (also skipped, with a message, when node/npm are missing)
 #   BENCH_KEEP [0]        1: keep the scratch directory (logs) instead of deleting it
@@ -35,6 +39,11 @@ RATE=${BENCH_RATE:-1000}
 RATE_CONNS=${BENCH_RATE_CONNECTIONS:-50}
 RATE_DURATION=${BENCH_RATE_DURATION:-10s}
 export BENCH_CONVERSATIONS=${BENCH_CONVERSATIONS:-1000}
+export BENCH_TENANTS=${BENCH_TENANTS:-1}
+HERALD_GOVERNOR_MAIN=${BENCH_HERALD_GOVERNOR:-off}
+GOV_RUN=${BENCH_GOVERNOR_RUN:-1}
+GOV_CONVERSATIONS=${BENCH_GOV_CONVERSATIONS:-10000}
+GOV_TENANTS=${BENCH_GOV_TENANTS:-1000}
 SDK_VERSION=4.23.3   # keep in step with tests/bench/sdk/package.json
 
 say() { printf 'bench: %s\n' "$*" >&2; }
@@ -121,6 +130,7 @@ median() { awk 'NF' | sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) print "na
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p"; }   # from a "BENCH k=v ..." line
 
 RUNS_TXT="$OUT/runs.txt"
+rm -f "$OUT/herald.log" "$OUT/hgov.log" "$OUT/sdk.log" "$OUT/results.md"
 : >"$RUNS_TXT"
 
 # ----------------------------------------------------------------- null connector
@@ -180,9 +190,9 @@ wrk_run() {
   grep '^BENCH ' "$SCRATCH/wrk-$tag.out" || { say "no BENCH line from wrk ($tag):"; cat "$SCRATCH/wrk-$tag.out" >&2; return 1; }
 }
 
-# bench_target NAME URL PID LOG  — sets R_<name>_* variables
+# bench_target NAME URL PID LOG [RUNS [PACED]] — sets R_<name>_* variables
 bench_target() {
-  local name=$1 url=$2 pid=$3 log=$4 i line req dur rps p50 p99 non2xx errs replies t0 t1 turns
+  local name=$1 url=$2 pid=$3 log=$4 nruns=${5:-$RUNS} paced=${6:-1} i line req dur rps p50 p99 non2xx errs replies t0 t1 turns rss
   sleep 1
   eval "R_${name}_idle=$(rss_kb "$pid" VmRSS)"
 
@@ -191,12 +201,18 @@ bench_target() {
   nc_settle
 
   local rps_l="" p50_l="" p99_l="" cpu_l="" ok=1 total_2xx=0 total_replies=0 total_non2xx=0 total_errs=0 total_conns=0 conns
-  for i in $(seq 1 "$RUNS"); do
+  for i in $(seq 1 "$nruns"); do
     nc_reset
     t0=$(cpu_ticks "$pid")
     line=$(wrk_run "$name-$i" "$url" "$CONNS" "$DURATION") || return 1
     nc_settle
     t1=$(cpu_ticks "$pid")
+    if ! kill -0 "$pid" 2>/dev/null; then
+      say "$name DIED during run $i ($(wc -l <"$log") log lines); last lines of its log:"
+      tail -20 "$log" >&2
+      return 1
+    fi
+    rss=$(rss_kb "$pid" VmRSS)
     replies=$(nc_field reply)
     conns=$(nc_field connections)
     req=$(field requests <<<"$line"); dur=$(field duration_us <<<"$line")
@@ -212,8 +228,8 @@ bench_target() {
     total_non2xx=$((total_non2xx + non2xx)); total_errs=$((total_errs + errs)); total_conns=$((total_conns + conns))
     # every 2xx answer comes after its reply was sent; the connections in flight when wrk stops add a few
     if [ "$replies" -lt "$turns" ] || [ "$replies" -gt $((turns + CONNS)) ]; then ok=0; fi
-    printf '%s run %d: %s req/s p50 %s ms p99 %s ms | 2xx %d non-2xx %d socket errors %d | replies at connector %d over %d connection(s) | server CPU %s us/turn\n' \
-      "$name" "$i" "$rps" "$p50" "$p99" "$turns" "$non2xx" "$errs" "$replies" "$conns" "$cpu" | tee -a "$RUNS_TXT" >&2
+    printf '%s run %d: %s req/s p50 %s ms p99 %s ms | 2xx %d non-2xx %d socket errors %d | replies at connector %d over %d new connection(s) | server CPU %s us/turn | RSS %d kB\n' \
+      "$name" "$i" "$rps" "$p50" "$p99" "$turns" "$non2xx" "$errs" "$replies" "$conns" "$cpu" "$rss" | tee -a "$RUNS_TXT" >&2
   done
   eval "R_${name}_rps=$(median <<<"$rps_l")"
   eval "R_${name}_p50=$(median <<<"$p50_l")"
@@ -221,6 +237,16 @@ bench_target() {
   eval "R_${name}_cpu=$(median <<<"$cpu_l")"
   eval "R_${name}_2xx=$total_2xx R_${name}_replies=$total_replies R_${name}_non2xx=$total_non2xx R_${name}_errs=$total_errs R_${name}_ok=$ok R_${name}_conns=$total_conns"
 
+  eval "R_${name}_ran=1"
+  if [ "$paced" = 1 ]; then
+    bench_paced "$name" "$url" || return 1
+  fi
+  eval "R_${name}_peak=$(rss_kb "$pid" VmHWM)"
+  eval "R_${name}_after=$(rss_kb "$pid" VmRSS)"
+}
+
+bench_paced() {
+  local name=$1 url=$2 line req dur non2xx
   # paced run: RATE_CONNS connections, each waiting RATE_CONNS/RATE s (jittered) between requests
   nc_reset
   line=$(BENCH_RATE="$RATE" BENCH_PACED_CONNS="$RATE_CONNS" wrk_run "$name-paced" "$url" "$RATE_CONNS" "$RATE_DURATION") || return 1
@@ -233,10 +259,6 @@ bench_target() {
   printf '%s paced: %s req/s p50 %s ms p99 %s ms | 2xx %d non-2xx %d | replies at connector %d\n' \
     "$name" "$(eval echo "\$R_${name}_prate")" "$(eval echo "\$R_${name}_pp50")" "$(eval echo "\$R_${name}_pp99")" \
     "$((req - non2xx))" "$non2xx" "$(eval echo "\$R_${name}_preplies")" | tee -a "$RUNS_TXT" >&2
-
-  eval "R_${name}_peak=$(rss_kb "$pid" VmHWM)"
-  eval "R_${name}_after=$(rss_kb "$pid" VmRSS)"
-  eval "R_${name}_ran=1"
 }
 
 # stop_target NAME PID LOG — SIGTERM, wait, report exit status and error lines
@@ -274,14 +296,31 @@ LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # ----------------------------------------------------------------- herald
 HLOG="$SCRATCH/herald.log"
-say "herald: $(build/herald --version) run --dev tests/bench/echo_bot.lua"
-"${SERVER_PIN[@]}" build/herald run --dev --listen 127.0.0.1:0 --db "$SCRATCH/bench.db" --log-level info \
+say "herald: $(build/herald --version) run --dev tests/bench/echo_bot.lua (HERALD_GOVERNOR=$HERALD_GOVERNOR_MAIN)"
+HERALD_GOVERNOR="$HERALD_GOVERNOR_MAIN" "${SERVER_PIN[@]}" build/herald run --dev --listen 127.0.0.1:0 --db "$SCRATCH/bench.db" --log-level info \
   "$HERE/echo_bot.lua" >"$HLOG" 2>&1 &
 H_PID=$!
 PIDS+=("$H_PID")
 H_PORT=$(wait_port "$HLOG" "$H_PID" herald)
 bench_target herald "http://127.0.0.1:$H_PORT/api/messages" "$H_PID" "$HLOG" || say "herald benchmark failed"
 stop_target herald "$H_PID" "$HLOG"
+
+# ----------------------------------------------------------------- herald, governor on
+# herald paces sends to Teams' limits (50/s per tenant, per-conversation windows) by default; the
+# main run above turns that off to measure the host like the SDK (which paces nothing). Here a fresh
+# herald with the governor on, the load spread so that no limit is reached: its bookkeeping cost.
+if [ "$GOV_RUN" = 1 ]; then
+  GLOG="$SCRATCH/herald-governor.log"
+  say "herald, governor on: $GOV_TENANTS tenants x $GOV_CONVERSATIONS conversations, 1 run"
+  env -u HERALD_GOVERNOR "${SERVER_PIN[@]}" build/herald run --dev --listen 127.0.0.1:0 \
+    --db "$SCRATCH/bench-governor.db" --log-level info "$HERE/echo_bot.lua" >"$GLOG" 2>&1 &
+  G_PID=$!
+  PIDS+=("$G_PID")
+  G_PORT=$(wait_port "$GLOG" "$G_PID" "herald (governor on)")
+  BENCH_CONVERSATIONS=$GOV_CONVERSATIONS BENCH_TENANTS=$GOV_TENANTS \
+    bench_target hgov "http://127.0.0.1:$G_PORT/api/messages" "$G_PID" "$GLOG" 1 0 || say "herald (governor on) benchmark failed"
+  stop_target hgov "$G_PID" "$GLOG"
+fi
 
 # ----------------------------------------------------------------- SDK peer
 if [ "$SDK_OK" = 1 ]; then
@@ -330,7 +369,7 @@ row() {  # label key unit
     echo "Bot Framework SDK peer: SKIPPED ($SDK_WHY)."
   fi
   echo "Load: wrk, $THREADS thread(s), $CONNS connections, $DURATION × $RUNS runs (medians; $WARMUP warm-up first), unique activity ids,"
-  echo "$BENCH_CONVERSATIONS conversations; replies POSTed to a libevent null connector. $PIN_DESC. $NCPU CPUs."
+  echo "$BENCH_CONVERSATIONS conversations in $BENCH_TENANTS tenant(s), herald with HERALD_GOVERNOR=$HERALD_GOVERNOR_MAIN; replies POSTed to a libevent null connector. $PIN_DESC. $NCPU CPUs."
   echo "Paced run: $RATE_CONNS connections each sleeping ~$RATE_CONNS/$RATE s between requests (wrk delay(); closed loop,"
   echo "latency from send, not corrected for coordinated omission — wrk2 is not in Debian). Rig floor (same pacing,"
   echo "bare GET to the null connector, no bot): ${F_rate:-?} req/s, p50 ${F_p50:-?} ms, p99 ${F_p99:-?} ms."
@@ -349,14 +388,21 @@ row() {  # label key unit
   printf '| peak RSS (VmHWM after load) | %s | %s | %s |\n' "$(mib "$(v herald peak)")" "$(mib "$(v sdk peak)")" "$(ratio "$(v herald peak)" "$(v sdk peak)")"
   printf '| RSS after load (VmRSS) | %s | %s | %s |\n' "$(mib "$(v herald after)")" "$(mib "$(v sdk after)")" "$(ratio "$(v herald after)" "$(v sdk after)")"
   printf '| replies at connector / 2xx answers (timed runs) | %s | %s | |\n' "$(verdict herald)" "$(verdict sdk)"
-  row "connections opened to the connector (timed runs)" conns ""
+  row "new connections to the connector (timed runs)" conns ""
   printf '| non-2xx / socket errors (timed runs) | %s | %s | |\n' \
     "$(v herald non2xx) / $(v herald errs)" "$( [ "$(v sdk ran)" = 1 ] && echo "$(v sdk non2xx) / $(v sdk errs)" || echo -)"
   printf '| exit after SIGTERM / error lines in log | %s | %s | |\n' \
     "$(v herald exit) / $(v herald errlines)" "$( [ -n "$(v sdk exit)" ] && echo "$(v sdk exit) / $(v sdk errlines)" || echo -)"
   echo
+  if [ "$(v hgov ran)" = 1 ]; then
+    echo "herald with its governor ON (default config; fresh process; $GOV_TENANTS tenants × $GOV_CONVERSATIONS conversations so"
+    echo "no Teams limit is reached), one $DURATION run, c=$CONNS: $(v hgov rps) turns/s, p50 $(v hgov p50) ms, p99 $(v hgov p99) ms,"
+    echo "$(v hgov cpu) µs CPU/turn, replies at connector / 2xx: $(verdict hgov), non-2xx / socket errors $(v hgov non2xx) / $(v hgov errs),"
+    echo "peak RSS $(mib "$(v hgov peak)"), exit after SIGTERM / error lines $(v hgov exit) / $(v hgov errlines)."
+    echo
+  fi
   echo "Throughput ratio > 1 and latency/RSS/CPU ratios < 1 favour herald. Per-run lines: build/bench/runs.txt;"
-  echo "server logs: build/bench/herald.log, build/bench/sdk.log."
+  echo "server logs: build/bench/herald.log, build/bench/hgov.log, build/bench/sdk.log."
 } >"$OUT/results.md"
 
 echo

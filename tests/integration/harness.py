@@ -14,14 +14,17 @@ import itertools
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import unittest
+import urllib.parse
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -39,7 +42,12 @@ LISTEN_RE = re.compile(r"listening on http://([0-9.]+|\[[0-9a-fA-F:]+\]|[A-Za-z0
 _SCRUB = ("CLIENT_ID", "CLIENT_SECRET", "TENANT_ID", "MicrosoftAppId", "MicrosoftAppPassword",
           "MicrosoftAppTenantId", "MicrosoftAppType", "HERALD_DEV", "HERALD_LISTEN", "HERALD_DB",
           "HERALD_LOG_LEVEL", "HERALD_MAX_BODY_BYTES", "HERALD_RESPONSE_DEADLINE_MS",
-          "HERALD_REDELIVERY_WINDOW_S", "HERALD_SHUTDOWN_GRACE_MS", "HERALD_CONNECTOR_TIMEOUT_MS")
+          "HERALD_REDELIVERY_WINDOW_S", "HERALD_SHUTDOWN_GRACE_MS", "HERALD_CONNECTOR_TIMEOUT_MS",
+          # authenticated mode (issue 3)
+          "HERALD_CLOUD", "HERALD_LOGIN_URL", "HERALD_OAUTH_SCOPE", "HERALD_OPENID_METADATA_URL",
+          "HERALD_TOKEN_ISSUER", "HERALD_PROACTIVE_SERVICE_URL", "HERALD_TRUSTED_SERVICE_URLS",
+          "HERALD_CERTIFICATE_PATH", "HERALD_CERTIFICATE_KEY_PATH", "HERALD_JWKS_REFRESH_FLOOR_S",
+          "HERALD_JWKS_REFRESH_S", "HERALD_APP_TYPE")
 
 
 def bot(name):
@@ -60,6 +68,10 @@ def base_env(extra=None):
     env = {k: v for k, v in os.environ.items() if k not in _SCRUB}
     env["ASAN_OPTIONS"] = "detect_leaks=1:abort_on_error=0"
     env["UBSAN_OPTIONS"] = "print_stacktrace=1:halt_on_error=1"
+    # Most suites assert what one failed attempt returns (the code of a 5xx, a reset, a timeout).
+    # The outbox retries such failures, so they run with one attempt; the outbox suites, which
+    # test retries, pass their own HERALD_OUTBOX_MAX_ATTEMPTS.
+    env["HERALD_OUTBOX_MAX_ATTEMPTS"] = "1"
     if extra:
         for k, v in extra.items():
             if v is None:
@@ -98,11 +110,20 @@ def run_cli(args, env=None, timeout=20, cwd=None):
 
 
 class Herald:
-    def __init__(self, script, env=None, args=None, dev=True, listen="127.0.0.1:0", db=None):
+    def __init__(self, script, env=None, args=None, dev=True, listen="127.0.0.1:0", db=None, auth=None,
+                 authorize=None):
+        """auth: environment for authenticated mode (e.g. TokenService.herald_env()); when given,
+        herald runs without --dev. authorize: activity dict → Authorization header value, used by
+        post_activity when the caller passes no Authorization header."""
         self.script = script
         self.env_extra = dict(env or {})
         self.extra_args = list(args or [])
         self.dev = dev
+        self.auth = dict(auth) if auth is not None else None
+        self.authorize = authorize
+        if self.auth is not None:
+            self.dev = False
+            self.env_extra = {**self.auth, **self.env_extra}
         self.listen = listen
         self.tmp = tempfile.mkdtemp(prefix="herald-it-")
         self.db = db or os.path.join(self.tmp, "h.db")
@@ -244,6 +265,10 @@ class Herald:
 
     def post_activity(self, activity, headers=None, path="/api/messages", timeout=30):
         """POSTs an activity (dict → JSON, or raw bytes/str); returns (status, body text)."""
+        if (self.authorize is not None and isinstance(activity, dict) and
+                not any(k.lower() == "authorization" for k in (headers or {}))):
+            headers = dict(headers or {})
+            headers["Authorization"] = self.authorize(activity)
         if isinstance(activity, (dict, list)):
             body = json.dumps(activity).encode("utf-8")
         elif isinstance(activity, str):
@@ -493,3 +518,143 @@ class HeraldTestCase(unittest.TestCase):
         got = self.fc.snapshot()
         self.assertEqual(len(got), n, f"expected exactly {n} connector request(s), got {self.fc.summary()}")
         return got
+
+
+# ---- authenticated mode (issue 3) ----------------------------------------------------------------
+
+AUTH_APP_ID = "6f1c2a3b-4d5e-4f60-8a9b-0c1d2e3f4a5b"
+
+
+class _AuthCheckingHandler(fake_connector._Handler):
+    """Answers 401 before routing when the request's bearer token is not one the token service
+    issued; such requests are recorded with auth_ok False."""
+
+    def _handle(self, method):
+        fc = self.connector
+        if fc.auth_ok(self.headers.get("Authorization")):
+            return super()._handle(method)
+        raw, _, query = self.path.partition("?")
+        body = self._read_body().decode("utf-8", errors="replace")
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        rec = {"method": method, "path": raw, "query": query,
+               "decoded_path": urllib.parse.unquote(raw), "conversation_id": None, "activity_id": None,
+               "headers": headers, "authorization": headers.get("authorization"), "body": body,
+               "json": None, "status": None, "response": "", "time": time.monotonic(), "auth_ok": False}
+        self._answer(rec, 401, json.dumps({"error": {"code": "Unauthorized",
+                                                     "message": "bearer token not issued (test)"}}).encode(), {})
+
+
+class AuthCheckingConnector(FakeConnector):
+    """A FakeConnector that checks the bearer token it receives: Authorization must be exactly
+    "Bearer <token>" with token_ok(token) true (e.g. TokenService.is_issued); anything else gets 401
+    and is recorded with auth_ok False. Accepted requests are recorded as by FakeConnector."""
+
+    def __init__(self, token_ok, **kw):
+        super().__init__(**kw)
+        self.token_ok = token_ok
+
+    def auth_ok(self, value):
+        if not value or not value.startswith("Bearer ") or " " in value[7:]:
+            return False
+        return bool(self.token_ok(value[7:]))
+
+    def start(self):
+        fake = self
+
+        class Handler(_AuthCheckingHandler):
+            connector = fake
+
+        self._server = fake_connector._Server((self.host, self.port), Handler)
+        self._server.daemon_threads = True
+        self.port = self._server.server_address[1]
+        self.url = f"http://{self.host}:{self.port}"
+        self._thread = threading.Thread(target=self._server.serve_forever, name="auth-fake-connector",
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+
+class AuthHeraldTestCase(HeraldTestCase):
+    """Base for the authenticated-mode tests: per test a TokenService (self.ts: client id
+    AUTH_APP_ID, a fresh secret self.secret), a bearer-checking fake connector (self.fc) and
+    start_auth_herald(). tearDown stops every herald (exit 0, sanitizer-clean) and asserts that
+    neither the secret, an issued access token nor a minted inbound token appears in its output,
+    and that the connector saw no request with a bad bearer token (unless self.allow_bad_bearer)."""
+
+    def setUp(self):
+        from token_service import TokenService
+        self.secret = "hsec~" + secrets.token_urlsafe(24)
+        self.ts = TokenService(client_id=AUTH_APP_ID, client_secret=self.secret).start()
+        self.fc = AuthCheckingConnector(self.ts.is_issued).start()
+        self.acts = Activities(self.fc.url + self.PREFIX)
+        self._heralds = []
+        self._services = [self.ts]
+        self.minted = []
+        self.allow_bad_bearer = False
+
+    def mint(self, service_url, ts=None, **kw):
+        tok = (ts or self.ts).mint(service_url, **kw)
+        self.minted.append(tok)
+        return tok
+
+    def bearer(self, service_url, **kw):
+        return "Bearer " + self.mint(service_url, **kw)
+
+    def start_auth_herald(self, script=None, env=None, ts=None, auth=None, start=True, **kw):
+        ts = ts or self.ts
+        h = Herald(script or bot("auth_bot.lua"), auth=auth if auth is not None else ts.herald_env(),
+                   env=env, authorize=lambda a: self.bearer(a.get("serviceUrl"), ts=ts), **kw)
+        self._heralds.append(h)
+        if start:
+            h.start()
+        return h
+
+    def health(self, h):
+        st, body = h.healthz()
+        self.assertEqual(st, 200, body)
+        return json.loads(body)
+
+    def leaks(self, text):
+        """Secrets found in text: the app secret, issued access tokens, minted inbound tokens (or
+        their signatures)."""
+        found = []
+        if self.secret and self.secret in text:
+            found.append("the client secret")
+        for s in list(self._services):
+            for t in list(s.issued):
+                if t in text:
+                    found.append(f"access token {t[:8]}…")
+        for t in self.minted:
+            sig = t.rsplit(".", 1)[-1]
+            if t in text or (len(sig) >= 40 and sig in text):
+                found.append(f"inbound token …{sig[-8:]}")
+        return found
+
+    def tearDown(self):
+        errors = []
+        for h in self._heralds:
+            try:
+                if h.proc is not None and h.exit_code is None:
+                    h.stop()
+            except AssertionError as e:
+                errors.append(str(e))
+            finally:
+                h.kill()
+            leaked = self.leaks(h.log + h.stdout)
+            if leaked:
+                errors.append(f"secrets in herald output ({h.tmp}): {', '.join(sorted(set(leaked)))}")
+        if not self.allow_bad_bearer:
+            bad = [r for r in self.fc.snapshot() if r.get("auth_ok") is False]
+            if bad:
+                errors.append(f"connector got {len(bad)} request(s) without a valid bearer token: "
+                              f"{[(r['method'], r['path'], (r['authorization'] or '')[:16]) for r in bad]}")
+        if not errors:
+            for h in self._heralds:
+                shutil.rmtree(h.tmp, ignore_errors=True)
+        else:
+            errors.append("kept herald temp dirs: " + ", ".join(h.tmp for h in self._heralds))
+        self.fc.stop()
+        for s in self._services:
+            s.stop()
+        if errors:
+            self.fail("\n".join(errors))

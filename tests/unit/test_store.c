@@ -4,7 +4,7 @@
 #include "unit.h"
 
 /* The schema version this build migrates to (bump with each migration appended in store.c). */
-#define STORE_TEST_LATEST 2
+#define STORE_TEST_LATEST 3
 
 #include <sqlite3.h>
 #include <stdint.h>
@@ -1099,6 +1099,219 @@ static void partially_migrated_database_is_completed(void)
     remove_tmpdir();
 }
 
+/* ---- write paths: the index-preserving UPDATE and the full UPSERT ---- */
+
+/* A group chat's user_id follows whoever spoke last, so indexed fields do change on a known row. */
+static void changed_keys_are_reindexed(void)
+{
+    store *s = open_mem();
+    store_reference r = full_ref("19:g@thread.v2");
+    put_plain(s, &r, T0);
+
+    store_reference next = {.id = r.id, .service_url = "https://s2/", .user_id = "29:bob",
+                            .user_aad_id = "aad-bob", .user_name = "Bob", .tenant_id = "tenant-2",
+                            .team_id = "19:team2", .team_channel_id = "19:chan2"};
+    put_plain(s, &next, T0 + 10);
+
+    store_reference g;
+    char *err = NULL;
+    CHECK_INT(store_find_user_reference(s, "29:bob", NULL, NULL, &g, &err), 1);
+    CHECK_STR(g.id, "19:g@thread.v2");
+    CHECK_STR(g.user_name, "Bob");
+    CHECK_STR(g.service_url, "https://s2/");
+    CHECK_STR(g.locale, "en-GB");   /* unindexed fields the activity lacked are kept */
+    CHECK_STR(g.bot_name, "Herald");
+    store_reference_clear(&g);
+    CHECK_INT(store_find_user_reference(s, "aad-bob", "tenant-2", NULL, &g, &err), 1);
+    store_reference_clear(&g);
+    CHECK_INT(store_find_user_reference(s, "29:user-1", NULL, NULL, &g, &err), 0);
+    CHECK_INT(store_find_user_reference(s, "aad-1", NULL, NULL, &g, &err), 0);
+    CHECK_INT(store_find_tenant_reference(s, "tenant-1", &g, &err), 0);
+    CHECK_INT(store_find_tenant_reference(s, "tenant-2", &g, &err), 1);
+    store_reference_clear(&g);
+    CHECK_INT(store_find_channel_reference(s, "19:team@thread.tacv2", &g, &err), 0);
+    CHECK_INT(store_find_channel_reference(s, "19:chan@thread.tacv2", &g, &err), 0);
+    CHECK_INT(store_find_channel_reference(s, "19:team2", &g, &err), 1);
+    store_reference_clear(&g);
+    CHECK_INT(store_find_channel_reference(s, "19:chan2", &g, &err), 1);
+    store_reference_clear(&g);
+
+    /* Only one indexed field changes: the others stay findable. */
+    store_reference third = {.id = r.id, .service_url = "https://s2/", .user_id = "29:carol"};
+    put_plain(s, &third, T0 + 20);
+    CHECK_INT(store_find_user_reference(s, "29:carol", NULL, NULL, &g, &err), 1);
+    CHECK_STR(g.user_aad_id, "aad-bob");   /* NULL did not overwrite */
+    CHECK_STR(g.user_name, "Bob");
+    store_reference_clear(&g);
+    CHECK_INT(store_find_user_reference(s, "aad-bob", NULL, NULL, &g, &err), 1);
+    store_reference_clear(&g);
+    CHECK_INT(store_find_user_reference(s, "29:bob", NULL, NULL, &g, &err), 0);
+    store_filter f = {.team_id = "19:team2", .user = "29:carol"};
+    collected c;
+    CHECK_INT(list_ids(s, &f, NULL, 10, &c), 1);
+    CHECK(err == NULL);
+    store_close(s);
+}
+
+/* The same install rules with an indexed field changing on every put, so each one takes the
+ * UPSERT path rather than the UPDATE one. */
+static void install_signal_rules_on_the_upsert_path(void)
+{
+    store *s = open_mem();
+    char user[32];
+    int n = 0;
+    store_reference r = ref_of("19:group@thread.v2", "groupChat", "t", user, NULL, NULL, NULL);
+#define NEXT_USER() snprintf(user, sizeof user, "29:u%d", n++)
+    NEXT_USER();
+    CHECK_INT(put(s, &r, STORE_SIGNAL_INSTALL, T0), 1);
+    NEXT_USER();
+    CHECK_INT(put(s, &r, STORE_SIGNAL_INSTALL, T0 + 200), 0);
+    NEXT_USER();
+    CHECK_INT(put(s, &r, STORE_SIGNAL_INSTALL, T0 + 200 + WINDOW), 1);
+    int64_t t = T0 + 100000;
+    NEXT_USER();
+    CHECK_INT(put(s, &r, STORE_SIGNAL_UNINSTALL, t), 1);
+    NEXT_USER();
+    CHECK_INT(put(s, &r, STORE_SIGNAL_UNINSTALL, t + 50), 0);
+    store_reference g;
+    char *err = NULL;
+    CHECK_INT(store_get_reference(s, r.id, &g, &err), 1);
+    CHECK_INT(g.installed, 0);
+    CHECK_INT(g.uninstalled_at, t);
+    CHECK_STR(g.user_id, "29:u4");
+    store_reference_clear(&g);
+    NEXT_USER();
+    CHECK_INT(put(s, &r, STORE_SIGNAL_INSTALL, t + 60), 1);
+    NEXT_USER();
+    CHECK_INT(put(s, &r, STORE_SIGNAL_UNINSTALL, t + 70), 1);
+    NEXT_USER();
+    CHECK_INT(put(s, &r, STORE_SIGNAL_NONE, t + 80), 0);
+    CHECK_INT(store_get_reference(s, r.id, &g, &err), 1);
+    CHECK_INT(g.installed, 1);
+    CHECK_INT(g.uninstalled_at, 0);
+    CHECK_INT(g.created_at, T0);
+    CHECK_INT(g.updated_at, t + 80);
+    store_reference_clear(&g);
+#undef NEXT_USER
+    store_close(s);
+}
+
+/* Unlike every other field, the seal is replaced even by NULL: a seal belongs to one
+ * (id, service_url) pair, and keeping an old one beside a new URL would be wrong. */
+static void seal_is_always_replaced(void)
+{
+    store *s = open_mem();
+    store_reference r = ref_of("a:1", "personal", "t", "29:u", NULL, NULL, NULL);
+    r.service_url_seal = "seal-1";
+    put_plain(s, &r, T0);
+    store_reference g;
+    char *err = NULL;
+    CHECK_INT(store_get_reference(s, "a:1", &g, &err), 1);
+    CHECK_STR(g.service_url_seal, "seal-1");
+    store_reference_clear(&g);
+
+    /* UPDATE path (same keys). */
+    r.service_url_seal = NULL;
+    put_plain(s, &r, T0 + 1);
+    CHECK_INT(store_get_reference(s, "a:1", &g, &err), 1);
+    CHECK(g.service_url_seal == NULL);
+    store_reference_clear(&g);
+    r.service_url_seal = "seal-2";
+    put_plain(s, &r, T0 + 2);
+    CHECK_INT(store_get_reference(s, "a:1", &g, &err), 1);
+    CHECK_STR(g.service_url_seal, "seal-2");
+    store_reference_clear(&g);
+
+    /* UPSERT path (a key changes). */
+    r.user_id = "29:v";
+    r.service_url_seal = NULL;
+    put_plain(s, &r, T0 + 3);
+    CHECK_INT(store_get_reference(s, "a:1", &g, &err), 1);
+    CHECK(g.service_url_seal == NULL);
+    CHECK_STR(g.user_id, "29:v");
+    store_reference_clear(&g);
+    store_close(s);
+}
+
+/* ---- group commit ---- */
+
+static void batch_groups_puts_into_one_commit(void)
+{
+    char path[128];
+    CHECK(make_tmpdir() != NULL);
+    tmp_path(path, sizeof path, "h.db");
+    char *err = NULL;
+    store *s = store_open(path, &err);
+    CHECK(s != NULL);
+    CHECK_INT(store_in_batch(s), 0);
+    CHECK_INT(store_batch_commit(s, &err), 0);   /* nothing open: a no-op */
+
+    CHECK_INT(store_batch_begin(s, &err), 0);
+    CHECK_INT(store_in_batch(s), 1);
+    CHECK_INT(store_batch_begin(s, &err), 0);    /* already open: joins it */
+    store_reference a = ref_of("a:1", "personal", "t", "29:a", NULL, NULL, NULL);
+    store_reference b = ref_of("a:2", "personal", "t", "29:b", NULL, NULL, NULL);
+    CHECK_INT(put(s, &a, STORE_SIGNAL_INSTALL, T0), 1);
+    CHECK_INT(put(s, &b, STORE_SIGNAL_NONE, T0), 0);
+    CHECK_INT(put(s, &a, STORE_SIGNAL_INSTALL, T0 + 1), 0);   /* the batch sees its own writes */
+    store_reference g;
+    CHECK_INT(store_get_reference(s, "a:2", &g, &err), 1);
+    store_reference_clear(&g);
+
+    /* Another connection sees nothing until the batch commits. */
+    sqlite3 *db = raw_open(path);
+    CHECK_INT(raw_int(db, "SELECT count(*) FROM conversations"), 0);
+
+    /* A failing put inside the batch undoes only itself. */
+    store_reference bad = {.id = "a:3"};
+    CHECK_INT(store_put_reference(s, &bad, STORE_SIGNAL_NONE, T0, WINDOW, NULL, &err), -1);
+    free(err);
+    err = NULL;
+    CHECK_INT(store_in_batch(s), 1);
+
+    CHECK_INT(store_batch_commit(s, &err), 0);
+    CHECK(err == NULL);
+    CHECK_INT(store_in_batch(s), 0);
+    CHECK_INT(raw_int(db, "SELECT count(*) FROM conversations"), 2);
+    sqlite3_close(db);
+    store_close(s);
+    remove_tmpdir();
+}
+
+static void failed_put_inside_batch_keeps_the_batch(void)
+{
+    char path[128];
+    CHECK(make_tmpdir() != NULL);
+    tmp_path(path, sizeof path, "h.db");
+    char *err = NULL;
+    store *s = store_open(path, &err);
+    CHECK(s != NULL);
+    sqlite3 *db = raw_open(path);
+    raw_exec(db, "CREATE TRIGGER no_boom BEFORE INSERT ON conversations WHEN NEW.id = 'a:boom'"
+                 " BEGIN SELECT RAISE(ABORT, 'boom refused'); END");
+
+    CHECK_INT(store_batch_begin(s, &err), 0);
+    store_reference ok = ref_of("a:ok", "personal", "t", NULL, NULL, NULL, NULL);
+    store_reference boom = ref_of("a:boom", "personal", "t", NULL, NULL, NULL, NULL);
+    put_plain(s, &ok, T0);
+    int hook = 7;
+    CHECK_INT(store_put_reference(s, &boom, STORE_SIGNAL_INSTALL, T0, WINDOW, &hook, &err), -1);
+    CHECK(err && strstr(err, "boom refused") != NULL);
+    CHECK_INT(hook, 0);
+    free(err);
+    err = NULL;
+    /* The batch is still usable and the earlier put survives the failed one. */
+    store_reference ok2 = ref_of("a:ok2", "personal", "t", NULL, NULL, NULL, NULL);
+    put_plain(s, &ok2, T0);
+    CHECK_INT(store_batch_commit(s, &err), 0);
+    CHECK_INT(raw_int(db, "SELECT count(*) FROM conversations"), 2);
+    CHECK_INT(raw_int(db, "SELECT count(*) FROM conversations WHERE id = 'a:boom'"), 0);
+    raw_exec(db, "DROP TRIGGER no_boom");
+    sqlite3_close(db);
+    store_close(s);
+    remove_tmpdir();
+}
+
 /* ---- clear ---- */
 
 static void clear_is_idempotent(void)
@@ -1145,4 +1358,9 @@ UNIT_MAIN("store",
           CASE(busy_database_fails_put),
           CASE(reads_fail_cleanly_when_table_is_gone),
           CASE(partially_migrated_database_is_completed),
+          CASE(changed_keys_are_reindexed),
+          CASE(install_signal_rules_on_the_upsert_path),
+          CASE(seal_is_always_replaced),
+          CASE(batch_groups_puts_into_one_commit),
+          CASE(failed_put_inside_batch_keeps_the_batch),
           CASE(clear_is_idempotent))

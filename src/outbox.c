@@ -1,0 +1,1046 @@
+/* outbox.c — durable outbound operations: one FIFO queue per conversation (order kept, one
+ * attempt in flight each), a min-heap of queues by the time they may next go, per-tenant wait
+ * lists behind the tenant's rate window, retries with backoff and Retry-After, final states and
+ * the blocked/gone ledger. Rows are written in the store's batch; attempts start after commit. */
+#include "outbox.h"
+#include "connector.h"
+#include "governor.h"
+#include "log.h"
+#include "store.h"
+#include "store_outbox.h"
+
+#include <event2/event.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct ob_queue ob_queue;
+typedef struct ob_tenant ob_tenant;
+
+typedef struct ob_op {
+    int64_t id;
+    enum outbox_kind kind;
+    char *conversation_id, *service_url, *target_id, *msg_key, *body;
+    size_t body_len;
+    int flags;
+    int attempts;
+    int64_t due_mono;             /* not before this (retry backoff) */
+    int64_t expires_wall;
+    int committed;                /* its row is durable: it may be attempted */
+    outbox_done_fn done;
+    void *ud;
+    connector_call *call;
+    ob_queue *q;
+    struct ob_op *next;           /* queue FIFO */
+    struct ob_op *unext;          /* uncommitted list */
+} ob_op;
+
+struct ob_queue {
+    char *key;
+    ob_op *head, *tail;
+    int in_flight;
+    int64_t ready_at;             /* heap key (monotonic) */
+    int heap_idx;                 /* -1 when not in the heap */
+    int waiting;                  /* in its tenant's wait list */
+    int deferred;                 /* in the outbox's reschedule list */
+    ob_queue *dnext;
+    gov_limiter lim;
+    ob_tenant *tenant;
+    ob_queue *tnext;              /* tenant wait list */
+    ob_queue *hnext;              /* hash chain */
+};
+
+struct ob_tenant {
+    char *id;
+    gov_limiter lim;
+    ob_queue *wait_head, *wait_tail;
+    struct event *timer;
+    double factor;                /* < 1 after a 429: the tenant's rate is reduced for a while */
+    int64_t factor_since;
+    outbox *o;
+    ob_tenant *hnext;
+};
+
+typedef struct ledger_entry {
+    char *conversation_id;
+    char state[8];
+    struct ledger_entry *next;
+} ledger_entry;
+
+#define NBUCKETS 65536
+
+struct outbox {
+    struct event_base *base;
+    store *st;
+    store_outbox *so;
+    connector *conn;
+    outbox_config cfg;
+    ob_queue **queues;            /* hash by key */
+    ob_tenant **tenants;          /* hash by id ("" for unknown) */
+    ledger_entry **ledger;        /* hash by conversation id */
+    ob_queue **heap;
+    int heap_len, heap_cap;
+    struct event *heap_timer, *commit_ev;
+    ob_op *uncommitted, *uncommitted_tail;
+    ob_queue *resched;            /* queues to schedule on the next turn */
+    struct event *resched_ev;
+    struct event *purge_timer;
+    outbox_stats stats;
+};
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t wall_ms(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+static unsigned hash_str(const char *s)
+{
+    unsigned h = 2166136261u;
+    for (; *s; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h & (NBUCKETS - 1);
+}
+
+static const char *const kind_names[] = {"send", "reply", "update", "delete", "create"};
+
+/* ---- heap of queues by ready_at ---------------------------------------------------------- */
+
+static void heap_swap(outbox *o, int a, int b)
+{
+    ob_queue *t = o->heap[a];
+    o->heap[a] = o->heap[b];
+    o->heap[b] = t;
+    o->heap[a]->heap_idx = a;
+    o->heap[b]->heap_idx = b;
+}
+
+static void heap_up(outbox *o, int i)
+{
+    while (i > 0 && o->heap[(i - 1) / 2]->ready_at > o->heap[i]->ready_at) {
+        heap_swap(o, i, (i - 1) / 2);
+        i = (i - 1) / 2;
+    }
+}
+
+static void heap_down(outbox *o, int i)
+{
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, m = i;
+        if (l < o->heap_len && o->heap[l]->ready_at < o->heap[m]->ready_at) m = l;
+        if (r < o->heap_len && o->heap[r]->ready_at < o->heap[m]->ready_at) m = r;
+        if (m == i)
+            return;
+        heap_swap(o, i, m);
+        i = m;
+    }
+}
+
+static void heap_remove(outbox *o, ob_queue *q)
+{
+    int i = q->heap_idx;
+    if (i < 0)
+        return;
+    o->heap_len--;
+    if (i != o->heap_len) {
+        o->heap[i] = o->heap[o->heap_len];
+        o->heap[i]->heap_idx = i;
+        heap_down(o, i);
+        heap_up(o, i);
+    }
+    q->heap_idx = -1;
+}
+
+static int heap_push(outbox *o, ob_queue *q)
+{
+    if (o->heap_len == o->heap_cap) {
+        int cap = o->heap_cap ? o->heap_cap * 2 : 256;
+        ob_queue **n = realloc(o->heap, (size_t)cap * sizeof *n);
+        if (!n)
+            return -1;
+        o->heap = n;
+        o->heap_cap = cap;
+    }
+    q->heap_idx = o->heap_len;
+    o->heap[o->heap_len++] = q;
+    heap_up(o, q->heap_idx);
+    return 0;
+}
+
+static void arm_heap_timer(outbox *o)
+{
+    if (!o->heap_len) {
+        evtimer_del(o->heap_timer);
+        return;
+    }
+    int64_t wait = o->heap[0]->ready_at - mono_ms();
+    if (wait < 0)
+        wait = 0;
+    struct timeval tv = {(long)(wait / 1000), (long)(wait % 1000) * 1000};
+    evtimer_add(o->heap_timer, &tv);
+}
+
+/* ---- queues, tenants, ledger -------------------------------------------------------------- */
+
+static ob_tenant *tenant_get(outbox *o, const char *id)
+{
+    if (!id)
+        id = "";
+    unsigned b = hash_str(id);
+    for (ob_tenant *t = o->tenants[b]; t; t = t->hnext)
+        if (strcmp(t->id, id) == 0)
+            return t;
+    ob_tenant *t = calloc(1, sizeof *t);
+    if (!t || !(t->id = strdup(id))) {
+        free(t);
+        return NULL;
+    }
+    t->factor = 1.0;
+    t->o = o;
+    t->hnext = o->tenants[b];
+    o->tenants[b] = t;
+    return t;
+}
+
+static ob_queue *queue_get(outbox *o, const char *key, const char *tenant)
+{
+    unsigned b = hash_str(key);
+    for (ob_queue *q = o->queues[b]; q; q = q->hnext)
+        if (strcmp(q->key, key) == 0)
+            return q;
+    ob_queue *q = calloc(1, sizeof *q);
+    if (!q || !(q->key = strdup(key))) {
+        free(q);
+        return NULL;
+    }
+    q->heap_idx = -1;
+    q->tenant = tenant_get(o, tenant);
+    if (!q->tenant) {
+        free(q->key);
+        free(q);
+        return NULL;
+    }
+    q->hnext = o->queues[b];
+    o->queues[b] = q;
+    return q;
+}
+
+/* An idle, empty queue whose windows have all passed holds nothing worth its memory. */
+static void queue_maybe_drop(outbox *o, ob_queue *q)
+{
+    if (q->head || q->in_flight || q->waiting || q->deferred || q->heap_idx >= 0)
+        return;
+    if (q->lim.len && q->lim.t && mono_ms() - gov_conversation_windows[3].ms <
+                                      q->lim.t[(q->lim.head + q->lim.len - 1) % q->lim.cap])
+        return;                   /* its recent sends still count against the hour window */
+    unsigned b = hash_str(q->key);
+    for (ob_queue **pp = &o->queues[b]; *pp; pp = &(*pp)->hnext)
+        if (*pp == q) {
+            *pp = q->hnext;
+            break;
+        }
+    gov_limiter_free(&q->lim);
+    free(q->key);
+    free(q);
+}
+
+static ledger_entry *ledger_find(outbox *o, const char *conv)
+{
+    for (ledger_entry *e = o->ledger[hash_str(conv)]; e; e = e->next)
+        if (strcmp(e->conversation_id, conv) == 0)
+            return e;
+    return NULL;
+}
+
+static void ledger_set(outbox *o, const char *conv, const char *state)
+{
+    ledger_entry *e = ledger_find(o, conv);
+    if (!e) {
+        e = calloc(1, sizeof *e);
+        if (!e || !(e->conversation_id = strdup(conv))) {
+            free(e);
+            return;
+        }
+        unsigned b = hash_str(conv);
+        e->next = o->ledger[b];
+        o->ledger[b] = e;
+    }
+    snprintf(e->state, sizeof e->state, "%s", state);
+}
+
+static int load_ledger_entry(const char *conv, const char *state, void *ud)
+{
+    ledger_set(ud, conv, state);
+    return 0;
+}
+
+const char *outbox_ledger_state(outbox *o, const char *conversation_id)
+{
+    ledger_entry *e = conversation_id ? ledger_find(o, conversation_id) : NULL;
+    return e ? e->state : NULL;
+}
+
+/* ---- batch ------------------------------------------------------------------------------- */
+
+void outbox_touch_batch(outbox *o)
+{
+    if (!store_in_batch(o->st)) {
+        char *err = NULL;
+        if (store_batch_begin(o->st, &err) < 0) {
+            log_error("outbox: cannot open a batch: %s", err);
+            free(err);
+            return;
+        }
+        event_active(o->commit_ev, 0, 0);
+    }
+}
+
+static void schedule(outbox *o, ob_queue *q);
+
+void outbox_commit(outbox *o)
+{
+    if (store_in_batch(o->st)) {
+        char *err = NULL;
+        if (store_batch_commit(o->st, &err) < 0) {
+            /* the rows are gone with the rollback: their waiters learn it now */
+            log_error("outbox: commit failed: %s", err);
+            free(err);
+        }
+        o->stats.commits++;
+    }
+    ob_op *op = o->uncommitted;
+    o->uncommitted = o->uncommitted_tail = NULL;
+    while (op) {
+        ob_op *next = op->unext;
+        op->unext = NULL;
+        op->committed = 1;
+        if (op->q->head == op)
+            schedule(o, op->q);
+        op = next;
+    }
+}
+
+static void on_commit(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    outbox_commit(arg);
+}
+
+/* ---- finishing ----------------------------------------------------------------------------- */
+
+static void op_free(ob_op *op)
+{
+    free(op->conversation_id);
+    free(op->service_url);
+    free(op->target_id);
+    free(op->msg_key);
+    free(op->body);
+    free(op);
+}
+
+/* Finishing an op schedules the next one of its queue on the next loop turn, not on this stack:
+ * 10,000 sends to a blocked conversation then fail one by one without recursing. */
+static void defer_schedule(outbox *o, ob_queue *q)
+{
+    if (q->deferred)
+        return;
+    q->deferred = 1;
+    q->dnext = o->resched;
+    o->resched = q;
+    event_active(o->resched_ev, 0, 0);
+}
+
+static void on_resched(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    outbox *o = arg;
+    ob_queue *list = o->resched;
+    o->resched = NULL;
+    while (list) {
+        ob_queue *q = list;
+        list = q->dnext;
+        q->dnext = NULL;
+        q->deferred = 0;
+        schedule(o, q);
+        queue_maybe_drop(o, q);
+    }
+}
+
+/* Removes the queue head, records its final state, tells its waiter, schedules the next. */
+static void finish(outbox *o, ob_op *op, const char *state, long status, const char *code,
+                   const char *message, const connector_result *cr)
+{
+    ob_queue *q = op->q;
+    int64_t now = wall_ms();
+    char *err = NULL;
+    char extra[512] = "";
+    const char *result_id = cr ? (op->kind == OUTBOX_CREATE ? cr->conversation_id : cr->activity_id)
+                               : NULL;
+    if (cr && op->kind == OUTBOX_CREATE) {
+        json_t *x = json_pack("{s:s?, s:s?}", "activityId", cr->activity_id, "serviceUrl",
+                              cr->service_url);
+        char *s = x ? json_dumps(x, JSON_COMPACT) : NULL;
+        if (s)
+            snprintf(extra, sizeof extra, "%s", s);
+        free(s);
+        json_decref(x);
+    }
+    outbox_touch_batch(o);
+    if (store_outbox_finish(o->so, op->id, state, op->attempts, now, (int)status, code, message,
+                            result_id, extra[0] ? extra : NULL, &err) < 0) {
+        log_error("outbox: cannot record the final state of op %lld: %s", (long long)op->id, err);
+        free(err);
+        err = NULL;
+    }
+    if (strcmp(state, "sent") == 0) {
+        o->stats.sent++;
+        if (op->msg_key && op->conversation_id && cr && cr->activity_id &&
+            (op->kind == OUTBOX_SEND || op->kind == OUTBOX_REPLY || op->kind == OUTBOX_UPDATE) &&
+            store_key_put(o->so, op->conversation_id, op->msg_key, cr->activity_id, now, &err) < 0) {
+            log_error("outbox: cannot record message key: %s", err);
+            free(err);
+            err = NULL;
+        }
+    } else {
+        o->stats.failed++;
+    }
+    if (op->done) {
+        outbox_result r = {0};
+        r.op_id = op->id;
+        r.state = state;
+        r.code = code;
+        r.message = message;
+        r.status = status;
+        r.attempts = op->attempts;
+        if (cr) {
+            r.activity_id = cr->activity_id;
+            if (op->kind == OUTBOX_CREATE) {
+                r.conversation_id = cr->conversation_id;
+                r.service_url = cr->service_url;
+            }
+        }
+        if (!r.activity_id && op->kind == OUTBOX_UPDATE && strcmp(state, "sent") == 0)
+            r.activity_id = op->target_id;
+        op->done(&r, op->ud);
+    }
+    q->head = op->next;
+    if (!q->head)
+        q->tail = NULL;
+    o->stats.queued--;
+    op_free(op);
+    defer_schedule(o, q);
+}
+
+/* ---- attempts ---------------------------------------------------------------------------- */
+
+static void on_connector_done(const connector_result *res, void *ud);
+
+static int64_t backoff(const outbox *o, int attempts)
+{
+    int64_t d = o->cfg.backoff_base_ms;
+    for (int i = 1; i < attempts && d < o->cfg.backoff_max_ms; i++)
+        d *= 2;
+    if (d > o->cfg.backoff_max_ms)
+        d = o->cfg.backoff_max_ms;
+    /* full jitter over the upper half, so a burst of failures does not retry in lockstep */
+    return d / 2 + (int64_t)(random() % (d / 2 + 1));
+}
+
+static void retry(outbox *o, ob_op *op, long status, const char *code, const char *message,
+                  int64_t delay)
+{
+    int64_t now = wall_ms();
+    o->stats.retries++;
+    if (op->attempts >= o->cfg.max_attempts) {
+        char why[400];
+        snprintf(why, sizeof why, "gave up after %d attempts: %s", op->attempts,
+                 message ? message : code);
+        finish(o, op, "failed", status, code, why, NULL);
+        return;
+    }
+    if (now + delay > op->expires_wall) {
+        finish(o, op, "expired", status, code, "expired before another attempt was due", NULL);
+        return;
+    }
+    op->due_mono = mono_ms() + delay;
+    char *err = NULL;
+    outbox_touch_batch(o);
+    if (store_outbox_retry(o->so, op->id, op->attempts, now, (int)status, code, message,
+                           now + delay, &err) < 0) {
+        log_error("outbox: cannot record an attempt: %s", err);
+        free(err);
+    }
+    log_debug("outbox: op %lld %s, retry %d in %lld ms", (long long)op->id, code, op->attempts,
+              (long long)delay);
+    schedule(o, op->q);
+}
+
+static void attempt(outbox *o, ob_queue *q)
+{
+    ob_op *op = q->head;
+    int64_t now_mono = mono_ms();
+    if (wall_ms() > op->expires_wall) {
+        finish(o, op, "expired", 0, "expired", "expired before it could be attempted", NULL);
+        return;
+    }
+    /* an update or delete named by key resolves when its turn comes, after the send it names */
+    if (op->msg_key && !op->target_id &&
+        (op->kind == OUTBOX_UPDATE || op->kind == OUTBOX_DELETE)) {
+        char *id = NULL, *err = NULL;
+        int found = store_key_get(o->so, op->conversation_id, op->msg_key, &id, &err);
+        if (found == 1) {
+            op->target_id = id;
+        } else if (found == 0 && op->kind == OUTBOX_UPDATE && (op->flags & OUTBOX_SEND_IF_MISSING)) {
+            op->kind = OUTBOX_SEND;
+        } else {
+            char why[300];
+            snprintf(why, sizeof why, "no message was sent with key '%s'%s", op->msg_key,
+                     found < 0 ? " (store error)" : "");
+            free(err);
+            finish(o, op, "rejected", 0, "unknown_key", why, NULL);
+            return;
+        }
+    }
+    const char *ledger = outbox_ledger_state(o, op->conversation_id);
+    if (ledger && op->kind != OUTBOX_CREATE) {
+        int blocked = strcmp(ledger, "blocked") == 0;
+        finish(o, op, blocked ? "blocked" : "not_found", 0, blocked ? "blocked" : "not_found",
+               blocked ? "the conversation is blocked (ledger): the user has not been heard from since"
+                       : "the conversation is gone (ledger): not found on a previous send",
+               NULL);
+        return;
+    }
+    op->attempts++;
+    if (o->cfg.governor) {
+        gov_record(&q->lim, now_mono, gov_conversation_windows[3].max);
+        gov_record(&q->tenant->lim, now_mono, 1000);
+    }
+    char *err = NULL;
+    switch (op->kind) {
+    case OUTBOX_SEND:
+    case OUTBOX_REPLY:
+        op->call = connector_send(o->conn, op->service_url, op->conversation_id,
+                                  op->kind == OUTBOX_REPLY ? op->target_id : NULL, op->body,
+                                  op->body_len, on_connector_done, op, &err);
+        break;
+    case OUTBOX_UPDATE:
+        op->call = connector_update(o->conn, op->service_url, op->conversation_id, op->target_id,
+                                    op->body, op->body_len, on_connector_done, op, &err);
+        break;
+    case OUTBOX_DELETE:
+        op->call = connector_delete(o->conn, op->service_url, op->conversation_id, op->target_id,
+                                    on_connector_done, op, &err);
+        break;
+    case OUTBOX_CREATE:
+        op->call = connector_create_conversation(o->conn, op->service_url, op->body, op->body_len,
+                                                 on_connector_done, op, &err);
+        break;
+    }
+    if (!op->call) {
+        /* a call that cannot even start (bad URL) will not start next time either */
+        char why[300];
+        snprintf(why, sizeof why, "cannot start the call: %s", err ? err : "?");
+        free(err);
+        finish(o, op, "rejected", 0, "rejected", why, NULL);
+        return;
+    }
+    q->in_flight = 1;
+    o->stats.in_flight++;
+}
+
+/* The tenant's window, scaled down while it recovers from a 429. */
+static int64_t tenant_next(outbox *o, ob_tenant *t, int64_t now)
+{
+    if (t->factor < 1.0 && now - t->factor_since > 10000) {
+        t->factor = t->factor * 1.25 > 1.0 ? 1.0 : t->factor * 1.25;
+        t->factor_since = now;
+    }
+    int rps = (int)(o->cfg.tenant_rps * t->factor);
+    gov_window w = {1000, rps < 1 ? 1 : rps};
+    return gov_next(&t->lim, &w, 1, now);
+}
+
+static void arm_tenant(ob_tenant *t, int64_t at)
+{
+    int64_t wait = at - mono_ms();
+    if (wait < 0)
+        wait = 0;
+    struct timeval tv = {(long)(wait / 1000), (long)(wait % 1000) * 1000};
+    evtimer_add(t->timer, &tv);
+}
+
+static void on_tenant_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    ob_tenant *t = arg;
+    outbox *o = t->o;
+    while (t->wait_head) {
+        int64_t now = mono_ms();
+        int64_t next = tenant_next(o, t, now);
+        if (next > now) {
+            arm_tenant(t, next);
+            return;
+        }
+        ob_queue *q = t->wait_head;
+        t->wait_head = q->tnext;
+        if (!t->wait_head)
+            t->wait_tail = NULL;
+        q->tnext = NULL;
+        q->waiting = 0;
+        if (q->head && !q->in_flight)
+            attempt(o, q);
+    }
+}
+
+/* q's head is ready by its own limits: go now if the tenant allows, else queue behind it. */
+static void dispatch(outbox *o, ob_queue *q)
+{
+    ob_tenant *t = q->tenant;
+    if (!o->cfg.governor) {
+        attempt(o, q);
+        return;
+    }
+    int64_t now = mono_ms();
+    if (!t->wait_head && tenant_next(o, t, now) <= now) {
+        attempt(o, q);
+        return;
+    }
+    q->waiting = 1;
+    if (t->wait_tail) t->wait_tail->tnext = q; else t->wait_head = q;
+    t->wait_tail = q;
+    if (!t->timer)
+        t->timer = evtimer_new(o->base, on_tenant_timer, t);
+    if (t->timer && !evtimer_pending(t->timer, NULL))
+        arm_tenant(t, tenant_next(o, t, now));
+}
+
+/* Decides when q's head may go: now, or later through the heap. */
+static void schedule(outbox *o, ob_queue *q)
+{
+    if (!q->head || q->in_flight || q->waiting || !q->head->committed)
+        return;
+    int64_t now = mono_ms();
+    int64_t ready = q->head->due_mono;
+    if (o->cfg.governor) {
+        int64_t g = gov_next(&q->lim, gov_conversation_windows, 4, now);
+        if (g > ready)
+            ready = g;
+    }
+    if (ready <= now) {
+        heap_remove(o, q);
+        dispatch(o, q);
+        return;
+    }
+    q->ready_at = ready;
+    if (q->heap_idx >= 0) {
+        heap_down(o, q->heap_idx);
+        heap_up(o, q->heap_idx);
+    } else if (heap_push(o, q) < 0) {
+        log_error("outbox: out of memory scheduling a queue");
+        return;
+    }
+    if (o->heap[0] == q)
+        arm_heap_timer(o);
+}
+
+/* Expired timers move everything due before any attempt runs, like libuv's timer phase. */
+static void on_heap_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    outbox *o = arg;
+    int64_t now = mono_ms();
+    ob_queue *due = NULL;
+    while (o->heap_len && o->heap[0]->ready_at <= now) {
+        ob_queue *q = o->heap[0];
+        heap_remove(o, q);
+        q->tnext = due;           /* borrowed as a list link; cleared below */
+        due = q;
+    }
+    while (due) {
+        ob_queue *q = due;
+        due = q->tnext;
+        q->tnext = NULL;
+        schedule(o, q);
+    }
+    arm_heap_timer(o);
+}
+
+static void on_connector_done(const connector_result *res, void *ud)
+{
+    ob_op *op = ud;
+    ob_queue *q = op->q;
+    outbox *o = NULL;
+    /* the queue's tenant knows its outbox */
+    o = q->tenant->o;
+    op->call = NULL;
+    q->in_flight = 0;
+    o->stats.in_flight--;
+    if (res->ok) {
+        finish(o, op, "sent", res->status, NULL, NULL, res);
+        return;
+    }
+    const char *code = res->code ? res->code : "rejected";
+    long st = res->status;
+    if (strcmp(code, CONNECTOR_THROTTLED) == 0) {
+        o->stats.throttled++;
+        int64_t ra = outbox_parse_retry_after(res->retry_after, wall_ms());
+        int64_t delay = backoff(o, op->attempts);
+        if (ra > delay)
+            delay = ra;
+        ob_tenant *t = q->tenant;
+        t->factor = t->factor * 0.5 < 0.1 ? 0.1 : t->factor * 0.5;
+        t->factor_since = mono_ms();
+        log_warn("outbox: 429 from the connector conversation=%s retry_in=%lld ms; slowing tenant "
+                 "%s to %.0f%%", op->conversation_id ? op->conversation_id : "-", (long long)delay,
+                 t->id, t->factor * 100);
+        retry(o, op, st, code, res->message, delay);
+        return;
+    }
+    int transient = strcmp(code, CONNECTOR_TIMEOUT) == 0 || strcmp(code, CONNECTOR_NETWORK) == 0 ||
+                    strcmp(code, CONNECTOR_AUTH) == 0 || st == 412 || st == 500 || st == 502 ||
+                    st == 503 || st == 504;
+    if (transient) {
+        retry(o, op, st, code, res->message, backoff(o, op->attempts));
+        return;
+    }
+    if (strcmp(code, CONNECTOR_BLOCKED) == 0) {
+        if (op->conversation_id) {
+            char *err = NULL;
+            outbox_touch_batch(o);
+            if (store_ledger_mark(o->so, op->conversation_id, "blocked", res->error_sub_code
+                                  ? res->error_sub_code : res->error_code, res->message,
+                                  wall_ms(), &err) < 0) {
+                log_error("outbox: cannot mark the ledger: %s", err);
+                free(err);
+            }
+            ledger_set(o, op->conversation_id, "blocked");
+            log_info("conversation blocked conversation=%s reason=%s", op->conversation_id,
+                     res->message);
+        }
+        finish(o, op, "blocked", st, code, res->message, NULL);
+        return;
+    }
+    if (strcmp(code, CONNECTOR_NOT_FOUND) == 0) {
+        int gone = op->conversation_id &&
+                   (op->kind == OUTBOX_SEND || op->kind == OUTBOX_REPLY ||
+                    (res->error_code && strcasecmp(res->error_code, "ConversationNotFound") == 0));
+        if (gone) {
+            char *err = NULL;
+            outbox_touch_batch(o);
+            if (store_ledger_mark(o->so, op->conversation_id, "gone", res->error_code, res->message,
+                                  wall_ms(), &err) < 0) {
+                log_error("outbox: cannot mark the ledger: %s", err);
+                free(err);
+            }
+            ledger_set(o, op->conversation_id, "gone");
+        }
+        finish(o, op, "not_found", st, code, res->message, NULL);
+        return;
+    }
+    finish(o, op, "rejected", st, code, res->message, NULL);
+}
+
+/* Old finished rows go in bounded chunks, so a purge never holds the loop for long. */
+static void on_purge(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    outbox *o = arg;
+    int64_t before = wall_ms() - o->cfg.retention_ms;
+    for (int round = 0; round < 10; round++) {
+        char *err = NULL;
+        outbox_touch_batch(o);
+        int n = store_outbox_purge(o->so, before, 2000, &err);
+        if (n < 0) {
+            log_error("outbox: purge failed: %s", err);
+            free(err);
+            return;
+        }
+        outbox_commit(o);
+        if (n < 2000)
+            return;
+    }
+}
+
+/* ---- public ------------------------------------------------------------------------------ */
+
+static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
+
+static ob_op *op_new(outbox *o, int64_t id, enum outbox_kind kind, const char *queue,
+                     const char *tenant, const char *conv, const char *service_url,
+                     const char *target, const char *key, const char *body, size_t body_len,
+                     int flags)
+{
+    ob_op *op = calloc(1, sizeof *op);
+    if (!op)
+        return NULL;
+    op->id = id;
+    op->kind = kind;
+    op->conversation_id = dup_or_null(conv);
+    op->service_url = dup_or_null(service_url);
+    op->target_id = dup_or_null(target);
+    op->msg_key = dup_or_null(key);
+    op->flags = flags;
+    if (body) {
+        op->body = malloc(body_len + 1);
+        if (op->body) {
+            memcpy(op->body, body, body_len);
+            op->body[body_len] = 0;
+        }
+        op->body_len = body_len;
+    }
+    op->q = queue_get(o, queue, tenant);
+    if (!op->q || !op->service_url || (body && !op->body) || (conv && !op->conversation_id)) {
+        op_free(op);
+        return NULL;
+    }
+    if (op->q->tail) op->q->tail->next = op; else op->q->head = op;
+    op->q->tail = op;
+    o->stats.queued++;
+    return op;
+}
+
+static int load_op(const store_op *s, void *ud)
+{
+    outbox *o = ud;
+    enum outbox_kind kind = OUTBOX_SEND;
+    for (int i = 0; i < 5; i++)
+        if (strcmp(s->kind, kind_names[i]) == 0)
+            kind = (enum outbox_kind)i;
+    ob_op *op = op_new(o, s->id, kind, s->queue, s->tenant_id, s->conversation_id, s->service_url,
+                       s->target_id, s->msg_key, s->body, s->body ? strlen(s->body) : 0, s->flags);
+    if (!op) {
+        log_error("outbox: cannot load op %lld", (long long)s->id);
+        return 0;
+    }
+    op->attempts = s->attempts;
+    op->expires_wall = s->expires_at;
+    int64_t wait = s->next_attempt_at - wall_ms();
+    op->due_mono = mono_ms() + (wait > 0 ? wait : 0);
+    op->committed = 1;
+    return 0;
+}
+
+outbox *outbox_new(struct event_base *base, store *st, connector *conn, const outbox_config *cfg,
+                   char **err)
+{
+    outbox *o = calloc(1, sizeof *o);
+    if (!o) {
+        *err = strdup("out of memory");
+        return NULL;
+    }
+    o->base = base;
+    o->st = st;
+    o->conn = conn;
+    o->cfg = *cfg;
+    if (o->cfg.tenant_rps <= 0) o->cfg.tenant_rps = 50;
+    if (o->cfg.max_attempts <= 0) o->cfg.max_attempts = 8;
+    if (o->cfg.max_age_ms <= 0) o->cfg.max_age_ms = 3600 * 1000;
+    if (o->cfg.backoff_base_ms <= 0) o->cfg.backoff_base_ms = 1000;
+    if (o->cfg.backoff_max_ms <= 0) o->cfg.backoff_max_ms = 60000;
+    if (o->cfg.retention_ms <= 0) o->cfg.retention_ms = 7LL * 86400 * 1000;
+    o->queues = calloc(NBUCKETS, sizeof *o->queues);
+    o->tenants = calloc(NBUCKETS, sizeof *o->tenants);
+    o->ledger = calloc(NBUCKETS, sizeof *o->ledger);
+    o->heap_timer = evtimer_new(base, on_heap_timer, o);
+    o->commit_ev = event_new(base, -1, 0, on_commit, o);
+    o->resched_ev = event_new(base, -1, 0, on_resched, o);
+    o->purge_timer = event_new(base, -1, EV_PERSIST, on_purge, o);
+    if (!o->purge_timer || !o->resched_ev || !o->queues || !o->tenants || !o->ledger || !o->heap_timer || !o->commit_ev ||
+        !(o->so = store_outbox_open(st, err))) {
+        if (!*err)
+            *err = strdup("out of memory");
+        outbox_free(o);
+        return NULL;
+    }
+    srandom((unsigned)(wall_ms() ^ (int64_t)getpid()));
+    if (store_ledger_load(o->so, load_ledger_entry, o, err) < 0 ||
+        store_outbox_load(o->so, load_op, o, err) < 0) {
+        outbox_free(o);
+        return NULL;
+    }
+    struct timeval minute = {60, 0};
+    event_add(o->purge_timer, &minute);
+    if (o->stats.queued)
+        log_info("outbox: resuming %llu queued operation(s) from the database",
+                 (unsigned long long)o->stats.queued);
+    for (int b = 0; b < NBUCKETS; b++)
+        for (ob_queue *q = o->queues[b]; q; q = q->hnext)
+            schedule(o, q);
+    return o;
+}
+
+void outbox_free(outbox *o)
+{
+    if (!o)
+        return;
+    for (int b = 0; o->queues && b < NBUCKETS; b++) {
+        ob_queue *q = o->queues[b];
+        while (q) {
+            ob_queue *n = q->hnext;
+            ob_op *op = q->head;
+            while (op) {
+                ob_op *next = op->next;
+                if (op->call)
+                    connector_cancel(op->call);
+                op_free(op);
+                op = next;
+            }
+            gov_limiter_free(&q->lim);
+            free(q->key);
+            free(q);
+            q = n;
+        }
+    }
+    for (int b = 0; o->tenants && b < NBUCKETS; b++) {
+        ob_tenant *t = o->tenants[b];
+        while (t) {
+            ob_tenant *n = t->hnext;
+            if (t->timer)
+                event_free(t->timer);
+            gov_limiter_free(&t->lim);
+            free(t->id);
+            free(t);
+            t = n;
+        }
+    }
+    for (int b = 0; o->ledger && b < NBUCKETS; b++) {
+        ledger_entry *e = o->ledger[b];
+        while (e) {
+            ledger_entry *n = e->next;
+            free(e->conversation_id);
+            free(e);
+            e = n;
+        }
+    }
+    if (o->st && store_in_batch(o->st)) {
+        char *err = NULL;
+        if (store_batch_commit(o->st, &err) < 0)
+            free(err);
+    }
+    store_outbox_close(o->so);
+    if (o->heap_timer)
+        event_free(o->heap_timer);
+    if (o->commit_ev)
+        event_free(o->commit_ev);
+    if (o->resched_ev)
+        event_free(o->resched_ev);
+    if (o->purge_timer)
+        event_free(o->purge_timer);
+    free(o->heap);
+    free(o->queues);
+    free(o->tenants);
+    free(o->ledger);
+    free(o);
+}
+
+int64_t outbox_enqueue(outbox *o, const outbox_spec *spec, outbox_done_fn done, void *ud,
+                       char **err)
+{
+    const char *queue = spec->queue ? spec->queue : spec->conversation_id;
+    if (!queue || !spec->service_url) {
+        *err = strdup("outbox: an operation needs a conversation (or queue) and a service URL");
+        return -1;
+    }
+    int64_t now = wall_ms();
+    store_op row = {0};
+    row.kind = kind_names[spec->kind];
+    row.queue = queue;
+    row.conversation_id = spec->conversation_id;
+    row.service_url = spec->service_url;
+    row.tenant_id = spec->tenant_id;
+    row.target_id = spec->target_id;
+    row.msg_key = spec->msg_key;
+    row.body = spec->body;
+    row.flags = spec->flags;
+    row.next_attempt_at = now;
+    row.created_at = now;
+    row.expires_at = now + o->cfg.max_age_ms;
+    outbox_touch_batch(o);
+    if (store_outbox_insert(o->so, &row, err) < 0)
+        return -1;
+    ob_op *op = op_new(o, row.id, spec->kind, queue, spec->tenant_id, spec->conversation_id,
+                       spec->service_url, spec->target_id, spec->msg_key, spec->body,
+                       spec->body_len, spec->flags);
+    if (!op) {
+        *err = strdup("outbox: out of memory");
+        return -1;
+    }
+    op->expires_wall = row.expires_at;
+    op->due_mono = mono_ms();
+    op->done = done;
+    op->ud = ud;
+    if (o->uncommitted_tail) o->uncommitted_tail->unext = op; else o->uncommitted = op;
+    o->uncommitted_tail = op;
+    return row.id;
+}
+
+void outbox_unwatch(outbox *o, void *ud)
+{
+    for (int b = 0; b < NBUCKETS; b++)
+        for (ob_queue *q = o->queues[b]; q; q = q->hnext)
+            for (ob_op *op = q->head; op; op = op->next)
+                if (op->ud == ud) {
+                    op->done = NULL;
+                    op->ud = NULL;
+                }
+}
+
+void outbox_heard_from(outbox *o, const char *conversation_id)
+{
+    unsigned b = hash_str(conversation_id);
+    for (ledger_entry **pp = &o->ledger[b]; *pp; pp = &(*pp)->next) {
+        ledger_entry *e = *pp;
+        if (strcmp(e->conversation_id, conversation_id) != 0)
+            continue;
+        *pp = e->next;
+        char *err = NULL;
+        outbox_touch_batch(o);
+        if (store_ledger_clear(o->so, conversation_id, wall_ms(), &err) < 0) {
+            log_error("outbox: cannot clear the ledger: %s", err);
+            free(err);
+        }
+        log_info("conversation heard from again; %s mark cleared conversation=%s", e->state,
+                 conversation_id);
+        free(e->conversation_id);
+        free(e);
+        return;
+    }
+}
+
+void outbox_get_stats(const outbox *o, outbox_stats *out) { *out = o->stats; }
+
+int64_t outbox_parse_retry_after(const char *v, int64_t now_wall_ms)
+{
+    if (!v || !*v)
+        return -1;
+    char *end;
+    double secs = strtod(v, &end);
+    while (*end == ' ')
+        end++;
+    if (end != v && !*end && secs >= 0)
+        return (int64_t)(secs * 1000);
+    struct tm tm = {0};
+    const char *p = strptime(v, "%a, %d %b %Y %H:%M:%S GMT", &tm);
+    if (!p)
+        return -1;
+    int64_t at = (int64_t)timegm(&tm) * 1000;
+    return at > now_wall_ms ? at - now_wall_ms : 0;
+}

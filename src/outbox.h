@@ -1,0 +1,88 @@
+/* outbox.h — the only way out: every create/send/reply/update/delete is a durable row before its
+ * first attempt, then paced by the governor, attempted, retried and finished in a final state. */
+#ifndef HERALD_OUTBOX_H
+#define HERALD_OUTBOX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct event_base;
+typedef struct store store;
+typedef struct connector connector;
+typedef struct outbox outbox;
+
+enum outbox_kind { OUTBOX_SEND, OUTBOX_REPLY, OUTBOX_UPDATE, OUTBOX_DELETE, OUTBOX_CREATE };
+
+/* flags */
+#define OUTBOX_SEND_IF_MISSING 1  /* update of an unknown key sends a new message instead */
+
+typedef struct outbox_config {
+    int governor;                 /* 0: no pacing (benchmarks against a null connector) */
+    int tenant_rps;               /* per app per tenant, default 50 */
+    int max_attempts;             /* default 8 */
+    int64_t max_age_ms;           /* an operation older than this expires, default 1 h */
+    int64_t backoff_base_ms;      /* first retry delay, default 1000 */
+    int64_t backoff_max_ms;       /* default 60000 */
+    int64_t retention_ms;         /* finished operations are kept this long, default 7 days */
+} outbox_config;
+
+typedef struct outbox_spec {
+    enum outbox_kind kind;
+    const char *conversation_id;  /* NULL for create */
+    const char *service_url;
+    const char *tenant_id;
+    const char *target_id;        /* reply-to / updated / deleted activity id */
+    const char *msg_key;          /* send: record under this key; update/delete: resolve it */
+    const char *queue;            /* ordering key; defaults to conversation_id */
+    const char *body;             /* JSON */
+    size_t body_len;
+    int flags;
+} outbox_spec;
+
+typedef struct outbox_result {
+    int64_t op_id;
+    const char *state;            /* sent | blocked | not_found | rejected | expired | failed */
+    const char *code;             /* NULL when sent; else a stable code (blocked, not_found, ...) */
+    const char *message;
+    long status;                  /* last HTTP status, 0 if none */
+    const char *activity_id;      /* sent message / created thread's first message */
+    const char *conversation_id;  /* create */
+    const char *service_url;      /* create, when the connector named one */
+    int attempts;
+} outbox_result;
+
+typedef void (*outbox_done_fn)(const outbox_result *res, void *ud);
+
+/* Loads queued operations left by a previous run and schedules them. NULL with *err on failure. */
+outbox *outbox_new(struct event_base *base, store *st, connector *conn, const outbox_config *cfg,
+                   char **err);
+void outbox_free(outbox *o);
+
+/* Persists the operation (in the current batch) and schedules it once the batch commits. done
+ * (optional) runs once with the final result. Returns the operation id, or -1 with *err set. */
+int64_t outbox_enqueue(outbox *o, const outbox_spec *spec, outbox_done_fn done, void *ud,
+                       char **err);
+
+/* Forgets the waiter ud (its task went away); the operation itself goes on. */
+void outbox_unwatch(outbox *o, void *ud);
+
+/* Commits the open batch and starts what it made durable. Called at the end of a loop turn. */
+void outbox_commit(outbox *o);
+/* Opens (if needed) the batch and schedules its commit for the end of this loop turn. */
+void outbox_touch_batch(outbox *o);
+
+/* A conversation was heard from: clears its blocked/gone mark. */
+void outbox_heard_from(outbox *o, const char *conversation_id);
+/* Returns "blocked" / "gone" / NULL. */
+const char *outbox_ledger_state(outbox *o, const char *conversation_id);
+
+typedef struct outbox_stats {
+    uint64_t queued, in_flight, sent, failed, retries, throttled;
+    int64_t commits;
+} outbox_stats;
+void outbox_get_stats(const outbox *o, outbox_stats *out);
+
+/* Milliseconds to wait for a Retry-After value (delta seconds or an HTTP date); -1 if unusable. */
+int64_t outbox_parse_retry_after(const char *v, int64_t now_wall_ms);
+
+#endif

@@ -1,0 +1,60 @@
+/* store_outbox.h — the outbox's tables in SQLite: operations and their attempts, message keys,
+ * and the blocked/gone ledger. Prepared statements only; writes join the store's batch. */
+#ifndef HERALD_STORE_OUTBOX_H
+#define HERALD_STORE_OUTBOX_H
+
+#include <stdint.h>
+
+typedef struct store store;
+typedef struct store_outbox store_outbox;
+
+typedef struct store_op {
+    int64_t id;                   /* set by insert */
+    const char *kind;             /* send | reply | update | delete | create */
+    const char *queue;            /* ordering key */
+    const char *conversation_id;
+    const char *service_url;
+    const char *tenant_id;
+    const char *target_id;
+    const char *msg_key;
+    const char *body;
+    int flags;
+    int attempts;
+    int64_t next_attempt_at, created_at, expires_at;   /* unix ms */
+} store_op;
+
+store_outbox *store_outbox_open(store *s, char **err);
+void store_outbox_close(store_outbox *o);
+
+/* Each returns 0, or -1 with *err (malloc'd). */
+int store_outbox_insert(store_outbox *o, store_op *op, char **err);
+/* Records a failed attempt and when the next one is due. */
+int store_outbox_retry(store_outbox *o, int64_t op_id, int attempts, int64_t at, int status,
+                       const char *code, const char *error, int64_t next_attempt_at, char **err);
+/* Records the final attempt (status may be 0 for no attempt) and the final state. */
+int store_outbox_finish(store_outbox *o, int64_t op_id, const char *state, int attempts,
+                        int64_t at, int status, const char *code, const char *error,
+                        const char *result_id, const char *result_extra, char **err);
+/* Calls fn for every queued op in id order (restart); stops when fn returns non-zero. */
+int store_outbox_load(store_outbox *o, int (*fn)(const store_op *op, void *ud), void *ud,
+                      char **err);
+
+/* Message keys: 1 found (*activity_id malloc'd), 0 not found, -1 error. */
+int store_key_get(store_outbox *o, const char *conversation_id, const char *key,
+                  char **activity_id, char **err);
+int store_key_put(store_outbox *o, const char *conversation_id, const char *key,
+                  const char *activity_id, int64_t now, char **err);
+
+/* Ledger: a conversation marked blocked or gone, with who and when; cleared when heard from. */
+int store_ledger_mark(store_outbox *o, const char *conversation_id, const char *state,
+                      const char *code, const char *message, int64_t at, char **err);
+int store_ledger_clear(store_outbox *o, const char *conversation_id, int64_t at, char **err);
+/* Calls fn for every active (uncleared) ledger entry. */
+int store_ledger_load(store_outbox *o, int (*fn)(const char *conversation_id, const char *state,
+                                                 void *ud), void *ud, char **err);
+
+/* Deletes up to limit finished operations (and their attempts) finished before `before`.
+ * Returns the number of rows deleted, or -1 with *err. */
+int store_outbox_purge(store_outbox *o, int64_t before, int limit, char **err);
+
+#endif
