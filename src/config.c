@@ -27,6 +27,9 @@ const char *config_usage(void)
 {
     return "usage: herald run [--dev] [--listen HOST:PORT] [--db PATH] [--log-level LEVEL] SCRIPT.lua\n"
            "       herald check [flags] SCRIPT.lua   print the configuration that run would use\n"
+           "       herald outbox     [--json] (--db PATH | SCRIPT.lua)   counts per state, pacing per tenant\n"
+           "       herald blocked    [--csv|--json] (--db PATH | SCRIPT.lua)   who blocked or uninstalled\n"
+           "       herald deliveries [--since S|ISO8601] [--csv|--json] (--db PATH | SCRIPT.lua)\n"
            "       herald --help | --version\n"
            "\n"
            "  run SCRIPT.lua        serve Bot Framework activities at POST /api/messages and run the bot\n"
@@ -196,7 +199,10 @@ int config_load(config *cfg, int argc, char **argv, char **err)
         *err = fmt_err("no command given");
         return -1;
     }
-    if (strcmp(argv[i], "run") != 0 && strcmp(argv[i], "check") != 0) {
+    int report = strcmp(argv[i], "outbox") == 0 || strcmp(argv[i], "blocked") == 0 ||
+                 strcmp(argv[i], "deliveries") == 0;
+    cfg->format = "text";
+    if (strcmp(argv[i], "run") != 0 && strcmp(argv[i], "check") != 0 && !report) {
         *err = fmt_err("unknown command '%s'", argv[i]);
         return -1;
     }
@@ -214,6 +220,17 @@ int config_load(config *cfg, int argc, char **argv, char **err)
         }
         if (strcmp(a, "--dev") == 0 && !val) {
             cfg->dev = 1;
+        } else if (report && (strcmp(a, "--json") == 0 || strcmp(a, "--csv") == 0) && !val) {
+            cfg->format = a + 2;
+        } else if (report && strcmp(a, "--since") == 0) {
+            if (!val) {
+                if (i + 1 >= argc) {
+                    *err = fmt_err("--since needs a value (seconds ago, or an ISO 8601 time)");
+                    return -1;
+                }
+                val = argv[++i];
+            }
+            cfg->since = val;
         } else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             fputs(config_usage(), stdout);
             return 1;
@@ -243,6 +260,15 @@ int config_load(config *cfg, int argc, char **argv, char **err)
             *err = fmt_err("unexpected argument '%s' (one script only)", a);
             return -1;
         }
+    }
+    if (report && !cfg->script) {
+        if (!db_env || !*db_env) {
+            *err = fmt_err("'%s' needs --db PATH (or the bot script, whose directory holds herald.db)",
+                           cfg->command);
+            return -1;
+        }
+        cfg->db_path = strdup(db_env);
+        return apply_cloud(cfg, err);
     }
     if (!cfg->script) {
         *err = fmt_err("'%s' needs a bot script, e.g. herald run bot.lua", cfg->command);

@@ -9,6 +9,7 @@
 #include "log.h"
 #include "outbox.h"
 #include "redelivery.h"
+#include "report.h"
 #include "runtime.h"
 #include "store.h"
 #include "task.h"
@@ -291,6 +292,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "herald: unknown log level '%s' (debug, info, warn, error)\n", cfg.log_level);
         config_free(&cfg);
         return 2;
+    }
+    if (strcmp(cfg.command, "outbox") == 0 || strcmp(cfg.command, "blocked") == 0 ||
+        strcmp(cfg.command, "deliveries") == 0) {
+        rc = report_run(&cfg);
+        config_free(&cfg);
+        return rc;
     }
     if (config_validate(&cfg, &err) < 0) {
         fprintf(stderr, "herald: %s\n", err);

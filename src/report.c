@@ -1,0 +1,330 @@
+/* report.c — the operator commands `herald outbox`, `herald blocked` and `herald deliveries`:
+ * read-only queries on the database (safe while herald runs: WAL), as text, JSON or CSV. */
+#include "report.h"
+#include "config.h"
+
+#include <jansson.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+static int64_t now_ms(void)
+{
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+}
+
+static void iso_time(int64_t ms, char out[32])
+{
+    if (ms <= 0) {
+        strcpy(out, "-");
+        return;
+    }
+    time_t s = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&s, &tm);
+    strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+/* One CSV field per RFC 4180: quoted when it holds a comma, quote or line break. */
+static void csv_field(FILE *out, const char *s, int last)
+{
+    if (!s)
+        s = "";
+    if (strpbrk(s, ",\"\r\n")) {
+        fputc('"', out);
+        for (; *s; s++) {
+            if (*s == '"')
+                fputc('"', out);
+            fputc(*s, out);
+        }
+        fputc('"', out);
+    } else {
+        fputs(s, out);
+    }
+    fputs(last ? "\n" : ",", out);
+}
+
+static const char *col(sqlite3_stmt *st, int i) { return (const char *)sqlite3_column_text(st, i); }
+
+static json_t *json_str_or_null(const char *s) { return s ? json_string(s) : json_null(); }
+
+static int prepare(sqlite3 *db, const char *sql, sqlite3_stmt **st)
+{
+    if (sqlite3_prepare_v2(db, sql, -1, st, NULL) != SQLITE_OK) {
+        fprintf(stderr, "herald: query failed: %s\n", sqlite3_errmsg(db));
+        return -1;
+    }
+    return 0;
+}
+
+static void dump_json(json_t *j)
+{
+    char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    if (s) {
+        puts(s);
+        free(s);
+    }
+    json_decref(j);
+}
+
+static int report_outbox(sqlite3 *db, const config *cfg)
+{
+    sqlite3_stmt *st = NULL;
+    int64_t now = now_ms();
+    json_t *states = json_object(), *tenants = json_array();
+    static const char *const order[] = {"queued", "sent", "blocked", "not_found", "rejected",
+                                        "expired", "failed"};
+    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++)
+        json_object_set_new(states, order[i], json_integer(0));
+    if (prepare(db, "SELECT state, count(*) FROM outbox GROUP BY state", &st) < 0)
+        goto fail;
+    while (sqlite3_step(st) == SQLITE_ROW)
+        json_object_set_new(states, col(st, 0), json_integer(sqlite3_column_int64(st, 1)));
+    sqlite3_finalize(st);
+    if (prepare(db, "SELECT min(created_at) FROM outbox WHERE state = 'queued'", &st) < 0)
+        goto fail;
+    int64_t oldest = 0;
+    if (sqlite3_step(st) == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
+        oldest = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    if (prepare(db,
+                "SELECT t, sum(q), sum(s), sum(th) FROM ("
+                " SELECT coalesce(tenant_id, '') t, state = 'queued' q,"
+                "  state = 'sent' AND finished_at >= ?1 s, 0 th FROM outbox"
+                " UNION ALL"
+                " SELECT coalesce(o.tenant_id, ''), 0, 0, 1 FROM outbox_attempts a"
+                "  JOIN outbox o ON o.id = a.op_id WHERE a.at >= ?2 AND a.status = 429)"
+                " GROUP BY t HAVING sum(q) > 0 OR sum(s) > 0 OR sum(th) > 0 ORDER BY t",
+                &st) < 0)
+        goto fail;
+    sqlite3_bind_int64(st, 1, now - 60000);
+    sqlite3_bind_int64(st, 2, now - 3600000);
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        json_t *t = json_object();
+        json_object_set_new(t, "tenant", json_string(col(st, 0)));
+        json_object_set_new(t, "queued", json_integer(sqlite3_column_int64(st, 1)));
+        json_object_set_new(t, "sent_last_60s", json_integer(sqlite3_column_int64(st, 2)));
+        json_object_set_new(t, "rate_per_s", json_real((double)sqlite3_column_int64(st, 2) / 60.0));
+        json_object_set_new(t, "throttled_last_hour", json_integer(sqlite3_column_int64(st, 3)));
+        json_array_append_new(tenants, t);
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    if (strcmp(cfg->format, "json") == 0) {
+        json_t *root = json_object();
+        json_object_set_new(root, "states", states);
+        json_object_set_new(root, "oldest_queued_age_s",
+                            oldest ? json_real((double)(now - oldest) / 1000.0) : json_null());
+        json_object_set_new(root, "tenants", tenants);
+        dump_json(root);
+        return 0;
+    }
+    printf("outbox of %s\n\n  %-10s %10s\n", cfg->db_path, "state", "count");
+    const char *k;
+    json_t *v;
+    json_object_foreach(states, k, v)
+        printf("  %-10s %10lld\n", k, (long long)json_integer_value(v));
+    if (oldest)
+        printf("\n  oldest queued: %.1f s ago\n", (double)(now - oldest) / 1000.0);
+    else
+        printf("\n  nothing queued\n");
+    if (json_array_size(tenants)) {
+        printf("\n  %-38s %8s %12s %8s %14s\n", "tenant", "queued", "sent (60 s)", "rate/s",
+               "429s (1 h)");
+        size_t i;
+        json_array_foreach(tenants, i, v) {
+            const char *t = json_string_value(json_object_get(v, "tenant"));
+            printf("  %-38s %8lld %12lld %8.1f %14lld\n", *t ? t : "(unknown)",
+                   (long long)json_integer_value(json_object_get(v, "queued")),
+                   (long long)json_integer_value(json_object_get(v, "sent_last_60s")),
+                   json_real_value(json_object_get(v, "rate_per_s")),
+                   (long long)json_integer_value(json_object_get(v, "throttled_last_hour")));
+        }
+    }
+    json_decref(states);
+    json_decref(tenants);
+    return 0;
+fail:
+    sqlite3_finalize(st);
+    json_decref(states);
+    json_decref(tenants);
+    return 1;
+}
+
+static int report_blocked(sqlite3 *db, const config *cfg)
+{
+    sqlite3_stmt *st;
+    if (prepare(db,
+                "SELECT conversation_id, state, user_id, user_aad_id, user_name, tenant_id, at"
+                " FROM ledger WHERE cleared_at IS NULL"
+                " UNION ALL"
+                " SELECT id, 'uninstalled', user_id, user_aad_id, user_name, tenant_id, uninstalled_at"
+                " FROM conversations WHERE installed = 0 AND id NOT IN"
+                "  (SELECT conversation_id FROM ledger WHERE cleared_at IS NULL)"
+                " ORDER BY 7 DESC",
+                &st) < 0)
+        return 1;
+    int json = strcmp(cfg->format, "json") == 0, csv = strcmp(cfg->format, "csv") == 0;
+    json_t *arr = json ? json_array() : NULL;
+    if (csv)
+        fputs("conversation,state,user_id,user_aad_object_id,user_name,tenant,since\n", stdout);
+    else if (!json)
+        printf("%-40s %-12s %-30s %-24s %s\n", "conversation", "state", "user", "tenant", "since");
+    int n = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        char since[32];
+        iso_time(sqlite3_column_int64(st, 6), since);
+        n++;
+        if (json) {
+            json_t *o = json_object();
+            json_object_set_new(o, "conversation", json_str_or_null(col(st, 0)));
+            json_object_set_new(o, "state", json_str_or_null(col(st, 1)));
+            json_object_set_new(o, "user_id", json_str_or_null(col(st, 2)));
+            json_object_set_new(o, "user_aad_object_id", json_str_or_null(col(st, 3)));
+            json_object_set_new(o, "user_name", json_str_or_null(col(st, 4)));
+            json_object_set_new(o, "tenant", json_str_or_null(col(st, 5)));
+            json_object_set_new(o, "since", json_string(since));
+            json_array_append_new(arr, o);
+        } else if (csv) {
+            for (int i = 0; i < 6; i++)
+                csv_field(stdout, col(st, i), 0);
+            csv_field(stdout, since, 1);
+        } else {
+            const char *who = col(st, 4) ? col(st, 4) : col(st, 3) ? col(st, 3) : col(st, 2);
+            printf("%-40s %-12s %-30s %-24s %s\n", col(st, 0), col(st, 1), who ? who : "-",
+                   col(st, 5) ? col(st, 5) : "-", since);
+        }
+    }
+    sqlite3_finalize(st);
+    if (json)
+        dump_json(arr);
+    else if (!csv && n == 0)
+        puts("(nobody has blocked or uninstalled the bot)");
+    return 0;
+}
+
+/* --since: seconds ago ("3600") or an ISO 8601 UTC time ("2026-11-21T09:00:00Z"). */
+static int parse_since(const char *s, int64_t *out)
+{
+    char *end;
+    long long secs = strtoll(s, &end, 10);
+    if (*s && !*end && secs >= 0) {
+        *out = now_ms() - secs * 1000;
+        return 0;
+    }
+    struct tm tm = {0};
+    const char *p = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (!p || (*p && strcmp(p, "Z") != 0))
+        return -1;
+    *out = (int64_t)timegm(&tm) * 1000;
+    return 0;
+}
+
+static int report_deliveries(sqlite3 *db, const config *cfg)
+{
+    int64_t since = 0;
+    if (cfg->since && parse_since(cfg->since, &since) < 0) {
+        fprintf(stderr, "herald: --since wants seconds ago or an ISO 8601 UTC time, got '%s'\n",
+                cfg->since);
+        return 2;
+    }
+    sqlite3_stmt *st;
+    if (prepare(db,
+                "SELECT id, kind, conversation_id, state, attempts, created_at, finished_at,"
+                " last_status, last_code, last_error, result_id FROM outbox"
+                " WHERE created_at >= ?1 ORDER BY id",
+                &st) < 0)
+        return 1;
+    sqlite3_bind_int64(st, 1, since);
+    int json = strcmp(cfg->format, "json") == 0, csv = strcmp(cfg->format, "csv") == 0;
+    json_t *arr = json ? json_array() : NULL;
+    if (csv)
+        fputs("id,kind,conversation,state,attempts,created_at,finished_at,status,code,error,"
+              "result_id\n", stdout);
+    else if (!json)
+        printf("%8s %-7s %-36s %-10s %4s %-20s %-20s %6s %s\n", "id", "kind", "conversation",
+               "state", "att", "created", "finished", "status", "code / result");
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        char created[32], finished[32], id[24], attempts[12], status[12];
+        iso_time(sqlite3_column_int64(st, 5), created);
+        iso_time(sqlite3_column_int64(st, 6), finished);
+        snprintf(id, sizeof id, "%lld", (long long)sqlite3_column_int64(st, 0));
+        snprintf(attempts, sizeof attempts, "%d", sqlite3_column_int(st, 4));
+        snprintf(status, sizeof status, "%d", sqlite3_column_int(st, 7));
+        if (json) {
+            json_t *o = json_object();
+            json_object_set_new(o, "id", json_integer(sqlite3_column_int64(st, 0)));
+            json_object_set_new(o, "kind", json_str_or_null(col(st, 1)));
+            json_object_set_new(o, "conversation", json_str_or_null(col(st, 2)));
+            json_object_set_new(o, "state", json_str_or_null(col(st, 3)));
+            json_object_set_new(o, "attempts", json_integer(sqlite3_column_int(st, 4)));
+            json_object_set_new(o, "created_at", json_string(created));
+            json_object_set_new(o, "finished_at", sqlite3_column_type(st, 6) == SQLITE_NULL
+                                                      ? json_null() : json_string(finished));
+            json_object_set_new(o, "status", sqlite3_column_type(st, 7) == SQLITE_NULL
+                                                 ? json_null() : json_integer(sqlite3_column_int(st, 7)));
+            json_object_set_new(o, "code", json_str_or_null(col(st, 8)));
+            json_object_set_new(o, "error", json_str_or_null(col(st, 9)));
+            json_object_set_new(o, "result_id", json_str_or_null(col(st, 10)));
+            json_array_append_new(arr, o);
+        } else if (csv) {
+            csv_field(stdout, id, 0);
+            csv_field(stdout, col(st, 1), 0);
+            csv_field(stdout, col(st, 2), 0);
+            csv_field(stdout, col(st, 3), 0);
+            csv_field(stdout, attempts, 0);
+            csv_field(stdout, created, 0);
+            csv_field(stdout, sqlite3_column_type(st, 6) == SQLITE_NULL ? "" : finished, 0);
+            csv_field(stdout, sqlite3_column_type(st, 7) == SQLITE_NULL ? "" : status, 0);
+            csv_field(stdout, col(st, 8), 0);
+            csv_field(stdout, col(st, 9), 0);
+            csv_field(stdout, col(st, 10), 1);
+        } else {
+            const char *detail = col(st, 8) ? col(st, 8) : col(st, 10) ? col(st, 10) : "";
+            printf("%8s %-7s %-36.36s %-10s %4s %-20s %-20s %6s %s\n", id, col(st, 1),
+                   col(st, 2) ? col(st, 2) : "-", col(st, 3), attempts, created, finished,
+                   sqlite3_column_type(st, 7) == SQLITE_NULL ? "-" : status, detail);
+        }
+    }
+    sqlite3_finalize(st);
+    if (json)
+        dump_json(arr);
+    return 0;
+}
+
+int report_run(const config *cfg)
+{
+    sqlite3 *db = NULL;
+    if (sqlite3_open_v2(cfg->db_path, &db, SQLITE_OPEN_READONLY, NULL) != SQLITE_OK) {
+        fprintf(stderr, "herald: cannot open the database %s: %s\n", cfg->db_path,
+                db ? sqlite3_errmsg(db) : "out of memory");
+        sqlite3_close(db);
+        return 1;
+    }
+    sqlite3_busy_timeout(db, 5000);
+    sqlite3_stmt *st = NULL;
+    int version = 0;
+    if (sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        version = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    int rc;
+    if (version < 3) {
+        fprintf(stderr, "herald: %s is not a herald database with an outbox (schema version %d); "
+                        "start herald on it once to migrate it\n", cfg->db_path, version);
+        rc = 1;
+    } else if (strcmp(cfg->command, "outbox") == 0) {
+        rc = report_outbox(db, cfg);
+    } else if (strcmp(cfg->command, "blocked") == 0) {
+        rc = report_blocked(db, cfg);
+    } else {
+        rc = report_deliveries(db, cfg);
+    }
+    sqlite3_close(db);
+    return rc;
+}
