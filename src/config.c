@@ -27,6 +27,7 @@ const char *config_usage(void)
 {
     return "usage: herald run [--dev] [--listen HOST:PORT] [--db PATH] [--log-level LEVEL] SCRIPT.lua\n"
            "       herald check [flags] SCRIPT.lua   print the configuration that run would use\n"
+           "       herald reload [--listen HOST:PORT]   reload the running bot's script now\n"
            "       herald outbox     [--json] (--db PATH | SCRIPT.lua)   counts per state, pacing per tenant\n"
            "       herald blocked    [--csv|--json] (--db PATH | SCRIPT.lua)   who blocked or uninstalled\n"
            "       herald deliveries [--since S|ISO8601] [--csv|--json] (--db PATH | SCRIPT.lua)\n"
@@ -118,6 +119,10 @@ int config_load(config *cfg, int argc, char **argv, char **err)
     cfg->task_slice_ms = 1000;
     cfg->load_deadline_ms = 5000;
     cfg->max_tasks = 10000;
+    cfg->task_deadline_ms = 300000;
+    cfg->reload_watch = 1;
+    cfg->reload_debounce_ms = 100;
+    cfg->reload_grace_ms = 30000;
 
     cfg->governor = 1;
     cfg->tenant_rps = 50;
@@ -174,6 +179,15 @@ int config_load(config *cfg, int argc, char **argv, char **err)
     if (env_limit("HERALD_MAX_TASKS", 1, 10000000, &v, err) < 0) return -1;
     cfg->max_tasks = (int)v;
 
+    if (env_limit("HERALD_TASK_DEADLINE_MS", 100, 86400000L, &cfg->task_deadline_ms, err) < 0) return -1;
+    if (env_limit("HERALD_RELOAD_DEBOUNCE_MS", 0, 60000, &cfg->reload_debounce_ms, err) < 0) return -1;
+    if (env_limit("HERALD_RELOAD_GRACE_MS", 0, 3600000, &cfg->reload_grace_ms, err) < 0) return -1;
+    const char *rw = getenv("HERALD_RELOAD");
+    if (rw && (strcmp(rw, "off") == 0 || strcmp(rw, "0") == 0))
+        cfg->reload_watch = 0;
+    const char *unsafe = getenv("HERALD_UNSAFE_LUA");
+    cfg->unsafe_lua = unsafe && strcmp(unsafe, "1") == 0;
+    cfg->script_env = env_first("HERALD_SCRIPT_ENV", NULL);
     const char *gov = getenv("HERALD_GOVERNOR");
     if (gov && (strcmp(gov, "off") == 0 || strcmp(gov, "0") == 0))
         cfg->governor = 0;
@@ -198,6 +212,23 @@ int config_load(config *cfg, int argc, char **argv, char **err)
     if (i >= argc) {
         *err = fmt_err("no command given");
         return -1;
+    }
+    if (strcmp(argv[i], "reload") == 0) {
+        cfg->command = argv[i];
+        for (i++; i < argc; i++) {
+            const char *a = argv[i];
+            if (strncmp(a, "--listen=", 9) == 0) {
+                if (set_listen(cfg, a + 9, err) < 0)
+                    return -1;
+            } else if (strcmp(a, "--listen") == 0 && i + 1 < argc) {
+                if (set_listen(cfg, argv[++i], err) < 0)
+                    return -1;
+            } else {
+                *err = fmt_err("herald reload takes only --listen HOST:PORT, got '%s'", a);
+                return -1;
+            }
+        }
+        return apply_cloud(cfg, err);
     }
     int report = strcmp(argv[i], "outbox") == 0 || strcmp(argv[i], "blocked") == 0 ||
                  strcmp(argv[i], "deliveries") == 0;
@@ -468,6 +499,9 @@ void config_print(const config *cfg, FILE *out)
             cfg->max_body_bytes, cfg->response_deadline_ms, cfg->redelivery_window_s,
             cfg->install_window_s, cfg->shutdown_grace_ms, cfg->connector_timeout_ms,
             cfg->lua_memory_bytes >> 20, cfg->task_slice_ms, cfg->load_deadline_ms, cfg->max_tasks);
+    fprintf(out, "  reload                 %s, debounce %ld ms, grace %ld ms; task deadline %ld ms; sandbox %s\n",
+            cfg->reload_watch ? "watching files" : "SIGHUP only", cfg->reload_debounce_ms,
+            cfg->reload_grace_ms, cfg->task_deadline_ms, cfg->unsafe_lua ? "OFF (HERALD_UNSAFE_LUA)" : "on");
     fprintf(out, "  outbox                 governor %s, tenant %ld/s, %ld attempts, max age %ld s, retry %ld..%ld ms\n",
             cfg->governor ? "on" : "OFF", cfg->tenant_rps, cfg->outbox_max_attempts,
             cfg->outbox_max_age_s, cfg->retry_base_ms, cfg->retry_max_ms);

@@ -48,6 +48,12 @@ typedef struct config {
     long task_slice_ms;           /* HERALD_TASK_SLICE_MS: CPU time one task may run between yields */
     long load_deadline_ms;        /* HERALD_LOAD_DEADLINE_MS: top-level script load */
     int max_tasks;                /* HERALD_MAX_TASKS: tasks alive at once in a generation */
+    long task_deadline_ms;        /* HERALD_TASK_DEADLINE_MS: a task waiting longer is cancelled */
+    int reload_watch;             /* HERALD_RELOAD=off: no file watching (SIGHUP still reloads) */
+    long reload_debounce_ms;      /* HERALD_RELOAD_DEBOUNCE_MS */
+    long reload_grace_ms;         /* HERALD_RELOAD_GRACE_MS: old generation's tasks finish by then */
+    int unsafe_lua;               /* HERALD_UNSAFE_LUA=1: io, full os, package.loadlib */
+    const char *script_env;       /* HERALD_SCRIPT_ENV: names os.getenv may read besides BOT_* */
 
     /* outbox and governor */
     int governor;                 /* HERALD_GOVERNOR=off disables pacing (null-connector benchmarks) */

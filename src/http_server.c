@@ -7,6 +7,8 @@
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -85,6 +87,22 @@ static void on_messages(struct evhttp_request *req, http_server *s)
     s->on_activity(x, s->body_buf, len, s->ud);
 }
 
+static int peer_is_loopback(struct evhttp_request *req)
+{
+    struct evhttp_connection *c = evhttp_request_get_connection(req);
+    const struct sockaddr *sa = c ? evhttp_connection_get_addr(c) : NULL;
+    if (!sa)
+        return 0;
+    if (sa->sa_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+    if (sa->sa_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        return IN6_IS_ADDR_LOOPBACK(a) ||
+               (IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127);
+    }
+    return 0;
+}
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
     http_server *s = arg;
@@ -102,6 +120,31 @@ static void on_request(struct evhttp_request *req, void *arg)
         }
         char *body = s->on_health ? s->on_health(s->ud) : NULL;
         reply_json(req, 200, "OK", body ? body : "{\"status\":\"ok\"}");
+        free(body);
+    } else if ((plen == 9 && memcmp(uri, "/-/reload", 9) == 0) ||
+               (plen == 8 && memcmp(uri, "/metrics", 8) == 0)) {
+        int reload = uri[1] == '-';
+        if (!s->cfg.on_admin || !peer_is_loopback(req)) {
+            reply_error(req, 403, "Forbidden", "admin endpoints answer loopback clients only");
+            return;
+        }
+        enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+        if (cmd != (reload ? EVHTTP_REQ_POST : EVHTTP_REQ_GET)) {
+            evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", reload ? "POST" : "GET");
+            reply_error(req, 405, "Method Not Allowed", reload ? "use POST" : "use GET");
+            return;
+        }
+        int status = 200;
+        char *body = s->cfg.on_admin(reload ? "reload" : "metrics", &status, s->ud);
+        if (reload) {
+            reply_json(req, status, NULL, body ? body : "{}");
+        } else {
+            evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                              "text/plain; version=0.0.4");
+            if (body)
+                evbuffer_add(evhttp_request_get_output_buffer(req), body, strlen(body));
+            evhttp_send_reply(req, 200, "OK", NULL);
+        }
         free(body);
     } else {
         reply_error(req, 404, "Not Found", "no such endpoint");

@@ -14,6 +14,9 @@ typedef struct http_exchange http_exchange;
 typedef void (*http_activity_fn)(http_exchange *x, const char *body, size_t len, void *ud);
 /* Fills the /healthz JSON body; returns a malloc'd string. */
 typedef char *(*http_health_fn)(void *ud);
+/* Admin routes (loopback peers only): "reload" (POST /-/reload) returns a malloc'd JSON answer
+ * and sets *status; "metrics" (GET /metrics) returns Prometheus text. */
+typedef char *(*http_admin_fn)(const char *what, int *status, void *ud);
 
 typedef struct http_server_config {
     const char *host;
@@ -21,6 +24,7 @@ typedef struct http_server_config {
     size_t max_body_bytes;       /* larger bodies → 413 */
     size_t max_header_bytes;     /* larger header blocks → 400/431 */
     int timeout_s;               /* idle connection timeout */
+    http_admin_fn on_admin;
 } http_server_config;
 
 http_server *http_server_new(struct event_base *base, const http_server_config *cfg,

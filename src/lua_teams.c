@@ -593,6 +593,14 @@ static int core_set_dispatcher(lua_State *L)
     return 0;
 }
 
+static int core_set_hooks(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    lua_setfield(L, LUA_REGISTRYINDEX, "herald.hooks");
+    return 0;
+}
+
 static int core_log(lua_State *L)
 {
     static const char *const levels[] = {"debug", "info", "warn", "error", NULL};
@@ -639,6 +647,7 @@ static const luaL_Reg core_funcs[] = {
     {"put_reference", core_put_reference},
     {"send", core_send},
     {"set_dispatcher", core_set_dispatcher},
+    {"set_hooks", core_set_hooks},
     {"sleep", core_sleep},
     {"update", core_update},
     {NULL, NULL},

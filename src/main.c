@@ -9,6 +9,7 @@
 #include "log.h"
 #include "outbox.h"
 #include "redelivery.h"
+#include "reload.h"
 #include "report.h"
 #include "runtime.h"
 #include "store.h"
@@ -17,6 +18,7 @@
 #include "vm.h"
 
 #include <curl/curl.h>
+#include <jansson.h>
 #include <openssl/crypto.h>
 #include <event2/event.h>
 #include <signal.h>
@@ -25,6 +27,104 @@
 #include <string.h>
 
 static struct event *shutdown_timer, *shutdown_poll;
+
+static int all_tasks(runtime *rt)
+{
+    int n = task_count(rt->vm);
+    if (rt->reloader) {
+        reload_stats rs;
+        reloader_get_stats(rt->reloader, &rs);
+        n += rs.retired_tasks;
+    }
+    return n;
+}
+
+/* POST /-/reload and GET /metrics (loopback only). */
+static char *admin(const char *what, int *status, void *ud)
+{
+    runtime *rt = ud;
+    char *s = NULL;
+    reload_stats rs = {0};
+    if (strcmp(what, "reload") == 0) {
+        int rc = reloader_reload(rt->reloader, "requested");
+        reloader_get_stats(rt->reloader, &rs);
+        *status = rc == 0 ? 200 : 422;
+        json_t *j = json_pack("{s:b, s:i, s:s?}", "reloaded", rc == 0, "generation", rs.generation,
+                              "error", rs.last_error);
+        s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        json_decref(j);
+        return s;
+    }
+    reloader_get_stats(rt->reloader, &rs);
+    outbox_stats os = {0};
+    outbox_get_stats(rt->outbox, &os);
+    auth_in_stats ai = {0};
+    if (rt->auth_in)
+        auth_in_get_stats(rt->auth_in, &ai);
+    if (asprintf(&s,
+                 "# TYPE herald_activities_total counter\nherald_activities_total %llu\n"
+                 "# TYPE herald_handler_errors_total counter\nherald_handler_errors_total %llu\n"
+                 "# TYPE herald_redelivered_total counter\nherald_redelivered_total %llu\n"
+                 "# TYPE herald_rejected_total counter\nherald_rejected_total %llu\n"
+                 "# TYPE herald_unauthorized_total counter\nherald_unauthorized_total %llu\n"
+                 "# TYPE herald_tasks gauge\nherald_tasks %d\n"
+                 "# TYPE herald_lua_memory_bytes gauge\nherald_lua_memory_bytes %zu\n"
+                 "# TYPE herald_generation gauge\nherald_generation %d\n"
+                 "# TYPE herald_reloads_total counter\nherald_reloads_total %d\n"
+                 "# TYPE herald_reload_failures_total counter\nherald_reload_failures_total %d\n"
+                 "# TYPE herald_reload_last_failed gauge\nherald_reload_last_failed %d\n"
+                 "# TYPE herald_outbox_queued gauge\nherald_outbox_queued %llu\n"
+                 "# TYPE herald_outbox_in_flight gauge\nherald_outbox_in_flight %llu\n"
+                 "# TYPE herald_outbox_sent_total counter\nherald_outbox_sent_total %llu\n"
+                 "# TYPE herald_outbox_failed_total counter\nherald_outbox_failed_total %llu\n"
+                 "# TYPE herald_outbox_retries_total counter\nherald_outbox_retries_total %llu\n"
+                 "# TYPE herald_outbox_throttled_total counter\nherald_outbox_throttled_total %llu\n"
+                 "# TYPE herald_outbox_commits_total counter\nherald_outbox_commits_total %lld\n"
+                 "# TYPE herald_jwks_fetches_total counter\nherald_jwks_fetches_total %llu\n",
+                 (unsigned long long)rt->activities, (unsigned long long)rt->handler_errors,
+                 (unsigned long long)rt->redelivered, (unsigned long long)rt->rejected,
+                 (unsigned long long)rt->unauthorized, all_tasks(rt), vm_memory(rt->vm),
+                 rs.generation, rs.reloads, rs.failures, rs.last_error != NULL,
+                 (unsigned long long)os.queued, (unsigned long long)os.in_flight,
+                 (unsigned long long)os.sent, (unsigned long long)os.failed,
+                 (unsigned long long)os.retries, (unsigned long long)os.throttled,
+                 (long long)os.commits, (unsigned long long)ai.key_fetches) < 0)
+        return NULL;
+    return s;
+}
+
+static void on_sighup(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    runtime *rt = arg;
+    reloader_reload(rt->reloader, "SIGHUP");
+}
+
+/* `herald reload`: asks the running process over its loopback admin endpoint. */
+static int reload_command(const config *cfg)
+{
+    char url[300];
+    int v6 = strchr(cfg->listen_host, ':') != NULL;
+    snprintf(url, sizeof url, "http://%s%s%s:%d/-/reload", v6 ? "[" : "", cfg->listen_host,
+             v6 ? "]" : "", cfg->listen_port);
+    CURL *c = curl_easy_init();
+    if (!c)
+        return 1;
+    curl_easy_setopt(c, CURLOPT_URL, url);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
+    curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 30000L);
+    CURLcode rc = curl_easy_perform(c);
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_cleanup(c);
+    if (rc != CURLE_OK) {
+        fprintf(stderr, "\nherald: cannot reach herald at %s: %s\n", url, curl_easy_strerror(rc));
+        return 1;
+    }
+    fputc('\n', stdout);
+    return status == 200 ? 0 : 1;
+}
 
 static const char *token_current(void *src) { return auth_out_current(src); }
 static int token_wait(void *src, void (*ready)(void *, const char *, const char *), void *ud,
@@ -93,23 +193,36 @@ static char *health_json(void *ud)
     outbox_stats os = {0};
     if (rt->outbox)
         outbox_get_stats(rt->outbox, &os);
+    reload_stats rs = {0};
+    if (rt->reloader)
+        reloader_get_stats(rt->reloader, &rs);
+    char *last_error = NULL;   /* JSON-encoded: a script error may hold any character */
+    if (rs.last_error) {
+        json_t *e = json_string(rs.last_error);
+        last_error = e ? json_dumps(e, JSON_ENCODE_ANY) : NULL;
+        json_decref(e);
+    }
     if (asprintf(&s,
                  "{\"status\":\"%s\",\"uptime_ms\":%lld,\"tasks\":%d,\"lua_memory_bytes\":%zu,"
                  "\"activities\":%llu,\"handler_errors\":%llu,\"redelivered\":%llu,"
                  "\"rejected\":%llu,\"unauthorized\":%llu,\"outbound_in_flight\":%d,"
-                 "\"jwks_fetches\":%llu,\"token_requests\":%llu,\"outbox\":{\"queued\":%llu,"
+                 "\"jwks_fetches\":%llu,\"token_requests\":%llu,"
+                 "\"reload\":{\"generation\":%d,\"reloads\":%d,\"failures\":%d,"
+                 "\"retired\":%d,\"last_error\":%s},\"outbox\":{\"queued\":%llu,"
                  "\"in_flight\":%llu,\"sent\":%llu,\"failed\":%llu,\"retries\":%llu,"
                  "\"throttled\":%llu,\"commits\":%lld}}",
-                 rt->stopping ? "stopping" : "ok", (long long)(vm_now_ms() - rt->started_ms),
-                 task_count(rt->vm), vm_memory(rt->vm), (unsigned long long)rt->activities,
+                 rt->stopping ? "stopping" : rs.last_error ? "degraded" : "ok",
+                 (long long)(vm_now_ms() - rt->started_ms), all_tasks(rt), vm_memory(rt->vm), (unsigned long long)rt->activities,
                  (unsigned long long)rt->handler_errors, (unsigned long long)rt->redelivered,
                  (unsigned long long)rt->rejected, (unsigned long long)rt->unauthorized,
                  http_client_pending(rt->http), (unsigned long long)ai.key_fetches,
-                 (unsigned long long)ao.requests, (unsigned long long)os.queued,
+                 (unsigned long long)ao.requests, rs.generation, rs.reloads, rs.failures,
+                 rs.retired, last_error ? last_error : "null", (unsigned long long)os.queued,
                  (unsigned long long)os.in_flight, (unsigned long long)os.sent,
                  (unsigned long long)os.failed, (unsigned long long)os.retries,
                  (unsigned long long)os.throttled, (long long)os.commits) < 0)
-        return NULL;
+        s = NULL;
+    free(last_error);
     return s;
 }
 
@@ -127,7 +240,7 @@ static void shutdown_check(evutil_socket_t fd, short what, void *arg)
     outbox_stats os;
     outbox_get_stats(rt->outbox, &os);
     /* queued operations stay in the database for the next start; in-flight ones may finish */
-    if (task_count(rt->vm) == 0 && http_server_pending(rt->server) == 0 && os.in_flight == 0)
+    if (all_tasks(rt) == 0 && http_server_pending(rt->server) == 0 && os.in_flight == 0)
         event_base_loopbreak(rt->base);
 }
 
@@ -137,7 +250,7 @@ static void shutdown_expired(evutil_socket_t fd, short what, void *arg)
     (void)what;
     runtime *rt = arg;
     log_warn("shutdown grace of %ld ms expired: cancelling %d task(s)", rt->cfg->shutdown_grace_ms,
-             task_count(rt->vm));
+             all_tasks(rt));
     task_cancel_all(rt->vm, "shutdown grace expired");
     inbound_abandon_pending(rt);
     event_base_loopbreak(rt->base);
@@ -171,7 +284,7 @@ static int run(config *cfg)
     int rc = 1;
     char *err = NULL;
     runtime rt = {0};
-    struct event *sigterm = NULL, *sigint = NULL;
+    struct event *sigterm = NULL, *sigint = NULL, *sighup = NULL;
     rt.cfg = cfg;
     rt.started_ms = vm_now_ms();
 
@@ -216,7 +329,8 @@ static int run(config *cfg)
     }
     vm_config vc = {.memory_limit = cfg->lua_memory_bytes, .slice_ms = cfg->task_slice_ms,
                     .load_deadline_ms = cfg->load_deadline_ms, .max_tasks = cfg->max_tasks,
-                    .script_dir = cfg->script_dir};
+                    .script_dir = cfg->script_dir, .task_deadline_ms = cfg->task_deadline_ms,
+                    .unsafe = cfg->unsafe_lua, .env_allow = cfg->script_env};
     rt.vm = vm_new(rt.base, &vc, &rt, &err);
     if (!rt.vm) {
         log_error("cannot create the Lua state: %s", err);
@@ -227,9 +341,17 @@ static int run(config *cfg)
         log_error("cannot load the bot script: %s", err);
         goto out;
     }
+    if (cfg->unsafe_lua)
+        log_warn("HERALD_UNSAFE_LUA=1: the script gets io, the whole os library and C modules");
+    rt.reloader = reloader_new(&rt, cfg->reload_watch, &err);
+    if (!rt.reloader) {
+        log_error("cannot start the reloader: %s", err);
+        goto out;
+    }
+    reloader_set_vm_config(rt.reloader, &vc);
     http_server_config sc = {.host = cfg->listen_host, .port = cfg->listen_port,
                              .max_body_bytes = cfg->max_body_bytes, .max_header_bytes = 131072,
-                             .timeout_s = 60};
+                             .timeout_s = 60, .on_admin = admin};
     rt.server = http_server_new(rt.base, &sc, inbound_activity, health_json, &rt, &err);
     if (!rt.server) {
         log_error("%s", err);
@@ -237,8 +359,10 @@ static int run(config *cfg)
     }
     sigterm = evsignal_new(rt.base, SIGTERM, on_signal, &rt);
     sigint = evsignal_new(rt.base, SIGINT, on_signal, &rt);
+    sighup = evsignal_new(rt.base, SIGHUP, on_sighup, &rt);
     evsignal_add(sigterm, NULL);
     evsignal_add(sigint, NULL);
+    evsignal_add(sighup, NULL);
     signal(SIGPIPE, SIG_IGN);
     const char *h = cfg->listen_host;
     int v6 = strchr(h, ':') != NULL;
@@ -257,8 +381,11 @@ out:
         event_free(sigterm);
     if (sigint)
         event_free(sigint);
+    if (sighup)
+        event_free(sighup);
     if (rt.pending)
         inbound_abandon_pending(&rt);
+    reloader_free(rt.reloader);     /* retired generations first: their tasks may answer exchanges */
     vm_free(rt.vm);                 /* cancels tasks, which may still answer exchanges */
     http_server_free(rt.server);
     outbox_free(rt.outbox);         /* commits what the last turn wrote */
@@ -292,6 +419,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "herald: unknown log level '%s' (debug, info, warn, error)\n", cfg.log_level);
         config_free(&cfg);
         return 2;
+    }
+    if (strcmp(cfg.command, "reload") == 0) {
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        rc = reload_command(&cfg);
+        curl_global_cleanup();
+        config_free(&cfg);
+        return rc;
     }
     if (strcmp(cfg.command, "outbox") == 0 || strcmp(cfg.command, "blocked") == 0 ||
         strcmp(cfg.command, "deliveries") == 0) {

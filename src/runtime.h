@@ -18,6 +18,7 @@ typedef struct auth_in auth_in;
 typedef struct auth_out auth_out;
 typedef struct trust trust;
 typedef struct outbox outbox;
+typedef struct reloader reloader;
 typedef struct pending_auth pending_auth;
 
 typedef struct runtime {
@@ -30,6 +31,7 @@ typedef struct runtime {
     redelivery *seen;
     vm *vm;
     outbox *outbox;               /* every outbound operation goes through it */
+    reloader *reloader;
     auth_in *auth_in;             /* NULL in dev mode */
     auth_out *auth_out;           /* NULL in dev mode */
     trust *trust;                 /* NULL in dev mode: every service URL is allowed */

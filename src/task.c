@@ -8,6 +8,7 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 enum task_state { TASK_RUNNING, TASK_SUSPENDED, TASK_READY, TASK_DEAD };
@@ -25,6 +26,8 @@ struct task {
     task_push_fn push;            /* results to push while READY */
     void *push_op;
     int resuming;                 /* set only while task_resume runs T */
+    struct event *deadline;       /* armed at the first yield: a task never waits forever */
+    int64_t started_ms;
     task *prev, *next;            /* all live tasks */
     task *rprev, *rnext;          /* ready list */
 };
@@ -95,6 +98,8 @@ static void finish(task *t, enum task_status status, int nres, const char *messa
         t->done(t, status, nres, message, t->ud);
     if (status == TASK_CANCELLED)
         lua_resetthread(t->T);                /* runs pending __close handlers */
+    if (t->deadline)
+        event_free(t->deadline);
     *(task **)lua_getextraspace(t->T) = NULL;
     if (t->prev) t->prev->next = t->next; else l->head = t->next;
     if (t->next) t->next->prev = t->prev;
@@ -165,6 +170,7 @@ task *task_spawn(vm *v, const char *label, int nargs, task_done_fn done, void *u
     *(task **)lua_getextraspace(T) = t;
     t->v = v;
     t->T = T;
+    t->started_ms = vm_now_ms();
     t->label = label;
     t->done = done;
     t->ud = ud;
@@ -189,9 +195,29 @@ static int yield_done(lua_State *L, int status, lua_KContext ctx)
     return lua_gettop(L) - (int)ctx;
 }
 
+static void on_task_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    task *t = arg;
+    char reason[128];
+    snprintf(reason, sizeof reason, "the task ran past its deadline of %ld ms (HERALD_TASK_DEADLINE_MS)",
+             vm_cfg(t->v)->task_deadline_ms);
+    log_warn("%s task=%s", reason, t->label);
+    task_cancel(t, reason);
+}
+
 int task_yield(lua_State *L, void *op, task_cancel_fn cancel)
 {
     task *t = task_of(L);
+    long limit = vm_cfg(t->v)->task_deadline_ms;
+    if (!t->deadline && limit > 0 && (t->deadline = evtimer_new(vm_base(t->v), on_task_deadline, t))) {
+        long left = limit - (long)(vm_now_ms() - t->started_ms);
+        if (left < 0)
+            left = 0;
+        struct timeval tv = {left / 1000, (left % 1000) * 1000};
+        evtimer_add(t->deadline, &tv);
+    }
     t->op = op;
     t->cancel = cancel;
     return lua_yieldk(L, 0, (lua_KContext)lua_gettop(L), yield_done);

@@ -25,6 +25,7 @@ struct vm {
     struct event_base *base;
     vm_config cfg;
     char *script_dir;
+    char *env_allow;
     void *host;
     size_t mem_used;
     int64_t deadline;             /* 0 when no slice is armed */
@@ -32,7 +33,36 @@ struct vm {
     int tripped;
     int refs;
     struct task_list *tasks;
+    char **files;                 /* loaded files, for the reload watcher */
+    int nfiles;
 };
+
+static void note_file(vm *v, const char *path)
+{
+    char **n = realloc(v->files, (size_t)(v->nfiles + 1) * sizeof *n);
+    if (!n)
+        return;
+    v->files = n;
+    if ((v->files[v->nfiles] = strdup(path)))
+        v->nfiles++;
+}
+
+const char *vm_file(const vm *v, int i) { return i >= 0 && i < v->nfiles ? v->files[i] : NULL; }
+
+int vm_hook_count(vm *v)
+{
+    lua_State *L = v->L;
+    int n = 0;
+    if (lua_getfield(L, LUA_REGISTRYINDEX, "herald.hooks") == LUA_TTABLE) {
+        lua_pushnil(L);
+        while (lua_next(L, -2)) {
+            n++;
+            lua_pop(L, 1);
+        }
+    }
+    lua_pop(L, 1);
+    return n;
+}
 
 int64_t vm_now_ms(void)
 {
@@ -177,6 +207,7 @@ static int load_embedded(lua_State *L)
 static int load_text_file(lua_State *L)
 {
     const char *path = luaL_checkstring(L, 1);
+    note_file(vm_of(L), path);
     if (luaL_loadfilex(L, path, "t") != LUA_OK) {
         lua_pushnil(L);
         lua_insert(L, -2);
@@ -185,22 +216,33 @@ static int load_text_file(lua_State *L)
     return 1;
 }
 
-/* Runs with (loadtext, script_dir). Why Lua: the policy reads as a list, and it runs once per
- * generation, so speed does not matter. */
+/* Runs with (loadtext, script_dir, unsafe, env_allow). Why Lua: the policy reads as a list, and
+ * it runs once per generation, so speed does not matter. */
 static const char sandbox_prelude[] =
-    "local loadtext, dir = ...\n"
+    "local loadtext, dir, unsafe, env_allow = ...\n"
     "local _load, select, error, searchpath = load, select, error, package.searchpath\n"
+    "local type, find = type, string.find\n"
     "dofile, loadfile = nil, nil\n"
     "load = function(chunk, name, mode, ...)\n"
     "  if select('#', ...) > 0 then return _load(chunk, name, 't', ...) end\n"
     "  return _load(chunk, name, 't')\n"
     "end\n"
-    "for _, k in ipairs{'execute','exit','remove','rename','tmpname','setlocale'} do os[k] = nil end\n"
-    "local getenv, hidden = os.getenv, {CLIENT_SECRET=true, MicrosoftAppPassword=true}\n"
-    "os.getenv = function(name) if hidden[name] then return nil end return getenv(name) end\n"
+    "if unsafe then return end\n"
+    "os = { time = os.time, date = os.date, clock = os.clock, difftime = os.difftime,\n"
+    "       getenv = os.getenv }\n"
+    "local getenv, allowed = os.getenv, {}\n"
+    "for name in (env_allow or ''):gmatch('[^,%s]+') do allowed[name] = true end\n"
+    "os.getenv = function(name)\n"
+    "  if type(name) ~= 'string' then return nil end\n"
+    "  if allowed[name] or find(name, '^BOT_') then return getenv(name) end\n"
+    "  return nil\n"
+    "end\n"
     "package.cpath, package.loadlib = '', nil\n"
     "package.path = dir .. '/?.lua;' .. dir .. '/?/init.lua'\n"
     "package.searchers = { package.searchers[1], function(name)\n"
+    "  if not find(name, '^[%w_][%w_%.%-]*$') or find(name, '%.%.') then\n"
+    "    return '\\n\\tmodule name ' .. name .. ' is not allowed (letters, digits, _ - and .)'\n"
+    "  end\n"
     "  local path, why = searchpath(name, package.path)\n"
     "  if not path then return '\\n\\t' .. why end\n"
     "  local chunk, err = loadtext(path)\n"
@@ -218,6 +260,10 @@ static int open_sandbox(vm *v, char **err)
         {LUA_UTF8LIBNAME, luaopen_utf8}, {LUA_OSLIBNAME, luaopen_os},
         {NULL, NULL},
     };
+    if (v->cfg.unsafe) {
+        luaL_requiref(L, LUA_IOLIBNAME, luaopen_io, 1);
+        lua_pop(L, 1);
+    }
     for (const luaL_Reg *lib = libs; lib->func; lib++) {
         luaL_requiref(L, lib->name, lib->func, 1);
         lua_pop(L, 1);
@@ -238,7 +284,12 @@ static int open_sandbox(vm *v, char **err)
     }
     lua_pushcfunction(L, load_text_file);
     lua_pushstring(L, v->script_dir);
-    return vm_pcall(v, 2, 0, err);
+    lua_pushboolean(L, v->cfg.unsafe);
+    if (v->env_allow)
+        lua_pushstring(L, v->env_allow);
+    else
+        lua_pushnil(L);
+    return vm_pcall(v, 4, 0, err);
 }
 
 vm *vm_new(struct event_base *base, const vm_config *cfg, void *host, char **err)
@@ -252,6 +303,8 @@ vm *vm_new(struct event_base *base, const vm_config *cfg, void *host, char **err
     v->cfg = *cfg;
     v->script_dir = strdup(cfg->script_dir ? cfg->script_dir : ".");
     v->cfg.script_dir = v->script_dir;
+    v->env_allow = cfg->env_allow ? strdup(cfg->env_allow) : NULL;
+    v->cfg.env_allow = v->env_allow;
     v->host = host;
     v->L = lua_newstate(vm_alloc, v);
     if (!v->L) {
@@ -283,12 +336,17 @@ void vm_free(vm *v)
     if (v->L)
         lua_close(v->L);
     free(v->script_dir);
+    free(v->env_allow);
+    for (int i = 0; i < v->nfiles; i++)
+        free(v->files[i]);
+    free(v->files);
     free(v);
 }
 
 int vm_load_script(vm *v, const char *path, char **err)
 {
     lua_State *L = v->L;
+    note_file(v, path);
     char *chunkname = NULL;
     if (asprintf(&chunkname, "@%s", path) < 0) {
         *err = strdup("out of memory");

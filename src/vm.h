@@ -16,6 +16,9 @@ typedef struct vm_config {
     long load_deadline_ms;       /* CPU time for the script's top level */
     int max_tasks;               /* tasks alive at once */
     const char *script_dir;      /* require() resolves here (text chunks only) */
+    long task_deadline_ms;       /* wall time a task may live (waiting included) before it is cancelled */
+    int unsafe;                  /* HERALD_UNSAFE_LUA: io, full os and package.loadlib exposed */
+    const char *env_allow;       /* comma-separated names os.getenv may read (besides BOT_*) */
 } vm_config;
 
 /* Opens libraries into a fresh state and installs the sandbox. The generation keeps host (what the
@@ -59,6 +62,12 @@ int64_t vm_now_ms(void);                  /* monotonic milliseconds */
 
 /* The generation's task bookkeeping (task.c). */
 struct task_list *vm_tasks(vm *v);
+
+/* The files this generation loaded (the script, then each required module), for the watcher. */
+const char *vm_file(const vm *v, int i);   /* NULL past the end */
+
+/* Hooks the script registered (0 means the script serves nothing: a failed reload). */
+int vm_hook_count(vm *v);
 
 /* Pushes a traceback-adding message handler (used by both doors). */
 int vm_traceback(lua_State *L);

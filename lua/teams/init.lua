@@ -6,6 +6,7 @@ local message = require "teams.message"
 
 local teams = {}
 local hooks = {}
+core.set_hooks(hooks)   -- the host counts them: a generation that registers none is refused
 
 local HOOKS = {
   "on_install", "on_uninstall", "on_members_added", "on_members_removed", "on_message",
