@@ -120,6 +120,7 @@ int config_load(config *cfg, int argc, char **argv, char **err)
     cfg->load_deadline_ms = 5000;
     cfg->max_tasks = 10000;
     cfg->task_deadline_ms = 300000;
+    cfg->max_timers = 10000;
     cfg->reload_watch = 1;
     cfg->reload_debounce_ms = 100;
     cfg->reload_grace_ms = 30000;
@@ -179,6 +180,9 @@ int config_load(config *cfg, int argc, char **argv, char **err)
     if (env_limit("HERALD_MAX_TASKS", 1, 10000000, &v, err) < 0) return -1;
     cfg->max_tasks = (int)v;
 
+    v = cfg->max_timers;
+    if (env_limit("HERALD_MAX_TIMERS", 1, 10000000, &v, err) < 0) return -1;
+    cfg->max_timers = (int)v;
     if (env_limit("HERALD_TASK_DEADLINE_MS", 100, 86400000L, &cfg->task_deadline_ms, err) < 0) return -1;
     if (env_limit("HERALD_RELOAD_DEBOUNCE_MS", 0, 60000, &cfg->reload_debounce_ms, err) < 0) return -1;
     if (env_limit("HERALD_RELOAD_GRACE_MS", 0, 3600000, &cfg->reload_grace_ms, err) < 0) return -1;

@@ -49,6 +49,7 @@ typedef struct config {
     long load_deadline_ms;        /* HERALD_LOAD_DEADLINE_MS: top-level script load */
     int max_tasks;                /* HERALD_MAX_TASKS: tasks alive at once in a generation */
     long task_deadline_ms;        /* HERALD_TASK_DEADLINE_MS: a task waiting longer is cancelled */
+    int max_timers;               /* HERALD_MAX_TIMERS: pending in-memory timers per generation */
     int reload_watch;             /* HERALD_RELOAD=off: no file watching (SIGHUP still reloads) */
     long reload_debounce_ms;      /* HERALD_RELOAD_DEBOUNCE_MS */
     long reload_grace_ms;         /* HERALD_RELOAD_GRACE_MS: old generation's tasks finish by then */

@@ -662,6 +662,7 @@ static int luaopen_herald_core(lua_State *L)
 void lua_teams_install(vm *v)
 {
     lua_State *L = vm_state(v);
+    lua_timer_install(v);
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);  /* [preload] */
     lua_pushcfunction(L, luaopen_herald_core);
     lua_setfield(L, -2, "herald.core");

@@ -329,7 +329,7 @@ static int run(config *cfg)
     }
     vm_config vc = {.memory_limit = cfg->lua_memory_bytes, .slice_ms = cfg->task_slice_ms,
                     .load_deadline_ms = cfg->load_deadline_ms, .max_tasks = cfg->max_tasks,
-                    .script_dir = cfg->script_dir, .task_deadline_ms = cfg->task_deadline_ms,
+                    .max_timers = cfg->max_timers, .script_dir = cfg->script_dir, .task_deadline_ms = cfg->task_deadline_ms,
                     .unsafe = cfg->unsafe_lua, .env_allow = cfg->script_env};
     rt.vm = vm_new(rt.base, &vc, &rt, &err);
     if (!rt.vm) {

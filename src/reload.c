@@ -187,7 +187,9 @@ int reloader_reload(reloader *r, const char *why)
     r->stats.last_error = NULL;
     log_info("reload (%s): generation %d live in %lld ms; generation %d drains %d task(s)", why,
              r->stats.generation, (long long)(vm_now_ms() - t0), g->generation, task_count(g->v));
-    /* the old generation's timers and schedules are its own; tasks finish or are cancelled */
+    /* in-memory timers die with their generation (durable work belongs in schedules); its
+     * running tasks finish or are cancelled at the grace */
+    lua_timer_cancel_all(g->v);
     g->next = r->old;
     r->old = g;
     r->stats.retired++;

@@ -52,6 +52,10 @@ void inbound_abandon_pending(void *rt);
 /* lua_teams.c: registers the `herald.core` preload in the generation's state. */
 void lua_teams_install(vm *v);
 
+/* lua_timer.c: registers `herald.timer`; cancels a generation's timers (reload). */
+void lua_timer_install(vm *v);
+void lua_timer_cancel_all(vm *v);
+
 /* Wall-clock unix milliseconds (references, logs); monotonic time is vm_now_ms. */
 int64_t runtime_wall_ms(void);
 

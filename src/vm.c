@@ -33,6 +33,8 @@ struct vm {
     int tripped;
     int refs;
     struct task_list *tasks;
+    void *ext[VM_EXT_COUNT];
+    void (*ext_free[VM_EXT_COUNT])(void *);
     char **files;                 /* loaded files, for the reload watcher */
     int nfiles;
 };
@@ -45,6 +47,14 @@ static void note_file(vm *v, const char *path)
     v->files = n;
     if ((v->files[v->nfiles] = strdup(path)))
         v->nfiles++;
+}
+
+void *vm_ext(vm *v, enum vm_ext_slot slot) { return v->ext[slot]; }
+
+void vm_set_ext(vm *v, enum vm_ext_slot slot, void *ext, void (*free_fn)(void *ext))
+{
+    v->ext[slot] = ext;
+    v->ext_free[slot] = free_fn;
 }
 
 const char *vm_file(const vm *v, int i) { return i >= 0 && i < v->nfiles ? v->files[i] : NULL; }
@@ -331,6 +341,11 @@ void vm_free(vm *v)
         task_cancel_all(v, "the Lua generation is closing");
         task_list_free(v->tasks);
     }
+    for (int i = 0; i < VM_EXT_COUNT; i++)
+        if (v->ext[i] && v->ext_free[i]) {
+            v->ext_free[i](v->ext[i]);
+            v->ext[i] = NULL;
+        }
     if (v->refs)
         log_warn("lua generation closing with %d registry refs still held", v->refs);
     if (v->L)

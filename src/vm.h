@@ -15,6 +15,7 @@ typedef struct vm_config {
     long slice_ms;               /* CPU time one resume (or vm_pcall) may run */
     long load_deadline_ms;       /* CPU time for the script's top level */
     int max_tasks;               /* tasks alive at once */
+    int max_timers;              /* pending in-memory timers */
     const char *script_dir;      /* require() resolves here (text chunks only) */
     long task_deadline_ms;       /* wall time a task may live (waiting included) before it is cancelled */
     int unsafe;                  /* HERALD_UNSAFE_LUA: io, full os and package.loadlib exposed */
@@ -65,6 +66,12 @@ struct task_list *vm_tasks(vm *v);
 
 /* The files this generation loaded (the script, then each required module), for the watcher. */
 const char *vm_file(const vm *v, int i);   /* NULL past the end */
+
+/* One extension slot per binding family (timers): freed by vm_free after the generation's tasks
+ * are cancelled and before the state closes. */
+enum vm_ext_slot { VM_EXT_TIMERS, VM_EXT_COUNT };
+void *vm_ext(vm *v, enum vm_ext_slot slot);
+void vm_set_ext(vm *v, enum vm_ext_slot slot, void *ext, void (*free_fn)(void *ext));
 
 /* Hooks the script registered (0 means the script serves nothing: a failed reload). */
 int vm_hook_count(vm *v);

@@ -208,6 +208,8 @@ function teams.log(level, ...)
   core.log(level, table.concat(parts, " "))
 end
 
+teams.timer = require "herald.timer"
+
 teams.card = message.card
 teams.mention = message.mention
 

@@ -1,0 +1,361 @@
+/* lua_timer.c — teams.timer.after / every: in-memory timers of one generation, each firing in a
+ * task of its own. A min-heap on (deadline, sequence) keeps equal deadlines FIFO; due timers move
+ * to a ready list before any runs, so a 0-second re-arm cannot starve the loop. Durable work
+ * belongs in schedules: a reload cancels the old generation's timers. */
+#include "log.h"
+#include "runtime.h"
+#include "task.h"
+#include "vm.h"
+
+#include <event2/event.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define TIMER_MT "herald.timer"
+
+typedef struct timer_handle timer_handle;
+
+typedef struct ltimer {
+    int64_t due;                  /* monotonic ms */
+    uint64_t seq;
+    int64_t interval;             /* 0: once */
+    int ref;                      /* {fn, args...} in the registry; released in timer_free */
+    int nargs;
+    int heap_idx;
+    timer_handle *handle;         /* the script's handle, while it lives */
+} ltimer;
+
+struct timer_handle {
+    ltimer *t;                    /* NULL once the timer fired (once) or was cancelled */
+};
+
+typedef struct timers {
+    vm *v;
+    ltimer **heap;
+    int len, cap;
+    uint64_t seq;
+    struct event *ev;
+} timers;
+
+static int64_t mono_ms(void) { return vm_now_ms(); }
+
+static int before(const ltimer *a, const ltimer *b)
+{
+    return a->due < b->due || (a->due == b->due && a->seq < b->seq);
+}
+
+static void swap(timers *ts, int a, int b)
+{
+    ltimer *t = ts->heap[a];
+    ts->heap[a] = ts->heap[b];
+    ts->heap[b] = t;
+    ts->heap[a]->heap_idx = a;
+    ts->heap[b]->heap_idx = b;
+}
+
+static void sift_up(timers *ts, int i)
+{
+    while (i > 0 && before(ts->heap[i], ts->heap[(i - 1) / 2])) {
+        swap(ts, i, (i - 1) / 2);
+        i = (i - 1) / 2;
+    }
+}
+
+static void sift_down(timers *ts, int i)
+{
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, m = i;
+        if (l < ts->len && before(ts->heap[l], ts->heap[m])) m = l;
+        if (r < ts->len && before(ts->heap[r], ts->heap[m])) m = r;
+        if (m == i)
+            return;
+        swap(ts, i, m);
+        i = m;
+    }
+}
+
+static void heap_remove(timers *ts, ltimer *t)
+{
+    int i = t->heap_idx;
+    if (i < 0)
+        return;
+    ts->len--;
+    if (i != ts->len) {
+        ts->heap[i] = ts->heap[ts->len];
+        ts->heap[i]->heap_idx = i;
+        sift_down(ts, i);
+        sift_up(ts, i);
+    }
+    t->heap_idx = -1;
+}
+
+static int heap_push(timers *ts, ltimer *t)
+{
+    if (ts->len == ts->cap) {
+        int cap = ts->cap ? ts->cap * 2 : 16;
+        ltimer **n = realloc(ts->heap, (size_t)cap * sizeof *n);
+        if (!n)
+            return -1;
+        ts->heap = n;
+        ts->cap = cap;
+    }
+    t->heap_idx = ts->len;
+    ts->heap[ts->len++] = t;
+    sift_up(ts, t->heap_idx);
+    return 0;
+}
+
+static void arm(timers *ts)
+{
+    if (!ts->len) {
+        evtimer_del(ts->ev);
+        return;
+    }
+    int64_t wait = ts->heap[0]->due - mono_ms();
+    if (wait < 0)
+        wait = 0;
+    struct timeval tv = {(long)(wait / 1000), (long)(wait % 1000) * 1000};
+    evtimer_add(ts->ev, &tv);
+}
+
+static void timer_free(timers *ts, ltimer *t)
+{
+    if (t->handle)
+        t->handle->t = NULL;
+    vm_unref(ts->v, t->ref);
+    free(t);
+}
+
+static void on_timer_task_done(task *t, enum task_status status, int nres, const char *message,
+                               void *ud)
+{
+    (void)t;
+    (void)nres;
+    (void)ud;
+    if (status == TASK_ERROR)
+        log_error("timer handler failed error=%s", message);
+}
+
+/* Starts the task of one firing: fn(args...) from the timer's registry table. */
+static void fire(timers *ts, ltimer *t)
+{
+    lua_State *L = vm_state(ts->v);
+    lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);    /* [spec] */
+    int spec = lua_gettop(L);
+    for (int i = 1; i <= t->nargs + 1; i++)
+        lua_rawgeti(L, spec, i);                   /* [spec fn args...] */
+    lua_remove(L, spec);                           /* [fn args...] */
+    int started;
+    char *err = NULL;
+    task_spawn(ts->v, "timer", t->nargs, on_timer_task_done, NULL, &started, &err);
+    if (!started) {
+        log_error("timer could not start its task: %s", err ? err : "?");
+        free(err);
+    }
+}
+
+static void on_due(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    timers *ts = arg;
+    int64_t now = mono_ms();
+    ltimer *ready[256];
+    int n = 0;
+    while (ts->len && ts->heap[0]->due <= now && n < 256) {
+        ltimer *t = ts->heap[0];
+        heap_remove(ts, t);
+        ready[n++] = t;
+    }
+    /* re-arm the repeating ones first, so a firing that cancels one finds it in the heap */
+    for (int i = 0; i < n; i++) {
+        ltimer *t = ready[i];
+        if (t->interval) {
+            t->due = now + t->interval;
+            t->seq = ts->seq++;
+            heap_push(ts, t);
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        ltimer *t = ready[i];
+        int once = !t->interval;
+        fire(ts, t);
+        if (once)
+            timer_free(ts, t);
+    }
+    arm(ts);
+}
+
+static void timers_free(void *p)
+{
+    timers *ts = p;
+    while (ts->len) {
+        ltimer *t = ts->heap[ts->len - 1];
+        heap_remove(ts, t);
+        timer_free(ts, t);
+    }
+    free(ts->heap);
+    if (ts->ev)
+        event_free(ts->ev);
+    free(ts);
+}
+
+static timers *timers_of(lua_State *L)
+{
+    vm *v = vm_of(L);
+    timers *ts = vm_ext(v, VM_EXT_TIMERS);
+    if (!ts) {
+        ts = calloc(1, sizeof *ts);
+        if (!ts || !(ts->ev = evtimer_new(vm_base(v), on_due, ts))) {
+            free(ts);
+            luaL_error(L, "out of memory");
+        }
+        ts->v = v;
+        vm_set_ext(v, VM_EXT_TIMERS, ts, timers_free);
+    }
+    return ts;
+}
+
+/* after/every(seconds, fn, ...) → handle | nil, message, "too_many_timers" */
+static int start_timer(lua_State *L, int repeat)
+{
+    lua_Number secs = luaL_checknumber(L, 1);
+    luaL_argcheck(L, !isnan(secs) && secs >= 0 && secs <= 86400.0 * 365, 1,
+                  "seconds must be between 0 and one year");
+    luaL_argcheck(L, !repeat || secs >= 0.001, 1, "an interval must be at least 0.001 s");
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    timers *ts = timers_of(L);
+    vm *v = ts->v;
+    if (ts->len >= vm_cfg(v)->max_timers) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "too many pending timers (%d, limit HERALD_MAX_TIMERS)", ts->len);
+        lua_pushliteral(L, "too_many_timers");
+        return 3;
+    }
+    int nargs = lua_gettop(L) - 2;
+    ltimer *t = calloc(1, sizeof *t);
+    if (!t)
+        return luaL_error(L, "out of memory");
+    lua_createtable(L, nargs + 1, 0);              /* [secs fn args... spec] */
+    for (int i = 0; i <= nargs; i++) {
+        lua_pushvalue(L, 2 + i);
+        lua_rawseti(L, -2, i + 1);
+    }
+    t->ref = vm_ref(v, L);                         /* [secs fn args...] */
+    t->nargs = nargs;
+    t->interval = repeat ? (int64_t)(secs * 1000.0 + 0.5) : 0;
+    if (repeat && t->interval < 1)
+        t->interval = 1;
+    t->due = mono_ms() + (int64_t)(secs * 1000.0 + 0.5);
+    t->seq = ts->seq++;
+    if (heap_push(ts, t) < 0) {
+        vm_unref(v, t->ref);
+        free(t);
+        return luaL_error(L, "out of memory");
+    }
+    if (ts->heap[0] == t)
+        arm(ts);
+    timer_handle *h = lua_newuserdatauv(L, sizeof *h, 0);
+    h->t = t;
+    t->handle = h;
+    luaL_setmetatable(L, TIMER_MT);
+    return 1;
+}
+
+static int timer_after(lua_State *L) { return start_timer(L, 0); }
+static int timer_every(lua_State *L) { return start_timer(L, 1); }
+
+/* handle:cancel() → true if it was pending; idempotent */
+static int timer_cancel(lua_State *L)
+{
+    timer_handle *h = luaL_checkudata(L, 1, TIMER_MT);
+    if (!h->t) {
+        lua_pushboolean(L, 0);
+        return 1;
+    }
+    timers *ts = vm_ext(vm_of(L), VM_EXT_TIMERS);
+    ltimer *t = h->t;
+    heap_remove(ts, t);
+    timer_free(ts, t);
+    arm(ts);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int timer_pending(lua_State *L)
+{
+    timer_handle *h = luaL_checkudata(L, 1, TIMER_MT);
+    lua_pushboolean(L, h->t != NULL);
+    return 1;
+}
+
+/* A dropped handle does not stop its timer: fire-and-forget timers are common. */
+static int timer_gc(lua_State *L)
+{
+    timer_handle *h = luaL_checkudata(L, 1, TIMER_MT);
+    if (h->t)
+        h->t->handle = NULL;
+    return 0;
+}
+
+static int timer_count(lua_State *L)
+{
+    timers *ts = vm_ext(vm_of(L), VM_EXT_TIMERS);
+    lua_pushinteger(L, ts ? ts->len : 0);
+    return 1;
+}
+
+static const luaL_Reg timer_methods[] = {
+    {"cancel", timer_cancel},
+    {"pending", timer_pending},
+    {NULL, NULL},
+};
+
+static const luaL_Reg timer_funcs[] = {
+    {"after", timer_after},
+    {"count", timer_count},
+    {"every", timer_every},
+    {NULL, NULL},
+};
+
+static int luaopen_herald_timer(lua_State *L)
+{
+    if (luaL_newmetatable(L, TIMER_MT)) {
+        luaL_newlib(L, timer_methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, timer_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+    luaL_newlib(L, timer_funcs);
+    return 1;
+}
+
+void lua_timer_install(vm *v)
+{
+    lua_State *L = vm_state(v);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    lua_pushcfunction(L, luaopen_herald_timer);
+    lua_setfield(L, -2, "herald.timer");
+    lua_pop(L, 1);
+}
+
+void lua_timer_cancel_all(vm *v)
+{
+    timers *ts = vm_ext(v, VM_EXT_TIMERS);
+    if (!ts)
+        return;
+    int n = ts->len;
+    while (ts->len) {
+        ltimer *t = ts->heap[ts->len - 1];
+        heap_remove(ts, t);
+        timer_free(ts, t);
+    }
+    evtimer_del(ts->ev);
+    if (n)
+        log_info("cancelled %d in-memory timer(s) of the old generation", n);
+}
