@@ -31,6 +31,7 @@ const char *config_usage(void)
            "       herald outbox     [--json] (--db PATH | SCRIPT.lua)   counts per state, pacing per tenant\n"
            "       herald blocked    [--csv|--json] (--db PATH | SCRIPT.lua)   who blocked or uninstalled\n"
            "       herald deliveries [--since S|ISO8601] [--csv|--json] (--db PATH | SCRIPT.lua)\n"
+           "       herald schedules  [--csv|--json] (--db PATH | SCRIPT.lua)   next fire (UTC and local)\n"
            "       herald --help | --version\n"
            "\n"
            "  run SCRIPT.lua        serve Bot Framework activities at POST /api/messages and run the bot\n"
@@ -121,6 +122,8 @@ int config_load(config *cfg, int argc, char **argv, char **err)
     cfg->max_tasks = 10000;
     cfg->task_deadline_ms = 300000;
     cfg->max_timers = 10000;
+    cfg->default_tz = "UTC";
+    cfg->schedule_misfire_s = 60;
     cfg->reload_watch = 1;
     cfg->reload_debounce_ms = 100;
     cfg->reload_grace_ms = 30000;
@@ -180,6 +183,11 @@ int config_load(config *cfg, int argc, char **argv, char **err)
     if (env_limit("HERALD_MAX_TASKS", 1, 10000000, &v, err) < 0) return -1;
     cfg->max_tasks = (int)v;
 
+    if (env_first("HERALD_DEFAULT_TZ", NULL))
+        cfg->default_tz = env_first("HERALD_DEFAULT_TZ", NULL);
+    if (env_limit("HERALD_SCHEDULE_MISFIRE_S", 0, 86400, &cfg->schedule_misfire_s, err) < 0) return -1;
+    const char *tc = getenv("HERALD_TEST_CLOCK");
+    cfg->test_clock = tc && strcmp(tc, "1") == 0;
     v = cfg->max_timers;
     if (env_limit("HERALD_MAX_TIMERS", 1, 10000000, &v, err) < 0) return -1;
     cfg->max_timers = (int)v;
@@ -235,6 +243,7 @@ int config_load(config *cfg, int argc, char **argv, char **err)
         return apply_cloud(cfg, err);
     }
     int report = strcmp(argv[i], "outbox") == 0 || strcmp(argv[i], "blocked") == 0 ||
+                 strcmp(argv[i], "schedules") == 0 ||
                  strcmp(argv[i], "deliveries") == 0;
     cfg->format = "text";
     if (strcmp(argv[i], "run") != 0 && strcmp(argv[i], "check") != 0 && !report) {

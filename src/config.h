@@ -50,6 +50,9 @@ typedef struct config {
     int max_tasks;                /* HERALD_MAX_TASKS: tasks alive at once in a generation */
     long task_deadline_ms;        /* HERALD_TASK_DEADLINE_MS: a task waiting longer is cancelled */
     int max_timers;               /* HERALD_MAX_TIMERS: pending in-memory timers per generation */
+    const char *default_tz;       /* HERALD_DEFAULT_TZ: tz = "user" when the user's zone is unknown */
+    long schedule_misfire_s;      /* HERALD_SCHEDULE_MISFIRE_S: later than this counts as missed */
+    int test_clock;               /* HERALD_TEST_CLOCK=1: POST /-/clock moves the wall clock (tests) */
     int reload_watch;             /* HERALD_RELOAD=off: no file watching (SIGHUP still reloads) */
     long reload_debounce_ms;      /* HERALD_RELOAD_DEBOUNCE_MS */
     long reload_grace_ms;         /* HERALD_RELOAD_GRACE_MS: old generation's tasks finish by then */

@@ -122,8 +122,10 @@ static void on_request(struct evhttp_request *req, void *arg)
         reply_json(req, 200, "OK", body ? body : "{\"status\":\"ok\"}");
         free(body);
     } else if ((plen == 9 && memcmp(uri, "/-/reload", 9) == 0) ||
+               (plen == 8 && memcmp(uri, "/-/clock", 8) == 0) ||
                (plen == 8 && memcmp(uri, "/metrics", 8) == 0)) {
         int reload = uri[1] == '-';
+        const char *what = uri[3] == 'r' ? "reload" : uri[3] == 'c' ? "clock" : "metrics";
         if (!s->cfg.on_admin || !peer_is_loopback(req)) {
             reply_error(req, 403, "Forbidden", "admin endpoints answer loopback clients only");
             return;
@@ -135,7 +137,16 @@ static void on_request(struct evhttp_request *req, void *arg)
             return;
         }
         int status = 200;
-        char *body = s->cfg.on_admin(reload ? "reload" : "metrics", &status, s->ud);
+        struct evbuffer *in = evhttp_request_get_input_buffer(req);
+        size_t blen = evbuffer_get_length(in);
+        char *reqbody = malloc(blen + 1);
+        if (reqbody) {
+            evbuffer_copyout(in, reqbody, blen);
+            reqbody[blen] = 0;
+        }
+        char *body = s->cfg.on_admin(what, reqbody ? reqbody : "", reqbody ? blen : 0, &status,
+                                     s->ud);
+        free(reqbody);
         if (reload) {
             reply_json(req, status, NULL, body ? body : "{}");
         } else {

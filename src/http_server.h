@@ -16,7 +16,7 @@ typedef void (*http_activity_fn)(http_exchange *x, const char *body, size_t len,
 typedef char *(*http_health_fn)(void *ud);
 /* Admin routes (loopback peers only): "reload" (POST /-/reload) returns a malloc'd JSON answer
  * and sets *status; "metrics" (GET /metrics) returns Prometheus text. */
-typedef char *(*http_admin_fn)(const char *what, int *status, void *ud);
+typedef char *(*http_admin_fn)(const char *what, const char *body, size_t len, int *status, void *ud);
 
 typedef struct http_server_config {
     const char *host;

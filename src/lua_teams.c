@@ -20,12 +20,16 @@
 #include <string.h>
 #include <sys/time.h>
 
+static int64_t clock_shift_ms;
+
 int64_t runtime_wall_ms(void)
 {
     struct timeval tv;
     gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
+    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000 + clock_shift_ms;
 }
+
+void runtime_shift_clock(int64_t delta_ms) { clock_shift_ms += delta_ms; }
 
 static runtime *rt_of(lua_State *L) { return vm_host(vm_of(L)); }
 

@@ -3,9 +3,12 @@
  * to a ready list before any runs, so a 0-second re-arm cannot starve the loop. Durable work
  * belongs in schedules: a reload cancels the old generation's timers. */
 #include "log.h"
+#include "scheduler.h"
 #include "runtime.h"
 #include "task.h"
 #include "vm.h"
+
+#include <stdio.h>
 
 #include <event2/event.h>
 #include <lauxlib.h>
@@ -335,8 +338,11 @@ static int luaopen_herald_timer(lua_State *L)
     return 1;
 }
 
+void lua_schedule_install(vm *v);
+
 void lua_timer_install(vm *v)
 {
+    lua_schedule_install(v);
     lua_State *L = vm_state(v);
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
     lua_pushcfunction(L, luaopen_herald_timer);
@@ -358,4 +364,106 @@ void lua_timer_cancel_all(vm *v)
     evtimer_del(ts->ev);
     if (n)
         log_info("cancelled %d in-memory timer(s) of the old generation", n);
+}
+
+/* ---- herald.schedule: durable schedules --------------------------------------------------- */
+
+static scheduler *sched_of(lua_State *L) { return ((runtime *)vm_host(vm_of(L)))->scheduler; }
+
+static const char *opt_string_field(lua_State *L, int t, const char *k)
+{
+    lua_getfield(L, t, k);
+    const char *s = lua_tostring(L, -1);
+    lua_pop(L, 1);                 /* the table keeps the string alive */
+    return s;
+}
+
+/* put{id, handler, kind, expr, tz, conversation, payload (JSON), missed} → next (unix s) |
+ * nil, message, "bad_schedule" */
+static int sched_put(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    scheduler_entry e = {0};
+    e.id = opt_string_field(L, 1, "id");
+    e.handler = opt_string_field(L, 1, "handler");
+    e.kind = opt_string_field(L, 1, "kind");
+    e.expr = opt_string_field(L, 1, "expr");
+    e.tz = opt_string_field(L, 1, "tz");
+    e.conversation_id = opt_string_field(L, 1, "conversation");
+    e.payload = opt_string_field(L, 1, "payload");
+    e.missed = opt_string_field(L, 1, "missed");
+    luaL_argcheck(L, e.id && *e.id && strlen(e.id) <= 200, 1, "schedule needs an 'id' (1-200 bytes)");
+    luaL_argcheck(L, e.handler && *e.handler, 1, "schedule needs a 'handler' name");
+    luaL_argcheck(L, e.kind && e.expr, 1, "schedule needs one of 'at', 'every', 'cron'");
+    luaL_argcheck(L, !e.missed || strcmp(e.missed, "once") == 0 || strcmp(e.missed, "skip") == 0,
+                  1, "'missed' is \"once\" or \"skip\"");
+    char *err = NULL;
+    int64_t next = scheduler_put(sched_of(L), &e, &err);
+    if (next < 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err ? err : "bad schedule");
+        lua_pushliteral(L, "bad_schedule");
+        free(err);
+        return 3;
+    }
+    lua_pushinteger(L, next);
+    return 1;
+}
+
+static int sched_cancel(lua_State *L)
+{
+    int n = scheduler_cancel(sched_of(L), luaL_checkstring(L, 1));
+    if (n < 0)
+        return luaL_error(L, "store error cancelling a schedule");
+    lua_pushboolean(L, n > 0);
+    return 1;
+}
+
+static int sched_get(lua_State *L) { return scheduler_push_get(sched_of(L), L, luaL_checkstring(L, 1)); }
+
+static int sched_list(lua_State *L)
+{
+    return scheduler_push_list(sched_of(L), L, luaL_optstring(L, 1, NULL), luaL_optstring(L, 2, NULL),
+                               luaL_optstring(L, 3, NULL), (int)luaL_optinteger(L, 4, 200));
+}
+
+static int sched_set_dispatch(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_settop(L, 1);
+    lua_setfield(L, LUA_REGISTRYINDEX, "herald.schedule_dispatch");
+    return 0;
+}
+
+static int sched_set_handlers(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    lua_setfield(L, LUA_REGISTRYINDEX, "herald.schedule_handlers");
+    return 0;
+}
+
+static const luaL_Reg sched_funcs[] = {
+    {"cancel", sched_cancel},
+    {"get", sched_get},
+    {"list", sched_list},
+    {"put", sched_put},
+    {"set_dispatch", sched_set_dispatch},
+    {"set_handlers", sched_set_handlers},
+    {NULL, NULL},
+};
+
+static int luaopen_herald_schedule(lua_State *L)
+{
+    luaL_newlib(L, sched_funcs);
+    return 1;
+}
+
+void lua_schedule_install(vm *v)
+{
+    lua_State *L = vm_state(v);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+    lua_pushcfunction(L, luaopen_herald_schedule);
+    lua_setfield(L, -2, "herald.schedule");
+    lua_pop(L, 1);
 }

@@ -10,6 +10,7 @@
 #include "outbox.h"
 #include "redelivery.h"
 #include "reload.h"
+#include "scheduler.h"
 #include "report.h"
 #include "runtime.h"
 #include "store.h"
@@ -40,13 +41,33 @@ static int all_tasks(runtime *rt)
 }
 
 /* POST /-/reload and GET /metrics (loopback only). */
-static char *admin(const char *what, int *status, void *ud)
+static char *admin(const char *what, const char *body, size_t len, int *status, void *ud)
 {
     runtime *rt = ud;
     char *s = NULL;
     reload_stats rs = {0};
+    if (strcmp(what, "clock") == 0) {
+        /* tests only: {"advance_s": N} moves the wall clock schedules and references see */
+        json_error_t jerr;
+        json_t *j = rt->cfg->test_clock ? json_loadb(body, len, 0, &jerr) : NULL;
+        json_t *adv = json_object_get(j, "advance_s");
+        if (!rt->cfg->test_clock || !json_is_number(adv)) {
+            *status = rt->cfg->test_clock ? 400 : 404;
+            json_decref(j);
+            return strdup(rt->cfg->test_clock ? "{\"error\":\"want {\\\"advance_s\\\": N}\"}"
+                                              : "{\"error\":\"HERALD_TEST_CLOCK is off\"}");
+        }
+        runtime_shift_clock((int64_t)(json_number_value(adv) * 1000));
+        json_decref(j);
+        scheduler_poke(rt->scheduler);
+        if (asprintf(&s, "{\"now_ms\":%lld}", (long long)runtime_wall_ms()) < 0)
+            s = NULL;
+        return s;
+    }
     if (strcmp(what, "reload") == 0) {
         int rc = reloader_reload(rt->reloader, "requested");
+        if (rc == 0)
+            scheduler_handlers_changed(rt->scheduler);
         reloader_get_stats(rt->reloader, &rs);
         *status = rc == 0 ? 200 : 422;
         json_t *j = json_pack("{s:b, s:i, s:s?}", "reloaded", rc == 0, "generation", rs.generation,
@@ -98,7 +119,8 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
     (void)sig;
     (void)what;
     runtime *rt = arg;
-    reloader_reload(rt->reloader, "SIGHUP");
+    if (reloader_reload(rt->reloader, "SIGHUP") == 0)
+        scheduler_handlers_changed(rt->scheduler);
 }
 
 /* `herald reload`: asks the running process over its loopback admin endpoint. */
@@ -349,6 +371,13 @@ static int run(config *cfg)
         goto out;
     }
     reloader_set_vm_config(rt.reloader, &vc);
+    rt.scheduler = scheduler_new(&rt, &err);
+    if (!rt.scheduler) {
+        log_error("cannot start the scheduler: %s", err);
+        goto out;
+    }
+    if (cfg->test_clock)
+        log_warn("HERALD_TEST_CLOCK=1: POST /-/clock can move this process's wall clock (tests only)");
     http_server_config sc = {.host = cfg->listen_host, .port = cfg->listen_port,
                              .max_body_bytes = cfg->max_body_bytes, .max_header_bytes = 131072,
                              .timeout_s = 60, .on_admin = admin};
@@ -385,6 +414,7 @@ out:
         event_free(sighup);
     if (rt.pending)
         inbound_abandon_pending(&rt);
+    scheduler_free(rt.scheduler);
     reloader_free(rt.reloader);     /* retired generations first: their tasks may answer exchanges */
     vm_free(rt.vm);                 /* cancels tasks, which may still answer exchanges */
     http_server_free(rt.server);
@@ -428,6 +458,7 @@ int main(int argc, char **argv)
         return rc;
     }
     if (strcmp(cfg.command, "outbox") == 0 || strcmp(cfg.command, "blocked") == 0 ||
+        strcmp(cfg.command, "schedules") == 0 ||
         strcmp(cfg.command, "deliveries") == 0) {
         rc = report_run(&cfg);
         config_free(&cfg);

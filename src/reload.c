@@ -6,6 +6,7 @@
 #include "config.h"
 #include "log.h"
 #include "runtime.h"
+#include "scheduler.h"
 #include "task.h"
 #include "vm.h"
 
@@ -209,7 +210,9 @@ static void on_debounce(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    reloader_reload(arg, "file changed");
+    reloader *r = arg;
+    if (reloader_reload(r, "file changed") == 0 && r->rt->scheduler)
+        scheduler_handlers_changed(r->rt->scheduler);
 }
 
 static void on_inotify(evutil_socket_t fd, short what, void *arg)

@@ -2,6 +2,7 @@
  * read-only queries on the database (safe while herald runs: WAL), as text, JSON or CSV. */
 #include "report.h"
 #include "config.h"
+#include "tz.h"
 
 #include <jansson.h>
 #include <sqlite3.h>
@@ -297,6 +298,99 @@ static int report_deliveries(sqlite3 *db, const config *cfg)
     return 0;
 }
 
+/* "2026-11-22 09:00 CET (+01:00)" for instant t in zone name (NULL or unknown: UTC). */
+static void local_time(int64_t t, const char *name, char *out, size_t len)
+{
+    char *err = NULL;
+    const tz *z = name ? tz_get(name, &err) : NULL;
+    free(err);
+    if (!z) {
+        char iso[32];
+        iso_time(t * 1000, iso);
+        snprintf(out, len, "%s", iso);
+        return;
+    }
+    struct civil c;
+    int off = tz_utc_to_local(z, t, &c);
+    int a = off < 0 ? -off : off;
+    snprintf(out, len, "%04lld-%02d-%02d %02d:%02d %s (%c%02d:%02d)", (long long)c.year, c.month,
+             c.day, c.hour, c.minute, tz_abbr_at(z, t), off < 0 ? '-' : '+', a / 3600,
+             a / 60 % 60);
+}
+
+static int report_schedules(sqlite3 *db, const config *cfg)
+{
+    sqlite3_stmt *st;
+    if (prepare(db,
+                "SELECT s.id, s.handler, s.kind, s.expr, s.tz, s.conversation_id, s.next_fire_at,"
+                " s.last_fire_at, s.last_result, s.runs, s.waiting_handler,"
+                " CASE WHEN s.tz = 'user' THEN c.timezone ELSE s.tz END"
+                " FROM schedules s LEFT JOIN conversations c ON c.id = s.conversation_id"
+                " ORDER BY s.next_fire_at IS NULL, s.next_fire_at, s.id",
+                &st) < 0)
+        return 1;
+    int json = strcmp(cfg->format, "json") == 0, csv = strcmp(cfg->format, "csv") == 0;
+    json_t *arr = json ? json_array() : NULL;
+    if (csv)
+        fputs("id,handler,spec,tz,zone,next_utc,next_local,conversation,runs,last_result\n", stdout);
+    int n = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        n++;
+        const char *zone = col(st, 11);
+        if (col(st, 4) && strcmp(col(st, 4), "user") == 0 && !zone)
+            zone = cfg->default_tz;
+        char spec[300], next_utc[32] = "-", next_local[96] = "-";
+        snprintf(spec, sizeof spec, "%s %s", col(st, 2), col(st, 3));
+        int has_next = sqlite3_column_type(st, 6) != SQLITE_NULL;
+        if (has_next) {
+            iso_time(sqlite3_column_int64(st, 6) * 1000, next_utc);
+            local_time(sqlite3_column_int64(st, 6), zone, next_local, sizeof next_local);
+        }
+        const char *result = sqlite3_column_int(st, 10) ? "waiting for its handler"
+                             : col(st, 8) ? col(st, 8) : "-";
+        if (json) {
+            json_t *o = json_object();
+            json_object_set_new(o, "id", json_str_or_null(col(st, 0)));
+            json_object_set_new(o, "handler", json_str_or_null(col(st, 1)));
+            json_object_set_new(o, "kind", json_str_or_null(col(st, 2)));
+            json_object_set_new(o, "expr", json_str_or_null(col(st, 3)));
+            json_object_set_new(o, "tz", json_str_or_null(col(st, 4)));
+            json_object_set_new(o, "zone", json_str_or_null(zone));
+            json_object_set_new(o, "next_utc", has_next ? json_string(next_utc) : json_null());
+            json_object_set_new(o, "next_local", has_next ? json_string(next_local) : json_null());
+            json_object_set_new(o, "conversation", json_str_or_null(col(st, 5)));
+            json_object_set_new(o, "runs", json_integer(sqlite3_column_int64(st, 9)));
+            json_object_set_new(o, "last_result", json_str_or_null(col(st, 8)));
+            json_object_set_new(o, "waiting_for_handler", json_boolean(sqlite3_column_int(st, 10)));
+            json_array_append_new(arr, o);
+        } else if (csv) {
+            char runs[24];
+            snprintf(runs, sizeof runs, "%lld", (long long)sqlite3_column_int64(st, 9));
+            csv_field(stdout, col(st, 0), 0);
+            csv_field(stdout, col(st, 1), 0);
+            csv_field(stdout, spec, 0);
+            csv_field(stdout, col(st, 4), 0);
+            csv_field(stdout, zone, 0);
+            csv_field(stdout, has_next ? next_utc : "", 0);
+            csv_field(stdout, has_next ? next_local : "", 0);
+            csv_field(stdout, col(st, 5), 0);
+            csv_field(stdout, runs, 0);
+            csv_field(stdout, result, 1);
+        } else {
+            printf("%s\n  handler %s, %s%s%s\n  next    %s  |  %s\n  owner   %s\n  runs    %lld, last: %s\n\n",
+                   col(st, 0), col(st, 1), spec, col(st, 4) ? " tz=" : "",
+                   col(st, 4) ? col(st, 4) : "", next_utc, next_local,
+                   col(st, 5) ? col(st, 5) : "-", (long long)sqlite3_column_int64(st, 9), result);
+        }
+    }
+    sqlite3_finalize(st);
+    if (json)
+        dump_json(arr);
+    else if (!csv && n == 0)
+        puts("(no schedules)");
+    return 0;
+}
+
 int report_run(const config *cfg)
 {
     sqlite3 *db = NULL;
@@ -320,6 +414,9 @@ int report_run(const config *cfg)
         rc = 1;
     } else if (strcmp(cfg->command, "outbox") == 0) {
         rc = report_outbox(db, cfg);
+    } else if (strcmp(cfg->command, "schedules") == 0) {
+        rc = version < 4 ? (fprintf(stderr, "herald: %s has no schedules table yet\n", cfg->db_path), 1)
+                         : report_schedules(db, cfg);
     } else if (strcmp(cfg->command, "blocked") == 0) {
         rc = report_blocked(db, cfg);
     } else {

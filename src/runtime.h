@@ -19,6 +19,7 @@ typedef struct auth_out auth_out;
 typedef struct trust trust;
 typedef struct outbox outbox;
 typedef struct reloader reloader;
+typedef struct scheduler scheduler;
 typedef struct pending_auth pending_auth;
 
 typedef struct runtime {
@@ -32,6 +33,7 @@ typedef struct runtime {
     vm *vm;
     outbox *outbox;               /* every outbound operation goes through it */
     reloader *reloader;
+    scheduler *scheduler;
     auth_in *auth_in;             /* NULL in dev mode */
     auth_out *auth_out;           /* NULL in dev mode */
     trust *trust;                 /* NULL in dev mode: every service URL is allowed */
@@ -56,7 +58,9 @@ void lua_teams_install(vm *v);
 void lua_timer_install(vm *v);
 void lua_timer_cancel_all(vm *v);
 
-/* Wall-clock unix milliseconds (references, logs); monotonic time is vm_now_ms. */
+/* Wall-clock unix milliseconds (references, schedules); monotonic time is vm_now_ms. A test
+ * build moves it with runtime_shift_clock (HERALD_TEST_CLOCK=1 and POST /-/clock). */
 int64_t runtime_wall_ms(void);
+void runtime_shift_clock(int64_t delta_ms);
 
 #endif

@@ -106,6 +106,29 @@ static const struct migration {
         " user_name TEXT,"
         " at INTEGER NOT NULL,"
         " cleared_at INTEGER);"),
+    /* Durable schedules (scheduler.c): times are unix seconds; the partial index is the wake-up
+     * source, so finding the next instant among millions of rows is one index seek. */
+    MIGRATION(4,
+        "CREATE TABLE schedules ("
+        " id TEXT PRIMARY KEY,"
+        " handler TEXT NOT NULL,"
+        " kind TEXT NOT NULL,"
+        " expr TEXT NOT NULL,"
+        " tz TEXT,"
+        " conversation_id TEXT,"
+        " payload TEXT,"
+        " missed TEXT NOT NULL DEFAULT 'once',"
+        " anchor INTEGER,"
+        " next_fire_at INTEGER,"
+        " waiting_handler INTEGER NOT NULL DEFAULT 0,"
+        " last_fire_at INTEGER,"
+        " last_result TEXT,"
+        " runs INTEGER NOT NULL DEFAULT 0,"
+        " created_at INTEGER NOT NULL,"
+        " updated_at INTEGER NOT NULL);"
+        "CREATE INDEX schedules_due ON schedules(next_fire_at)"
+        " WHERE next_fire_at IS NOT NULL AND waiting_handler = 0;"
+        "CREATE INDEX schedules_conversation ON schedules(conversation_id);"),
 };
 
 #define LATEST_VERSION ((int)(sizeof migrations / sizeof migrations[0]))

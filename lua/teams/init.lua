@@ -3,6 +3,7 @@
 -- yields the calling handler until the connector answers.
 local core = require "herald.core"
 local message = require "teams.message"
+local cjson = require "cjson"
 
 local teams = {}
 local hooks = {}
@@ -210,6 +211,85 @@ end
 
 teams.timer = require "herald.timer"
 
+---------------------------------------------------------------------------------------------
+-- durable schedules
+
+local sched = require "herald.schedule"
+local schedule_handlers = {}
+sched.set_handlers(schedule_handlers)
+
+--- Registers the handler durable schedules name. It runs in a task of its own with
+--- ev = { schedule, handler, payload, conversation, due, fired_at } and ev:send(message).
+function teams.on_schedule(name, fn)
+  if type(name) ~= "string" or name == "" then error("teams.on_schedule expects a name", 2) end
+  if type(fn) ~= "function" then error("teams.on_schedule expects a function", 2) end
+  schedule_handlers[name] = fn
+  hooks["schedule:" .. name] = fn   -- counts as a hook: a script of schedules alone is valid
+end
+
+local SCHEDULE_FIELDS = {
+  id = true, handler = true, at = true, every = true, cron = true, tz = true,
+  conversation = true, payload = true, missed = true,
+}
+
+--- Creates or replaces (same id) a durable schedule. Exactly one of:
+---   at = "2026-11-22T09:00:00+01:00"  or  at = "2026-11-22T09:00", tz = "Europe/Paris"
+---   every = 3600 (seconds) or "15m"/"2h"/"1d" (optionally "1d@2026-11-22T09:00")
+---   cron = "0 9 * * 1-5", tz = "America/New_York" | "user"
+--- tz = "user" follows the owner conversation's time zone as captured from its activities.
+--- Returns id, next fire (unix seconds), or nil, message, "bad_schedule".
+local function schedule(spec)
+  if type(spec) ~= "table" then error("teams.schedule expects a table", 2) end
+  for k in pairs(spec) do
+    if not SCHEDULE_FIELDS[k] then error(("teams.schedule: unknown field '%s'"):format(tostring(k)), 2) end
+  end
+  local kind, expr
+  for _, k in ipairs { "at", "every", "cron" } do
+    if spec[k] ~= nil then
+      if kind then error("teams.schedule: give only one of 'at', 'every', 'cron'", 2) end
+      kind, expr = k, spec[k]
+    end
+  end
+  if not kind then error("teams.schedule: give one of 'at', 'every', 'cron'", 2) end
+  if kind == "every" and type(expr) == "number" then expr = tostring(math.floor(expr)) end
+  if type(expr) ~= "string" then error(("teams.schedule: '%s' must be a string"):format(kind), 2) end
+  if type(spec.handler) ~= "string" then error("teams.schedule: 'handler' names a teams.on_schedule handler", 2) end
+  local conv = spec.conversation
+  if type(conv) == "table" then conv = conv.id end
+  if spec.tz == "user" and not conv then error("teams.schedule: tz = \"user\" needs a 'conversation'", 2) end
+  local payload = spec.payload
+  if payload ~= nil then payload = cjson.encode(payload) end
+  local id = spec.id or (spec.handler .. ":" .. (conv or "") .. ":" .. kind .. ":" .. expr)
+  local next_fire, err, code = sched.put {
+    id = id, handler = spec.handler, kind = kind, expr = expr, tz = spec.tz,
+    conversation = conv, payload = payload, missed = spec.missed,
+  }
+  if not next_fire then return nil, err, code end
+  return id, next_fire
+end
+
+teams.schedule = setmetatable({
+  cancel = function(id)
+    if type(id) ~= "string" then error("teams.schedule.cancel expects an id", 2) end
+    return sched.cancel(id)
+  end,
+  get = function(id)
+    if type(id) ~= "string" then error("teams.schedule.get expects an id", 2) end
+    return sched.get(id)
+  end,
+  --- list{ handler =, conversation = } → array of schedules (each with next_fire, last_result, ...)
+  list = function(filter)
+    filter = filter or {}
+    local out, after = {}, nil
+    repeat
+      local page = sched.list(filter.handler, filter.conversation, after, 200)
+      for _, s in ipairs(page) do out[#out + 1] = s end
+      after = page[#page] and page[#page].id
+    until #page < 200
+    return out
+  end,
+}, { __call = function(_, spec) return schedule(spec) end })
+
 teams.card = message.card
 teams.mention = message.mention
 
@@ -312,8 +392,6 @@ end
 ---------------------------------------------------------------------------------------------
 -- dispatch (called by the host in a fresh task for every accepted activity)
 
-local cjson = require "cjson"
-
 local function invoke_result(r)
   if r == nil then return 200, nil end
   if type(r) == "table" and math.type(r.status) == "integer" then
@@ -370,5 +448,23 @@ local function dispatch(a, hook)
 end
 
 core.set_dispatcher(dispatch)
+
+local ScheduleEvent = {}
+ScheduleEvent.__index = ScheduleEvent
+function ScheduleEvent:send(msg, opts)
+  if not self.conversation then error("this schedule has no conversation to send to", 2) end
+  return teams.send(self.conversation, msg, opts)
+end
+
+sched.set_dispatch(function(handler, id, payload, conv, due, now)
+  local fn = schedule_handlers[handler]
+  if not fn then error(("no schedule handler '%s'"):format(handler)) end
+  local ev = setmetatable({
+    schedule = id, handler = handler, conversation = conv, due = due, fired_at = now,
+    payload = payload and cjson.decode(payload) or nil,
+  }, ScheduleEvent)
+  if ev.payload ~= nil then ev.payload = integers(ev.payload, 0) end
+  return fn(ev)
+end)
 
 return teams

@@ -13,6 +13,10 @@ local function load_teams()
     get_reference = function() return nil end,
     config = function() return { dev = true } end,
   }
+  package.loaded["herald.timer"] = {}
+  package.loaded["herald.schedule"] = {
+    set_handlers = function() end, set_dispatch = function() end,
+  }
   local teams = require "teams"
   return teams, function(...) return dispatcher(...) end, sent
 end

@@ -1,0 +1,486 @@
+/* scheduler.c — durable schedules: rows in SQLite with the next fire instant indexed, one timer
+ * armed at the earliest, due rows fired in bounded batches (so 10,000 schedules due at 09:00
+ * stream into the outbox without stalling inbound traffic), the missed-run policy, "tz = user",
+ * and handlers found by name in whichever generation is live. The math lives in schedule.c. */
+#include "scheduler.h"
+#include "config.h"
+#include "log.h"
+#include "outbox.h"
+#include "runtime.h"
+#include "schedule.h"
+#include "store.h"
+#include "task.h"
+#include "tz.h"
+#include "vm.h"
+
+#include <event2/event.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Rows fired per loop turn: enough to keep up with any real schedule load, few enough that an
+ * inbound request waits at most a few milliseconds behind a burst. */
+#define FIRE_BATCH 200
+/* Longest sleep between checks: bounds the effect of a wall-clock jump on a monotonic timer. */
+#define MAX_SLEEP_S 300
+
+struct scheduler {
+    runtime *rt;
+    sqlite3 *db;
+    sqlite3_stmt *put, *del, *get, *due, *min_next, *advance, *wait_handler, *unwait, *result,
+        *user_tz, *list;
+    struct event *timer;
+    int64_t armed_for;            /* unix s the timer is set for, 0 when idle */
+    scheduler_stats stats;
+};
+
+static const struct {
+    size_t offset;
+    const char *sql;
+} statements[] = {
+    {offsetof(struct scheduler, put),
+     "INSERT INTO schedules (id, handler, kind, expr, tz, conversation_id, payload, missed, anchor,"
+     " next_fire_at, waiting_handler, runs, created_at, updated_at)"
+     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, 0, 0, ?11, ?11)"
+     " ON CONFLICT(id) DO UPDATE SET handler = excluded.handler, kind = excluded.kind,"
+     " expr = excluded.expr, tz = excluded.tz, conversation_id = excluded.conversation_id,"
+     " payload = excluded.payload, missed = excluded.missed, anchor = excluded.anchor,"
+     " next_fire_at = excluded.next_fire_at, waiting_handler = 0, updated_at = excluded.updated_at"},
+    {offsetof(struct scheduler, del), "DELETE FROM schedules WHERE id = ?1"},
+    {offsetof(struct scheduler, get),
+     "SELECT id, handler, kind, expr, tz, conversation_id, payload, missed, next_fire_at,"
+     " last_fire_at, last_result, runs, waiting_handler FROM schedules WHERE id = ?1"},
+    {offsetof(struct scheduler, due),
+     "SELECT id, handler, kind, expr, tz, conversation_id, payload, missed, anchor, next_fire_at"
+     " FROM schedules WHERE next_fire_at <= ?1 AND waiting_handler = 0"
+     " ORDER BY next_fire_at LIMIT ?2"},
+    {offsetof(struct scheduler, min_next),
+     "SELECT min(next_fire_at) FROM schedules WHERE next_fire_at IS NOT NULL AND waiting_handler = 0"},
+    {offsetof(struct scheduler, advance),
+     "UPDATE schedules SET next_fire_at = ?2, last_fire_at = ?3, last_result = ?4,"
+     " runs = runs + ?5, updated_at = ?6 WHERE id = ?1"},
+    {offsetof(struct scheduler, wait_handler),
+     "UPDATE schedules SET waiting_handler = 1, last_result = ?2 WHERE id = ?1"},
+    {offsetof(struct scheduler, unwait),
+     "UPDATE schedules SET waiting_handler = 0 WHERE waiting_handler = 1"},
+    {offsetof(struct scheduler, result), "UPDATE schedules SET last_result = ?2 WHERE id = ?1"},
+    {offsetof(struct scheduler, user_tz), "SELECT timezone FROM conversations WHERE id = ?1"},
+    {offsetof(struct scheduler, list),
+     "SELECT id, handler, kind, expr, tz, conversation_id, payload, missed, next_fire_at,"
+     " last_fire_at, last_result, runs, waiting_handler FROM schedules"
+     " WHERE (?1 IS NULL OR handler = ?1) AND (?2 IS NULL OR conversation_id = ?2)"
+     " AND id > ?3 ORDER BY id LIMIT ?4"},
+};
+
+#define NSTATEMENTS (sizeof statements / sizeof statements[0])
+
+static sqlite3_stmt **stmt_at(scheduler *s, size_t i)
+{
+    return (sqlite3_stmt **)(void *)((char *)s + statements[i].offset);
+}
+
+static int64_t now_s(void) { return runtime_wall_ms() / 1000; }
+
+static void bind_text(sqlite3_stmt *st, int i, const char *v)
+{
+    if (v)
+        sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+static int exec(scheduler *s, sqlite3_stmt *st, char **err)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        if (err && asprintf(err, "schedules: %s", sqlite3_errmsg(s->db)) < 0)
+            *err = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+/* The zone a schedule runs in: its own, the owner conversation's when "user", else the default. */
+static const char *zone_for(scheduler *s, const char *tzname, const char *conv, char *buf,
+                            size_t len)
+{
+    if (!tzname || !*tzname)
+        return NULL;
+    if (strcmp(tzname, "user") != 0)
+        return tzname;
+    const char *zone = s->rt->cfg->default_tz;
+    if (conv) {
+        bind_text(s->user_tz, 1, conv);
+        if (sqlite3_step(s->user_tz) == SQLITE_ROW && sqlite3_column_text(s->user_tz, 0)) {
+            const char *z = (const char *)sqlite3_column_text(s->user_tz, 0);
+            char *err = NULL;
+            if (tz_get(z, &err))  /* a zone the system does not know falls back to the default */
+                snprintf(buf, len, "%s", z), zone = buf;
+            free(err);
+        }
+        sqlite3_reset(s->user_tz);
+        sqlite3_clear_bindings(s->user_tz);
+    }
+    return zone;
+}
+
+/* Parses a stored or new spec; every gets its anchor (creation time unless given). */
+static int build_spec(scheduler *s, const char *kind, const char *expr, const char *tzname,
+                      const char *conv, int64_t anchor, schedule_spec *spec, char **err)
+{
+    char buf[128];
+    const char *zone = zone_for(s, tzname, conv, buf, sizeof buf);
+    if (schedule_parse(kind, expr, zone, spec, err) < 0)
+        return -1;
+    if (spec->kind == SCHEDULE_EVERY && !spec->has_anchor && anchor) {
+        spec->anchor = anchor;
+        spec->has_anchor = 1;
+    }
+    return 0;
+}
+
+static void arm(scheduler *s)
+{
+    int64_t next = -1;
+    if (sqlite3_step(s->min_next) == SQLITE_ROW && sqlite3_column_type(s->min_next, 0) != SQLITE_NULL)
+        next = sqlite3_column_int64(s->min_next, 0);
+    sqlite3_reset(s->min_next);
+    if (next < 0) {
+        evtimer_del(s->timer);
+        s->armed_for = 0;
+        return;
+    }
+    int64_t now_ms = runtime_wall_ms();
+    int64_t wait = next * 1000 - now_ms;
+    if (wait < 0)
+        wait = 0;
+    if (wait > MAX_SLEEP_S * 1000)
+        wait = MAX_SLEEP_S * 1000;
+    s->armed_for = next;
+    struct timeval tv = {(long)(wait / 1000), (long)(wait % 1000) * 1000};
+    evtimer_add(s->timer, &tv);
+}
+
+typedef struct fire_ctx {
+    scheduler *s;
+    char id[256];
+} fire_ctx;
+
+static void on_fire_done(task *t, enum task_status status, int nres, const char *message, void *ud)
+{
+    (void)t;
+    (void)nres;
+    fire_ctx *f = ud;
+    if (status != TASK_OK) {
+        scheduler *s = f->s;
+        log_error("schedule handler failed schedule=%s error=%s", f->id, message);
+        char result[300];
+        snprintf(result, sizeof result, "error: %.280s", message ? message : "?");
+        char *nl = strchr(result, '\n');
+        if (nl)
+            *nl = 0;
+        s->stats.errors++;
+        bind_text(s->result, 1, f->id);
+        bind_text(s->result, 2, result);
+        outbox_touch_batch(s->rt->outbox);
+        exec(s, s->result, NULL);
+    }
+    free(f);
+}
+
+/* 1 when the live generation has a handler registered under name. */
+static int has_handler(vm *v, const char *name)
+{
+    lua_State *L = vm_state(v);
+    int found = 0;
+    if (lua_getfield(L, LUA_REGISTRYINDEX, "herald.schedule_handlers") == LUA_TTABLE)
+        found = lua_getfield(L, -1, name) == LUA_TFUNCTION, lua_pop(L, 1);
+    lua_pop(L, 1);
+    return found;
+}
+
+/* Runs the dispatcher as a task: dispatch(handler, id, payload_json, conversation, due, now). */
+static void spawn(scheduler *s, const char *handler, const char *id, const char *payload,
+                  const char *conv, int64_t due, int64_t now)
+{
+    vm *v = s->rt->vm;
+    lua_State *L = vm_state(v);
+    if (lua_getfield(L, LUA_REGISTRYINDEX, "herald.schedule_dispatch") != LUA_TFUNCTION) {
+        lua_pop(L, 1);
+        return;
+    }
+    lua_pushstring(L, handler);
+    lua_pushstring(L, id);
+    if (payload) lua_pushstring(L, payload); else lua_pushnil(L);
+    if (conv) lua_pushstring(L, conv); else lua_pushnil(L);
+    lua_pushinteger(L, due);
+    lua_pushinteger(L, now);
+    fire_ctx *f = calloc(1, sizeof *f);
+    if (f) {
+        f->s = s;
+        snprintf(f->id, sizeof f->id, "%s", id);
+    }
+    int started;
+    char *err = NULL;
+    task_spawn(v, "schedule", 6, on_fire_done, f, &started, &err);
+    if (!started) {
+        log_error("schedule %s could not start its task: %s", id, err ? err : "?");
+        free(err);
+        free(f);
+    }
+}
+
+/* Fires up to FIRE_BATCH due rows; returns how many it handled. */
+static int fire_due(scheduler *s)
+{
+    int64_t now = now_s();
+    int misfire = (int)s->rt->cfg->schedule_misfire_s;
+    typedef struct due_row {
+        char *id, *handler, *kind, *expr, *tz, *conv, *payload, *missed;
+        int64_t anchor, next;
+    } due_row;
+    due_row rows[FIRE_BATCH];
+    int n = 0;
+    sqlite3_bind_int64(s->due, 1, now);
+    sqlite3_bind_int(s->due, 2, FIRE_BATCH);
+    while (n < FIRE_BATCH && sqlite3_step(s->due) == SQLITE_ROW) {
+        due_row *r = &rows[n++];
+        char **f[] = {&r->id, &r->handler, &r->kind, &r->expr, &r->tz, &r->conv, &r->payload,
+                      &r->missed};
+        for (int i = 0; i < 8; i++) {
+            const unsigned char *t = sqlite3_column_text(s->due, i);
+            *f[i] = t ? strdup((const char *)t) : NULL;
+        }
+        r->anchor = sqlite3_column_int64(s->due, 8);
+        r->next = sqlite3_column_int64(s->due, 9);
+    }
+    sqlite3_reset(s->due);
+    sqlite3_clear_bindings(s->due);
+    if (n)
+        outbox_touch_batch(s->rt->outbox);
+    for (int i = 0; i < n; i++) {
+        due_row *r = &rows[i];
+        char *err = NULL;
+        if (!has_handler(s->rt->vm, r->handler)) {
+            char why[300];
+            snprintf(why, sizeof why, "no handler '%s' in the live script (kept; retried when one "
+                     "registers)", r->handler);
+            log_warn("schedule %s is due but %s", r->id, why + 0);
+            bind_text(s->wait_handler, 1, r->id);
+            bind_text(s->wait_handler, 2, why);
+            exec(s, s->wait_handler, NULL);
+            s->stats.waiting++;
+            goto next_row;
+        }
+        schedule_spec spec;
+        int64_t next = -1;
+        if (build_spec(s, r->kind, r->expr, r->tz, r->conv, r->anchor, &spec, &err) == 0)
+            next = schedule_next(&spec, now);
+        else
+            log_error("schedule %s can no longer be parsed: %s", r->id, err);
+        int missed = now - r->next > misfire;
+        int skip = missed && r->missed && strcmp(r->missed, "skip") == 0;
+        const char *result = err ? "error: unparsable" : skip ? "skipped (missed while down)"
+                                                              : missed ? "fired late (missed)" : "fired";
+        bind_text(s->advance, 1, r->id);
+        if (next >= 0) sqlite3_bind_int64(s->advance, 2, next); else sqlite3_bind_null(s->advance, 2);
+        sqlite3_bind_int64(s->advance, 3, now);
+        bind_text(s->advance, 4, result);
+        sqlite3_bind_int(s->advance, 5, skip || err ? 0 : 1);
+        sqlite3_bind_int64(s->advance, 6, now);
+        exec(s, s->advance, NULL);
+        if (!skip && !err) {
+            s->stats.fired++;
+            spawn(s, r->handler, r->id, r->payload, r->conv, r->next, now);
+        } else if (skip) {
+            s->stats.skipped++;
+        }
+        free(err);
+    next_row:
+        free(r->id);
+        free(r->handler);
+        free(r->kind);
+        free(r->expr);
+        free(r->tz);
+        free(r->conv);
+        free(r->payload);
+        free(r->missed);
+    }
+    return n;
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    scheduler *s = arg;
+    int n = fire_due(s);
+    if (n == FIRE_BATCH) {
+        /* more are due: continue on the next loop turn, after pending inbound requests */
+        s->armed_for = now_s();
+        struct timeval zero = {0, 0};
+        evtimer_add(s->timer, &zero);
+        return;
+    }
+    arm(s);
+}
+
+scheduler *scheduler_new(runtime *rt, char **err)
+{
+    scheduler *s = calloc(1, sizeof *s);
+    if (!s) {
+        *err = strdup("out of memory");
+        return NULL;
+    }
+    s->rt = rt;
+    s->db = store_db(rt->store);
+    for (size_t i = 0; i < NSTATEMENTS; i++)
+        if (sqlite3_prepare_v3(s->db, statements[i].sql, -1, SQLITE_PREPARE_PERSISTENT,
+                               stmt_at(s, i), NULL) != SQLITE_OK) {
+            if (asprintf(err, "schedules: prepare: %s", sqlite3_errmsg(s->db)) < 0)
+                *err = NULL;
+            scheduler_free(s);
+            return NULL;
+        }
+    s->timer = evtimer_new(rt->base, on_timer, s);
+    if (!s->timer) {
+        *err = strdup("out of memory");
+        scheduler_free(s);
+        return NULL;
+    }
+    arm(s);
+    return s;
+}
+
+void scheduler_free(scheduler *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < NSTATEMENTS; i++)
+        sqlite3_finalize(*stmt_at(s, i));
+    if (s->timer)
+        event_free(s->timer);
+    free(s);
+}
+
+void scheduler_poke(scheduler *s)
+{
+    arm(s);
+}
+
+void scheduler_handlers_changed(scheduler *s)
+{
+    outbox_touch_batch(s->rt->outbox);
+    exec(s, s->unwait, NULL);
+    arm(s);
+}
+
+void scheduler_get_stats(const scheduler *s, scheduler_stats *out) { *out = s->stats; }
+
+int64_t scheduler_put(scheduler *s, const scheduler_entry *e, char **err)
+{
+    schedule_spec spec;
+    int64_t now = now_s();
+    if (build_spec(s, e->kind, e->expr, e->tz, e->conversation_id, now, &spec, err) < 0)
+        return -1;
+    int64_t next = schedule_next(&spec, now - 1);   /* an "at" of this very second still fires */
+    if (next < 0) {
+        *err = strdup(spec.kind == SCHEDULE_AT ? "that time is in the past"
+                                               : "the schedule never fires");
+        return -1;
+    }
+    sqlite3_stmt *st = s->put;
+    bind_text(st, 1, e->id);
+    bind_text(st, 2, e->handler);
+    bind_text(st, 3, e->kind);
+    bind_text(st, 4, e->expr);
+    bind_text(st, 5, e->tz);
+    bind_text(st, 6, e->conversation_id);
+    bind_text(st, 7, e->payload);
+    bind_text(st, 8, e->missed ? e->missed : "once");
+    sqlite3_bind_int64(st, 9, spec.kind == SCHEDULE_EVERY ? spec.anchor : 0);
+    sqlite3_bind_int64(st, 10, next);
+    sqlite3_bind_int64(st, 11, now);
+    outbox_touch_batch(s->rt->outbox);
+    if (exec(s, st, err) < 0)
+        return -1;
+    if (!s->armed_for || next < s->armed_for)
+        arm(s);
+    return next;
+}
+
+int scheduler_cancel(scheduler *s, const char *id)
+{
+    bind_text(s->del, 1, id);
+    outbox_touch_batch(s->rt->outbox);
+    if (exec(s, s->del, NULL) < 0)
+        return -1;
+    int n = sqlite3_changes(s->db);
+    arm(s);
+    return n;
+}
+
+static void push_row(lua_State *L, sqlite3_stmt *st)
+{
+    static const char *const names[] = {"id", "handler", "kind", "expr", "tz", "conversation",
+                                        "payload", "missed"};
+    lua_createtable(L, 0, 13);
+    for (int i = 0; i < 8; i++)
+        if (sqlite3_column_text(st, i)) {
+            lua_pushstring(L, (const char *)sqlite3_column_text(st, i));
+            lua_setfield(L, -2, names[i]);
+        }
+    if (sqlite3_column_type(st, 8) != SQLITE_NULL) {
+        lua_pushinteger(L, sqlite3_column_int64(st, 8));
+        lua_setfield(L, -2, "next_fire");
+    }
+    if (sqlite3_column_type(st, 9) != SQLITE_NULL) {
+        lua_pushinteger(L, sqlite3_column_int64(st, 9));
+        lua_setfield(L, -2, "last_fire");
+    }
+    if (sqlite3_column_text(st, 10)) {
+        lua_pushstring(L, (const char *)sqlite3_column_text(st, 10));
+        lua_setfield(L, -2, "last_result");
+    }
+    lua_pushinteger(L, sqlite3_column_int64(st, 11));
+    lua_setfield(L, -2, "runs");
+    lua_pushboolean(L, sqlite3_column_int(st, 12));
+    lua_setfield(L, -2, "waiting_for_handler");
+}
+
+int scheduler_push_get(scheduler *s, lua_State *L, const char *id)
+{
+    bind_text(s->get, 1, id);
+    int found = sqlite3_step(s->get) == SQLITE_ROW;
+    if (found)
+        push_row(L, s->get);
+    else
+        lua_pushnil(L);
+    sqlite3_reset(s->get);
+    sqlite3_clear_bindings(s->get);
+    return 1;
+}
+
+int scheduler_push_list(scheduler *s, lua_State *L, const char *handler, const char *conv,
+                        const char *after, int limit)
+{
+    sqlite3_stmt *st = s->list;
+    bind_text(st, 1, handler);
+    bind_text(st, 2, conv);
+    bind_text(st, 3, after ? after : "");
+    sqlite3_bind_int(st, 4, limit);
+    lua_newtable(L);
+    int n = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        push_row(L, st);
+        lua_rawseti(L, -2, ++n);
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return 1;
+}
