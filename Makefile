@@ -78,7 +78,7 @@ clean:
 # build/fuzz/corpus, findings to build/fuzz/crash-* (tests/fuzz/corpus holds the seeds).
 FUZZ_CC    ?= clang
 FUZZ_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-FUZZ_SRC   := src/auth_in.c src/log.c src/http_client.c
+FUZZ_SRC   := src/auth_in.c src/log.c src/http_client.c src/clock.c
 FUZZ_TIME  ?= 60
 FUZZ_ARGS  ?= -max_total_time=$(FUZZ_TIME)
 

@@ -2,6 +2,7 @@
  * (fetched through http_client, refreshed periodically and on unknown kids with a floor), the
  * claims Teams puts in them, and a cache of verified tokens so RSA runs once per token. */
 #include "auth_in.h"
+#include "clock.h"
 #include "http_client.h"
 #include "log.h"
 
@@ -59,12 +60,7 @@ struct auth_in {
     auth_in_stats stats;
 };
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+static int64_t mono_ms(void) { return clock_mono_ms(); }
 
 /* ---- base64url ------------------------------------------------------------------------- */
 
@@ -545,8 +541,7 @@ auth_in *auth_in_new(struct event_base *base, http_client *http, const auth_in_c
         *err = strdup("out of memory");
         return NULL;
     }
-    struct timeval tv = {a->cfg.refresh_interval_s, 0};
-    event_add(a->refresh_timer, &tv);
+    clock_timer_add(a->refresh_timer, (int64_t)a->cfg.refresh_interval_s * 1000);
     return a;
 }
 

@@ -2,6 +2,7 @@
  * every waiter, the token kept until refresh_ahead_s before expiry and renewed in the background,
  * failures backed off exponentially. Certificates sign an RS256 assertion with x5t. */
 #include "auth_out.h"
+#include "clock.h"
 #include "auth_in.h"
 #include "http_client.h"
 #include "log.h"
@@ -43,12 +44,7 @@ struct auth_out {
     auth_out_stats stats;
 };
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+static int64_t mono_ms(void) { return clock_mono_ms(); }
 
 static char *dup_nullable(const char *s) { return s ? strdup(s) : NULL; }
 
@@ -146,8 +142,7 @@ static void on_refresh(evutil_socket_t fd, short what, void *arg)
 
 static void arm_refresh(auth_out *a, int64_t in_ms)
 {
-    struct timeval tv = {(long)(in_ms / 1000), (long)(in_ms % 1000) * 1000};
-    evtimer_add(a->refresh, &tv);
+    clock_timer_add(a->refresh, in_ms);
 }
 
 static void fail(auth_out *a, const char *why)

@@ -2,6 +2,7 @@
  * (ids, error bodies, transport failures) into a connector_result with a stable code; retries and
  * pacing belong to outbox and governor. */
 #include "connector.h"
+#include "clock.h"
 
 #include <event2/event.h>
 
@@ -492,8 +493,7 @@ static void fail_auth_later(connector_call *call, const char *error)
         call->auth_error = NULL;
     if (!call->fail_ev)
         call->fail_ev = evtimer_new(call->c->base, deliver_auth_failure, call);
-    struct timeval now = {0, 0};
-    evtimer_add(call->fail_ev, &now);
+    clock_timer_add(call->fail_ev, 0);
 }
 
 static void on_token_ready(void *ud, const char *token, const char *error)

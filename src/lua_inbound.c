@@ -2,6 +2,7 @@
  * drop redeliveries, store the conversation reference, run the dispatcher as a task, and answer
  * when the task ends or at the response deadline, whichever comes first. */
 #include "auth_in.h"
+#include "clock.h"
 #include "config.h"
 #include "http_server.h"
 #include "log.h"
@@ -428,9 +429,7 @@ void inbound_activity(http_exchange *x, const char *body, size_t len, void *arg)
     if (t) {                                   /* still running: answer at the deadline at latest */
         ib->deadline = evtimer_new(rt->base, on_deadline, ib);
         if (ib->deadline) {
-            struct timeval tv = {rt->cfg->response_deadline_ms / 1000,
-                                 (rt->cfg->response_deadline_ms % 1000) * 1000};
-            evtimer_add(ib->deadline, &tv);
+            clock_timer_add(ib->deadline, rt->cfg->response_deadline_ms);
         } else {
             answer(ib, 200, NULL, 0);
         }

@@ -2,6 +2,7 @@
  * (send, update, delete, create), sleep, reference store access, the dispatcher slot, logging.
  * The pure-Lua half (lua/teams/init.lua) builds activities and events on top of it. */
 #include "config.h"
+#include "clock.h"
 #include "connector.h"
 #include "log.h"
 #include "outbox.h"
@@ -20,16 +21,9 @@
 #include <string.h>
 #include <sys/time.h>
 
-static int64_t clock_shift_ms;
+int64_t runtime_wall_ms(void) { return clock_wall_ms(); }
 
-int64_t runtime_wall_ms(void)
-{
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000 + clock_shift_ms;
-}
-
-void runtime_shift_clock(int64_t delta_ms) { clock_shift_ms += delta_ms; }
+void runtime_shift_clock(int64_t delta_ms) { clock_shift_wall(delta_ms); }
 
 static runtime *rt_of(lua_State *L) { return vm_host(vm_of(L)); }
 
@@ -412,9 +406,7 @@ static int core_sleep(lua_State *L)
         free(op);
         return luaL_error(L, "cannot create a timer");
     }
-    long ms = (long)(s * 1000.0);
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    evtimer_add(op->ev, &tv);
+    clock_timer_add(op->ev, (int64_t)(s * 1000.0));
     return task_yield(L, op, cancel_sleep);
 }
 

@@ -3,6 +3,7 @@
  * to a ready list before any runs, so a 0-second re-arm cannot starve the loop. Durable work
  * belongs in schedules: a reload cancels the old generation's timers. */
 #include "log.h"
+#include "clock.h"
 #include "scheduler.h"
 #include "runtime.h"
 #include "task.h"
@@ -44,7 +45,7 @@ typedef struct timers {
     struct event *ev;
 } timers;
 
-static int64_t mono_ms(void) { return vm_now_ms(); }
+static int64_t mono_ms(void) { return clock_mono_ms(); }
 
 static int before(const ltimer *a, const ltimer *b)
 {
@@ -115,14 +116,10 @@ static int heap_push(timers *ts, ltimer *t)
 static void arm(timers *ts)
 {
     if (!ts->len) {
-        evtimer_del(ts->ev);
+        clock_timer_del(ts->ev);
         return;
     }
-    int64_t wait = ts->heap[0]->due - mono_ms();
-    if (wait < 0)
-        wait = 0;
-    struct timeval tv = {(long)(wait / 1000), (long)(wait % 1000) * 1000};
-    evtimer_add(ts->ev, &tv);
+    clock_timer_add(ts->ev, ts->heap[0]->due - mono_ms());
 }
 
 static void timer_free(timers *ts, ltimer *t)
@@ -361,7 +358,7 @@ void lua_timer_cancel_all(vm *v)
         heap_remove(ts, t);
         timer_free(ts, t);
     }
-    evtimer_del(ts->ev);
+    clock_timer_del(ts->ev);
     if (n)
         log_info("cancelled %d in-memory timer(s) of the old generation", n);
 }

@@ -1,6 +1,7 @@
 /* main.c — the herald command line: parse the configuration, wire store, HTTP client/server,
  * connector and the Lua generation onto one event loop, handle signals, shut down in bounds. */
 #include "auth_in.h"
+#include "clock.h"
 #include "auth_out.h"
 #include "config.h"
 #include "connector.h"
@@ -296,8 +297,10 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     struct timeval poll = {0, 20000};
     shutdown_timer = evtimer_new(rt->base, shutdown_expired, rt);
     shutdown_poll = event_new(rt->base, -1, EV_PERSIST, shutdown_check, rt);
-    evtimer_add(shutdown_timer, &grace);
-    event_add(shutdown_poll, &poll);
+    (void)grace;
+    (void)poll;
+    clock_timer_add(shutdown_timer, rt->cfg->shutdown_grace_ms);
+    clock_timer_add(shutdown_poll, 20);
     shutdown_check(-1, 0, rt);
 }
 

@@ -3,6 +3,7 @@
  * lists behind the tenant's rate window, retries with backoff and Retry-After, final states and
  * the blocked/gone ledger. Rows are written in the store's batch; attempts start after commit. */
 #include "outbox.h"
+#include "clock.h"
 #include "connector.h"
 #include "governor.h"
 #include "log.h"
@@ -93,19 +94,8 @@ struct outbox {
     outbox_stats stats;
 };
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t wall_ms(void)
-{
-    struct timeval tv;
-    gettimeofday(&tv, NULL);
-    return (int64_t)tv.tv_sec * 1000 + tv.tv_usec / 1000;
-}
+static int64_t mono_ms(void) { return clock_mono_ms(); }
+static int64_t wall_ms(void) { return clock_wall_ms(); }
 
 static unsigned hash_str(const char *s)
 {
@@ -183,14 +173,10 @@ static int heap_push(outbox *o, ob_queue *q)
 static void arm_heap_timer(outbox *o)
 {
     if (!o->heap_len) {
-        evtimer_del(o->heap_timer);
+        clock_timer_del(o->heap_timer);
         return;
     }
-    int64_t wait = o->heap[0]->ready_at - mono_ms();
-    if (wait < 0)
-        wait = 0;
-    struct timeval tv = {(long)(wait / 1000), (long)(wait % 1000) * 1000};
-    evtimer_add(o->heap_timer, &tv);
+    clock_timer_add(o->heap_timer, o->heap[0]->ready_at - mono_ms());
 }
 
 /* ---- queues, tenants, ledger -------------------------------------------------------------- */
@@ -577,11 +563,7 @@ static int64_t tenant_next(outbox *o, ob_tenant *t, int64_t now)
 
 static void arm_tenant(ob_tenant *t, int64_t at)
 {
-    int64_t wait = at - mono_ms();
-    if (wait < 0)
-        wait = 0;
-    struct timeval tv = {(long)(wait / 1000), (long)(wait % 1000) * 1000};
-    evtimer_add(t->timer, &tv);
+    clock_timer_add(t->timer, at - mono_ms());
 }
 
 static void on_tenant_timer(evutil_socket_t fd, short what, void *arg)
@@ -626,7 +608,7 @@ static void dispatch(outbox *o, ob_queue *q)
     t->wait_tail = q;
     if (!t->timer)
         t->timer = evtimer_new(o->base, on_tenant_timer, t);
-    if (t->timer && !evtimer_pending(t->timer, NULL))
+    if (t->timer && !clock_timer_pending(t->timer))
         arm_tenant(t, tenant_next(o, t, now));
 }
 
@@ -876,8 +858,7 @@ outbox *outbox_new(struct event_base *base, store *st, connector *conn, const ou
         outbox_free(o);
         return NULL;
     }
-    struct timeval minute = {60, 0};
-    event_add(o->purge_timer, &minute);
+    clock_timer_add(o->purge_timer, 60000);
     if (o->stats.queued)
         log_info("outbox: resuming %llu queued operation(s) from the database",
                  (unsigned long long)o->stats.queued);

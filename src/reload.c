@@ -3,6 +3,7 @@
  * the generation switch: the new state is built and loaded aside; only a fully loaded script with
  * at least one hook replaces the old one, which then drains its tasks and is closed. */
 #include "reload.h"
+#include "clock.h"
 #include "config.h"
 #include "log.h"
 #include "runtime.h"
@@ -146,7 +147,7 @@ static void on_reap(evutil_socket_t fd, short what, void *arg)
         g = next;
     }
     if (!r->old)
-        event_del(r->reap);
+        clock_timer_del(r->reap);
 }
 
 void reloader_set_vm_config(reloader *r, const vm_config *vc) { r->vc = *vc; }
@@ -196,12 +197,9 @@ int reloader_reload(reloader *r, const char *why)
     r->stats.retired++;
     g->grace = evtimer_new(rt->base, on_grace, g);
     if (g->grace) {
-        long ms = rt->cfg->reload_grace_ms;
-        struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-        evtimer_add(g->grace, &tv);
+        clock_timer_add(g->grace, rt->cfg->reload_grace_ms);
     }
-    struct timeval poll = {0, 50000};
-    event_add(r->reap, &poll);
+    clock_timer_add(r->reap, 50);
     on_reap(-1, 0, r);
     return 0;
 }
@@ -249,9 +247,7 @@ static void on_inotify(evutil_socket_t fd, short what, void *arg)
     }
     if (hit) {
         /* an editor writes, renames and touches in a burst: reload once, after it settles */
-        long ms = r->rt->cfg->reload_debounce_ms;
-        struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-        evtimer_add(r->debounce, &tv);
+        clock_timer_add(r->debounce, r->rt->cfg->reload_debounce_ms);
     }
 }
 

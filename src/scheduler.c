@@ -3,6 +3,7 @@
  * stream into the outbox without stalling inbound traffic), the missed-run policy, "tz = user",
  * and handlers found by name in whichever generation is live. The math lives in schedule.c. */
 #include "scheduler.h"
+#include "clock.h"
 #include "config.h"
 #include "log.h"
 #include "outbox.h"
@@ -151,7 +152,7 @@ static void arm(scheduler *s)
         next = sqlite3_column_int64(s->min_next, 0);
     sqlite3_reset(s->min_next);
     if (next < 0) {
-        evtimer_del(s->timer);
+        clock_timer_del(s->timer);
         s->armed_for = 0;
         return;
     }
@@ -162,8 +163,7 @@ static void arm(scheduler *s)
     if (wait > MAX_SLEEP_S * 1000)
         wait = MAX_SLEEP_S * 1000;
     s->armed_for = next;
-    struct timeval tv = {(long)(wait / 1000), (long)(wait % 1000) * 1000};
-    evtimer_add(s->timer, &tv);
+    clock_timer_add(s->timer, wait);
 }
 
 typedef struct fire_ctx {
@@ -323,8 +323,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     if (n == FIRE_BATCH) {
         /* more are due: continue on the next loop turn, after pending inbound requests */
         s->armed_for = now_s();
-        struct timeval zero = {0, 0};
-        evtimer_add(s->timer, &zero);
+        clock_timer_add(s->timer, 0);
         return;
     }
     arm(s);

@@ -1,6 +1,7 @@
 /* task.c — coroutine tasks of one generation: spawn, yield with a pending op, wake through a
  * ready list on the next loop turn, resume (the second door into Lua), finish, cancel. */
 #include "task.h"
+#include "clock.h"
 #include "log.h"
 #include "vm.h"
 
@@ -170,7 +171,7 @@ task *task_spawn(vm *v, const char *label, int nargs, task_done_fn done, void *u
     *(task **)lua_getextraspace(T) = t;
     t->v = v;
     t->T = T;
-    t->started_ms = vm_now_ms();
+    t->started_ms = clock_mono_ms();
     t->label = label;
     t->done = done;
     t->ud = ud;
@@ -212,11 +213,10 @@ int task_yield(lua_State *L, void *op, task_cancel_fn cancel)
     task *t = task_of(L);
     long limit = vm_cfg(t->v)->task_deadline_ms;
     if (!t->deadline && limit > 0 && (t->deadline = evtimer_new(vm_base(t->v), on_task_deadline, t))) {
-        long left = limit - (long)(vm_now_ms() - t->started_ms);
+        long left = limit - (long)(clock_mono_ms() - t->started_ms);
         if (left < 0)
             left = 0;
-        struct timeval tv = {left / 1000, (left % 1000) * 1000};
-        evtimer_add(t->deadline, &tv);
+        clock_timer_add(t->deadline, left);
     }
     t->op = op;
     t->cancel = cancel;

@@ -1,6 +1,7 @@
 /* vm.c — one Lua generation: capped allocator, sandboxed libraries, embedded teams modules,
  * text-only script loading, the CPU-slice hook and vm_pcall. Tasks live in task.c. */
 #include "vm.h"
+#include "clock.h"
 #include "lua_embedded.h"
 #include "log.h"
 #include "task.h"
@@ -74,12 +75,7 @@ int vm_hook_count(vm *v)
     return n;
 }
 
-int64_t vm_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+int64_t vm_now_ms(void) { return clock_mono_ms(); }
 
 static int64_t coarse_now_ms(void)
 {
