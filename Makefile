@@ -10,8 +10,13 @@ LDLIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
 RELEASE_FLAGS := -O2 -g
 ASAN_FLAGS    := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 
-SRC       := $(wildcard src/*.c)
+TESTING_SRC := src/lua_testing.c
+SRC       := $(filter-out $(TESTING_SRC),$(wildcard src/*.c))
 LIB_SRC   := $(filter-out src/main.c,$(SRC))
+PIC_OBJ   := $(patsubst src/%.c,build/pic/%.o,$(LIB_SRC) $(TESTING_SRC)) build/pic/lua_embedded.o
+# teams.testing: the core as a Lua C module; Lua symbols come from the interpreter that loads it
+TESTING_SO := build/lua/herald/testing_core.so
+MODULE_LIBS := $(shell pkg-config --libs libevent libcurl lua5.4-cjson sqlite3 jansson openssl 2>/dev/null | sed 's/-llua5\.4 //g; s/-llua5\.4$$//') -lm
 LUA_SRC   := $(sort $(wildcard lua/teams/*.lua))
 EMBED_C   := build/gen/lua_embedded.c
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
@@ -21,8 +26,8 @@ ASAN_OBJ  := $(patsubst src/%.c,build/asan/obj/%.o,$(SRC)) build/asan/obj/lua_em
 ASAN_LIB_OBJ := $(filter-out build/asan/obj/main.o,$(ASAN_OBJ))
 UNIT_BIN  := $(patsubst tests/unit/%.c,build/asan/%,$(UNIT_SRC))
 
-.PHONY: all asan unit test run bench clean bootstrap fuzz
-all: build/herald
+.PHONY: all asan unit test run bench clean bootstrap fuzz testing
+all: build/herald $(TESTING_SO)
 
 build/herald: $(OBJ)
 	$(CC) $(RELEASE_FLAGS) -o $@ $^ $(LDLIBS)
@@ -49,7 +54,18 @@ $(EMBED_C): $(LUA_SRC) scripts/embed_lua.lua | build/gen
 build/asan/test_%: tests/unit/test_%.c tests/unit/unit.h $(ASAN_LIB_OBJ)
 	$(CC) $(CFLAGS_COMMON) $(ASAN_FLAGS) -Isrc -o $@ $< $(ASAN_LIB_OBJ) $(LDLIBS)
 
-build/obj build/asan/obj build/gen:
+build/pic/%.o: src/%.c $(wildcard src/*.h) | build/pic
+	$(CC) $(CFLAGS_COMMON) $(RELEASE_FLAGS) -fPIC -c -o $@ $<
+
+build/pic/lua_embedded.o: $(EMBED_C) | build/pic
+	$(CC) $(CFLAGS_COMMON) $(RELEASE_FLAGS) -fPIC -c -o $@ $<
+
+$(TESTING_SO): $(PIC_OBJ) | build/lua/herald
+	$(CC) -shared -o $@ $^ $(MODULE_LIBS)
+
+testing: $(TESTING_SO)
+
+build/obj build/asan/obj build/gen build/pic build/lua/herald:
 	mkdir -p $@
 
 asan: build/asan/herald

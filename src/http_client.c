@@ -1,6 +1,7 @@
 /* http_client.c — outbound HTTP on the event loop: libcurl's multi socket API driven by libevent.
  * Owns easy handles, one libevent watcher per curl socket, the curl timer and response buffers. */
 #include "http_client.h"
+#include "clock.h"
 
 #include <curl/curl.h>
 #include <event2/event.h>
@@ -46,6 +47,8 @@ struct http_request {
     char errbuf[CURL_ERROR_SIZE];
     http_done_fn on_done;
     void *ud;
+    struct event *fake_ev;       /* fake transport: delivers the canned answer */
+    int fake_error, fake_timed_out;
 };
 
 /* One per socket libcurl tells us about; freed on CURL_POLL_REMOVE or with the client. */
@@ -65,6 +68,8 @@ struct http_client {
     struct sock_watch *watches;
     int dispatching;             /* callbacks are running: http_client_free must defer the free */
     int closing;
+    http_fake_fn fake;           /* when set, no socket is opened: fake answers every request */
+    void *fake_ud;
 };
 
 static void set_err(char **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -108,6 +113,8 @@ static void list_remove(struct req_list *l, http_request *r)
 /* Frees everything the request owns; its easy handle must already be out of the multi. */
 static void request_free(http_request *r)
 {
+    if (r->fake_ev)
+        event_free(r->fake_ev);
     if (r->easy)
         curl_easy_cleanup(r->easy);
     curl_slist_free_all(r->headers);
@@ -393,7 +400,8 @@ void http_request_cancel(http_request *r)
     http_client *c = r->c;
     if (r->state == REQ_ACTIVE) {
         list_remove(&c->active, r);
-        curl_multi_remove_handle(c->multi, r->easy);
+        if (r->easy)
+            curl_multi_remove_handle(c->multi, r->easy);
     } else {
         list_remove(&c->done, r);
     }
@@ -416,6 +424,70 @@ void http_client_free(http_client *c)
 int http_client_pending(const http_client *c)
 {
     return c ? c->active.count + c->done.count : 0;
+}
+
+/* ---- fake transport (teams.testing) ------------------------------------------------------ */
+
+static void fake_fire(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    http_request *r = arg;
+    http_client *c = r->c;
+    list_remove(&c->active, r);
+    r->state = REQ_CALLING;
+    http_response res = {
+        .status = r->fake_error ? 0 : r->status,
+        .transport_error = r->fake_error,
+        .timed_out = r->fake_timed_out,
+        .error = r->fake_error ? (r->fake_timed_out ? "Operation timed out (fake)"
+                                                    : "Connection reset by peer (fake)") : "",
+        .body = r->buf ? r->buf : "",
+        .body_len = r->buf ? r->len : 0,
+        .retry_after = r->retry_after,
+        .correlation_id = r->correlation_id,
+    };
+    r->on_done(&res, r->ud);
+    request_free(r);
+}
+
+static http_request *fake_request(http_client *c, const char *method, const char *url,
+                                  const char *const *headers, const char *body, size_t body_len,
+                                  long timeout_ms, http_done_fn on_done, void *ud, char **err)
+{
+    http_request *r = calloc(1, sizeof *r);
+    if (!r || !(r->fake_ev = evtimer_new(c->base, fake_fire, r))) {
+        free(r);
+        set_err(err, "http client: out of memory");
+        return NULL;
+    }
+    r->c = c;
+    r->on_done = on_done;
+    r->ud = ud;
+    http_fake_answer a = {0};
+    c->fake(method, url, headers, body, body_len, &a, c->fake_ud);
+    r->status = a.status;
+    r->buf = a.body;
+    r->len = a.body ? strlen(a.body) : 0;
+    r->retry_after = a.retry_after;
+    r->correlation_id = a.correlation_id;
+    r->fake_error = a.reset || a.timeout ? CURLE_RECV_ERROR : 0;
+    if (a.timeout) {
+        r->fake_error = CURLE_OPERATION_TIMEDOUT;
+        r->fake_timed_out = 1;
+        a.delay_ms = timeout_ms;
+    }
+    r->state = REQ_ACTIVE;
+    list_append(&c->active, r);
+    /* like the real transport, the answer comes on a later loop turn, never inside this call */
+    clock_timer_add(r->fake_ev, a.delay_ms > 0 ? a.delay_ms : 0);
+    return r;
+}
+
+void http_client_set_fake(http_client *c, http_fake_fn fn, void *ud)
+{
+    c->fake = fn;
+    c->fake_ud = ud;
 }
 
 /* Accepts only URLs whose scheme the client may use, before libcurl sees them, so a forbidden
@@ -456,6 +528,8 @@ http_request *http_client_request(http_client *c, const char *method, const char
     }
     if (timeout_ms <= 0)
         timeout_ms = HTTP_CLIENT_DEFAULT_TIMEOUT_MS;
+    if (c->fake)
+        return fake_request(c, method, url, headers, body, body_len, timeout_ms, on_done, ud, err);
 
     http_request *r = calloc(1, sizeof *r);
     if (!r) {

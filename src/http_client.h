@@ -51,6 +51,20 @@ http_request *http_client_request(http_client *c, const char *method, const char
 /* Aborts a request; its on_done is never called. A no-op on the request whose on_done is running. */
 void http_request_cancel(http_request *r);
 
+/* Fake transport (teams.testing): fn answers each request instead of the network. It fills
+ * *answer; body, retry_after and correlation_id are malloc'd and then owned by the client. The
+ * answer is delivered after delay_ms on the clock (clock.h), never inside http_client_request. */
+typedef struct http_fake_answer {
+    long status;
+    char *body, *retry_after, *correlation_id;
+    long delay_ms;
+    int reset;                   /* no answer: connection reset */
+    int timeout;                 /* no answer within the request's timeout */
+} http_fake_answer;
+typedef void (*http_fake_fn)(const char *method, const char *url, const char *const *headers,
+                             const char *body, size_t body_len, http_fake_answer *answer, void *ud);
+void http_client_set_fake(http_client *c, http_fake_fn fn, void *ud);
+
 /* Number of requests in flight. */
 int http_client_pending(const http_client *c);
 

@@ -28,8 +28,20 @@ struct http_server {
 
 struct http_exchange {
     http_server *s;
-    struct evhttp_request *req;
+    struct evhttp_request *req;  /* NULL for a virtual exchange */
+    http_virtual_reply_fn on_reply;
+    void *reply_ud;
 };
+
+http_exchange *http_exchange_virtual(http_virtual_reply_fn on_reply, void *ud)
+{
+    http_exchange *x = calloc(1, sizeof *x);
+    if (x) {
+        x->on_reply = on_reply;
+        x->reply_ud = ud;
+    }
+    return x;
+}
 
 static void reply_json(struct evhttp_request *req, int status, const char *reason, const char *json)
 {
@@ -83,6 +95,8 @@ static void on_messages(struct evhttp_request *req, http_server *s)
     }
     x->s = s;
     x->req = req;
+    x->on_reply = NULL;
+    x->reply_ud = NULL;
     s->pending++;
     s->on_activity(x, s->body_buf, len, s->ud);
 }
@@ -230,6 +244,12 @@ void http_server_free(http_server *s)
 void http_exchange_reply(http_exchange *x, int status, const char *content_type, const char *body,
                          size_t len)
 {
+    if (!x->req) {
+        if (x->on_reply)
+            x->on_reply(status, body ? body : "", body ? len : 0, x->reply_ud);
+        free(x);
+        return;
+    }
     struct evhttp_request *req = x->req;
     if (content_type)
         evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", content_type);
@@ -244,5 +264,7 @@ void http_exchange_reply(http_exchange *x, int status, const char *content_type,
 
 const char *http_exchange_header(http_exchange *x, const char *name)
 {
+    if (!x->req)
+        return NULL;
     return evhttp_find_header(evhttp_request_get_input_headers(x->req), name);
 }

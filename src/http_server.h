@@ -41,6 +41,10 @@ int http_server_pending(const http_server *s);
 /* Answers and frees x. body may be NULL (empty). Safe after the client went away. */
 void http_exchange_reply(http_exchange *x, int status, const char *content_type, const char *body,
                          size_t len);
+/* An exchange with no connection (teams.testing): the reply goes to on_reply. */
+typedef void (*http_virtual_reply_fn)(int status, const char *body, size_t len, void *ud);
+http_exchange *http_exchange_virtual(http_virtual_reply_fn on_reply, void *ud);
+
 /* Request header value or NULL. */
 const char *http_exchange_header(http_exchange *x, const char *name);
 

@@ -10,6 +10,14 @@
 #include <time.h>
 
 static enum log_level min_level = LOG_INFO;
+static void (*sink)(const char *line, size_t len, void *ud);
+static void *sink_ud;
+
+void log_set_sink(void (*fn)(const char *line, size_t len, void *ud), void *ud)
+{
+    sink = fn;
+    sink_ud = ud;
+}
 static const char *const level_names[] = {"debug", "info", "warn", "error"};
 
 void log_set_level(enum log_level level) { min_level = level; }
@@ -64,5 +72,8 @@ void log_at(enum log_level level, const char *fmt, ...)
         }
     }
     line[len++] = '\n';
-    fwrite(line, 1, len, stderr);
+    if (sink)
+        sink(line, len, sink_ud);
+    else
+        fwrite(line, 1, len, stderr);
 }
