@@ -552,7 +552,7 @@ void auth_in_free(auth_in *a)
     if (a->req)
         http_request_cancel(a->req);
     if (a->refresh_timer)
-        event_free(a->refresh_timer);
+        clock_timer_free(a->refresh_timer);
     while (a->waiters) {
         waiter *n = a->waiters->next;
         free(a->waiters);

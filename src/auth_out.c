@@ -279,7 +279,7 @@ void auth_out_free(auth_out *a)
     if (a->req)
         http_request_cancel(a->req);
     if (a->refresh)
-        event_free(a->refresh);
+        clock_timer_free(a->refresh);
     while (a->waiters) {
         waiter *n = a->waiters->next;
         free(a->waiters);

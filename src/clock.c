@@ -126,6 +126,18 @@ void clock_timer_del(struct event *ev)
     event_del(ev);   /* it may be active already */
 }
 
+void clock_timer_free(struct event *ev)
+{
+    if (!ev)
+        return;
+    if (virtual_mode) {
+        int i = find(ev);
+        if (i >= 0)
+            remove_at(i);
+    }
+    event_free(ev);
+}
+
 int clock_timer_pending(struct event *ev)
 {
     if (!virtual_mode)

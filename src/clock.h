@@ -20,6 +20,8 @@ void clock_shift_wall(int64_t delta_ms);
 void clock_timer_add(struct event *ev, int64_t delay_ms);
 void clock_timer_del(struct event *ev);
 int clock_timer_pending(struct event *ev);
+/* Disarms and frees a timer event: the only way to free one (a virtual timer must leave the heap). */
+void clock_timer_free(struct event *ev);
 
 /* Virtual mode: from now on both clocks stand still until clock_advance; wall time starts at
  * start_wall_ms. Must be called before any timer is armed. */

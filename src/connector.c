@@ -375,7 +375,7 @@ static void call_free(connector_call *call)
     free(call->json);
     free(call->auth_error);
     if (call->fail_ev)
-        event_free(call->fail_ev);
+        clock_timer_free(call->fail_ev);
     free(call);
 }
 

@@ -114,7 +114,7 @@ static void list_remove(struct req_list *l, http_request *r)
 static void request_free(http_request *r)
 {
     if (r->fake_ev)
-        event_free(r->fake_ev);
+        clock_timer_free(r->fake_ev);
     if (r->easy)
         curl_easy_cleanup(r->easy);
     curl_slist_free_all(r->headers);

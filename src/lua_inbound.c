@@ -189,7 +189,7 @@ static void on_task_done(task *t, enum task_status status, int nres, const char 
         answer(ib, 200, NULL, 0);
     }
     if (ib->deadline)
-        event_free(ib->deadline);
+        clock_timer_free(ib->deadline);
     free(ib);
 }
 

@@ -376,7 +376,7 @@ static int push_nothing(lua_State *L, void *arg)
     (void)L;
     sleep_op *op = arg;
     if (op->ev)
-        event_free(op->ev);
+        clock_timer_free(op->ev);
     free(op);
     return 0;
 }

@@ -200,7 +200,7 @@ static void timers_free(void *p)
     }
     free(ts->heap);
     if (ts->ev)
-        event_free(ts->ev);
+        clock_timer_free(ts->ev);
     free(ts);
 }
 

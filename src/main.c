@@ -406,9 +406,9 @@ static int run(config *cfg)
 out:
     free(err);
     if (shutdown_timer)
-        event_free(shutdown_timer);
+        clock_timer_free(shutdown_timer);
     if (shutdown_poll)
-        event_free(shutdown_poll);
+        clock_timer_free(shutdown_poll);
     if (sigterm)
         event_free(sigterm);
     if (sigint)

@@ -895,7 +895,7 @@ void outbox_free(outbox *o)
         while (t) {
             ob_tenant *n = t->hnext;
             if (t->timer)
-                event_free(t->timer);
+                clock_timer_free(t->timer);
             gov_limiter_free(&t->lim);
             free(t->id);
             free(t);
@@ -918,13 +918,13 @@ void outbox_free(outbox *o)
     }
     store_outbox_close(o->so);
     if (o->heap_timer)
-        event_free(o->heap_timer);
+        clock_timer_free(o->heap_timer);
     if (o->commit_ev)
         event_free(o->commit_ev);
     if (o->resched_ev)
         event_free(o->resched_ev);
     if (o->purge_timer)
-        event_free(o->purge_timer);
+        clock_timer_free(o->purge_timer);
     free(o->heap);
     free(o->queues);
     free(o->tenants);

@@ -104,7 +104,7 @@ static void watch_files_of(reloader *r, vm *v)
 static void free_generation(retired *g)
 {
     if (g->grace)
-        event_free(g->grace);
+        clock_timer_free(g->grace);
     int leaks = vm_ref_count(g->v);
     vm_free(g->v);
     log_info("reload: generation %d closed%s", g->generation, leaks ? " (with leaked refs)" : "");
@@ -297,9 +297,9 @@ void reloader_free(reloader *r)
     if (r->fd >= 0)
         close(r->fd);
     if (r->debounce)
-        event_free(r->debounce);
+        clock_timer_free(r->debounce);
     if (r->reap)
-        event_free(r->reap);
+        clock_timer_free(r->reap);
     for (int i = 0; i < r->ndirs; i++)
         free(r->dirs[i].dir);
     free(r->dirs);

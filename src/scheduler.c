@@ -363,7 +363,7 @@ void scheduler_free(scheduler *s)
     for (size_t i = 0; i < NSTATEMENTS; i++)
         sqlite3_finalize(*stmt_at(s, i));
     if (s->timer)
-        event_free(s->timer);
+        clock_timer_free(s->timer);
     free(s);
 }
 

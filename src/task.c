@@ -100,7 +100,7 @@ static void finish(task *t, enum task_status status, int nres, const char *messa
     if (status == TASK_CANCELLED)
         lua_resetthread(t->T);                /* runs pending __close handlers */
     if (t->deadline)
-        event_free(t->deadline);
+        clock_timer_free(t->deadline);
     *(task **)lua_getextraspace(t->T) = NULL;
     if (t->prev) t->prev->next = t->next; else l->head = t->next;
     if (t->next) t->next->prev = t->prev;

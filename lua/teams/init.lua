@@ -197,6 +197,10 @@ function teams.conversation(id)
   return core.get_reference(id)
 end
 
+--- Wall-clock time in unix milliseconds as herald sees it (the test clock under teams.testing):
+--- use it rather than os.time() in anything a spec should control.
+function teams.now() return core.now_ms() end
+
 --- Yields the calling handler for the given number of seconds.
 function teams.sleep(seconds)
   if type(seconds) ~= "number" then error("teams.sleep expects a number of seconds", 2) end
