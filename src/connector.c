@@ -26,7 +26,7 @@
 /* How much of an error text is cleaned up before the message is cut to CONNECTOR_MESSAGE_MAX. */
 #define CONNECTOR_TEXT_SCAN_MAX 1024
 
-enum call_op { OP_SEND, OP_REPLY, OP_UPDATE, OP_DELETE, OP_CREATE };
+enum call_op { OP_SEND, OP_REPLY, OP_UPDATE, OP_DELETE, OP_CREATE, OP_GET };
 
 struct connector {
     http_client *http;
@@ -399,6 +399,8 @@ static void read_success(connector_call *call, const http_response *hr, connecto
         return;
     case OP_DELETE:
         return;
+    case OP_GET:
+        return;                   /* the caller reads res->body */
     case OP_CREATE:
         res->conversation_id = id;
         res->activity_id = json_string_value(json_object_get(obj, "activityId"));
@@ -721,4 +723,20 @@ void connector_set_token_source(connector *c, const connector_token_source *ts)
         c->ts = *ts;
     else
         memset(&c->ts, 0, sizeof c->ts);
+}
+
+connector_call *connector_get(connector *c, const char *service_url, const char *path,
+                              connector_done_fn on_done, void *ud, char **err)
+{
+    if (check_args(c, service_url, on_done, err) < 0)
+        return NULL;
+    size_t base = strlen(service_url);
+    while (base > 0 && service_url[base - 1] == '/')
+        base--;
+    char *url = xasprintf("%.*s%s", (int)base, service_url, path);
+    if (!url) {
+        set_err(err, "connector: out of memory");
+        return NULL;
+    }
+    return start_call(c, OP_GET, "GET", url, NULL, 0, NULL, on_done, ud, err);
 }

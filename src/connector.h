@@ -86,6 +86,11 @@ connector_call *connector_create_conversation(connector *c, const char *service_
                                               const char *json, size_t json_len,
                                               connector_done_fn on_done, void *ud, char **err);
 
+/* GET {service_url}{path} (path already encoded, starting with "/v3/..."); res->body holds the
+ * answer. For rosters, channels and team details. */
+connector_call *connector_get(connector *c, const char *service_url, const char *path,
+                              connector_done_fn on_done, void *ud, char **err);
+
 /* Aborts a call; on_done is never run. */
 void connector_cancel(connector_call *call);
 

@@ -117,6 +117,66 @@ static int peer_is_loopback(struct evhttp_request *req)
     return 0;
 }
 
+/* Copies the body into the reusable buffer; 0, or -1 after answering. */
+static int take_body(struct evhttp_request *req, http_server *s, size_t *len)
+{
+    struct evbuffer *in = evhttp_request_get_input_buffer(req);
+    *len = evbuffer_get_length(in);
+    if (*len > s->cfg.max_body_bytes) {
+        reply_error(req, 413, "Payload Too Large", "body exceeds HERALD_MAX_BODY_BYTES");
+        return -1;
+    }
+    if (*len + 1 > s->body_cap) {
+        size_t cap = s->body_cap ? s->body_cap : 4096;
+        while (cap < *len + 1)
+            cap *= 2;
+        char *nb = realloc(s->body_buf, cap);
+        if (!nb) {
+            reply_error(req, 503, "Service Unavailable", "out of memory");
+            return -1;
+        }
+        s->body_buf = nb;
+        s->body_cap = cap;
+    }
+    evbuffer_copyout(in, s->body_buf, *len);
+    s->body_buf[*len] = 0;
+    return 0;
+}
+
+static void on_notify(struct evhttp_request *req, http_server *s, const char *name, size_t nlen)
+{
+    char buf[65];
+    int ok = nlen > 0 && nlen < sizeof buf && s->cfg.on_notify;
+    for (size_t i = 0; ok && i < nlen; i++)
+        ok = (name[i] >= 'a' && name[i] <= 'z') || (name[i] >= 'A' && name[i] <= 'Z') ||
+             (name[i] >= '0' && name[i] <= '9') || name[i] == '_' || name[i] == '-' || name[i] == '.';
+    if (!ok) {
+        reply_error(req, 404, "Not Found", "no such trigger");
+        return;
+    }
+    if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
+        reply_error(req, 405, "Method Not Allowed", "use POST for /api/notify/{name}");
+        return;
+    }
+    memcpy(buf, name, nlen);
+    buf[nlen] = 0;
+    size_t len;
+    if (take_body(req, s, &len) < 0)
+        return;
+    http_exchange *x = malloc(sizeof *x);
+    if (!x) {
+        reply_error(req, 503, "Service Unavailable", "out of memory");
+        return;
+    }
+    x->s = s;
+    x->req = req;
+    x->on_reply = NULL;
+    x->reply_ud = NULL;
+    s->pending++;
+    s->cfg.on_notify(x, buf, s->body_buf, len, s->ud);
+}
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
     http_server *s = arg;
@@ -125,6 +185,8 @@ static void on_request(struct evhttp_request *req, void *arg)
     size_t plen = path_end ? (size_t)(path_end - uri) : strlen(uri);
     if (plen == 13 && memcmp(uri, "/api/messages", 13) == 0) {
         on_messages(req, s);
+    } else if (plen > 12 && memcmp(uri, "/api/notify/", 12) == 0) {
+        on_notify(req, s, uri + 12, plen - 12);
     } else if (plen == 8 && memcmp(uri, "/healthz", 8) == 0) {
         enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
         if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {

@@ -12,6 +12,9 @@ typedef struct http_exchange http_exchange;
 /* An activity body arrived at POST /api/messages; the callee must answer x exactly once with
  * http_exchange_reply (now or later). */
 typedef void (*http_activity_fn)(http_exchange *x, const char *body, size_t len, void *ud);
+/* A body arrived at POST /api/notify/{name}; answer x exactly once. */
+typedef void (*http_notify_fn)(http_exchange *x, const char *name, const char *body, size_t len,
+                               void *ud);
 /* Fills the /healthz JSON body; returns a malloc'd string. */
 typedef char *(*http_health_fn)(void *ud);
 /* Admin routes (loopback peers only): "reload" (POST /-/reload) returns a malloc'd JSON answer
@@ -25,6 +28,7 @@ typedef struct http_server_config {
     size_t max_header_bytes;     /* larger header blocks → 400/431 */
     int timeout_s;               /* idle connection timeout */
     http_admin_fn on_admin;
+    http_notify_fn on_notify;
 } http_server_config;
 
 http_server *http_server_new(struct event_base *base, const http_server_config *cfg,

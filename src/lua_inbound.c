@@ -17,6 +17,9 @@
 #include <event2/event.h>
 #include <lauxlib.h>
 #include <lua.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -434,4 +437,177 @@ void inbound_activity(http_exchange *x, const char *body, size_t len, void *arg)
             answer(ib, 200, NULL, 0);
         }
     }
+}
+
+/* ---- POST /api/notify/{name} --------------------------------------------------------------- */
+
+/* The trigger's secret: HERALD_NOTIFY_SECRET_<NAME> (upper-cased, other characters as '_'), else
+ * HERALD_NOTIFY_SECRET. */
+static const char *notify_secret(const char *name)
+{
+    char var[128] = "HERALD_NOTIFY_SECRET_";
+    size_t n = strlen(var);
+    for (const char *p = name; *p && n < sizeof var - 1; p++)
+        var[n++] = (*p >= 'a' && *p <= 'z') ? (char)(*p - 32)
+                   : ((*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')) ? *p : '_';
+    var[n] = 0;
+    const char *v = getenv(var);
+    if (!v || !*v)
+        v = getenv("HERALD_NOTIFY_SECRET");
+    return v && *v ? v : NULL;
+}
+
+/* Either "X-Herald-Signature: sha256=<hex HMAC-SHA256(secret, body)>" or "Authorization: Bearer
+ * <secret>"; both compared in constant time. */
+static int notify_authorized(http_exchange *x, const char *secret, const char *body, size_t len)
+{
+    const char *sig = http_exchange_header(x, "X-Herald-Signature");
+    if (sig && strncasecmp(sig, "sha256=", 7) == 0 && strlen(sig + 7) == 64) {
+        unsigned char mac[32];
+        unsigned int mlen = 0;
+        HMAC(EVP_sha256(), secret, (int)strlen(secret), (const unsigned char *)body, len, mac, &mlen);
+        char hex[65];
+        for (int i = 0; i < 32; i++)
+            snprintf(hex + 2 * i, 3, "%02x", mac[i]);
+        char given[65];
+        for (int i = 0; i < 64; i++)
+            given[i] = (char)((sig[7 + i] >= 'A' && sig[7 + i] <= 'F') ? sig[7 + i] + 32 : sig[7 + i]);
+        given[64] = 0;
+        if (CRYPTO_memcmp(hex, given, 64) == 0)
+            return 1;
+    }
+    const char *auth = http_exchange_header(x, "Authorization");
+    if (auth && strncmp(auth, "Bearer ", 7) == 0) {
+        size_t a = strlen(auth + 7), b = strlen(secret);
+        /* compare over the secret's length whatever the input, so timing reveals nothing */
+        int diff = a != b;
+        for (size_t i = 0; i < b; i++)
+            diff |= (i < a ? auth[7 + i] : 0) ^ secret[i];
+        if (!diff)
+            return 1;
+    }
+    return 0;
+}
+
+typedef struct notify_call {
+    runtime *rt;
+    http_exchange *x;
+    struct event *deadline;
+    unsigned long id;
+    char name[65];
+} notify_call;
+
+static unsigned long notify_seq;
+
+static void notify_answer(notify_call *n, int status, const char *body)
+{
+    if (!n->x)
+        return;
+    http_exchange_reply(n->x, status, "application/json; charset=utf-8", body, strlen(body));
+    n->x = NULL;
+}
+
+static void on_notify_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    notify_call *n = arg;
+    char body[96];
+    snprintf(body, sizeof body, "{\"status\":\"accepted\",\"operation\":\"%lu\"}", n->id);
+    log_info("notify %s still running at the response deadline: answered 202 operation=%lu",
+             n->name, n->id);
+    notify_answer(n, 202, body);
+}
+
+static void on_notify_done(task *t, enum task_status status, int nres, const char *message,
+                           void *ud)
+{
+    notify_call *n = ud;
+    if (status == TASK_ERROR) {
+        n->rt->handler_errors++;
+        log_error("notify handler failed trigger=%s operation=%lu error=%s", n->name, n->id, message);
+        notify_answer(n, 500, "{\"error\":\"handler failed\"}");
+    } else if (status == TASK_CANCELLED) {
+        notify_answer(n, 503, "{\"error\":\"cancelled\"}");
+    } else {
+        /* the dispatcher returns the handler's result encoded as JSON */
+        const char *json = nres >= 1 ? lua_tostring(task_thread(t), -nres) : NULL;
+        if (!n->x)
+            log_info("notify %s finished operation=%lu", n->name, n->id);
+        notify_answer(n, 200, json ? json : "null");
+    }
+    if (n->deadline)
+        clock_timer_free(n->deadline);
+    free(n);
+}
+
+void notify_request(http_exchange *x, const char *name, const char *body, size_t len, void *arg)
+{
+    runtime *rt = arg;
+    lua_State *L = vm_state(rt->vm);
+    int top = lua_gettop(L);
+    if (rt->stopping) {
+        reply_error(rt, x, 503, "shutting down");
+        return;
+    }
+    int known = 0;
+    if (lua_getfield(L, LUA_REGISTRYINDEX, "herald.notify_handlers") == LUA_TTABLE)
+        known = lua_getfield(L, -1, name) == LUA_TFUNCTION;
+    lua_settop(L, top);
+    if (!known) {
+        reply_error(rt, x, 404, "no such trigger");
+        return;
+    }
+    const char *secret = notify_secret(name);
+    if (secret ? !notify_authorized(x, secret, body, len) : !rt->cfg->dev) {
+        rt->unauthorized++;
+        log_warn("notify %s refused: %s", name, secret ? "bad signature or bearer secret"
+                 : "no secret configured (set HERALD_NOTIFY_SECRET or HERALD_NOTIFY_SECRET_<NAME>)");
+        http_exchange_reply(x, 401, "application/json; charset=utf-8", "{\"error\":\"unauthorized\"}", 24);
+        return;
+    }
+    if (!valid_utf8((const unsigned char *)body, len)) {
+        reply_error(rt, x, 400, "malformed JSON: invalid UTF-8");
+        return;
+    }
+    if (lua_getfield(L, LUA_REGISTRYINDEX, "herald.notify_dispatch") != LUA_TFUNCTION) {
+        lua_settop(L, top);
+        reply_error(rt, x, 404, "no such trigger");
+        return;
+    }
+    lua_pushstring(L, name);
+    if (len) {
+        lua_getfield(L, LUA_REGISTRYINDEX, "herald.decode");
+        lua_pushlstring(L, body, len);
+        if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+            lua_settop(L, top);
+            reply_error(rt, x, 400, "malformed JSON");
+            return;
+        }
+    } else {
+        lua_pushnil(L);                        /* [dispatch name payload] */
+    }
+    notify_call *n = calloc(1, sizeof *n);
+    if (!n) {
+        lua_settop(L, top);
+        reply_error(rt, x, 503, "out of memory");
+        return;
+    }
+    n->rt = rt;
+    n->x = x;
+    n->id = ++notify_seq;
+    snprintf(n->name, sizeof n->name, "%s", name);
+    int started;
+    char *err = NULL;
+    task *t = task_spawn(rt->vm, "notify", 2, on_notify_done, n, &started, &err);
+    lua_settop(L, top);
+    if (!started) {
+        log_error("cannot start a notify handler: %s", err ? err : "?");
+        free(err);
+        reply_error(rt, x, 503, "too busy");
+        free(n);
+        return;
+    }
+    if (t && (n->deadline = evtimer_new(rt->base, on_notify_deadline, n)))
+        clock_timer_add(n->deadline, rt->cfg->response_deadline_ms);
 }

@@ -364,6 +364,124 @@ static int core_create(lua_State *L)
     return enqueue(L, &spec, 1, NULL);
 }
 
+/* ---- reads: rosters, channels, team details ------------------------------------------------ */
+
+typedef struct get_op {
+    task *t;
+    connector_call *call;
+    int ok;
+    long status;
+    char *body, *code, *message;
+} get_op;
+
+static void get_op_free(get_op *op)
+{
+    free(op->body);
+    free(op->code);
+    free(op->message);
+    free(op);
+}
+
+/* body, status | nil, message, code */
+static int push_get_result(lua_State *L, void *arg)
+{
+    get_op *op = arg;
+    if (!L) {
+        get_op_free(op);
+        return 0;
+    }
+    int n;
+    if (op->ok) {
+        lua_pushstring(L, op->body ? op->body : "");
+        lua_pushinteger(L, op->status);
+        n = 2;
+    } else {
+        lua_pushnil(L);
+        lua_pushstring(L, op->message ? op->message : "read failed");
+        lua_pushstring(L, op->code ? op->code : "rejected");
+        n = 3;
+    }
+    get_op_free(op);
+    return n;
+}
+
+static void on_get_done(const connector_result *res, void *ud)
+{
+    get_op *op = ud;
+    op->call = NULL;
+    op->ok = res->ok;
+    op->status = res->status;
+    op->body = dup_or_null(res->body);
+    op->code = dup_or_null(res->code);
+    op->message = dup_or_null(res->message);
+    task_wake(op->t, push_get_result, op);
+}
+
+static void cancel_get(void *arg)
+{
+    get_op *op = arg;
+    if (op->call)
+        connector_cancel(op->call);
+    get_op_free(op);
+}
+
+/* core.get(conversation_or_team_id, path) → body, status | nil, message, code. The id names a
+ * stored conversation, or a team whose channels are stored (its service URL is theirs). */
+static int core_get(lua_State *L)
+{
+    task *t = task_check(L, "teams.members/member/channels/team");
+    const char *id = luaL_checkstring(L, 1);
+    const char *path = luaL_checkstring(L, 2);
+    runtime *rt = rt_of(L);
+    store_reference ref;
+    char *err = NULL;
+    int found = store_get_reference(rt->store, id, &ref, &err);
+    if (found != 1) {
+        free(err);
+        err = NULL;
+        found = store_find_channel_reference(rt->store, id, &ref, &err);
+    }
+    if (found != 1) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "no stored conversation or team '%s'", id);
+        lua_pushliteral(L, "unknown_conversation");
+        free(err);
+        return 3;
+    }
+    if (!check_trust(L, ref.service_url, ref.id, ref.service_url_seal)) {
+        store_reference_clear(&ref);
+        return 3;
+    }
+    get_op *op = calloc(1, sizeof *op);
+    if (!op) {
+        store_reference_clear(&ref);
+        return luaL_error(L, "out of memory");
+    }
+    op->t = t;
+    op->call = connector_get(rt->conn, ref.service_url, path, on_get_done, op, &err);
+    store_reference_clear(&ref);
+    if (!op->call) {
+        get_op_free(op);
+        lua_pushnil(L);
+        lua_pushstring(L, err ? err : "cannot start the read");
+        lua_pushliteral(L, "network");
+        free(err);
+        return 3;
+    }
+    return task_yield(L, op, cancel_get);
+}
+
+/* core.encode_id(s): the connector's percent-encoding, for paths built in Lua */
+static int core_encode_id(lua_State *L)
+{
+    char *e = connector_encode_id(luaL_checkstring(L, 1));
+    if (!e)
+        return luaL_error(L, "out of memory");
+    lua_pushstring(L, e);
+    free(e);
+    return 1;
+}
+
 /* ---- sleep ------------------------------------------------------------------------------- */
 
 typedef struct sleep_op {
@@ -589,6 +707,17 @@ static int core_set_dispatcher(lua_State *L)
     return 0;
 }
 
+/* core.set_notify(handlers, dispatch) */
+static int core_set_notify(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_settop(L, 2);
+    lua_setfield(L, LUA_REGISTRYINDEX, "herald.notify_dispatch");
+    lua_setfield(L, LUA_REGISTRYINDEX, "herald.notify_handlers");
+    return 0;
+}
+
 static int core_set_hooks(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -633,9 +762,11 @@ static const luaL_Reg core_funcs[] = {
     {"config", core_config},
     {"create", core_create},
     {"delete", core_delete},
+    {"encode_id", core_encode_id},
     {"find_channel", core_find_channel},
     {"find_tenant", core_find_tenant},
     {"find_user", core_find_user},
+    {"get", core_get},
     {"get_reference", core_get_reference},
     {"list", core_list},
     {"log", core_log},
@@ -644,6 +775,7 @@ static const luaL_Reg core_funcs[] = {
     {"send", core_send},
     {"set_dispatcher", core_set_dispatcher},
     {"set_hooks", core_set_hooks},
+    {"set_notify", core_set_notify},
     {"sleep", core_sleep},
     {"update", core_update},
     {NULL, NULL},

@@ -383,7 +383,7 @@ static int run(config *cfg)
         log_warn("HERALD_TEST_CLOCK=1: POST /-/clock can move this process's wall clock (tests only)");
     http_server_config sc = {.host = cfg->listen_host, .port = cfg->listen_port,
                              .max_body_bytes = cfg->max_body_bytes, .max_header_bytes = 131072,
-                             .timeout_s = 60, .on_admin = admin};
+                             .timeout_s = 60, .on_admin = admin, .on_notify = notify_request};
     rt.server = http_server_new(rt.base, &sc, inbound_activity, health_json, &rt, &err);
     if (!rt.server) {
         log_error("%s", err);

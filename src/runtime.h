@@ -48,6 +48,10 @@ typedef struct runtime {
 struct http_exchange;
 void inbound_activity(struct http_exchange *x, const char *body, size_t len, void *rt);
 
+/* lua_inbound.c: handles one POST /api/notify/{name} (answers x exactly once). */
+void notify_request(struct http_exchange *x, const char *name, const char *body, size_t len,
+                    void *rt);
+
 /* lua_inbound.c: answers every activity still waiting for signing keys with 503 (shutdown). */
 void inbound_abandon_pending(void *rt);
 

@@ -191,6 +191,88 @@ function teams.conversations(filter)
   end
 end
 
+---------------------------------------------------------------------------------------------
+-- rosters and teams (reads; each yields until the connector answers)
+
+local function member_of(m)
+  if type(m) ~= "table" then return nil end
+  return {
+    id = m.id, name = m.name, aad_object_id = m.aadObjectId or m.objectId,
+    given_name = m.givenName, surname = m.surname, email = m.email,
+    user_principal_name = m.userPrincipalName, tenant = m.tenantId, role = m.userRole,
+  }
+end
+
+local function read_json(target, path)
+  local body, status_or_err, code = core.get(target, path)
+  if not body then return nil, status_or_err, code end
+  local ok, doc = pcall(cjson.decode, body)
+  if not ok then return nil, "the connector answered with something that is not JSON", "bad_response" end
+  return doc
+end
+
+--- One page of a conversation's or team's members: members, continuation token (nil at the end)
+--- | nil, message, code.
+function teams.members_page(target, token, page_size)
+  if type(target) ~= "string" then error("teams.members_page expects a conversation or team id", 2) end
+  local path = "/v3/conversations/" .. core.encode_id(target) .. "/pagedmembers?pageSize="
+    .. math.tointeger(page_size or 200)
+  if token then path = path .. "&continuationToken=" .. core.encode_id(token) end
+  local doc, err, code = read_json(target, path)
+  if not doc then return nil, err, code end
+  local out = {}
+  for _, m in ipairs(type(doc.members) == "table" and doc.members or {}) do out[#out + 1] = member_of(m) end
+  local nxt = doc.continuationToken
+  if type(nxt) ~= "string" or nxt == "" then nxt = nil end
+  return out, nxt
+end
+
+--- Iterates every member of a conversation or team, following continuation tokens. A failure
+--- while paging raises "teams.members: <message> (<code>)" — wrap in pcall to handle it.
+function teams.members(target, opts)
+  if type(target) ~= "string" then error("teams.members expects a conversation or team id", 2) end
+  local size = opts and opts.page_size or 200
+  local page, i, token, started = {}, 0, nil, false
+  return function()
+    i = i + 1
+    while i > #page do
+      if started and not token then return nil end
+      local members, nxt, code = teams.members_page(target, token, size)
+      if not members then error(("teams.members: %s (%s)"):format(tostring(nxt), tostring(code)), 2) end
+      page, i, token, started = members, 1, nxt, true
+      if #page == 0 and not token then return nil end
+    end
+    return page[i]
+  end
+end
+
+--- One member by Teams id, Entra object id or UPN | nil, message, code.
+function teams.member(target, id)
+  local doc, err, code = read_json(target, "/v3/conversations/" .. core.encode_id(target)
+    .. "/members/" .. core.encode_id(id))
+  if not doc then return nil, err, code end
+  return member_of(doc)
+end
+
+--- A team's channels: { {id, name}, ... } | nil, message, code. The General channel's id is the team's.
+function teams.channels(team)
+  local doc, err, code = read_json(team, "/v3/teams/" .. core.encode_id(team) .. "/conversations")
+  if not doc then return nil, err, code end
+  local out = {}
+  for _, c in ipairs(type(doc.conversations) == "table" and doc.conversations or {}) do
+    out[#out + 1] = { id = c.id, name = c.name or "General", type = c.channelType or c.type }
+  end
+  return out
+end
+
+--- A team's details: {id, name, aad_group_id, channel_count, member_count, type} | nil, message, code.
+function teams.team(team)
+  local doc, err, code = read_json(team, "/v3/teams/" .. core.encode_id(team))
+  if not doc then return nil, err, code end
+  return { id = doc.id, name = doc.name, aad_group_id = doc.aadGroupId, type = doc.type,
+           channel_count = doc.channelCount, member_count = doc.memberCount }
+end
+
 --- The stored reference of a conversation id, or nil.
 function teams.conversation(id)
   if type(id) ~= "string" then error("teams.conversation expects an id string", 2) end
@@ -452,6 +534,29 @@ local function dispatch(a, hook)
 end
 
 core.set_dispatcher(dispatch)
+
+-- notify triggers: POST /api/notify/{name} runs the handler with the JSON payload; its return
+-- value is the JSON answer
+local notify_handlers = {}
+core.set_notify(notify_handlers, function(name, payload)
+  local fn = notify_handlers[name]
+  if not fn then error(("no notify handler '%s'"):format(name)) end
+  if type(payload) == "table" then payload = integers(payload, 0) end
+  local result = fn({ name = name, payload = payload })
+  if result == nil then return "null" end
+  return cjson.encode(result)
+end)
+
+--- Registers the handler of POST /api/notify/{name}; it gets ev = {name, payload} and its return
+--- value (a table, string, number, boolean or nil) is the JSON answer.
+function teams.on_notify(name, fn)
+  if type(name) ~= "string" or not name:match("^[%w_.-]+$") or #name > 64 then
+    error("teams.on_notify expects a name of letters, digits, _ . - (at most 64)", 2)
+  end
+  if type(fn) ~= "function" then error("teams.on_notify expects a function", 2) end
+  notify_handlers[name] = fn
+  hooks["notify:" .. name] = fn
+end
 
 local ScheduleEvent = {}
 ScheduleEvent.__index = ScheduleEvent

@@ -6,6 +6,7 @@ local function load_teams()
   package.loaded["herald.core"] = {
     set_dispatcher = function(fn) dispatcher = fn end,
     set_hooks = function() end,
+    set_notify = function() end,
     send = function(conv, json, reply_to)
       sent[#sent + 1] = { conv = conv, json = json, reply_to = reply_to }
       return tostring(#sent)
