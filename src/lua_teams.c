@@ -4,6 +4,7 @@
 #include "config.h"
 #include "clock.h"
 #include "connector.h"
+#include "broadcast.h"
 #include "log.h"
 #include "outbox.h"
 #include "runtime.h"
@@ -245,6 +246,62 @@ static int enqueue(lua_State *L, outbox_spec *spec, int wait, store_reference *o
     return task_yield(L, op, cancel_out_op);
 }
 
+/* Category options of a send: opt-outs and a frequency cap (max per per_ms, over "defer"|"drop"). */
+typedef struct send_cat {
+    const char *category;
+    long cap_max;
+    int64_t cap_per_ms;
+    int cap_drop;
+} send_cat;
+
+static void read_cat(lua_State *L, int i, send_cat *c)
+{
+    memset(c, 0, sizeof *c);
+    if (lua_type(L, i) != LUA_TTABLE)
+        return;
+    lua_getfield(L, i, "category");
+    c->category = lua_tostring(L, -1);
+    lua_getfield(L, i, "cap_max");
+    c->cap_max = (long)lua_tointeger(L, -1);
+    lua_getfield(L, i, "cap_per");
+    c->cap_per_ms = (int64_t)(lua_tonumber(L, -1) * 1000);
+    lua_getfield(L, i, "cap_over");
+    c->cap_drop = lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), "drop") == 0;
+    lua_pop(L, 4);
+}
+
+/* Opt-outs and the frequency cap for a categorised send. Returns 1 to go on (with *not_before set
+ * when the message waits for the next window), or pushes nil, message, code and returns 0. */
+static int check_category(lua_State *L, const send_cat *c, const target *tg, int64_t *not_before)
+{
+    runtime *rt = rt_of(L);
+    *not_before = 0;
+    if (!c->category)
+        return 1;
+    const char *user = tg->ref.user_id, *aad = tg->ref.user_aad_id;
+    if (rt->broadcaster && opt_out_check(rt->broadcaster, tg->id, user, aad, c->category)) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "the recipient opted out of '%s'", c->category);
+        lua_pushliteral(L, "opted_out");
+        return 0;
+    }
+    if (c->cap_max > 0 && c->cap_per_ms > 0) {
+        int64_t oldest = 0;
+        int n = outbox_count_category(rt->outbox, tg->id, c->category, c->cap_per_ms, &oldest);
+        if (n >= c->cap_max) {
+            if (c->cap_drop) {
+                lua_pushnil(L);
+                lua_pushfstring(L, "frequency cap of %d per %d s reached for '%s'", (int)c->cap_max,
+                                (int)(c->cap_per_ms / 1000), c->category);
+                lua_pushliteral(L, "capped");
+                return 0;
+            }
+            *not_before = oldest + c->cap_per_ms;   /* the window opens when the oldest leaves */
+        }
+    }
+    return 1;
+}
+
 /* Options table at index i: key (string), wait (boolean, default true), send_if_missing. */
 static void read_opts(lua_State *L, int i, const char **key, int *wait, int *flags)
 {
@@ -278,17 +335,21 @@ static int core_send(lua_State *L)
     const char *key;
     int wait, flags;
     read_opts(L, 4, &key, &wait, &flags);
+    send_cat cat;
+    read_cat(L, 4, &cat);
     target tg;
     if (!resolve_target(L, 1, &tg))
         return 3;
-    if (!check_trust(L, tg.service_url, tg.id, tg.ref.service_url_seal)) {
+    int64_t not_before = 0;
+    if (!check_trust(L, tg.service_url, tg.id, tg.ref.service_url_seal) ||
+        !check_category(L, &cat, &tg, &not_before)) {
         store_reference_clear(&tg.ref);
         return 3;
     }
     outbox_spec spec = {.kind = reply_to ? OUTBOX_REPLY : OUTBOX_SEND, .conversation_id = tg.id,
                         .service_url = tg.service_url, .tenant_id = tg.tenant,
                         .target_id = reply_to, .msg_key = key, .body = json, .body_len = len,
-                        .flags = flags};
+                        .flags = flags, .category = cat.category, .not_before_ms = not_before};
     return enqueue(L, &spec, wait, &tg.ref);
 }
 
@@ -697,6 +758,158 @@ static int core_put_reference(lua_State *L)
     return 1;
 }
 
+/* ---- broadcasts and opt-outs ----------------------------------------------------------------- */
+
+static broadcaster *bc_of(lua_State *L)
+{
+    broadcaster *b = rt_of(L)->broadcaster;
+    if (!b)
+        luaL_error(L, "broadcasts are not available");
+    return b;
+}
+
+/* core.opt_out(subject, category, out) */
+static int core_opt_out(lua_State *L)
+{
+    char *err = NULL;
+    if (opt_out_set(bc_of(L), luaL_checkstring(L, 1), luaL_optstring(L, 2, "*"),
+                    lua_toboolean(L, 3), &err) < 0) {
+        lua_pushfstring(L, "opt-out: %s", err ? err : "store error");
+        free(err);
+        return lua_error(L);
+    }
+    return 0;
+}
+
+/* core.opted_out(conversation_or_user, category) → bool (a conversation counts its user too) */
+static int core_opted_out(lua_State *L)
+{
+    const char *who = luaL_checkstring(L, 1);
+    const char *cat = luaL_optstring(L, 2, "*");
+    store_reference ref = {0};
+    char *err = NULL;
+    int found = store_get_reference(rt_of(L)->store, who, &ref, &err) == 1;
+    free(err);
+    int out = opt_out_check(bc_of(L), who, found ? ref.user_id : NULL,
+                            found ? ref.user_aad_id : NULL, cat);
+    store_reference_clear(&ref);
+    lua_pushboolean(L, out);
+    return 1;
+}
+
+static int core_broadcast_create(lua_State *L)
+{
+    char *err = NULL;
+    int64_t id = broadcast_create(bc_of(L), luaL_optstring(L, 1, NULL), luaL_optstring(L, 2, NULL),
+                                  luaL_optstring(L, 3, NULL), &err);
+    if (id < 0) {
+        lua_pushfstring(L, "%s", err ? err : "store error");
+        free(err);
+        return lua_error(L);
+    }
+    lua_pushinteger(L, id);
+    return 1;
+}
+
+/* core.broadcast_add(id, { {conversation=, user=, tenant=, body=}, ... }) */
+static int core_broadcast_add(lua_State *L)
+{
+    int64_t id = luaL_checkinteger(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    int n = (int)lua_rawlen(L, 2);
+    broadcast_recipient *r = calloc((size_t)(n ? n : 1), sizeof *r);
+    if (!r)
+        return luaL_error(L, "out of memory");
+    for (int i = 0; i < n; i++) {
+        lua_rawgeti(L, 2, i + 1);
+        int t = lua_gettop(L);
+        if (lua_type(L, t) == LUA_TTABLE) {
+            r[i].conversation_id = opt_field(L, t, "conversation");
+            r[i].user_id = opt_field(L, t, "user");
+            r[i].tenant_id = opt_field(L, t, "tenant");
+            r[i].body = opt_field(L, t, "body");
+        }
+        lua_pop(L, 1);             /* the list keeps each entry (and its strings) alive */
+    }
+    char *err = NULL;
+    int rc = broadcast_add(bc_of(L), id, r, n, &err);
+    free(r);
+    if (rc < 0) {
+        lua_pushfstring(L, "%s", err ? err : "store error");
+        free(err);
+        return lua_error(L);
+    }
+    return 0;
+}
+
+static int core_broadcast_start(lua_State *L)
+{
+    char *err = NULL;
+    if (broadcast_start(bc_of(L), luaL_checkinteger(L, 1), &err) < 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err ? err : "cannot start");
+        lua_pushliteral(L, "not_found");
+        free(err);
+        return 3;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int core_broadcast_control(lua_State *L)
+{
+    char *err = NULL;
+    if (broadcast_control(bc_of(L), luaL_checkinteger(L, 1), luaL_checkstring(L, 2), &err) < 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err ? err : "cannot do that");
+        lua_pushliteral(L, "not_found");
+        free(err);
+        return 3;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int core_broadcast_redo(lua_State *L)
+{
+    char *err = NULL;
+    int n = broadcast_redo(bc_of(L), luaL_checkinteger(L, 1), luaL_optstring(L, 2, NULL), &err);
+    if (n < 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err ? err : "cannot do that");
+        lua_pushliteral(L, "not_found");
+        free(err);
+        return 3;
+    }
+    lua_pushinteger(L, n);
+    return 1;
+}
+
+static int core_broadcast_progress(lua_State *L)
+{
+    broadcast_progress p;
+    if (!broadcast_get_progress(bc_of(L), luaL_checkinteger(L, 1), &p)) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_createtable(L, 0, 12);
+    lua_pushstring(L, p.state);
+    lua_setfield(L, -2, "state");
+    lua_pushstring(L, p.name);
+    lua_setfield(L, -2, "name");
+    int64_t v[] = {p.total, p.pending, p.queued, p.sent, p.failed, p.blocked, p.not_found,
+                   p.skipped, p.recalled};
+    const char *k[] = {"total", "pending", "queued", "sent", "failed", "blocked", "not_found",
+                       "skipped", "recalled"};
+    for (int i = 0; i < 9; i++) {
+        lua_pushinteger(L, v[i]);
+        lua_setfield(L, -2, k[i]);
+    }
+    lua_pushnumber(L, p.rate);
+    lua_setfield(L, -2, "rate");
+    return 1;
+}
+
 /* ---- misc -------------------------------------------------------------------------------- */
 
 static int core_set_dispatcher(lua_State *L)
@@ -759,6 +972,12 @@ static int core_config(lua_State *L)
 }
 
 static const luaL_Reg core_funcs[] = {
+    {"broadcast_add", core_broadcast_add},
+    {"broadcast_control", core_broadcast_control},
+    {"broadcast_create", core_broadcast_create},
+    {"broadcast_progress", core_broadcast_progress},
+    {"broadcast_redo", core_broadcast_redo},
+    {"broadcast_start", core_broadcast_start},
     {"config", core_config},
     {"create", core_create},
     {"delete", core_delete},
@@ -771,6 +990,8 @@ static const luaL_Reg core_funcs[] = {
     {"list", core_list},
     {"log", core_log},
     {"now_ms", core_now_ms},
+    {"opt_out", core_opt_out},
+    {"opted_out", core_opted_out},
     {"put_reference", core_put_reference},
     {"send", core_send},
     {"set_dispatcher", core_set_dispatcher},

@@ -2,6 +2,7 @@
  * wires (store, outbox, governor, scheduler, Lua generation), built in-process for a busted spec,
  * on virtual time, with an in-memory database and a fake Bot Connector instead of the network.
  * Built as build/lua/herald/testing_core.so; lua/teams/testing.lua is the API bot authors use. */
+#include "broadcast.h"
 #include "clock.h"
 #include "config.h"
 #include "connector.h"
@@ -229,6 +230,7 @@ static void host_close(host *h)
     h->open = 0;
     runtime *rt = &h->rt;
     scheduler_free(rt->scheduler);
+    broadcast_free(rt->broadcaster);
     vm_free(rt->vm);
     outbox_free(rt->outbox);
     connector_free(rt->conn);
@@ -339,6 +341,11 @@ static int t_new(lua_State *L)
     if (rt->vm) {
         lua_teams_install(rt->vm);
         rt->scheduler = scheduler_new(rt, &err);
+        rt->broadcaster = rt->scheduler ? broadcast_new(rt, &err) : NULL;
+        if (!rt->broadcaster) {
+            scheduler_free(rt->scheduler);
+            rt->scheduler = NULL;
+        }
     }
     if (!rt->scheduler || vm_load_script(rt->vm, script, &err) < 0) {
         lua_pushfstring(L, "teams.testing: cannot load %s: %s", script, err ? err : "setup failed");

@@ -3,6 +3,7 @@
 #include "auth_in.h"
 #include "clock.h"
 #include "auth_out.h"
+#include "broadcast.h"
 #include "config.h"
 #include "connector.h"
 #include "http_client.h"
@@ -379,6 +380,11 @@ static int run(config *cfg)
         log_error("cannot start the scheduler: %s", err);
         goto out;
     }
+    rt.broadcaster = broadcast_new(&rt, &err);
+    if (!rt.broadcaster) {
+        log_error("cannot start broadcasts: %s", err);
+        goto out;
+    }
     if (cfg->test_clock)
         log_warn("HERALD_TEST_CLOCK=1: POST /-/clock can move this process's wall clock (tests only)");
     http_server_config sc = {.host = cfg->listen_host, .port = cfg->listen_port,
@@ -418,6 +424,7 @@ out:
     if (rt.pending)
         inbound_abandon_pending(&rt);
     scheduler_free(rt.scheduler);
+    broadcast_free(rt.broadcaster);
     reloader_free(rt.reloader);     /* retired generations first: their tasks may answer exchanges */
     vm_free(rt.vm);                 /* cancels tasks, which may still answer exchanges */
     http_server_free(rt.server);

@@ -92,7 +92,28 @@ struct outbox {
     struct event *resched_ev;
     struct event *purge_timer;
     outbox_stats stats;
+    outbox_hook_fn hook;
+    void *hook_ud;
 };
+
+void outbox_set_hook(outbox *o, outbox_hook_fn fn, void *ud)
+{
+    o->hook = fn;
+    o->hook_ud = ud;
+}
+
+int outbox_count_category(outbox *o, const char *conversation_id, const char *category,
+                          int64_t window_ms, int64_t *oldest_ms)
+{
+    char *err = NULL;
+    int n = store_outbox_count_category(o->so, conversation_id, category,
+                                        clock_wall_ms() - window_ms, oldest_ms, &err);
+    if (n < 0) {
+        log_error("outbox: %s", err);
+        free(err);
+    }
+    return n;
+}
 
 static int64_t mono_ms(void) { return clock_mono_ms(); }
 static int64_t wall_ms(void) { return clock_wall_ms(); }
@@ -405,7 +426,7 @@ static void finish(outbox *o, ob_op *op, const char *state, long status, const c
     } else {
         o->stats.failed++;
     }
-    if (op->done) {
+    if (op->done || o->hook) {
         outbox_result r = {0};
         r.op_id = op->id;
         r.state = state;
@@ -422,7 +443,10 @@ static void finish(outbox *o, ob_op *op, const char *state, long status, const c
         }
         if (!r.activity_id && op->kind == OUTBOX_UPDATE && strcmp(state, "sent") == 0)
             r.activity_id = op->target_id;
-        op->done(&r, op->ud);
+        if (o->hook)
+            o->hook(op->kind, &r, o->hook_ud);
+        if (op->done)
+            op->done(&r, op->ud);
     }
     q->head = op->next;
     if (!q->head)
@@ -951,9 +975,10 @@ int64_t outbox_enqueue(outbox *o, const outbox_spec *spec, outbox_done_fn done, 
     row.msg_key = spec->msg_key;
     row.body = spec->body;
     row.flags = spec->flags;
-    row.next_attempt_at = now;
+    row.category = spec->category;
+    row.next_attempt_at = spec->not_before_ms > now ? spec->not_before_ms : now;
     row.created_at = now;
-    row.expires_at = now + o->cfg.max_age_ms;
+    row.expires_at = row.next_attempt_at + o->cfg.max_age_ms;
     outbox_touch_batch(o);
     if (store_outbox_insert(o->so, &row, err) < 0)
         return -1;
@@ -965,7 +990,7 @@ int64_t outbox_enqueue(outbox *o, const outbox_spec *spec, outbox_done_fn done, 
         return -1;
     }
     op->expires_wall = row.expires_at;
-    op->due_mono = mono_ms();
+    op->due_mono = mono_ms() + (row.next_attempt_at - now);
     op->done = done;
     op->ud = ud;
     if (o->uncommitted_tail) o->uncommitted_tail->unext = op; else o->uncommitted = op;

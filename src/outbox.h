@@ -37,6 +37,8 @@ typedef struct outbox_spec {
     const char *body;             /* JSON */
     size_t body_len;
     int flags;
+    const char *category;         /* recorded for frequency caps and reports */
+    int64_t not_before_ms;        /* wall ms: first attempt no earlier (a deferred message), 0 now */
 } outbox_spec;
 
 typedef struct outbox_result {
@@ -52,6 +54,16 @@ typedef struct outbox_result {
 } outbox_result;
 
 typedef void (*outbox_done_fn)(const outbox_result *res, void *ud);
+
+/* Runs for every operation that reaches a final state, waited on or not, this run or a previous
+ * one's (broadcast jobs follow their recipients this way). kind is the operation's. */
+typedef void (*outbox_hook_fn)(enum outbox_kind kind, const outbox_result *res, void *ud);
+void outbox_set_hook(outbox *o, outbox_hook_fn fn, void *ud);
+
+/* Frequency caps: operations to conversation in category within the last window_ms that did not
+ * fail; *oldest_ms (wall) is the first of them. -1 on a store error. */
+int outbox_count_category(outbox *o, const char *conversation_id, const char *category,
+                          int64_t window_ms, int64_t *oldest_ms);
 
 /* Loads queued operations left by a previous run and schedules them. NULL with *err on failure. */
 outbox *outbox_new(struct event_base *base, store *st, connector *conn, const outbox_config *cfg,

@@ -20,6 +20,7 @@ typedef struct trust trust;
 typedef struct outbox outbox;
 typedef struct reloader reloader;
 typedef struct scheduler scheduler;
+typedef struct broadcaster broadcaster;
 typedef struct pending_auth pending_auth;
 
 typedef struct runtime {
@@ -34,6 +35,7 @@ typedef struct runtime {
     outbox *outbox;               /* every outbound operation goes through it */
     reloader *reloader;
     scheduler *scheduler;
+    broadcaster *broadcaster;
     auth_in *auth_in;             /* NULL in dev mode */
     auth_out *auth_out;           /* NULL in dev mode */
     trust *trust;                 /* NULL in dev mode: every service URL is allowed */

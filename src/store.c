@@ -129,6 +129,40 @@ static const struct migration {
         "CREATE INDEX schedules_due ON schedules(next_fire_at)"
         " WHERE next_fire_at IS NOT NULL AND waiting_handler = 0;"
         "CREATE INDEX schedules_conversation ON schedules(conversation_id);"),
+    /* Notifications at scale (broadcast.c, outbox categories): opt-outs per subject (a conversation
+     * or a user) and category; durable broadcast jobs with one row per recipient. */
+    MIGRATION(5,
+        "ALTER TABLE outbox ADD COLUMN category TEXT;"
+        "CREATE INDEX outbox_category ON outbox(conversation_id, category, created_at)"
+        " WHERE category IS NOT NULL;"
+        "CREATE TABLE opt_outs ("
+        " subject TEXT NOT NULL,"
+        " category TEXT NOT NULL,"
+        " at INTEGER NOT NULL,"
+        " PRIMARY KEY (subject, category)) WITHOUT ROWID;"
+        "CREATE TABLE broadcasts ("
+        " id INTEGER PRIMARY KEY,"
+        " name TEXT,"
+        " state TEXT NOT NULL,"               /* preparing | running | paused | cancelled | done */
+        " body TEXT,"                         /* the message when it is the same for everyone */
+        " category TEXT,"
+        " total INTEGER NOT NULL DEFAULT 0,"
+        " created_at INTEGER NOT NULL,"
+        " updated_at INTEGER NOT NULL,"
+        " finished_at INTEGER);"
+        "CREATE TABLE broadcast_recipients ("
+        " broadcast_id INTEGER NOT NULL,"
+        " seq INTEGER NOT NULL,"
+        " conversation_id TEXT,"
+        " user_id TEXT,"                      /* a user to reach 1:1 when no conversation is known */
+        " tenant_id TEXT,"
+        " body TEXT,"                         /* a personalised message */
+        " state TEXT NOT NULL DEFAULT 'pending',"
+        " op_id INTEGER,"
+        " activity_id TEXT,"
+        " PRIMARY KEY (broadcast_id, seq)) WITHOUT ROWID;"
+        "CREATE INDEX broadcast_pending ON broadcast_recipients(broadcast_id, state, seq);"
+        "CREATE UNIQUE INDEX broadcast_op ON broadcast_recipients(op_id) WHERE op_id IS NOT NULL;"),
 };
 
 #define LATEST_VERSION ((int)(sizeof migrations / sizeof migrations[0]))

@@ -13,7 +13,7 @@
 struct store_outbox {
     sqlite3 *db;
     sqlite3_stmt *insert, *retry, *finish, *attempt, *load, *key_get, *key_put, *ledger_mark,
-        *ledger_clear, *ledger_load, *purge_ops, *purge_attempts;
+        *ledger_clear, *ledger_load, *purge_ops, *purge_attempts, *count_category;
 };
 
 static const struct {
@@ -22,8 +22,11 @@ static const struct {
 } statements[] = {
     {offsetof(store_outbox, insert),
      "INSERT INTO outbox (kind, queue, conversation_id, service_url, tenant_id, target_id, msg_key,"
-     " body, flags, state, attempts, next_attempt_at, created_at, expires_at)"
-     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', 0, ?10, ?11, ?12)"},
+     " body, flags, state, attempts, next_attempt_at, created_at, expires_at, category)"
+     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', 0, ?10, ?11, ?12, ?13)"},
+    {offsetof(store_outbox, count_category),
+     "SELECT count(*), min(created_at) FROM outbox WHERE conversation_id = ?1 AND category = ?2"
+     " AND created_at >= ?3 AND state IN ('queued', 'sent')"},
     {offsetof(store_outbox, retry),
      "UPDATE outbox SET attempts = ?2, next_attempt_at = ?3, last_status = ?4, last_code = ?5,"
      " last_error = ?6 WHERE id = ?1"},
@@ -156,6 +159,7 @@ int store_outbox_insert(store_outbox *o, store_op *op, char **err)
     sqlite3_bind_int64(st, 10, op->next_attempt_at);
     sqlite3_bind_int64(st, 11, op->created_at);
     sqlite3_bind_int64(st, 12, op->expires_at);
+    text(st, 13, op->category);
     if (exec(o, st, "insert outbox operation", err) < 0)
         return -1;
     op->id = sqlite3_last_insert_rowid(o->db);
@@ -323,4 +327,23 @@ int store_outbox_purge(store_outbox *o, int64_t before, int limit, char **err)
     if (exec(o, o->purge_attempts, "purge attempts", err) < 0)
         return -1;
     return n + sqlite3_changes(o->db);
+}
+
+int store_outbox_count_category(store_outbox *o, const char *conversation_id, const char *category,
+                                int64_t since, int64_t *oldest, char **err)
+{
+    sqlite3_stmt *st = o->count_category;
+    text(st, 1, conversation_id);
+    text(st, 2, category);
+    sqlite3_bind_int64(st, 3, since);
+    int n = -1;
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        n = sqlite3_column_int(st, 0);
+        *oldest = sqlite3_column_int64(st, 1);
+    } else {
+        set_err(err, "store: count category: %s", sqlite3_errmsg(o->db));
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return n;
 }

@@ -18,6 +18,7 @@ typedef struct store_op {
     const char *target_id;
     const char *msg_key;
     const char *body;
+    const char *category;         /* opt-out / frequency-cap category, or NULL */
     int flags;
     int attempts;
     int64_t next_attempt_at, created_at, expires_at;   /* unix ms */
@@ -52,6 +53,11 @@ int store_ledger_clear(store_outbox *o, const char *conversation_id, int64_t at,
 /* Calls fn for every active (uncleared) ledger entry. */
 int store_ledger_load(store_outbox *o, int (*fn)(const char *conversation_id, const char *state,
                                                  void *ud), void *ud, char **err);
+
+/* Operations to conversation in category created since `since` that did not fail (frequency
+ * caps); the oldest one's creation time in *oldest. Returns the count or -1. */
+int store_outbox_count_category(store_outbox *o, const char *conversation_id, const char *category,
+                                int64_t since, int64_t *oldest, char **err);
 
 /* Deletes up to limit finished operations (and their attempts) finished before `before`.
  * Returns the number of rows deleted, or -1 with *err. */

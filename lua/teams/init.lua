@@ -73,12 +73,133 @@ end
 --- returns the new activity id, or nil, message, code, details. Options: key = "..." records the
 --- script's own name for the message (for update/delete later); wait = false returns the
 --- operation id at once instead of waiting.
+local caps = {}
+
+--- Frequency cap for a category (Teams' guidance against spamming): at most max messages per
+--- recipient per `per` seconds; over the cap a message is deferred to the next window ("defer",
+--- the default) or dropped with code "capped" ("drop").
+function teams.frequency_cap(category, cap)
+  if type(category) ~= "string" then error("teams.frequency_cap expects a category name", 2) end
+  if cap == nil then caps[category] = nil return end
+  if type(cap) ~= "table" or math.type(cap.max) ~= "integer" or cap.max < 1
+      or type(cap.per) ~= "number" or cap.per <= 0 then
+    error("teams.frequency_cap expects { max = N, per = seconds [, over = \"defer\"|\"drop\"] }", 2)
+  end
+  if cap.over ~= nil and cap.over ~= "defer" and cap.over ~= "drop" then
+    error("teams.frequency_cap: over is \"defer\" or \"drop\"", 2)
+  end
+  caps[category] = cap
+end
+
+local function with_category(opts)
+  if not opts or not opts.category then return opts end
+  local o = {}
+  for k, v in pairs(opts) do o[k] = v end
+  local cap = caps[opts.category]
+  if cap then o.cap_max, o.cap_per, o.cap_over = cap.max, cap.per, cap.over end
+  return o
+end
+
 function teams.send(conv, msg, opts)
   conv = conv_arg(conv, "send")
-  opts = check_opts(opts, "send", { key = true, wait = true })
+  opts = check_opts(opts, "send", { key = true, wait = true, category = true })
   local json = message.encode(msg, { from = bot_account(conv), conversation = conv_id(conv) }, 2)
-  return core.send(conv, json, nil, opts)
+  return core.send(conv, json, nil, with_category(opts))
 end
+
+---------------------------------------------------------------------------------------------
+-- opt-outs
+
+local function subject_arg(who, fname)
+  if type(who) == "table" then who = who.id end
+  if type(who) ~= "string" or who == "" then
+    error(("teams.%s expects a conversation id, a user id or a reference"):format(fname), 3)
+  end
+  return who
+end
+
+--- The user (or conversation) no longer wants messages of category ("*" or nil: any).
+function teams.opt_out(who, category) core.opt_out(subject_arg(who, "opt_out"), category or "*", true) end
+function teams.opt_in(who, category) core.opt_out(subject_arg(who, "opt_in"), category or "*", false) end
+function teams.opted_out(who, category) return core.opted_out(subject_arg(who, "opted_out"), category or "*") end
+
+---------------------------------------------------------------------------------------------
+-- broadcasts
+
+local BROADCAST_FIELDS = { to = true, message = true, category = true, name = true }
+
+-- Recipients of a selector as {conversation=} or {user=, tenant=} entries.
+local function recipients_of(to)
+  local out = {}
+  if type(to) ~= "table" then error("teams.broadcast: 'to' must be a table", 3) end
+  if to.conversations then
+    for _, c in ipairs(to.conversations) do out[#out + 1] = { conversation = conv_id(c) } end
+  elseif to.users then
+    if not to.tenant then error("teams.broadcast: 'users' needs 'tenant'", 3) end
+    for _, u in ipairs(to.users) do out[#out + 1] = { user = u, tenant = to.tenant } end
+  elseif to.team then
+    local tenant = to.tenant
+    if not tenant then
+      local ref = core.find_channel(to.team)
+      tenant = ref and ref.tenant
+    end
+    for m in teams.members(to.team) do
+      out[#out + 1] = { user = m.id, tenant = m.tenant or tenant }
+    end
+  else
+    local filter = { tenant = to.tenant, scope = to.scope or "personal", team = to.team_of, user = to.user }
+    for ref in teams.conversations(filter) do out[#out + 1] = { conversation = ref.id } end
+  end
+  return out
+end
+
+--- Sends message to many recipients through a durable job: every recipient gets exactly one
+--- outbox entry, at the tenant's pace; the job survives restarts and can be paused, resumed,
+--- cancelled, updated and recalled. `to` is one of:
+---   { tenant = ..., scope = "personal" }     stored conversations (a filter, as teams.conversations)
+---   { conversations = { id, ... } }          listed conversations
+---   { users = { "29:...", ... }, tenant = }  users, reached 1:1 (created where needed)
+---   { team = "19:..." }                      every member of a team, 1:1
+--- message is a message, or a function(recipient) returning one (personalised).
+--- Returns the broadcast id, or nil, message, code.
+function teams.broadcast_send(spec)
+  if type(spec) ~= "table" then error("teams.broadcast expects a table", 2) end
+  for k in pairs(spec) do
+    if not BROADCAST_FIELDS[k] then error(("teams.broadcast: unknown field '%s'"):format(tostring(k)), 2) end
+  end
+  if spec.message == nil then error("teams.broadcast: 'message' is required", 2) end
+  local personal = type(spec.message) == "function"
+  local body = not personal and message.encode(spec.message, { from = nil }, 2) or nil
+  local list = recipients_of(spec.to)
+  local id = core.broadcast_create(spec.name, body, spec.category)
+  local chunk = {}
+  for i, r in ipairs(list) do
+    if personal then
+      local m = spec.message(r)
+      if m ~= nil then r.body = message.encode(m, nil, 2) end
+    end
+    if not personal or r.body then chunk[#chunk + 1] = r end
+    if #chunk == 500 or i == #list then
+      core.broadcast_add(id, chunk)
+      chunk = {}
+      teams.sleep(0)   -- give the loop back between chunks: inbound traffic goes on
+    end
+  end
+  local ok, err, code = core.broadcast_start(id)
+  if not ok then return nil, err, code end
+  return id
+end
+
+teams.broadcast = setmetatable({
+  status = function(id) return core.broadcast_progress(id) end,
+  pause = function(id) return core.broadcast_control(id, "pause") end,
+  resume = function(id) return core.broadcast_control(id, "resume") end,
+  cancel = function(id) return core.broadcast_control(id, "cancel") end,
+  --- Replaces every delivered copy with message.
+  update = function(id, msg) return core.broadcast_redo(id, message.encode(msg, nil, 2)) end,
+  --- Deletes every delivered copy.
+  recall = function(id) return core.broadcast_redo(id, nil) end,
+}, { __call = function(_, spec) return teams.broadcast_send(spec) end })
 
 --- Replaces the content of a message the bot sent earlier, named by activity id or { key = ... }.
 --- Options: send_if_missing = true sends a new message when the key was never sent.
@@ -397,9 +518,9 @@ end
 
 --- Sends a new top-level message to the conversation the activity came from.
 function Event:send(msg, opts)
-  opts = check_opts(opts, "send", { key = true, wait = true })
+  opts = check_opts(opts, "send", { key = true, wait = true, category = true })
   local json = message.encode(msg, { from = self.activity.recipient, conversation = self.conversation }, 2)
-  return core.send(self.conversation, json, nil, opts)
+  return core.send(self.conversation, json, nil, with_category(opts))
 end
 
 local function str(v) if type(v) == "string" and v ~= "" then return v end end

@@ -1,0 +1,635 @@
+/* broadcast.c — broadcast jobs and opt-outs. A job's recipients are rows materialised once; the
+ * pump keeps at most a window of them in the outbox (memory stays flat for 100,000 recipients)
+ * and each recipient gets exactly one send operation; its outcome comes back through the outbox's
+ * finish hook, which also works for operations resumed after a restart. */
+#include "broadcast.h"
+#include "clock.h"
+#include "config.h"
+#include "log.h"
+#include "outbox.h"
+#include "runtime.h"
+#include "store.h"
+#include "trust.h"
+
+#include <jansson.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Recipients in the outbox at once per job: enough to keep every tenant's window busy. */
+#define WINDOW 1000
+
+typedef struct job {
+    int64_t id;
+    char *body, *category;
+    int queued;                   /* recipients whose operation is in the outbox */
+    int paused;
+    struct job *next;
+} job;
+
+struct broadcaster {
+    runtime *rt;
+    sqlite3 *db;
+    sqlite3_stmt *create, *add, *start, *set_state, *pending, *mark, *on_op, *progress, *info,
+        *running, *count_queued, *delivered, *opt_set, *opt_del, *opt_check, *cancel_pending;
+    job *jobs;                    /* running or paused jobs */
+};
+
+static const struct {
+    size_t offset;
+    const char *sql;
+} statements[] = {
+    {offsetof(broadcaster, create),
+     "INSERT INTO broadcasts (name, state, body, category, created_at, updated_at)"
+     " VALUES (?1, 'preparing', ?2, ?3, ?4, ?4)"},
+    {offsetof(broadcaster, add),
+     "INSERT INTO broadcast_recipients (broadcast_id, seq, conversation_id, user_id, tenant_id, body)"
+     " VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM broadcast_recipients WHERE broadcast_id = ?1),"
+     " ?2, ?3, ?4, ?5)"},
+    {offsetof(broadcaster, start),
+     "UPDATE broadcasts SET state = 'running', total = (SELECT count(*) FROM broadcast_recipients"
+     " WHERE broadcast_id = ?1), updated_at = ?2 WHERE id = ?1 AND state = 'preparing'"},
+    {offsetof(broadcaster, set_state),
+     "UPDATE broadcasts SET state = ?2, updated_at = ?3,"
+     " finished_at = CASE WHEN ?2 IN ('done', 'cancelled') THEN ?3 END WHERE id = ?1"},
+    {offsetof(broadcaster, pending),
+     "SELECT seq, conversation_id, user_id, tenant_id, body FROM broadcast_recipients"
+     " WHERE broadcast_id = ?1 AND state = 'pending' ORDER BY seq LIMIT ?2"},
+    {offsetof(broadcaster, mark),
+     "UPDATE broadcast_recipients SET state = ?3, op_id = ?4, conversation_id = coalesce(?5,"
+     " conversation_id) WHERE broadcast_id = ?1 AND seq = ?2"},
+    {offsetof(broadcaster, on_op),
+     "UPDATE broadcast_recipients SET state = ?2, activity_id = coalesce(?3, activity_id),"
+     " conversation_id = coalesce(?4, conversation_id)"
+     " WHERE op_id = ?1 RETURNING broadcast_id, seq, state, user_id, tenant_id"},
+    {offsetof(broadcaster, progress),
+     "SELECT state, count(*) FROM broadcast_recipients WHERE broadcast_id = ?1 GROUP BY state"},
+    {offsetof(broadcaster, info),
+     "SELECT state, coalesce(name, ''), total, created_at, finished_at, body, category"
+     " FROM broadcasts WHERE id = ?1"},
+    {offsetof(broadcaster, running),
+     "SELECT id, state, body, category FROM broadcasts WHERE state IN ('running', 'paused')"},
+    {offsetof(broadcaster, count_queued),
+     "SELECT count(*) FROM broadcast_recipients WHERE broadcast_id = ?1"
+     " AND state IN ('queued', 'creating', 'recalling', 'updating')"},
+    {offsetof(broadcaster, delivered),
+     "SELECT seq, conversation_id, activity_id FROM broadcast_recipients"
+     " WHERE broadcast_id = ?1 AND state = 'sent' AND activity_id IS NOT NULL"},
+    {offsetof(broadcaster, opt_set),
+     "INSERT OR REPLACE INTO opt_outs (subject, category, at) VALUES (?1, ?2, ?3)"},
+    {offsetof(broadcaster, opt_del), "DELETE FROM opt_outs WHERE subject = ?1 AND category = ?2"},
+    {offsetof(broadcaster, opt_check),
+     "SELECT 1 FROM opt_outs WHERE subject IN (?1, ?2, ?3) AND category IN (?4, '*') LIMIT 1"},
+    {offsetof(broadcaster, cancel_pending),
+     "UPDATE broadcast_recipients SET state = 'cancelled' WHERE broadcast_id = ?1 AND state = 'pending'"},
+};
+
+#define NSTATEMENTS (sizeof statements / sizeof statements[0])
+
+static sqlite3_stmt **stmt_at(broadcaster *b, size_t i)
+{
+    return (sqlite3_stmt **)(void *)((char *)b + statements[i].offset);
+}
+
+static void bt(sqlite3_stmt *st, int i, const char *v)
+{
+    if (v)
+        sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+static int run(broadcaster *b, sqlite3_stmt *st, char **err)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        if (err && asprintf(err, "broadcast: %s", sqlite3_errmsg(b->db)) < 0)
+            *err = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+static job *find_job(broadcaster *b, int64_t id)
+{
+    for (job *j = b->jobs; j; j = j->next)
+        if (j->id == id)
+            return j;
+    return NULL;
+}
+
+static job *add_job(broadcaster *b, int64_t id, const char *body, const char *category, int paused)
+{
+    job *j = calloc(1, sizeof *j);
+    if (!j)
+        return NULL;
+    j->id = id;
+    j->body = body ? strdup(body) : NULL;
+    j->category = category ? strdup(category) : NULL;
+    j->paused = paused;
+    j->next = b->jobs;
+    b->jobs = j;
+    return j;
+}
+
+static void drop_job(broadcaster *b, job *dead)
+{
+    for (job **pp = &b->jobs; *pp; pp = &(*pp)->next)
+        if (*pp == dead) {
+            *pp = dead->next;
+            break;
+        }
+    free(dead->body);
+    free(dead->category);
+    free(dead);
+}
+
+static void set_state(broadcaster *b, int64_t id, const char *state)
+{
+    sqlite3_bind_int64(b->set_state, 1, id);
+    bt(b->set_state, 2, state);
+    sqlite3_bind_int64(b->set_state, 3, clock_wall_ms());
+    run(b, b->set_state, NULL);
+}
+
+static void mark(broadcaster *b, int64_t id, int64_t seq, const char *state, int64_t op,
+                 const char *conv)
+{
+    sqlite3_bind_int64(b->mark, 1, id);
+    sqlite3_bind_int64(b->mark, 2, seq);
+    bt(b->mark, 3, state);
+    if (op > 0) sqlite3_bind_int64(b->mark, 4, op); else sqlite3_bind_null(b->mark, 4);
+    bt(b->mark, 5, conv);
+    run(b, b->mark, NULL);
+}
+
+int opt_out_check(broadcaster *b, const char *conversation_id, const char *user_id,
+                  const char *user_aad_id, const char *category)
+{
+    if (!category)
+        return 0;
+    bt(b->opt_check, 1, conversation_id);
+    bt(b->opt_check, 2, user_id);
+    bt(b->opt_check, 3, user_aad_id);
+    bt(b->opt_check, 4, category);
+    int hit = sqlite3_step(b->opt_check) == SQLITE_ROW;
+    sqlite3_reset(b->opt_check);
+    sqlite3_clear_bindings(b->opt_check);
+    return hit;
+}
+
+int opt_out_set(broadcaster *b, const char *subject, const char *category, int out, char **err)
+{
+    sqlite3_stmt *st = out ? b->opt_set : b->opt_del;
+    bt(st, 1, subject);
+    bt(st, 2, category ? category : "*");
+    if (out)
+        sqlite3_bind_int64(st, 3, clock_wall_ms());
+    outbox_touch_batch(b->rt->outbox);
+    return run(b, st, err);
+}
+
+/* A 1:1 conversation for a user the bot has no conversation with, as Teams expects it. */
+static char *create_body(const store_reference *known, const char *user, const char *tenant)
+{
+    json_t *p = json_pack("{s:b, s:{s:s}, s:[{s:s}], s:s, s:{s:{s:s}}}", "isGroup", 0, "bot", "id",
+                          known->bot_id ? known->bot_id : "", "members", "id", user, "tenantId",
+                          tenant, "channelData", "tenant", "id", tenant);
+    char *s = p ? json_dumps(p, JSON_COMPACT) : NULL;
+    json_decref(p);
+    return s;
+}
+
+/* Moves one pending recipient into the outbox (or straight to a final state). */
+static void feed(broadcaster *b, job *j, int64_t seq, const char *conv, const char *user,
+                 const char *tenant, const char *body)
+{
+    runtime *rt = b->rt;
+    store_reference ref = {0};
+    char *err = NULL;
+    int found = 0;
+    if (conv)
+        found = store_get_reference(rt->store, conv, &ref, &err) == 1;
+    else if (user && (found = store_find_user_reference(rt->store, user, tenant, "personal", &ref,
+                                                        &err) == 1))
+        conv = ref.id;
+    free(err);
+    if (!found && user) {
+        /* no conversation yet: create the 1:1 first (needs any reference of the tenant) */
+        store_reference known = {0};
+        char *e2 = NULL;
+        if (!tenant || store_find_tenant_reference(rt->store, tenant, &known, &e2) != 1) {
+            free(e2);
+            mark(b, j->id, seq, "rejected", 0, NULL);
+            return;
+        }
+        char *json = create_body(&known, user, tenant);
+        char queue[300];
+        snprintf(queue, sizeof queue, "create:%s", user);
+        outbox_spec spec = {.kind = OUTBOX_CREATE, .service_url = known.service_url,
+                            .tenant_id = tenant, .queue = queue, .body = json,
+                            .body_len = json ? strlen(json) : 0};
+        int64_t op = json ? outbox_enqueue(rt->outbox, &spec, NULL, NULL, &e2) : -1;
+        free(json);
+        store_reference_clear(&known);
+        if (op < 0) {
+            free(e2);
+            mark(b, j->id, seq, "failed", 0, NULL);
+            return;
+        }
+        mark(b, j->id, seq, "creating", op, NULL);
+        j->queued++;
+        return;
+    }
+    if (!found) {
+        mark(b, j->id, seq, "not_found", 0, NULL);
+        return;
+    }
+    if (opt_out_check(b, ref.id, ref.user_id, ref.user_aad_id, j->category)) {
+        mark(b, j->id, seq, "skipped", 0, ref.id);
+        store_reference_clear(&ref);
+        return;
+    }
+    const char *ledger = outbox_ledger_state(rt->outbox, ref.id);
+    if (ledger) {
+        mark(b, j->id, seq, strcmp(ledger, "blocked") == 0 ? "blocked" : "not_found", 0, ref.id);
+        store_reference_clear(&ref);
+        return;
+    }
+    if (rt->trust && !trust_allows(rt->trust, ref.service_url, ref.id, ref.service_url_seal)) {
+        mark(b, j->id, seq, "rejected", 0, ref.id);
+        store_reference_clear(&ref);
+        return;
+    }
+    const char *msg = body ? body : j->body;
+    outbox_spec spec = {.kind = OUTBOX_SEND, .conversation_id = ref.id, .service_url = ref.service_url,
+                        .tenant_id = ref.tenant_id, .body = msg, .body_len = msg ? strlen(msg) : 0,
+                        .category = j->category};
+    int64_t op = msg ? outbox_enqueue(rt->outbox, &spec, NULL, NULL, &err) : -1;
+    if (op < 0) {
+        free(err);
+        mark(b, j->id, seq, "failed", 0, ref.id);
+    } else {
+        mark(b, j->id, seq, "queued", op, ref.id);
+        j->queued++;
+    }
+    store_reference_clear(&ref);
+}
+
+static void maybe_done(broadcaster *b, job *j)
+{
+    if (j->queued > 0)
+        return;
+    sqlite3_bind_int64(b->pending, 1, j->id);
+    sqlite3_bind_int(b->pending, 2, 1);
+    int more = sqlite3_step(b->pending) == SQLITE_ROW;
+    sqlite3_reset(b->pending);
+    sqlite3_clear_bindings(b->pending);
+    if (!more) {
+        set_state(b, j->id, "done");
+        log_info("broadcast %lld done", (long long)j->id);
+        drop_job(b, j);
+    }
+}
+
+/* Fills j's window from its pending recipients. */
+static void pump(broadcaster *b, job *j)
+{
+    if (j->paused || j->queued >= WINDOW / 2)
+        return;
+    int want = WINDOW - j->queued;
+    typedef struct row { int64_t seq; char *conv, *user, *tenant, *body; } row;
+    row *rows = calloc((size_t)want, sizeof *rows);
+    if (!rows)
+        return;
+    int n = 0;
+    sqlite3_bind_int64(b->pending, 1, j->id);
+    sqlite3_bind_int(b->pending, 2, want);
+    while (n < want && sqlite3_step(b->pending) == SQLITE_ROW) {
+        rows[n].seq = sqlite3_column_int64(b->pending, 0);
+        char **f[] = {&rows[n].conv, &rows[n].user, &rows[n].tenant, &rows[n].body};
+        for (int k = 0; k < 4; k++) {
+            const unsigned char *t = sqlite3_column_text(b->pending, k + 1);
+            *f[k] = t ? strdup((const char *)t) : NULL;
+        }
+        n++;
+    }
+    sqlite3_reset(b->pending);
+    sqlite3_clear_bindings(b->pending);
+    outbox_touch_batch(b->rt->outbox);
+    for (int i = 0; i < n; i++) {
+        feed(b, j, rows[i].seq, rows[i].conv, rows[i].user, rows[i].tenant, rows[i].body);
+        free(rows[i].conv);
+        free(rows[i].user);
+        free(rows[i].tenant);
+        free(rows[i].body);
+    }
+    free(rows);
+    maybe_done(b, j);
+}
+
+/* Every finished outbox operation: if it belongs to a recipient, record the outcome. */
+static void on_finished(enum outbox_kind kind, const outbox_result *res, void *ud)
+{
+    broadcaster *b = ud;
+    const char *state = res->state;
+    if (kind == OUTBOX_DELETE && strcmp(state, "sent") == 0)
+        state = "recalled";
+    else if (kind == OUTBOX_CREATE && strcmp(state, "sent") == 0)
+        state = "pending";        /* the 1:1 exists now: the recipient is fed again */
+    sqlite3_stmt *st = b->on_op;
+    sqlite3_bind_int64(st, 1, res->op_id);
+    bt(st, 2, state);
+    bt(st, 3, kind == OUTBOX_SEND ? res->activity_id : NULL);
+    bt(st, 4, kind == OUTBOX_CREATE ? res->conversation_id : NULL);
+    int64_t id = 0;
+    char user[200] = "", tenant[100] = "";
+    if (sqlite3_step(st) == SQLITE_ROW) {
+        id = sqlite3_column_int64(st, 0);
+        if (sqlite3_column_text(st, 3))
+            snprintf(user, sizeof user, "%s", sqlite3_column_text(st, 3));
+        if (sqlite3_column_text(st, 4))
+            snprintf(tenant, sizeof tenant, "%s", sqlite3_column_text(st, 4));
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (!id)
+        return;
+    if (kind == OUTBOX_CREATE && res->conversation_id) {
+        /* store the new 1:1 so the send (and later ones) find it */
+        store_reference known = {0}, r = {0};
+        char *err = NULL;
+        if (store_find_tenant_reference(b->rt->store, tenant, &known, &err) == 1) {
+            r.id = res->conversation_id;
+            r.service_url = res->service_url ? res->service_url : known.service_url;
+            r.type = "personal";
+            r.tenant_id = tenant;
+            r.user_id = user;
+            r.bot_id = known.bot_id;
+            r.channel_id = "msteams";
+            int hook;
+            store_put_reference(b->rt->store, &r, STORE_SIGNAL_NONE, clock_wall_ms(), 0, &hook, &err);
+        }
+        free(err);
+        store_reference_clear(&known);
+    }
+    job *j = find_job(b, id);
+    if (!j)
+        return;
+    if (j->queued > 0)
+        j->queued--;
+    pump(b, j);
+}
+
+broadcaster *broadcast_new(runtime *rt, char **err)
+{
+    broadcaster *b = calloc(1, sizeof *b);
+    if (!b) {
+        *err = strdup("out of memory");
+        return NULL;
+    }
+    b->rt = rt;
+    b->db = store_db(rt->store);
+    for (size_t i = 0; i < NSTATEMENTS; i++)
+        if (sqlite3_prepare_v3(b->db, statements[i].sql, -1, SQLITE_PREPARE_PERSISTENT,
+                               stmt_at(b, i), NULL) != SQLITE_OK) {
+            if (asprintf(err, "broadcast: prepare: %s", sqlite3_errmsg(b->db)) < 0)
+                *err = NULL;
+            broadcast_free(b);
+            return NULL;
+        }
+    outbox_set_hook(rt->outbox, on_finished, b);
+    /* resume: running and paused jobs come back; their queued recipients are in the outbox */
+    while (sqlite3_step(b->running) == SQLITE_ROW) {
+        const char *body = (const char *)sqlite3_column_text(b->running, 2);
+        const char *cat = (const char *)sqlite3_column_text(b->running, 3);
+        int paused = strcmp((const char *)sqlite3_column_text(b->running, 1), "paused") == 0;
+        add_job(b, sqlite3_column_int64(b->running, 0), body, cat, paused);
+    }
+    sqlite3_reset(b->running);
+    for (job *j = b->jobs; j; j = j->next) {
+        sqlite3_bind_int64(b->count_queued, 1, j->id);
+        if (sqlite3_step(b->count_queued) == SQLITE_ROW)
+            j->queued = sqlite3_column_int(b->count_queued, 0);
+        sqlite3_reset(b->count_queued);
+        sqlite3_clear_bindings(b->count_queued);
+        log_info("broadcast %lld resumed (%s, %d in the outbox)", (long long)j->id,
+                 j->paused ? "paused" : "running", j->queued);
+    }
+    for (job *j = b->jobs, *next; j; j = next) {
+        next = j->next;
+        pump(b, j);
+    }
+    return b;
+}
+
+void broadcast_free(broadcaster *b)
+{
+    if (!b)
+        return;
+    if (b->rt && b->rt->outbox)
+        outbox_set_hook(b->rt->outbox, NULL, NULL);
+    while (b->jobs)
+        drop_job(b, b->jobs);
+    for (size_t i = 0; i < NSTATEMENTS; i++)
+        sqlite3_finalize(*stmt_at(b, i));
+    free(b);
+}
+
+int64_t broadcast_create(broadcaster *b, const char *name, const char *body, const char *category,
+                         char **err)
+{
+    bt(b->create, 1, name);
+    bt(b->create, 2, body);
+    bt(b->create, 3, category);
+    sqlite3_bind_int64(b->create, 4, clock_wall_ms());
+    outbox_touch_batch(b->rt->outbox);
+    if (run(b, b->create, err) < 0)
+        return -1;
+    return sqlite3_last_insert_rowid(b->db);
+}
+
+int broadcast_add(broadcaster *b, int64_t id, const broadcast_recipient *r, int n, char **err)
+{
+    outbox_touch_batch(b->rt->outbox);
+    for (int i = 0; i < n; i++) {
+        sqlite3_bind_int64(b->add, 1, id);
+        bt(b->add, 2, r[i].conversation_id);
+        bt(b->add, 3, r[i].user_id);
+        bt(b->add, 4, r[i].tenant_id);
+        bt(b->add, 5, r[i].body);
+        if (run(b, b->add, err) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int load_info(broadcaster *b, int64_t id, char state[16], char **body, char **category)
+{
+    sqlite3_bind_int64(b->info, 1, id);
+    int found = sqlite3_step(b->info) == SQLITE_ROW;
+    if (found) {
+        snprintf(state, 16, "%s", sqlite3_column_text(b->info, 0));
+        if (body)
+            *body = sqlite3_column_text(b->info, 5) ? strdup((const char *)sqlite3_column_text(b->info, 5)) : NULL;
+        if (category)
+            *category = sqlite3_column_text(b->info, 6) ? strdup((const char *)sqlite3_column_text(b->info, 6)) : NULL;
+    }
+    sqlite3_reset(b->info);
+    sqlite3_clear_bindings(b->info);
+    return found;
+}
+
+int broadcast_start(broadcaster *b, int64_t id, char **err)
+{
+    sqlite3_bind_int64(b->start, 1, id);
+    sqlite3_bind_int64(b->start, 2, clock_wall_ms());
+    outbox_touch_batch(b->rt->outbox);
+    if (run(b, b->start, err) < 0)
+        return -1;
+    char state[16], *body = NULL, *category = NULL;
+    if (!load_info(b, id, state, &body, &category) || strcmp(state, "running") != 0) {
+        *err = strdup("no broadcast in preparation with that id");
+        free(body);
+        free(category);
+        return -1;
+    }
+    job *j = add_job(b, id, body, category, 0);
+    free(body);
+    free(category);
+    if (!j) {
+        *err = strdup("out of memory");
+        return -1;
+    }
+    log_info("broadcast %lld started", (long long)id);
+    pump(b, j);
+    return 0;
+}
+
+int broadcast_control(broadcaster *b, int64_t id, const char *action, char **err)
+{
+    job *j = find_job(b, id);
+    if (!j) {
+        *err = strdup("no running or paused broadcast with that id");
+        return -1;
+    }
+    outbox_touch_batch(b->rt->outbox);
+    if (strcmp(action, "pause") == 0) {
+        j->paused = 1;
+        set_state(b, id, "paused");
+    } else if (strcmp(action, "resume") == 0) {
+        j->paused = 0;
+        set_state(b, id, "running");
+        pump(b, j);
+    } else if (strcmp(action, "cancel") == 0) {
+        /* what is already in the outbox still goes: it was promised to Teams' pacing, not sent */
+        sqlite3_bind_int64(b->cancel_pending, 1, id);
+        run(b, b->cancel_pending, NULL);
+        set_state(b, id, "cancelled");
+        drop_job(b, j);
+    } else {
+        *err = strdup("action must be pause, resume or cancel");
+        return -1;
+    }
+    log_info("broadcast %lld %s", (long long)id, action);
+    return 0;
+}
+
+int broadcast_redo(broadcaster *b, int64_t id, const char *body, char **err)
+{
+    char state[16];
+    if (!load_info(b, id, state, NULL, NULL)) {
+        *err = strdup("no broadcast with that id");
+        return -1;
+    }
+    typedef struct row { int64_t seq; char *conv, *act; } row;
+    row *rows = NULL;
+    int n = 0, cap = 0;
+    sqlite3_bind_int64(b->delivered, 1, id);
+    while (sqlite3_step(b->delivered) == SQLITE_ROW) {
+        if (n == cap) {
+            cap = cap ? cap * 2 : 256;
+            row *nr = realloc(rows, (size_t)cap * sizeof *nr);
+            if (!nr)
+                break;
+            rows = nr;
+        }
+        rows[n].seq = sqlite3_column_int64(b->delivered, 0);
+        rows[n].conv = strdup((const char *)sqlite3_column_text(b->delivered, 1));
+        rows[n].act = strdup((const char *)sqlite3_column_text(b->delivered, 2));
+        n++;
+    }
+    sqlite3_reset(b->delivered);
+    sqlite3_clear_bindings(b->delivered);
+    outbox_touch_batch(b->rt->outbox);
+    job *j = find_job(b, id);
+    if (!j && !(j = add_job(b, id, NULL, NULL, 0))) {
+        *err = strdup("out of memory");
+        return -1;
+    }
+    int queued = 0;
+    for (int i = 0; i < n; i++) {
+        store_reference ref;
+        char *e = NULL;
+        if (store_get_reference(b->rt->store, rows[i].conv, &ref, &e) == 1) {
+            outbox_spec spec = {.kind = body ? OUTBOX_UPDATE : OUTBOX_DELETE,
+                                .conversation_id = ref.id, .service_url = ref.service_url,
+                                .tenant_id = ref.tenant_id, .target_id = rows[i].act,
+                                .body = body, .body_len = body ? strlen(body) : 0};
+            int64_t op = outbox_enqueue(b->rt->outbox, &spec, NULL, NULL, &e);
+            if (op > 0) {
+                mark(b, id, rows[i].seq, body ? "updating" : "recalling", op, NULL);
+                j->queued++;
+                queued++;
+            }
+            store_reference_clear(&ref);
+        }
+        free(e);
+        free(rows[i].conv);
+        free(rows[i].act);
+    }
+    free(rows);
+    log_info("broadcast %lld: %s queued for %d delivered copies", (long long)id,
+             body ? "update" : "recall", queued);
+    return queued;
+}
+
+int broadcast_get_progress(broadcaster *b, int64_t id, broadcast_progress *out)
+{
+    memset(out, 0, sizeof *out);
+    sqlite3_bind_int64(b->info, 1, id);
+    int found = sqlite3_step(b->info) == SQLITE_ROW;
+    if (found) {
+        snprintf(out->state, sizeof out->state, "%s", sqlite3_column_text(b->info, 0));
+        snprintf(out->name, sizeof out->name, "%s", sqlite3_column_text(b->info, 1));
+        out->total = sqlite3_column_int64(b->info, 2);
+        out->created_at = sqlite3_column_int64(b->info, 3);
+        out->finished_at = sqlite3_column_int64(b->info, 4);
+    }
+    sqlite3_reset(b->info);
+    sqlite3_clear_bindings(b->info);
+    if (!found)
+        return 0;
+    sqlite3_bind_int64(b->progress, 1, id);
+    while (sqlite3_step(b->progress) == SQLITE_ROW) {
+        const char *s = (const char *)sqlite3_column_text(b->progress, 0);
+        int64_t c = sqlite3_column_int64(b->progress, 1);
+        if (strcmp(s, "pending") == 0) out->pending += c;
+        else if (strcmp(s, "sent") == 0 || strcmp(s, "updating") == 0) out->sent += c;
+        else if (strcmp(s, "blocked") == 0) out->blocked += c;
+        else if (strcmp(s, "not_found") == 0) out->not_found += c;
+        else if (strcmp(s, "skipped") == 0) out->skipped += c;
+        else if (strcmp(s, "recalled") == 0 || strcmp(s, "recalling") == 0) out->recalled += c;
+        else if (strcmp(s, "queued") == 0 || strcmp(s, "creating") == 0) out->queued += c;
+        else out->failed += c;    /* failed, rejected, expired, cancelled */
+    }
+    sqlite3_reset(b->progress);
+    sqlite3_clear_bindings(b->progress);
+    int64_t end = out->finished_at ? out->finished_at : clock_wall_ms();
+    double secs = (double)(end - out->created_at) / 1000.0;
+    out->rate = secs > 0 ? (double)(out->sent + out->recalled) / secs : 0;
+    return 1;
+}
