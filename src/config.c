@@ -28,6 +28,8 @@ const char *config_usage(void)
     return "usage: herald run [--dev] [--listen HOST:PORT] [--db PATH] [--log-level LEVEL] SCRIPT.lua\n"
            "       herald check [flags] SCRIPT.lua   print the configuration that run would use\n"
            "       herald reload [--listen HOST:PORT]   reload the running bot's script now\n"
+           "       herald broadcast list|show ID [--watch] [--json] (--db PATH | SCRIPT.lua)\n"
+           "       herald broadcast pause|resume|cancel ID [--listen HOST:PORT]\n"
            "       herald outbox     [--json] (--db PATH | SCRIPT.lua)   counts per state, pacing per tenant\n"
            "       herald blocked    [--csv|--json] (--db PATH | SCRIPT.lua)   who blocked or uninstalled\n"
            "       herald deliveries [--since S|ISO8601] [--csv|--json] (--db PATH | SCRIPT.lua)\n"
@@ -224,6 +226,52 @@ int config_load(config *cfg, int argc, char **argv, char **err)
     if (i >= argc) {
         *err = fmt_err("no command given");
         return -1;
+    }
+    if (strcmp(argv[i], "broadcast") == 0) {
+        /* herald broadcast list|show ID [--watch] [--json] | pause|resume|cancel ID [--listen H:P] */
+        cfg->command = argv[i++];
+        cfg->format = "text";
+        cfg->action = i < argc ? argv[i++] : "list";
+        const char *db = getenv("HERALD_DB");
+        for (; i < argc; i++) {
+            const char *a = argv[i];
+            if (strcmp(a, "--json") == 0) cfg->format = "json";
+            else if (strcmp(a, "--watch") == 0) cfg->watch = 1;
+            else if (strcmp(a, "--db") == 0 && i + 1 < argc) db = argv[++i];
+            else if (strcmp(a, "--listen") == 0 && i + 1 < argc) {
+                if (set_listen(cfg, argv[++i], err) < 0)
+                    return -1;
+            } else if (a[0] >= '0' && a[0] <= '9') cfg->broadcast_id = atoll(a);
+            else if (strstr(a, ".lua")) cfg->script = a;
+            else {
+                *err = fmt_err("herald broadcast: unexpected '%s'", a);
+                return -1;
+            }
+        }
+        int control = strcmp(cfg->action, "pause") == 0 || strcmp(cfg->action, "resume") == 0 ||
+                      strcmp(cfg->action, "cancel") == 0;
+        if (!control && strcmp(cfg->action, "list") != 0 && strcmp(cfg->action, "show") != 0) {
+            *err = fmt_err("herald broadcast list|show|pause|resume|cancel, got '%s'", cfg->action);
+            return -1;
+        }
+        if ((control || strcmp(cfg->action, "show") == 0) && cfg->broadcast_id <= 0) {
+            *err = fmt_err("herald broadcast %s needs a broadcast id", cfg->action);
+            return -1;
+        }
+        if (!control) {
+            if (db && *db)
+                cfg->db_path = strdup(db);
+            else if (cfg->script) {
+                const char *slash = strrchr(cfg->script, '/');
+                if (asprintf(&cfg->db_path, "%.*s/herald.db", slash ? (int)(slash - cfg->script) : 1,
+                             slash ? cfg->script : ".") < 0)
+                    cfg->db_path = NULL;
+            } else {
+                *err = fmt_err("herald broadcast %s needs --db PATH (or the bot script)", cfg->action);
+                return -1;
+            }
+        }
+        return apply_cloud(cfg, err);
     }
     if (strcmp(argv[i], "reload") == 0) {
         cfg->command = argv[i];

@@ -10,6 +10,9 @@ typedef struct config {
     const char *command;          /* "run", "check", "outbox", "blocked", "deliveries" */
     const char *format;           /* reports: "text" (default), "json", "csv" */
     const char *since;            /* deliveries: seconds ago or an ISO 8601 time */
+    const char *action;           /* broadcast: list | show | pause | resume | cancel */
+    long long broadcast_id;
+    int watch;                    /* broadcast show --watch */
     const char *script;           /* bot script path */
     char *script_dir;             /* directory of the script (owned) */
     char *db_path;                /* owned; default "<script_dir>/herald.db" */

@@ -199,9 +199,11 @@ static void on_request(struct evhttp_request *req, void *arg)
         free(body);
     } else if ((plen == 9 && memcmp(uri, "/-/reload", 9) == 0) ||
                (plen == 8 && memcmp(uri, "/-/clock", 8) == 0) ||
+               (plen == 12 && memcmp(uri, "/-/broadcast", 12) == 0) ||
                (plen == 8 && memcmp(uri, "/metrics", 8) == 0)) {
         int reload = uri[1] == '-';
-        const char *what = uri[3] == 'r' ? "reload" : uri[3] == 'c' ? "clock" : "metrics";
+        const char *what = uri[3] == 'r' ? "reload" : uri[3] == 'c' ? "clock"
+                           : uri[3] == 'b' ? "broadcast" : "metrics";
         if (!s->cfg.on_admin || !peer_is_loopback(req)) {
             reply_error(req, 403, "Forbidden", "admin endpoints answer loopback clients only");
             return;

@@ -48,6 +48,23 @@ static char *admin(const char *what, const char *body, size_t len, int *status, 
     runtime *rt = ud;
     char *s = NULL;
     reload_stats rs = {0};
+    if (strcmp(what, "broadcast") == 0) {
+        json_error_t jerr;
+        json_t *j = json_loadb(body, len, 0, &jerr);
+        json_t *id = json_object_get(j, "id");
+        const char *action = json_string_value(json_object_get(j, "action"));
+        char *err = NULL;
+        int rc = json_is_integer(id) && action
+                     ? broadcast_control(rt->broadcaster, json_integer_value(id), action, &err)
+                     : (err = strdup("want {\"id\": N, \"action\": \"pause|resume|cancel\"}"), -1);
+        json_decref(j);
+        *status = rc == 0 ? 200 : 404;
+        json_t *ans = json_pack("{s:b, s:s?}", "ok", rc == 0, "error", err);
+        s = ans ? json_dumps(ans, JSON_COMPACT) : NULL;
+        json_decref(ans);
+        free(err);
+        return s;
+    }
     if (strcmp(what, "clock") == 0) {
         /* tests only: {"advance_s": N} moves the wall clock schedules and references see */
         json_error_t jerr;
@@ -125,18 +142,19 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
         scheduler_handlers_changed(rt->scheduler);
 }
 
-/* `herald reload`: asks the running process over its loopback admin endpoint. */
-static int reload_command(const config *cfg)
+/* `herald reload` / `herald broadcast pause|resume|cancel`: asks the running process over its
+ * loopback admin endpoint. */
+static int admin_command(const config *cfg, const char *path, const char *body)
 {
     char url[300];
     int v6 = strchr(cfg->listen_host, ':') != NULL;
-    snprintf(url, sizeof url, "http://%s%s%s:%d/-/reload", v6 ? "[" : "", cfg->listen_host,
-             v6 ? "]" : "", cfg->listen_port);
+    snprintf(url, sizeof url, "http://%s%s%s:%d%s", v6 ? "[" : "", cfg->listen_host,
+             v6 ? "]" : "", cfg->listen_port, path);
     CURL *c = curl_easy_init();
     if (!c)
         return 1;
     curl_easy_setopt(c, CURLOPT_URL, url);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, "");
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 30000L);
     CURLcode rc = curl_easy_perform(c);
     long status = 0;
@@ -462,12 +480,23 @@ int main(int argc, char **argv)
     }
     if (strcmp(cfg.command, "reload") == 0) {
         curl_global_init(CURL_GLOBAL_DEFAULT);
-        rc = reload_command(&cfg);
+        rc = admin_command(&cfg, "/-/reload", "");
+        curl_global_cleanup();
+        config_free(&cfg);
+        return rc;
+    }
+    if (strcmp(cfg.command, "broadcast") == 0 && cfg.action && strcmp(cfg.action, "list") != 0 &&
+        strcmp(cfg.action, "show") != 0) {
+        char body[128];
+        snprintf(body, sizeof body, "{\"id\":%lld,\"action\":\"%s\"}", cfg.broadcast_id, cfg.action);
+        curl_global_init(CURL_GLOBAL_DEFAULT);
+        rc = admin_command(&cfg, "/-/broadcast", body);
         curl_global_cleanup();
         config_free(&cfg);
         return rc;
     }
     if (strcmp(cfg.command, "outbox") == 0 || strcmp(cfg.command, "blocked") == 0 ||
+        strcmp(cfg.command, "broadcast") == 0 ||
         strcmp(cfg.command, "schedules") == 0 ||
         strcmp(cfg.command, "deliveries") == 0) {
         rc = report_run(&cfg);

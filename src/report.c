@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 static int64_t now_ms(void)
 {
@@ -391,6 +392,106 @@ static int report_schedules(sqlite3 *db, const config *cfg)
     return 0;
 }
 
+static void progress_bar(int64_t done, int64_t total, char *out, size_t len)
+{
+    int width = 30, fill = total > 0 ? (int)(done * width / total) : 0;
+    size_t n = 0;
+    out[n++] = '[';
+    for (int i = 0; i < width && n < len - 2; i++)
+        out[n++] = i < fill ? '#' : '.';
+    out[n++] = ']';
+    out[n] = 0;
+}
+
+/* One job's counts; returns 1 when it is finished (done or cancelled). */
+static int show_broadcast(sqlite3 *db, int64_t id, int json)
+{
+    sqlite3_stmt *st;
+    if (prepare(db, "SELECT coalesce(name, ''), state, total, created_at, finished_at FROM broadcasts"
+                    " WHERE id = ?1", &st) < 0)
+        return -1;
+    sqlite3_bind_int64(st, 1, id);
+    if (sqlite3_step(st) != SQLITE_ROW) {
+        sqlite3_finalize(st);
+        fprintf(stderr, "herald: no broadcast %lld\n", (long long)id);
+        return -1;
+    }
+    char name[128], state[16];
+    snprintf(name, sizeof name, "%s", col(st, 0));
+    snprintf(state, sizeof state, "%s", col(st, 1));
+    int64_t total = sqlite3_column_int64(st, 2), created = sqlite3_column_int64(st, 3),
+            finished = sqlite3_column_int64(st, 4);
+    sqlite3_finalize(st);
+    if (prepare(db, "SELECT state, count(*) FROM broadcast_recipients WHERE broadcast_id = ?1"
+                    " GROUP BY state ORDER BY state", &st) < 0)
+        return -1;
+    sqlite3_bind_int64(st, 1, id);
+    json_t *counts = json_object();
+    int64_t delivered = 0, finals = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        const char *k = col(st, 0);
+        int64_t v = sqlite3_column_int64(st, 1);
+        json_object_set_new(counts, k, json_integer(v));
+        if (strcmp(k, "sent") == 0 || strcmp(k, "recalled") == 0)
+            delivered += v;
+        if (strcmp(k, "pending") != 0 && strcmp(k, "queued") != 0 && strcmp(k, "creating") != 0)
+            finals += v;
+    }
+    sqlite3_finalize(st);
+    double secs = (double)((finished ? finished : now_ms()) - created) / 1000.0;
+    double rate = secs > 0 ? (double)delivered / secs : 0;
+    if (json) {
+        json_t *o = json_pack("{s:I, s:s, s:s, s:I, s:o, s:f}", "id", (json_int_t)id, "name", name,
+                              "state", state, "total", (json_int_t)total, "counts", counts,
+                              "rate_per_s", rate);
+        dump_json(o);
+    } else {
+        char bar[40];
+        progress_bar(finals, total, bar, sizeof bar);
+        printf("broadcast %lld %s%s%s: %s %s %lld/%lld  %.1f msg/s\n  ", (long long)id,
+               *name ? "\"" : "", name, *name ? "\"" : "", state, bar, (long long)finals,
+               (long long)total, rate);
+        const char *k;
+        json_t *v;
+        json_object_foreach(counts, k, v)
+            printf("%s %lld  ", k, (long long)json_integer_value(v));
+        printf("\n");
+        json_decref(counts);
+    }
+    return strcmp(state, "done") == 0 || strcmp(state, "cancelled") == 0;
+}
+
+static int report_broadcasts(sqlite3 *db, const config *cfg)
+{
+    int json = strcmp(cfg->format, "json") == 0;
+    if (cfg->broadcast_id > 0) {
+        if (!cfg->watch)
+            return show_broadcast(db, cfg->broadcast_id, json) < 0;
+        /* a live bar on a terminal: redraw until the job finishes */
+        for (;;) {
+            if (isatty(1))
+                printf("\033[H\033[J");
+            int rc = show_broadcast(db, cfg->broadcast_id, 0);
+            fflush(stdout);
+            if (rc != 0)
+                return rc < 0;
+            usleep(500000);
+        }
+    }
+    sqlite3_stmt *st;
+    if (prepare(db, "SELECT id FROM broadcasts ORDER BY id DESC LIMIT 50", &st) < 0)
+        return 1;
+    int n = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        show_broadcast(db, sqlite3_column_int64(st, 0), json);
+        n++;
+    }
+    sqlite3_finalize(st);
+    if (!n && !json)
+        puts("(no broadcasts)");
+    return 0;
+}
+
 int report_run(const config *cfg)
 {
     sqlite3 *db = NULL;
@@ -417,6 +518,9 @@ int report_run(const config *cfg)
     } else if (strcmp(cfg->command, "schedules") == 0) {
         rc = version < 4 ? (fprintf(stderr, "herald: %s has no schedules table yet\n", cfg->db_path), 1)
                          : report_schedules(db, cfg);
+    } else if (strcmp(cfg->command, "broadcast") == 0) {
+        rc = version < 5 ? (fprintf(stderr, "herald: %s has no broadcasts table yet\n", cfg->db_path), 1)
+                         : report_broadcasts(db, cfg);
     } else if (strcmp(cfg->command, "blocked") == 0) {
         rc = report_blocked(db, cfg);
     } else {
