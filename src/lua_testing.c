@@ -411,6 +411,34 @@ static int t_post(lua_State *L)
     return 2;
 }
 
+/* host:notify(name, json) → status, body (as POST /api/notify/{name}; dev mode: no secret) */
+static int t_notify(lua_State *L)
+{
+    host *h = check_host(L);
+    const char *name = luaL_checkstring(L, 2);
+    size_t len = 0;
+    const char *json = luaL_optlstring(L, 3, "", &len);
+    reply_box *b = calloc(1, sizeof *b);
+    http_exchange *x = b ? http_exchange_virtual(on_reply, b) : NULL;
+    if (!x) {
+        free(b);
+        return luaL_error(L, "out of memory");
+    }
+    notify_request(x, name, json, len, &h->rt);
+    clock_settle();
+    if (!b->done) {
+        b->abandoned = 1;
+        lua_pushnil(L);
+        lua_pushnil(L);
+        return 2;
+    }
+    lua_pushinteger(L, b->status);
+    lua_pushstring(L, b->body ? b->body : "");
+    free(b->body);
+    free(b);
+    return 2;
+}
+
 static int t_advance(lua_State *L)
 {
     host *h = check_host(L);
@@ -591,6 +619,7 @@ static const luaL_Reg host_methods[] = {
     {"clear_responses", t_clear_responses},
     {"close", t_close},
     {"logs", t_logs},
+    {"notify", t_notify},
     {"now", t_now},
     {"post", t_post},
     {"query", t_query},
