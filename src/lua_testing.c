@@ -382,24 +382,37 @@ static void on_reply(int status, const char *body, size_t len, void *ud)
     b->body = strndup(body, len);
 }
 
-/* host:post(activity_json) → status, body (nil while the handler still runs past the deadline) */
-static int t_post(lua_State *L)
+/* Runs one request through a virtual exchange and pushes status, body — or nil, nil while its
+ * handler is still waiting (the answer then comes at the response deadline, as over HTTP). */
+typedef void (*virtual_handler)(http_exchange *x, const char *name, const char *body, size_t len,
+                                runtime *rt);
+
+static void call_inbound(http_exchange *x, const char *name, const char *body, size_t len,
+                         runtime *rt)
 {
-    host *h = check_host(L);
-    size_t len;
-    const char *json = luaL_checklstring(L, 2, &len);
+    (void)name;
+    inbound_activity(x, body, len, rt);
+}
+
+static void call_notify(http_exchange *x, const char *name, const char *body, size_t len,
+                        runtime *rt)
+{
+    notify_request(x, name, body, len, rt);
+}
+
+static int run_virtual(lua_State *L, host *h, virtual_handler fn, const char *name,
+                       const char *body, size_t len)
+{
     reply_box *b = calloc(1, sizeof *b);
     http_exchange *x = b ? http_exchange_virtual(on_reply, b) : NULL;
     if (!x) {
         free(b);
         return luaL_error(L, "out of memory");
     }
-    inbound_activity(x, json, len, &h->rt);
+    fn(x, name, body, len, &h->rt);
     clock_settle();
     if (!b->done) {
-        /* the handler is waiting (a send in flight, a sleep): the answer comes at the deadline,
-         * which the test reaches by advancing the clock; the box must outlive this call */
-        b->abandoned = 1;       /* on_reply frees it when the deadline answers */
+        b->abandoned = 1;         /* on_reply frees it when the deadline answers */
         lua_pushnil(L);
         lua_pushnil(L);
         return 2;
@@ -411,6 +424,15 @@ static int t_post(lua_State *L)
     return 2;
 }
 
+/* host:post(activity_json) → status, body */
+static int t_post(lua_State *L)
+{
+    host *h = check_host(L);
+    size_t len;
+    const char *json = luaL_checklstring(L, 2, &len);
+    return run_virtual(L, h, call_inbound, NULL, json, len);
+}
+
 /* host:notify(name, json) → status, body (as POST /api/notify/{name}; dev mode: no secret) */
 static int t_notify(lua_State *L)
 {
@@ -418,25 +440,7 @@ static int t_notify(lua_State *L)
     const char *name = luaL_checkstring(L, 2);
     size_t len = 0;
     const char *json = luaL_optlstring(L, 3, "", &len);
-    reply_box *b = calloc(1, sizeof *b);
-    http_exchange *x = b ? http_exchange_virtual(on_reply, b) : NULL;
-    if (!x) {
-        free(b);
-        return luaL_error(L, "out of memory");
-    }
-    notify_request(x, name, json, len, &h->rt);
-    clock_settle();
-    if (!b->done) {
-        b->abandoned = 1;
-        lua_pushnil(L);
-        lua_pushnil(L);
-        return 2;
-    }
-    lua_pushinteger(L, b->status);
-    lua_pushstring(L, b->body ? b->body : "");
-    free(b->body);
-    free(b);
-    return 2;
+    return run_virtual(L, h, call_notify, name, json, len);
 }
 
 static int t_advance(lua_State *L)
