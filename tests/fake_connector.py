@@ -28,11 +28,51 @@ Answers like Teams:
 The serviceUrl may carry a path prefix (".../amer/"): everything before "/v3/" is ignored.
 Message ids (<M>) increase monotonically across the whole fake.
 
+Teams-like mode (opt-in; off by default, so the behaviour above is unchanged):
+
+    fc = FakeConnector(teams_limits=True, tenant_rps=50).start()
+    fc.set_tenant("a:conv-1", "tenant-a")        # or put "/t/<tenant>" in the serviceUrl prefix
+    fc.random_faults(0.3, (500, 503, RESET), seed=7)
+
+enforces Teams' published limits (PROTOCOL.md §5) on writes (POST/PUT/DELETE): per conversation
+7/1 s, 8/2 s, 60/30 s, 1800/1 h (TEAMS_CONVERSATION_WINDOWS) and per tenant tenant_rps/1 s. A
+request that would exceed a window gets 429 {"error":{"code":"Throttled"}} with Retry-After (whole
+seconds until it would fit, at least 1; or the fixed retry_after) and does not count as an
+operation. A window counts accepted operations at times t with now - t < window (so the op at
+exactly now - window has left it); slack_ms forgives arrivals up to that much early (transit
+jitter). The tenant of a request: set_tenant()'s map by conversation id, else a "/t/<tenant>"
+segment in the serviceUrl prefix, else "default". Creates (POST /v3/conversations) count for the
+tenant only. Order of checks: inject()ed faults, then the limits, then random_faults(), then the
+normal answer. counts() tells what was received per status and per conversation; throttled is
+the number of 429s the limits produced.
+
+Rosters and teams (reads; additive — routes that used to answer 404 only):
+
+    fc.set_roster("19:team@thread.tacv2", 2500, page_max=500)   # or a list of member dicts
+    fc.set_team("19:team@thread.tacv2", name="Org", channels=[{"id": "19:c1@thread.tacv2", "name": "Ops"}])
+
+    GET /v3/conversations/{id}/pagedmembers[?pageSize=N&continuationToken=T]
+        200 {"members":[...], "continuationToken": T'}  pages of min(pageSize or 200, page_max)
+        members; no continuationToken on the last page. Tokens are opaque and contain "+", "/" and
+        "=" (like Teams' base64 ones), so a client that does not percent-encode them gets 400.
+        fail_page=K (set_roster) answers the K-th page (1-based; K >= 2 means mid-paging) with
+        fail_status and a Teams error body.
+    GET /v3/conversations/{id}/members/{member}  200 the member (by id, aadObjectId or
+        userPrincipalName) or 404 {"error":{"code":"MemberNotFoundInConversation"}}
+    GET /v3/teams/{id}/conversations             200 {"conversations":[{"id","name"}, ...]} (General
+        first, its id the team's, without "name")
+    GET /v3/teams/{id}                            200 {"id","name","aadGroupId","type","memberCount",
+        "channelCount"}
+    Unknown ids: 404 {"error":{"code":"ConversationNotFound"}} (teams: "NotFound").
+    page_requests(id) lists the (pageSize, continuationToken) of each pagedmembers request seen.
+
 Standalone: python3 tests/fake_connector.py --port N   (prints its URL, logs requests to stdout)
 """
 
 import argparse
 import json
+import math
+import random
 import re
 import socket
 import struct
@@ -57,6 +97,11 @@ BOT_NOT_IN_ROSTER = {"error": {"code": "BotNotInConversationRoster",
 MESSAGE_TOO_BIG = {"error": {"code": "MessageSizeTooBig", "message": "Message size too large."}}
 
 RESET = "reset"  # status value for inject(): close the socket without answering (RST)
+SLOW = "slow"    # random_faults() choice ("slow", seconds): answer normally after a delay
+
+# Teams' per bot per conversation windows for sends/creates (PROTOCOL.md §5.1): (seconds, max ops).
+TEAMS_CONVERSATION_WINDOWS = ((1.0, 7), (2.0, 8), (30.0, 60), (3600.0, 1800))
+_TENANT_IN_PREFIX = re.compile(r"/t/([^/]+)")
 
 _ROUTE = re.compile(r"^(?P<prefix>.*?)/v3/conversations"
                     r"(?:/(?P<conv>[^/]+)/activities(?:/(?P<act>[^/]+))?)?/?$")
@@ -102,18 +147,37 @@ class Fault:
 
 
 class FakeConnector:
-    def __init__(self, host="127.0.0.1", port=0, verbose=False):
+    def __init__(self, host="127.0.0.1", port=0, verbose=False, teams_limits=False, tenant_rps=50,
+                 conversation_windows=TEAMS_CONVERSATION_WINDOWS, retry_after=None, slack_ms=0.0,
+                 record_bodies=True):
         self.host = host
         self.port = port
         self.verbose = verbose
         self.requests = []
         self._faults = []
+        # Teams-like limits (off unless teams_limits)
+        self.teams_limits = teams_limits
+        self.tenant_rps = tenant_rps
+        self.conversation_windows = tuple(conversation_windows)
+        self.retry_after = retry_after
+        self.slack_ms = slack_ms
+        self.record_bodies = record_bodies
+        self.tenants = {}            # conversation id -> tenant (set_tenant)
+        self._conv_ops = {}          # conversation id -> accepted op times (monotonic)
+        self._tenant_ops = {}        # tenant -> accepted op times
+        self.throttled = 0           # 429s produced by the limits
+        self._random = None          # (rate, choices, rng, match, methods)
+        self._counts_status = {}
+        self._counts_conv = {}
         self._cond = threading.Condition()
         self._next_msg = 1000
         self._next_conv = 0
         self._server = None
         self._thread = None
         self.url = None
+        self.rosters = {}            # conversation/team id -> roster dict (set_roster)
+        self.teams = {}              # team id -> team dict (set_team)
+        self._page_log = {}          # id -> [(pageSize, token)]
 
     # ---- lifecycle -------------------------------------------------------------------------------
     def start(self):
@@ -163,6 +227,215 @@ class FakeConnector:
         with self._cond:
             self.requests.clear()
             self._faults.clear()
+            self._counts_status.clear()
+            self._counts_conv.clear()
+            self.throttled = 0
+
+    # ---- Teams-like mode -------------------------------------------------------------------------
+    def set_tenant(self, conversation_id, tenant):
+        """Counts conversation_id's requests against tenant's rate (teams_limits)."""
+        with self._cond:
+            self.tenants[conversation_id] = tenant
+
+    def random_faults(self, rate, choices=(500, 502, 503, 504, RESET), seed=0, match=None,
+                      methods=None):
+        """Fails a fraction rate of the requests (after inject()ed faults and the limits), picking
+        uniformly from choices: an HTTP status (answered with a Teams error body), RESET, or
+        (SLOW, seconds) for a normal answer after a delay. seed makes the draw sequence
+        repeatable. match: None (every request) or as for inject(); methods: e.g. ("POST",).
+        rate 0 turns it off."""
+        with self._cond:
+            if not rate:
+                self._random = None
+                return
+            m = Fault(match, None) if match is not None else None
+            self._random = (float(rate), tuple(choices), random.Random(seed), m,
+                            tuple(x.upper() for x in methods) if methods else None)
+
+    def counts(self):
+        """{"total": n, "by_status": {status: n}, "by_conversation": {conv: {status: n}},
+        "throttled": n} over everything received (status "reset" for dropped connections)."""
+        with self._cond:
+            return {"total": sum(self._counts_status.values()),
+                    "by_status": dict(self._counts_status),
+                    "by_conversation": {c: dict(v) for c, v in self._counts_conv.items()},
+                    "throttled": self.throttled}
+
+    def tenant_for(self, conv, prefix):
+        with self._cond:
+            t = self.tenants.get(conv) if conv else None
+        if t is None:
+            m = _TENANT_IN_PREFIX.search(prefix or "")
+            t = urllib.parse.unquote(m.group(1)) if m else "default"
+        return t
+
+    def accepted_times(self, conversation_id=None, tenant=None):
+        """Monotonic times of the operations the limits accepted (teams_limits)."""
+        with self._cond:
+            if conversation_id is not None:
+                return list(self._conv_ops.get(conversation_id, ()))
+            return list(self._tenant_ops.get(tenant, ()))
+
+    @staticmethod
+    def _fits(times, now, window, limit, slack):
+        """Seconds until one more op fits (0: now). times: ascending accepted op times."""
+        if len(times) < limit:
+            return 0.0
+        # ops with now - t < window count; the limit-th most recent must have left
+        t = times[-limit]
+        wait = t + window - now - slack
+        return wait if wait > 0 else 0.0
+
+    def _limit(self, method, conv, prefix):
+        """Teams-like limits: None when the request may go (and it is counted), else the seconds
+        to wait."""
+        if not self.teams_limits or method not in ("POST", "PUT", "DELETE"):
+            return None
+        tenant = self.tenant_for(conv, prefix)
+        slack = self.slack_ms / 1000.0
+        with self._cond:
+            now = time.monotonic()
+            wait = 0.0
+            ct = self._conv_ops.setdefault(conv, []) if conv else None
+            if ct is not None:
+                for window, limit in self.conversation_windows:
+                    wait = max(wait, self._fits(ct, now, window, limit, slack))
+            tt = self._tenant_ops.setdefault(tenant, [])
+            wait = max(wait, self._fits(tt, now, 1.0, self.tenant_rps, slack))
+            if wait > 0:
+                self.throttled += 1
+                return wait
+            if ct is not None:
+                ct.append(now)
+                if len(ct) > 4000:
+                    del ct[:2000]
+            tt.append(now)
+            if len(tt) > 4 * self.tenant_rps + 1000:
+                del tt[:len(tt) - 2 * self.tenant_rps]
+            return None
+
+    def _random_fault(self, method, raw, decoded, conv):
+        with self._cond:
+            r = self._random
+            if r is None:
+                return None
+            rate, choices, rng, m, methods = r
+            if methods and method not in methods:
+                return None
+            if m is not None and not m.matches(method, raw, decoded, conv):
+                return None
+            if rng.random() >= rate:
+                return None
+            return choices[rng.randrange(len(choices))]
+
+    # ---- rosters and teams -----------------------------------------------------------------------
+    @staticmethod
+    def make_members(n, tenant="tenant-r", prefix="29:r-"):
+        """n Teams-shaped member dicts with distinct ids."""
+        return [{"id": f"{prefix}{i}", "name": f"User {i}", "aadObjectId": f"aad-r-{i:06d}",
+                 "givenName": "User", "surname": str(i), "email": f"user{i}@example.test",
+                 "userPrincipalName": f"user{i}@example.test", "tenantId": tenant, "userRole": "user"}
+                for i in range(n)]
+
+    def set_roster(self, target, members, page_max=500, fail_page=None, fail_status=500,
+                   tenant="tenant-r"):
+        """The members of a conversation or team: a list of member dicts, or a count (made by
+        make_members). page_max caps pageSize (Teams: 500)."""
+        if isinstance(members, int):
+            members = self.make_members(members, tenant)
+        with self._cond:
+            self.rosters[target] = {"members": list(members), "page_max": int(page_max),
+                                    "fail_page": fail_page, "fail_status": fail_status,
+                                    "served": 0}
+            self._page_log[target] = []
+        return members
+
+    def set_team(self, team_id, name="Team", aad_group_id=None, channels=(), type_="standard"):
+        with self._cond:
+            self.teams[team_id] = {"name": name, "aadGroupId": aad_group_id or f"aad-group-{name}",
+                                   "channels": list(channels), "type": type_}
+
+    def page_requests(self, target):
+        with self._cond:
+            return list(self._page_log.get(target, ()))
+
+    @staticmethod
+    def _token(target, offset):
+        # opaque, base64-like: "+", "/" and "=" must survive the client's percent-encoding
+        return f"ct+{offset}/{len(target)}=="
+
+    def _read(self, method, raw, query):
+        """GET routes for rosters and teams → (status, body) or None when not one of them."""
+        if method != "GET":
+            return None
+        m = re.match(r"^.*?/v3/conversations/([^/]+)/pagedmembers/?$", raw)
+        if m:
+            return self._paged(urllib.parse.unquote(m.group(1)), query)
+        m = re.match(r"^.*?/v3/conversations/([^/]+)/members/([^/]+)/?$", raw)
+        if m:
+            target, who = urllib.parse.unquote(m.group(1)), urllib.parse.unquote(m.group(2))
+            with self._cond:
+                r = self.rosters.get(target)
+                found = None
+                if r:
+                    for mem in r["members"]:
+                        if who in (mem.get("id"), mem.get("aadObjectId"), mem.get("userPrincipalName")):
+                            found = mem
+                            break
+            if r is None:
+                return 404, _err("ConversationNotFound", "Conversation not found.")
+            if found is None:
+                return 404, _err("MemberNotFoundInConversation", "The member is not in the conversation.")
+            return 200, json.dumps(found).encode()
+        m = re.match(r"^.*?/v3/teams/([^/]+)(/conversations)?/?$", raw)
+        if m:
+            team = urllib.parse.unquote(m.group(1))
+            with self._cond:
+                t = self.teams.get(team)
+                r = self.rosters.get(team)
+            if t is None:
+                return 404, _err("NotFound", "Team not found.")
+            if m.group(2):
+                # the General channel has no "name" (PROTOCOL.md §3); its id is the team's
+                convs = [{"id": team}] + [{"id": c["id"], "name": c.get("name")} for c in t["channels"]]
+                return 200, json.dumps({"conversations": convs}).encode()
+            return 200, json.dumps({"id": team, "name": t["name"], "aadGroupId": t["aadGroupId"],
+                                    "type": t["type"], "memberCount": len(r["members"]) if r else 0,
+                                    "channelCount": 1 + len(t["channels"])}).encode()
+        return None
+
+    def _paged(self, target, query):
+        q = urllib.parse.parse_qs(query, keep_blank_values=True)
+        size = q.get("pageSize", [""])[0]
+        token = q.get("continuationToken", [None])[0]
+        with self._cond:
+            r = self.rosters.get(target)
+            if r is None:
+                return 404, _err("ConversationNotFound", "Conversation not found.")
+            self._page_log[target].append((size, token))
+            r["served"] += 1
+            n_req = r["served"]
+            members, page_max = r["members"], r["page_max"]
+            fail_page, fail_status = r["fail_page"], r["fail_status"]
+        if fail_page is not None and n_req >= fail_page:
+            return fail_status, json.dumps(SERVICE_ERROR if fail_status >= 500 else
+                                           {"error": {"code": "BadRequest", "message": "injected"}}).encode()
+        try:
+            n = int(size) if size else 200
+        except ValueError:
+            return 400, _err("BadArgument", "pageSize must be a number")
+        n = max(1, min(n, page_max))
+        offset = 0
+        if token is not None:
+            m = re.match(r"^ct\+(\d+)/(\d+)==$", token)
+            if not m or int(m.group(2)) != len(target):
+                return 400, _err("BadArgument", f"invalid continuation token {token!r}")
+            offset = int(m.group(1))
+        page = members[offset:offset + n]
+        doc = {"members": page}
+        if offset + n < len(members):
+            doc["continuationToken"] = self._token(target, offset + n)
+        return 200, json.dumps(doc).encode()
 
     # ---- waiting ---------------------------------------------------------------------------------
     def wait_until(self, pred, timeout=10.0, what="condition"):
@@ -214,6 +487,13 @@ class FakeConnector:
 
     def _record(self, rec):
         with self._cond:
+            st = rec["status"]
+            self._counts_status[st] = self._counts_status.get(st, 0) + 1
+            cc = self._counts_conv.setdefault(rec["conversation_id"], {})
+            cc[st] = cc.get(st, 0) + 1
+            if not self.record_bodies:
+                rec["body"] = rec["body"][:200]
+                rec.pop("headers", None)
             self.requests.append(rec)
             self._cond.notify_all()
         if self.verbose:
@@ -222,6 +502,10 @@ class FakeConnector:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # socketserver's default backlog is 5: a client opening many connections at once (herald
+    # sending to hundreds of conversations in parallel) would see SYNs dropped and retried 1 s
+    # later, which delays requests at random.
+    request_queue_size = 1024
 
     def handle_error(self, request, client_address):
         # A client that went away (or our own injected reset) is not worth a traceback.
@@ -238,6 +522,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, fmt, *args):  # quiet
         pass
+
+    def setup(self):
+        super().setup()
+        # Headers and body go out in two writes; without TCP_NODELAY the second waits ~40 ms for
+        # the client's delayed ACK (Nagle), which would pace every keep-alive exchange.
+        try:
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
 
     def do_POST(self):
         self._handle("POST")
@@ -310,7 +603,30 @@ class _Handler(BaseHTTPRequestHandler):
                     b = b.encode("utf-8")
                 self._answer(rec, fault.status, b or b"", fault.headers)
                 return
-        status, out = self._route(method, m, conv, act, parsed)
+        wait = fc._limit(method, conv, m.group("prefix") if m else "")
+        if wait is not None:
+            ra = fc.retry_after if fc.retry_after is not None else max(1, math.ceil(wait))
+            rec["retry_after"] = ra
+            rec["limit_wait"] = wait        # seconds until it would have fitted
+            self._answer(rec, 429, json.dumps(THROTTLED).encode(), {"Retry-After": str(ra)})
+            return
+        rf = fc._random_fault(method, raw, decoded, conv)
+        if rf is not None:
+            rec["random_fault"] = rf
+            if isinstance(rf, tuple) and rf and rf[0] == SLOW:
+                time.sleep(rf[1])
+            elif rf == RESET:
+                rec["status"] = RESET
+                fc._record(rec)
+                self._reset()
+                return
+            else:
+                body = SERVICE_ERROR if rf >= 500 else {"error": {"code": "PreconditionFailed" if rf == 412
+                                                                  else "Error", "message": "injected"}}
+                self._answer(rec, rf, json.dumps(body).encode(), {})
+                return
+        got = fc._read(method, raw, query) if m is None else None
+        status, out = got if got is not None else self._route(method, m, conv, act, parsed)
         self._answer(rec, status, out, {})
 
     def _route(self, method, m, conv, act, parsed):
@@ -381,12 +697,27 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description="Fake Teams Bot Connector")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--teams-limits", action="store_true", help="enforce Teams' published windows")
+    ap.add_argument("--tenant-rps", type=int, default=50)
+    ap.add_argument("--slack-ms", type=float, default=0.0)
+    ap.add_argument("--quiet", action="store_true", help="do not log each request")
+    ap.add_argument("--stats-every", type=float, default=0,
+                    help="print counts() as JSON on stdout every N seconds")
     args = ap.parse_args(argv)
-    fc = FakeConnector(args.host, args.port, verbose=True).start()
+    fc = FakeConnector(args.host, args.port, verbose=not args.quiet, teams_limits=args.teams_limits,
+                       tenant_rps=args.tenant_rps, slack_ms=args.slack_ms,
+                       record_bodies=not args.quiet).start()
     print(fc.url, flush=True)
     try:
         while True:
-            time.sleep(3600)
+            if args.stats_every > 0:
+                time.sleep(args.stats_every)
+                c = fc.counts()
+                print(json.dumps({"total": c["total"], "throttled": c["throttled"],
+                                  "by_status": {str(k): v for k, v in c["by_status"].items()}}),
+                      flush=True)
+            else:
+                time.sleep(3600)
     except KeyboardInterrupt:
         pass
     finally:
