@@ -889,7 +889,8 @@ outbox *outbox_new(struct event_base *base, store *st, connector *conn, const ou
         outbox_free(o);
         return NULL;
     }
-    srandom((unsigned)(wall_ms() ^ (int64_t)getpid()));
+    /* jitter is random in production, repeatable under the test clock */
+    srandom(clock_is_virtual() ? 1u : (unsigned)(wall_ms() ^ (int64_t)getpid()));
     if (store_ledger_load(o->so, load_ledger_entry, o, err) < 0 ||
         store_outbox_load(o->so, load_op, o, err) < 0) {
         outbox_free(o);

@@ -72,8 +72,15 @@ done
 specs=(tests/spec/*_spec.lua tests/spec/**/*_spec.lua)
 if [ ${#specs[@]} -gt 0 ]; then
     log="$LOGDIR/busted.log"
-    echo "-- busted tests/spec"
+    # teams.testing (lua/teams/testing.lua) loads the core built by make as
+    # build/lua/herald/testing_core.so; the paths match the shipped .busted (no --lpath/--cpath
+    # flags: busted --lua re-runs itself through sh, which would split them at the ';')
+    echo "-- busted tests/spec (teams.testing against build/lua/herald/testing_core.so)"
+    if [ ! -f build/lua/herald/testing_core.so ]; then
+        echo "   build/lua/herald/testing_core.so is missing: run make"
+    fi
     LUA_PATH="./lua/?.lua;./lua/?/init.lua;./tests/spec/?.lua;;" \
+    LUA_CPATH="./build/lua/?.so;;" \
         run_logged 300 "$log" busted --lua=lua5.4 -o TAP tests/spec
     rc=$?
     p=$(grep -acE '^ok [0-9]+' "$log")

@@ -168,10 +168,17 @@ function teams.broadcast_send(spec)
     if not BROADCAST_FIELDS[k] then error(("teams.broadcast: unknown field '%s'"):format(tostring(k)), 2) end
   end
   if spec.message == nil then error("teams.broadcast: 'message' is required", 2) end
+  local name, category = spec.name, spec.category
+  if name == cjson.null then name = nil end          -- a JSON payload's null means absent
+  if category == cjson.null then category = nil end
+  if name ~= nil and type(name) ~= "string" then error("teams.broadcast: 'name' must be a string", 2) end
+  if category ~= nil and type(category) ~= "string" then
+    error("teams.broadcast: 'category' must be a string", 2)
+  end
   local personal = type(spec.message) == "function"
   local body = not personal and message.encode(spec.message, { from = nil }, 2) or nil
   local list = recipients_of(spec.to)
-  local id = core.broadcast_create(spec.name, body, spec.category)
+  local id = core.broadcast_create(name, body, category)
   local chunk = {}
   for i, r in ipairs(list) do
     if personal then

@@ -404,6 +404,23 @@ function Bot:redeliver()
   return self:post(self.last_activity)
 end
 
+--- An outside system calls POST /api/notify/{name} with a JSON body (a table or a string):
+--- runs teams.on_notify(name, fn). Returns { status, body (the handler's answer, decoded),
+--- pending }: status nil while the handler still runs (it then gets 202 at the deadline).
+function Bot:notify(name, payload)
+  if type(name) ~= "string" then error("teams.testing: bot:notify expects a trigger name", 2) end
+  local json = payload
+  if type(payload) == "table" then json = cjson.encode(payload) elseif payload == nil then json = "" end
+  local status, body = host(self):notify(name, json)
+  host(self):advance(0)
+  local r = { status = status, raw = body, pending = status == nil }
+  if body and body ~= "" then
+    local v = decode(body)
+    if v ~= nil then r.body = v else r.body = body end
+  end
+  return r
+end
+
 local function signals(o, default_first, default_second)
   local list
   if o.via then
@@ -847,6 +864,15 @@ end
 
 function Bot:query(sql, ...) return host(self):query(sql, ...) end
 function Bot:logs() return host(self):logs() end
+
+--- The log lines of level error (a failed handler, with its traceback), oldest first.
+function Bot:errors()
+  local out = {}
+  for _, l in ipairs(host(self):logs()) do
+    if l:match("^%S+ error ") then out[#out + 1] = l end
+  end
+  return out
+end
 --- { tasks, refs, queued, sent, retries, throttled, handler_errors, timers }
 function Bot:stats() return host(self):stats() end
 
@@ -877,6 +903,18 @@ function Bot:schedules(f)
 end
 function Bot:schedule(id) return host(self):query("SELECT * FROM schedules WHERE id = ?", id)[1] end
 
+--- Broadcast jobs (teams.broadcast). With an id: that job with its recipients
+--- ({ broadcast_id, seq, conversation_id, user_id, state, op_id, activity_id } rows) or nil.
+function Bot:broadcasts(id)
+  if id == nil then return host(self):query("SELECT * FROM broadcasts ORDER BY id") end
+  local b = host(self):query("SELECT * FROM broadcasts WHERE id = ?", id)[1]
+  if b then
+    b.recipients = host(self):query(
+      "SELECT * FROM broadcast_recipients WHERE broadcast_id = ? ORDER BY seq", id)
+  end
+  return b
+end
+
 --- Stored conversation references. With an id: that one or nil.
 function Bot:conversation(id)
   return host(self):query("SELECT * FROM conversations WHERE id = ?", id)[1]
@@ -900,7 +938,7 @@ local function describe_op(self, op)
   if op.activity_id then parts[#parts + 1] = "#" .. op.activity_id end
   parts[#parts + 1] = ("at %s (+%gs)"):format(testing.iso(op.at), (op.at - self.start_ms) / 1000)
   if not op.ok then parts[#parts + 1] = ("[HTTP %s]"):format(op.status == 0 and "no answer" or op.status) end
-  if op.text then parts[#parts + 1] = ("%q"):format(short(op.text, 100)) end
+  if op.text then parts[#parts + 1] = '"' .. short(op.text, 100) .. '"' end
   if op.card then
     parts[#parts + 1] = "card: " .. short(table.concat(card_texts(op.card, {}, 0), " | "), 100)
   end
@@ -919,11 +957,7 @@ function Bot:describe()
   end
   lines[#lines + 1] = ("The clock is at %s."):format(self:clock())
   local errs = {}
-  for _, l in ipairs(self:logs()) do
-    if l:find(" error ", 1, true) or l:find("handler", 1, true) and l:find("error", 1, true) then
-      errs[#errs + 1] = "  " .. l
-    end
-  end
+  for _, l in ipairs(self:errors()) do errs[#errs + 1] = "  " .. l end
   if #errs > 0 then
     lines[#lines + 1] = "Errors logged:"
     for _, l in ipairs(errs) do lines[#lines + 1] = l end
@@ -1017,14 +1051,14 @@ register("sent_to", function(conv, expected)
   local bot = testing.current()
   local n = count_matching(kinds(bot:sent(conv)), expected)
   return n > 0, ("a message to %s matching %s\n%s"):format(tostring(conv), show(expected), bot:describe())
-end, "Expected %s", "Expected no %s")
+end, "Expected %s", "Did not expect %s")
 
 -- assert.replied(conv, expected): a threaded reply (ev:reply) matching expected.
 register("replied", function(conv, expected)
   local bot = testing.current()
   local n = count_matching(bot:sent { conversation = conv, op = "reply" }, expected)
   return n > 0, ("a reply in %s matching %s\n%s"):format(tostring(conv), show(expected), bot:describe())
-end, "Expected %s", "Expected no %s")
+end, "Expected %s", "Did not expect %s")
 
 -- assert.sent_count(n [, conv [, expected]]): exactly n new messages (create with a message,
 -- send, reply) — updates and deletes are not counted.
@@ -1034,7 +1068,7 @@ register("sent_count", function(n, conv, expected)
   return got == n, ("%d message%s%s%s, got %d\n%s"):format(n, n == 1 and "" or "s",
     conv and (" to " .. conv) or "", expected and (" matching " .. show(expected)) or "", got,
     bot:describe())
-end, "Expected %s", "Expected not %s")
+end, "Expected %s", "Did not expect %s")
 
 -- assert.updated(conv, expected [, activity_id]): an update (PUT) whose new content matches.
 register("updated", function(conv, expected, activity_id)
@@ -1047,7 +1081,7 @@ register("updated", function(conv, expected, activity_id)
   end
   return n > 0, ("an update in %s%s matching %s\n%s"):format(tostring(conv),
     activity_id and (" of #" .. activity_id) or "", show(expected), bot:describe())
-end, "Expected %s", "Expected no %s")
+end, "Expected %s", "Did not expect %s")
 
 -- assert.deleted(conv [, activity_id]).
 register("deleted", function(conv, activity_id)
@@ -1058,7 +1092,7 @@ register("deleted", function(conv, activity_id)
   end
   return n > 0, ("a delete in %s%s\n%s"):format(tostring(conv),
     activity_id and (" of #" .. activity_id) or "", bot:describe())
-end, "Expected %s", "Expected no %s")
+end, "Expected %s", "Did not expect %s")
 
 -- assert.created(expected): the bot created a conversation (1:1 or channel thread) matching
 -- expected ({ user = }, { channel = }, or text of its first message).
@@ -1066,7 +1100,7 @@ register("created", function(expected)
   local bot = testing.current()
   local n = count_matching(bot:sent { op = "create" }, expected)
   return n > 0, ("a created conversation matching %s\n%s"):format(show(expected), bot:describe())
-end, "Expected %s", "Expected no %s")
+end, "Expected %s", "Did not expect %s")
 
 -- assert.in_ledger(conv [, state]): the conversation is in the ledger (state "blocked" or
 -- "gone"), not cleared.
@@ -1081,6 +1115,6 @@ register("in_ledger", function(conv, state)
   end
   return ok, ("%s in the ledger%s; the ledger holds:\n%s"):format(tostring(conv),
     state and (" as " .. state) or "", #rows > 0 and table.concat(rows, "\n") or "  nothing")
-end, "Expected %s", "Expected not %s")
+end, "Expected %s", "Did not expect %s")
 
 return testing
