@@ -120,7 +120,7 @@ int config_load(config *cfg, int argc, char **argv, char **err)
     cfg->connector_timeout_ms = 15000;
     cfg->lua_memory_bytes = (size_t)256 << 20;
     cfg->task_slice_ms = 1000;
-    cfg->load_deadline_ms = 5000;
+    cfg->load_deadline_ms = 1000;   /* a new generation is built on the loop: keep stalls short */
     cfg->max_tasks = 10000;
     cfg->task_deadline_ms = 300000;
     cfg->max_timers = 10000;

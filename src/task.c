@@ -77,9 +77,14 @@ int task_count(const vm *v) { return vm_tasks((vm *)v)->count; }
 task *task_check(lua_State *L, const char *what)
 {
     task *t = task_of(L);
-    if (!t || t->T != L || !lua_isyieldable(L))
-        luaL_error(L, "%s must be called from a handler (a task), not at load time or inside a "
-                      "coroutine the script created", what);
+    if (!t || t->T != L || !lua_isyieldable(L)) {
+        /* level 2: the script's line, past the teams.* wrapper that called into C */
+        luaL_where(L, 2);
+        lua_pushfstring(L, "%s must be called from a handler (a task), not at load time or inside "
+                           "a coroutine the script created", what);
+        lua_concat(L, 2);
+        lua_error(L);
+    }
     return t;
 }
 

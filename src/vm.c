@@ -30,6 +30,7 @@ struct vm {
     void *host;
     size_t mem_used;
     int64_t deadline;             /* 0 when no slice is armed */
+    int enforce;                  /* script code is running: the memory cap applies */
     long slice_ms;
     int tripped;
     int refs;
@@ -95,7 +96,9 @@ static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
         v->mem_used -= old;
         return NULL;
     }
-    if (nsize > old && v->mem_used - old + nsize > v->cfg.memory_limit && v->L)
+    /* only script code meets the cap: the host's own work on the state (a traceback, a new task's
+     * thread, a registry ref) must never fail because the script used everything up */
+    if (nsize > old && v->enforce && v->mem_used - old + nsize > v->cfg.memory_limit)
         return NULL;
     void *p = realloc(ptr, nsize);
     if (p)
@@ -129,6 +132,7 @@ static void slice_hook(lua_State *L, lua_Debug *ar)
 
 void vm_arm_slice(vm *v, long ms)
 {
+    v->enforce = 1;
     v->slice_ms = ms;
     v->deadline = coarse_now_ms() + ms;
     v->tripped = 0;
@@ -136,6 +140,7 @@ void vm_arm_slice(vm *v, long ms)
 
 void vm_disarm_slice(vm *v)
 {
+    v->enforce = 0;
     if (v->tripped)
         lua_sethook(v->L, slice_hook, LUA_MASKCOUNT, VM_HOOK_COUNT);
     v->deadline = 0;
@@ -233,7 +238,8 @@ static const char sandbox_prelude[] =
     "  if select('#', ...) > 0 then return _load(chunk, name, 't', ...) end\n"
     "  return _load(chunk, name, 't')\n"
     "end\n"
-    "if unsafe then return end\n"
+    "local path = dir .. '/?.lua;' .. dir .. '/?/init.lua'\n"
+    "if unsafe then package.path = path .. ';' .. package.path return end\n"
     "os = { time = os.time, date = os.date, clock = os.clock, difftime = os.difftime,\n"
     "       getenv = os.getenv }\n"
     "local getenv, allowed = os.getenv, {}\n"
@@ -244,16 +250,17 @@ static const char sandbox_prelude[] =
     "  return nil\n"
     "end\n"
     "package.cpath, package.loadlib = '', nil\n"
-    "package.path = dir .. '/?.lua;' .. dir .. '/?/init.lua'\n"
+    "package.path = path\n"
     "package.searchers = { package.searchers[1], function(name)\n"
     "  if not find(name, '^[%w_][%w_%.%-]*$') or find(name, '%.%.') then\n"
     "    return '\\n\\tmodule name ' .. name .. ' is not allowed (letters, digits, _ - and .)'\n"
     "  end\n"
-    "  local path, why = searchpath(name, package.path)\n"
-    "  if not path then return '\\n\\t' .. why end\n"
-    "  local chunk, err = loadtext(path)\n"
+    /* the captured path, not package.path: a script must not point require elsewhere */
+    "  local file, why = searchpath(name, path)\n"
+    "  if not file then return '\\n\\t' .. why end\n"
+    "  local chunk, err = loadtext(file)\n"
     "  if not chunk then error(err, 0) end\n"
-    "  return chunk, path\n"
+    "  return chunk, file\n"
     "end }\n";
 
 static int open_sandbox(vm *v, char **err)
@@ -298,6 +305,14 @@ static int open_sandbox(vm *v, char **err)
     return vm_pcall(v, 4, 0, err);
 }
 
+/* An error outside any protected call is a host bug, not a script's: say so before aborting. */
+static int on_panic(lua_State *L)
+{
+    const char *m = lua_tostring(L, -1);
+    log_error("Lua panic (unprotected error in the host): %s", m ? m : "?");
+    return 0;                     /* Lua aborts after this */
+}
+
 vm *vm_new(struct event_base *base, const vm_config *cfg, void *host, char **err)
 {
     vm *v = calloc(1, sizeof *v);
@@ -318,6 +333,9 @@ vm *vm_new(struct event_base *base, const vm_config *cfg, void *host, char **err
         goto fail;
     }
     lua_sethook(v->L, slice_hook, LUA_MASKCOUNT, VM_HOOK_COUNT);
+    /* threads copy the main thread's extra space: it must say "no task" */
+    *(void **)lua_getextraspace(v->L) = NULL;
+    lua_atpanic(v->L, on_panic);
     v->tasks = task_list_new(v, err);
     if (!v->tasks)
         goto fail;

@@ -22,6 +22,8 @@
 #   BENCH_PIN [auto]      1: bot + null connector on CPU 0, wrk on CPU 1 (default when >= 2 CPUs); 0: no pinning
 #   BENCH_SKIP_SDK [0]    1: herald only (also skipped, with a message, when node/npm are missing)
 #   BENCH_KEEP [0]        1: keep the scratch directory (logs) instead of deleting it
+#   BENCH_SKIP_OUTBOX [0] 1: skip the outbox benchmark (tests/bench/outbox.sh, OUTBOX_* knobs there)
+#   BENCH_SKIP_RELOAD [0] 1: skip the hot reload benchmark (tests/bench/reload.sh, RELOAD_BENCH_* knobs there)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -407,3 +409,20 @@ row() {  # label key unit
 
 echo
 cat "$OUT/results.md"
+
+# ----------------------------------------------------------------- outbox (issue 4)
+# tests/bench/outbox.sh: 100,000 queued + delivered messages with limits off, and the Teams-like
+# limits run (~100 s); appends its section to build/bench/results.md. BENCH_SKIP_OUTBOX=1 skips it.
+if [ "${BENCH_SKIP_OUTBOX:-0}" != 1 ]; then
+  say "outbox benchmark (tests/bench/outbox.sh)"
+  bash "$HERE/outbox.sh" || die "outbox benchmark failed"
+fi
+
+# ----------------------------------------------------------------- hot reload (issue 6)
+# tests/bench/reload.sh: reload latency p50/p99 and inbound p99 with vs without reloads (~2.5 min);
+# appends its section to build/bench/results.md. BENCH_SKIP_RELOAD=1 skips it.
+if [ "${BENCH_SKIP_RELOAD:-0}" != 1 ]; then
+  say "hot reload benchmark (tests/bench/reload.sh)"
+  bash "$HERE/reload.sh" || die "reload benchmark failed"
+fi
+[ "${BENCH_SKIP_BROADCAST:-0}" = 1 ] || bash "$HERE/broadcast.sh" || die "broadcast benchmark failed"   # issue 8
