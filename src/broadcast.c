@@ -23,6 +23,9 @@
 typedef struct job {
     int64_t id;
     char *body, *category;
+    long cap_max;
+    int64_t cap_per_ms;
+    int cap_drop;
     int queued;                   /* recipients whose operation is in the outbox */
     int paused;
     struct job *next;
@@ -41,8 +44,8 @@ static const struct {
     const char *sql;
 } statements[] = {
     {offsetof(broadcaster, create),
-     "INSERT INTO broadcasts (name, state, body, category, created_at, updated_at)"
-     " VALUES (?1, 'preparing', ?2, ?3, ?4, ?4)"},
+     "INSERT INTO broadcasts (name, state, body, category, created_at, updated_at, cap_max,"
+     " cap_per_ms, cap_drop) VALUES (?1, 'preparing', ?2, ?3, ?4, ?4, ?5, ?6, ?7)"},
     {offsetof(broadcaster, add),
      "INSERT INTO broadcast_recipients (broadcast_id, seq, conversation_id, user_id, tenant_id, body)"
      " VALUES (?1, (SELECT coalesce(max(seq), 0) + 1 FROM broadcast_recipients WHERE broadcast_id = ?1),"
@@ -66,10 +69,11 @@ static const struct {
     {offsetof(broadcaster, progress),
      "SELECT state, count(*) FROM broadcast_recipients WHERE broadcast_id = ?1 GROUP BY state"},
     {offsetof(broadcaster, info),
-     "SELECT state, coalesce(name, ''), total, created_at, finished_at, body, category"
-     " FROM broadcasts WHERE id = ?1"},
+     "SELECT state, coalesce(name, ''), total, created_at, finished_at, body, category,"
+     " cap_max, cap_per_ms, cap_drop FROM broadcasts WHERE id = ?1"},
     {offsetof(broadcaster, running),
-     "SELECT id, state, body, category FROM broadcasts WHERE state IN ('running', 'paused')"},
+     "SELECT id, state, body, category, cap_max, cap_per_ms, cap_drop FROM broadcasts"
+     " WHERE state IN ('running', 'paused')"},
     {offsetof(broadcaster, count_queued),
      "SELECT count(*) FROM broadcast_recipients WHERE broadcast_id = ?1"
      " AND state IN ('queued', 'creating', 'recalling', 'updating')"},
@@ -133,6 +137,15 @@ static job *add_job(broadcaster *b, int64_t id, const char *body, const char *ca
     j->next = b->jobs;
     b->jobs = j;
     return j;
+}
+
+static void set_caps(job *j, sqlite3_stmt *st, int col)
+{
+    if (j && sqlite3_column_type(st, col) != SQLITE_NULL) {
+        j->cap_max = (long)sqlite3_column_int64(st, col);
+        j->cap_per_ms = sqlite3_column_int64(st, col + 1);
+        j->cap_drop = sqlite3_column_int(st, col + 2);
+    }
 }
 
 static void drop_job(broadcaster *b, job *dead)
@@ -264,10 +277,23 @@ static void feed(broadcaster *b, job *j, int64_t seq, const char *conv, const ch
         store_reference_clear(&ref);
         return;
     }
+    int64_t not_before = 0;
+    if (j->category && j->cap_max > 0 && j->cap_per_ms > 0) {
+        int64_t oldest = 0;
+        int n = outbox_count_category(rt->outbox, ref.id, j->category, j->cap_per_ms, &oldest);
+        if (n >= j->cap_max) {
+            if (j->cap_drop) {
+                mark(b, j->id, seq, "capped", 0, ref.id);
+                store_reference_clear(&ref);
+                return;
+            }
+            not_before = oldest + j->cap_per_ms;
+        }
+    }
     const char *msg = body ? body : j->body;
     outbox_spec spec = {.kind = OUTBOX_SEND, .conversation_id = ref.id, .service_url = ref.service_url,
                         .tenant_id = ref.tenant_id, .body = msg, .body_len = msg ? strlen(msg) : 0,
-                        .category = j->category};
+                        .category = j->category, .not_before_ms = not_before};
     int64_t op = msg ? outbox_enqueue(rt->outbox, &spec, NULL, NULL, &err) : -1;
     if (op < 0) {
         free(err);
@@ -407,7 +433,7 @@ broadcaster *broadcast_new(runtime *rt, char **err)
         const char *body = (const char *)sqlite3_column_text(b->running, 2);
         const char *cat = (const char *)sqlite3_column_text(b->running, 3);
         int paused = strcmp((const char *)sqlite3_column_text(b->running, 1), "paused") == 0;
-        add_job(b, sqlite3_column_int64(b->running, 0), body, cat, paused);
+        set_caps(add_job(b, sqlite3_column_int64(b->running, 0), body, cat, paused), b->running, 4);
     }
     sqlite3_reset(b->running);
     for (job *j = b->jobs; j; j = j->next) {
@@ -440,12 +466,20 @@ void broadcast_free(broadcaster *b)
 }
 
 int64_t broadcast_create(broadcaster *b, const char *name, const char *body, const char *category,
-                         char **err)
+                         long cap_max, int64_t cap_per_ms, int cap_drop, char **err)
 {
     bt(b->create, 1, name);
     bt(b->create, 2, body);
     bt(b->create, 3, category);
     sqlite3_bind_int64(b->create, 4, clock_wall_ms());
+    if (cap_max > 0) {
+        sqlite3_bind_int64(b->create, 5, cap_max);
+        sqlite3_bind_int64(b->create, 6, cap_per_ms);
+    } else {
+        sqlite3_bind_null(b->create, 5);
+        sqlite3_bind_null(b->create, 6);
+    }
+    sqlite3_bind_int(b->create, 7, cap_drop);
     outbox_touch_batch(b->rt->outbox);
     if (run(b, b->create, err) < 0)
         return -1;
@@ -467,11 +501,13 @@ int broadcast_add(broadcaster *b, int64_t id, const broadcast_recipient *r, int 
     return 0;
 }
 
-static int load_info(broadcaster *b, int64_t id, char state[16], char **body, char **category)
+static int load_info(broadcaster *b, int64_t id, char state[16], char **body, char **category,
+                     job *caps)
 {
     sqlite3_bind_int64(b->info, 1, id);
     int found = sqlite3_step(b->info) == SQLITE_ROW;
     if (found) {
+        set_caps(caps, b->info, 7);
         snprintf(state, 16, "%s", sqlite3_column_text(b->info, 0));
         if (body)
             *body = sqlite3_column_text(b->info, 5) ? strdup((const char *)sqlite3_column_text(b->info, 5)) : NULL;
@@ -491,7 +527,8 @@ int broadcast_start(broadcaster *b, int64_t id, char **err)
     if (run(b, b->start, err) < 0)
         return -1;
     char state[16], *body = NULL, *category = NULL;
-    if (!load_info(b, id, state, &body, &category) || strcmp(state, "running") != 0) {
+    job caps = {0};
+    if (!load_info(b, id, state, &body, &category, &caps) || strcmp(state, "running") != 0) {
         *err = strdup("no broadcast in preparation with that id");
         free(body);
         free(category);
@@ -500,6 +537,11 @@ int broadcast_start(broadcaster *b, int64_t id, char **err)
     job *j = add_job(b, id, body, category, 0);
     free(body);
     free(category);
+    if (j) {
+        j->cap_max = caps.cap_max;
+        j->cap_per_ms = caps.cap_per_ms;
+        j->cap_drop = caps.cap_drop;
+    }
     if (!j) {
         *err = strdup("out of memory");
         return -1;
@@ -541,7 +583,7 @@ int broadcast_control(broadcaster *b, int64_t id, const char *action, char **err
 int broadcast_redo(broadcaster *b, int64_t id, const char *body, char **err)
 {
     char state[16];
-    if (!load_info(b, id, state, NULL, NULL)) {
+    if (!load_info(b, id, state, NULL, NULL, NULL)) {
         *err = strdup("no broadcast with that id");
         return -1;
     }
@@ -623,6 +665,8 @@ int broadcast_get_progress(broadcaster *b, int64_t id, broadcast_progress *out)
         else if (strcmp(s, "not_found") == 0) out->not_found += c;
         else if (strcmp(s, "skipped") == 0) out->skipped += c;
         else if (strcmp(s, "recalled") == 0 || strcmp(s, "recalling") == 0) out->recalled += c;
+        else if (strcmp(s, "cancelled") == 0) out->cancelled += c;
+        else if (strcmp(s, "capped") == 0) out->capped += c;
         else if (strcmp(s, "queued") == 0 || strcmp(s, "creating") == 0) out->queued += c;
         else out->failed += c;    /* failed, rejected, expired, cancelled */
     }

@@ -18,7 +18,8 @@ typedef struct broadcast_recipient {
 typedef struct broadcast_progress {
     char state[16];
     char name[128];
-    int64_t total, pending, queued, sent, failed, blocked, not_found, skipped, recalled;
+    int64_t total, pending, queued, sent, failed, blocked, not_found, skipped, recalled, cancelled,
+        capped;
     int64_t created_at, finished_at;
     double rate;                  /* delivered per second since the job started */
 } broadcast_progress;
@@ -27,8 +28,10 @@ broadcaster *broadcast_new(runtime *rt, char **err);
 void broadcast_free(broadcaster *b);
 
 /* A job in state "preparing": add recipients, then start it. Returns its id or -1. */
+/* cap_max > 0: at most cap_max messages of category per recipient per cap_per_ms; over it a
+ * recipient is deferred to the next window, or with cap_drop skipped as "capped". */
 int64_t broadcast_create(broadcaster *b, const char *name, const char *body, const char *category,
-                         char **err);
+                         long cap_max, int64_t cap_per_ms, int cap_drop, char **err);
 int broadcast_add(broadcaster *b, int64_t id, const broadcast_recipient *r, int n, char **err);
 int broadcast_start(broadcaster *b, int64_t id, char **err);
 /* action: "pause" | "resume" | "cancel". 0, or -1 with *err. */

@@ -513,7 +513,7 @@ static void on_notify_deadline(evutil_socket_t fd, short what, void *arg)
     (void)what;
     notify_call *n = arg;
     char body[96];
-    snprintf(body, sizeof body, "{\"status\":\"accepted\",\"operation\":\"%lu\"}", n->id);
+    snprintf(body, sizeof body, "{\"status\":\"accepted\",\"operation\":%lu}", n->id);
     log_info("notify %s still running at the response deadline: answered 202 operation=%lu",
              n->name, n->id);
     notify_answer(n, 202, body);
@@ -550,20 +550,21 @@ void notify_request(http_exchange *x, const char *name, const char *body, size_t
         reply_error(rt, x, 503, "shutting down");
         return;
     }
-    int known = 0;
-    if (lua_getfield(L, LUA_REGISTRYINDEX, "herald.notify_handlers") == LUA_TTABLE)
-        known = lua_getfield(L, -1, name) == LUA_TFUNCTION;
-    lua_settop(L, top);
-    if (!known) {
-        reply_error(rt, x, 404, "no such trigger");
-        return;
-    }
+    /* authenticate first, so an unauthenticated caller cannot probe which triggers exist */
     const char *secret = notify_secret(name);
     if (secret ? !notify_authorized(x, secret, body, len) : !rt->cfg->dev) {
         rt->unauthorized++;
         log_warn("notify %s refused: %s", name, secret ? "bad signature or bearer secret"
                  : "no secret configured (set HERALD_NOTIFY_SECRET or HERALD_NOTIFY_SECRET_<NAME>)");
         http_exchange_reply(x, 401, "application/json; charset=utf-8", "{\"error\":\"unauthorized\"}", 24);
+        return;
+    }
+    int known = 0;
+    if (lua_getfield(L, LUA_REGISTRYINDEX, "herald.notify_handlers") == LUA_TTABLE)
+        known = lua_getfield(L, -1, name) == LUA_TFUNCTION;
+    lua_settop(L, top);
+    if (!known) {
+        reply_error(rt, x, 404, "no such trigger");
         return;
     }
     if (!valid_utf8((const unsigned char *)body, len)) {

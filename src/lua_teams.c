@@ -801,7 +801,8 @@ static int core_broadcast_create(lua_State *L)
 {
     char *err = NULL;
     int64_t id = broadcast_create(bc_of(L), luaL_optstring(L, 1, NULL), luaL_optstring(L, 2, NULL),
-                                  luaL_optstring(L, 3, NULL), &err);
+                                  luaL_optstring(L, 3, NULL), (long)luaL_optinteger(L, 4, 0),
+                                  (int64_t)(luaL_optnumber(L, 5, 0) * 1000), lua_toboolean(L, 6), &err);
     if (id < 0) {
         lua_pushfstring(L, "%s", err ? err : "store error");
         free(err);
@@ -898,10 +899,10 @@ static int core_broadcast_progress(lua_State *L)
     lua_pushstring(L, p.name);
     lua_setfield(L, -2, "name");
     int64_t v[] = {p.total, p.pending, p.queued, p.sent, p.failed, p.blocked, p.not_found,
-                   p.skipped, p.recalled};
+                   p.skipped, p.recalled, p.cancelled, p.capped};
     const char *k[] = {"total", "pending", "queued", "sent", "failed", "blocked", "not_found",
-                       "skipped", "recalled"};
-    for (int i = 0; i < 9; i++) {
+                       "skipped", "recalled", "cancelled", "capped"};
+    for (int i = 0; i < 11; i++) {
         lua_pushinteger(L, v[i]);
         lua_setfield(L, -2, k[i]);
     }

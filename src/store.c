@@ -163,6 +163,11 @@ static const struct migration {
         " PRIMARY KEY (broadcast_id, seq)) WITHOUT ROWID;"
         "CREATE INDEX broadcast_pending ON broadcast_recipients(broadcast_id, state, seq);"
         "CREATE UNIQUE INDEX broadcast_op ON broadcast_recipients(op_id) WHERE op_id IS NOT NULL;"),
+    /* A broadcast's frequency cap travels with the job, so a restart keeps honouring it. */
+    MIGRATION(6,
+        "ALTER TABLE broadcasts ADD COLUMN cap_max INTEGER;"
+        "ALTER TABLE broadcasts ADD COLUMN cap_per_ms INTEGER;"
+        "ALTER TABLE broadcasts ADD COLUMN cap_drop INTEGER NOT NULL DEFAULT 0;"),
 };
 
 #define LATEST_VERSION ((int)(sizeof migrations / sizeof migrations[0]))

@@ -148,7 +148,7 @@ local function recipients_of(to)
     end
   else
     local filter = { tenant = to.tenant, scope = to.scope or "personal", team = to.team_of, user = to.user }
-    for ref in teams.conversations(filter) do out[#out + 1] = { conversation = ref.id } end
+    for ref in teams.conversations(filter) do out[#out + 1] = { conversation = ref.id, tenant = ref.tenant } end
   end
   return out
 end
@@ -178,7 +178,28 @@ function teams.broadcast_send(spec)
   local personal = type(spec.message) == "function"
   local body = not personal and message.encode(spec.message, { from = nil }, 2) or nil
   local list = recipients_of(spec.to)
-  local id = core.broadcast_create(name, body, category)
+  -- interleave tenants, so each one's pacing window stays busy instead of one tenant at a time
+  local by_tenant, order = {}, {}
+  for _, r in ipairs(list) do
+    local t = r.tenant or ""
+    if not by_tenant[t] then by_tenant[t] = {} order[#order + 1] = t end
+    local q = by_tenant[t]
+    q[#q + 1] = r
+  end
+  if #order > 1 then
+    list = {}
+    for i = 1, math.huge do
+      local any = false
+      for _, t in ipairs(order) do
+        local r = by_tenant[t][i]
+        if r then list[#list + 1] = r any = true end
+      end
+      if not any then break end
+    end
+  end
+  local cap = category and caps[category]
+  local id = core.broadcast_create(name, body, category, cap and cap.max, cap and cap.per,
+    cap and cap.over == "drop")
   local chunk = {}
   for i, r in ipairs(list) do
     if personal then
@@ -322,8 +343,12 @@ end
 ---------------------------------------------------------------------------------------------
 -- rosters and teams (reads; each yields until the connector answers)
 
+-- JSON null (cjson.null) means absent to a script.
+local function nn(v) if v == cjson.null then return nil end return v end
+
 local function member_of(m)
   if type(m) ~= "table" then return nil end
+  for k, v in pairs(m) do if v == cjson.null then m[k] = nil end end
   return {
     id = m.id, name = m.name, aad_object_id = m.aadObjectId or m.objectId,
     given_name = m.givenName, surname = m.surname, email = m.email,
@@ -388,7 +413,7 @@ function teams.channels(team)
   if not doc then return nil, err, code end
   local out = {}
   for _, c in ipairs(type(doc.conversations) == "table" and doc.conversations or {}) do
-    out[#out + 1] = { id = c.id, name = c.name or "General", type = c.channelType or c.type }
+    out[#out + 1] = { id = nn(c.id), name = nn(c.name) or "General", type = nn(c.channelType) or nn(c.type) }
   end
   return out
 end
@@ -397,8 +422,8 @@ end
 function teams.team(team)
   local doc, err, code = read_json(team, "/v3/teams/" .. core.encode_id(team))
   if not doc then return nil, err, code end
-  return { id = doc.id, name = doc.name, aad_group_id = doc.aadGroupId, type = doc.type,
-           channel_count = doc.channelCount, member_count = doc.memberCount }
+  return { id = nn(doc.id), name = nn(doc.name), aad_group_id = nn(doc.aadGroupId), type = nn(doc.type),
+           channel_count = nn(doc.channelCount), member_count = nn(doc.memberCount) }
 end
 
 --- The stored reference of a conversation id, or nil.
