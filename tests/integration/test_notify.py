@@ -1,0 +1,254 @@
+"""test_notify.py — POST /api/notify/{name} (issue 8): signatures, bearer secrets, per-trigger
+secrets, 404/413/400, the 202 answer of a long handler, authenticated mode without a secret; and
+scripts/notify.lua end to end (curl one-liner → card broadcast, card-action opt-out)."""
+import hashlib
+import hmac
+import json
+import os
+import shutil
+import subprocess
+import time
+import unittest
+
+from harness import (AuthHeraldTestCase, HeraldTestCase, ROOT, bot, require_binary)
+
+BOT = bot("broadcast_bot.lua")
+GLOBAL = "global-secret-1234"
+OTHER = "other-secret-5678"
+
+
+def sign(secret, body):
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+@require_binary
+class NotifyTriggerTest(HeraldTestCase):
+    def setUp(self):
+        super().setUp()
+        self.h = self.start_herald(BOT, env={"HERALD_NOTIFY_SECRET": GLOBAL,
+                                             "HERALD_NOTIFY_SECRET_OTHER": OTHER,
+                                             "HERALD_MAX_BODY_BYTES": 4096,
+                                             "HERALD_RESPONSE_DEADLINE_MS": 400})
+
+    def post(self, name, body, headers=None):
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode()
+        st, text, hdrs = self.h.request("POST", f"/api/notify/{name}", body, headers)
+        return st, text
+
+    def count(self):
+        """Runs of the echo handler so far (this call included)."""
+        body = b'{"probe":true}'
+        st, text = self.post("echo", body, {"X-Herald-Signature": sign(GLOBAL, body)})
+        self.assertEqual(st, 200, text)
+        return json.loads(text)["count"]
+
+    def test_good_signature_and_bearer(self):
+        body = json.dumps({"build": 42, "ok": True, "tags": ["a", "b"]}).encode()
+        st, text = self.post("echo", body, {"X-Herald-Signature": sign(GLOBAL, body)})
+        self.assertEqual(st, 200, text)
+        doc = json.loads(text)
+        self.assertEqual(doc["got"], {"build": 42, "ok": True, "tags": ["a", "b"]})
+        self.assertEqual(doc["count"], 1)
+        # upper-case hex is accepted too
+        st, text = self.post("echo", body, {"X-Herald-Signature": "sha256=" + sign(GLOBAL, body)[7:].upper()})
+        self.assertEqual(st, 200, text)
+        st, text = self.post("echo", body, {"Authorization": "Bearer " + GLOBAL})
+        self.assertEqual(st, 200, text)
+        self.assertEqual(json.loads(text)["count"], 3)
+
+    def test_refused_requests_run_nothing(self):
+        before = self.count()
+        body = b'{"x":1}'
+        cases = [
+            {"X-Herald-Signature": sign("wrong", body)},
+            {"X-Herald-Signature": sign(GLOBAL, body + b" ")},          # signature of another body
+            {"X-Herald-Signature": sign(GLOBAL, body)[:-2]},             # truncated
+            {"X-Herald-Signature": sign(GLOBAL, body).replace("sha256=", "sha1=")},
+            {"Authorization": "Bearer wrong"},
+            {"Authorization": "Bearer " + GLOBAL[:-1]},
+            {"Authorization": "Bearer " + GLOBAL + "x"},
+            {"Authorization": "Basic " + GLOBAL},
+            {},
+        ]
+        for hdrs in cases:
+            st, text = self.post("echo", body, hdrs)
+            self.assertEqual(st, 401, f"{hdrs}: {st} {text}")
+        self.assertEqual(self.count(), before + 1, "a refused request ran the handler")
+        self.assertNotIn(GLOBAL, self.h.log)
+
+    def test_per_trigger_secret_overrides_global(self):
+        body = b'{"y":2}'
+        st, text = self.post("other", body, {"X-Herald-Signature": sign(OTHER, body)})
+        self.assertEqual(st, 200, text)
+        self.assertEqual(json.loads(text), {"other": True, "got": {"y": 2}})
+        st, _ = self.post("other", body, {"Authorization": "Bearer " + OTHER})
+        self.assertEqual(st, 200)
+        for hdrs in ({"X-Herald-Signature": sign(GLOBAL, body)}, {"Authorization": "Bearer " + GLOBAL}):
+            st, text = self.post("other", body, hdrs)
+            self.assertEqual(st, 401, f"global secret accepted for a trigger with its own: {text}")
+        # and the per-trigger secret does not open the other triggers
+        st, _ = self.post("echo", body, {"Authorization": "Bearer " + OTHER})
+        self.assertEqual(st, 401)
+
+    def test_unknown_trigger_404(self):
+        body = b'{}'
+        st, text = self.post("nope", body, {"X-Herald-Signature": sign(GLOBAL, body)})
+        self.assertEqual(st, 404, text)
+
+    def test_body_too_large_413(self):
+        before = self.count()
+        body = json.dumps({"pad": "x" * 5000}).encode()
+        st, text = self.post("echo", body, {"X-Herald-Signature": sign(GLOBAL, body)})
+        self.assertEqual(st, 413, text)
+        self.assertEqual(self.count(), before + 1)
+
+    def test_malformed_json_400(self):
+        before = self.count()
+        for body in (b'{"a":', b'not json', b'{"a":1}}', b'\xff\xfe{}'):
+            st, text = self.post("echo", body, {"X-Herald-Signature": sign(GLOBAL, body)})
+            self.assertEqual(st, 400, f"{body!r}: {st} {text}")
+        self.assertEqual(self.count(), before + 1)
+
+    def test_long_handler_202_then_completes(self):
+        conv = {"id": "a:slow-1", "service_url": self.fc.url + self.PREFIX}
+        body = json.dumps({"s": 1.2, "conv": conv, "text": "late news"}).encode()
+        t0 = time.monotonic()
+        st, text = self.post("slow", body, {"X-Herald-Signature": sign(GLOBAL, body)})
+        took = time.monotonic() - t0
+        self.assertEqual(st, 202, text)
+        doc = json.loads(text)
+        self.assertEqual(doc.get("status"), "accepted", doc)
+        self.assertTrue(str(doc.get("operation", "")).isdigit(), doc)
+        self.assertLess(took, 1.0, "the 202 came after the handler instead of at the deadline")
+        self.assertEqual(self.fc.snapshot(), [], "sent before the sleep ended")
+        reqs = self.fc.wait_until(lambda r: [x for x in r if x["method"] == "POST"] or None, 10,
+                                  "the slow handler's send")
+        self.assertEqual(reqs[0]["conversation_id"], "a:slow-1")
+        self.assertEqual(reqs[0]["json"]["text"], "late news")
+        self.h.wait_log(r"notify slow finished operation=" + str(doc["operation"]), 10)
+
+
+@require_binary
+class NotifyDevModeTest(HeraldTestCase):
+    def test_dev_without_secret_allows(self):
+        h = self.start_herald(BOT)
+        st, text, _ = h.request("POST", "/api/notify/echo", b'{"a":1}')
+        self.assertEqual(st, 200, text)
+        self.assertEqual(json.loads(text)["got"], {"a": 1})
+
+
+@require_binary
+class NotifyAuthModeTest(AuthHeraldTestCase):
+    def test_no_secret_outside_dev_401(self):
+        h = self.start_auth_herald(BOT)
+        before = h.log
+        st, text, _ = h.request("POST", "/api/notify/echo", b'{"a":1}')
+        self.assertEqual(st, 401, text)
+        st, text, _ = h.request("POST", "/api/notify/echo", b'{"a":1}', {"Authorization": "Bearer anything"})
+        self.assertEqual(st, 401, text)
+        self.assertNotIn("echo handler ran", h.log)
+        self.assertIn("no secret configured", h.log[len(before):])
+
+    def test_secret_outside_dev_200(self):
+        h = self.start_auth_herald(BOT, env={"HERALD_NOTIFY_SECRET_ECHO": GLOBAL})
+        body = b'{"a":2}'
+        st, text, _ = h.request("POST", "/api/notify/echo", body, {"X-Herald-Signature": sign(GLOBAL, body)})
+        self.assertEqual(st, 200, text)
+        self.assertEqual(json.loads(text)["got"], {"a": 2})
+
+
+def curl_line():
+    """The curl one-liner of scripts/notify.lua's header, as argv (port and secret substituted later)."""
+    with open(os.path.join(ROOT, "scripts", "notify.lua"), encoding="utf-8") as f:
+        lines = [ln[2:].strip() for ln in f if ln.startswith("--")]
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("curl "))
+    cmd = ""
+    for ln in lines[start:]:
+        cmd += ln.rstrip("\\").strip() + " "
+        if not ln.endswith("\\"):
+            break
+    return cmd.strip()
+
+
+@require_binary
+class NotifyScriptTest(HeraldTestCase):
+    """scripts/notify.lua end to end."""
+
+    SECRET = "ci-secret-9"
+
+    def test_build_event_reaches_subscribers_only(self):
+        h = self.start_herald(os.path.join(ROOT, "scripts", "notify.lua"),
+                              env={"HERALD_NOTIFY_SECRET": self.SECRET, "HERALD_GOVERNOR": "off"})
+        users = [self.acts.user(f"29:nu-{i}", f"User {i}") for i in range(3)]
+        convs = [f"a:notify-{i}" for i in range(3)]
+        for c, u in zip(convs, users):
+            for a in self.acts.personal_install(c, user=u):
+                self.post_ok(h, a)
+        self.fc.wait_until(lambda r: len([x for x in r if x["method"] == "POST"]) >= 3 or None, 10, "welcomes")
+        # user 2 presses "Stop these" on a card: a message activity carrying the Action.Submit data
+        click = self.acts.message(convs[2], "", user=users[2])
+        click.pop("text")
+        click["value"] = {"action": "opt_out", "category": "builds"}
+        self.post_ok(h, click)
+        self.fc.wait_until(lambda r: any(x["conversation_id"] == convs[2] and "no more build" in
+                                         ((x["json"] or {}).get("text") or "") for x in r) or None,
+                           10, "the opt-out confirmation")
+        self.fc.clear()
+
+        cmd = curl_line()
+        self.assertIn("/api/notify/build", cmd)
+        self.assertIn("$HERALD_NOTIFY_SECRET", cmd)
+        if shutil.which("curl") is None:
+            self.skipTest("curl not installed")
+        cmd = cmd.replace("http://127.0.0.1:3978", f"http://{h.host}:{h.port}")
+        p = subprocess.run(["bash", "-c", cmd + " -sS -w '\\n%{http_code}'"], capture_output=True, text=True,
+                           timeout=30, env={**os.environ, "HERALD_NOTIFY_SECRET": self.SECRET})
+        out, code = p.stdout.rsplit("\n", 1)
+        self.assertEqual(code, "200", f"curl: {p.stdout} {p.stderr}\nlog:\n{h.log[-2000:]}")
+        bid = json.loads(out)["broadcast"]
+        self.assertIsInstance(bid, int)
+        sends = self.fc.wait_until(lambda r: [x for x in r if x["method"] == "POST"]
+                                   if len([x for x in r if x["method"] == "POST"]) >= 2 else None,
+                                   10, "two build cards")
+        time.sleep(0.5)
+        sends = [x for x in self.fc.snapshot() if x["method"] == "POST"]
+        self.assertEqual(sorted(x["conversation_id"] for x in sends), convs[:2], self.fc.summary())
+        for x in sends:
+            act = x["json"]
+            att = act["attachments"][0]
+            self.assertEqual(att["contentType"], "application/vnd.microsoft.card.adaptive")
+            body = att["content"]["body"]
+            facts = {f["title"]: f["value"] for b in body if b.get("type") == "FactSet" for f in b["facts"]}
+            self.assertEqual(facts.get("Project"), "herald")
+            self.assertEqual(facts.get("Build"), "1234")
+            self.assertEqual(facts.get("Triggered by"), "Megan")
+            actions = att["content"].get("actions") or []
+            self.assertTrue(any(a.get("type") == "Action.Submit" and (a.get("data") or {}).get("action") == "opt_out"
+                                for a in actions), actions)
+            self.assertTrue(any(a.get("type") == "Action.OpenUrl" for a in actions), actions)
+            self.assertIn("1234", act.get("text", "") + act.get("summary", ""))
+        rc, out, err = run_show(h, bid)
+        self.assertEqual(rc, 0, err)
+        doc = json.loads(out)
+        self.assertEqual(doc["counts"].get("sent"), 2, doc)
+        self.assertEqual(doc["counts"].get("skipped"), 1, doc)
+        self.assertEqual(doc["total"], 3, doc)
+        # the wrong secret is refused
+        p = subprocess.run(["bash", "-c", cmd + " -sS -o /dev/null -w '%{http_code}'"], capture_output=True,
+                           text=True, timeout=30, env={**os.environ, "HERALD_NOTIFY_SECRET": "nope"})
+        self.assertEqual(p.stdout, "401")
+
+
+def run_show(h, bid):
+    from harness import run_cli
+    deadline = time.monotonic() + 10
+    while True:
+        rc, out, err = run_cli(["broadcast", "show", str(bid), "--json", "--db", h.db])
+        if rc != 0 or json.loads(out)["state"] in ("done", "cancelled") or time.monotonic() > deadline:
+            return rc, out, err
+        time.sleep(0.2)
+
+
+if __name__ == "__main__":
+    unittest.main()
