@@ -7,7 +7,11 @@
 --      BENCH_RATE + BENCH_PACED_CONNS: paced mode, each connection waits a random 0.5-1.5 x
 --      PACED_CONNS/RATE s after each answer before the next request (wrk's delay(); wrk measures latency
 --      from the moment the request is written, so the pause is not counted),
---      BENCH_FLOOR=1: GET /floor instead (pointed at the null connector: what the rig alone costs).
+--      BENCH_FLOOR=1: GET /floor instead (pointed at the null connector: what the rig alone costs),
+--      BENCH_AUTH_TOKENS_FILE: a file of channel JWTs, one a line; each request carries
+--      "Authorization: Bearer <token>", the tokens taken round robin (thread t of n takes tokens
+--      t, t+n, t+2n, ... from BENCH_AUTH_OFFSET [0] on, so a run can resume where the last one stopped;
+--      one line = the same token every time). Unset: no Authorization header (dev mode).
 
 local service_url = os.getenv("BENCH_SERVICE_URL") or "http://127.0.0.1:9"
 local nconv = tonumber(os.getenv("BENCH_CONVERSATIONS") or "1000")
@@ -37,8 +41,22 @@ local fmt = '{"type":"message","id":"%s","timestamp":"2026-01-01T00:00:00.000Z",
   '"entities":[{"type":"clientInfo","locale":"en-US","country":"US","platform":"Web","timezone":"Europe/Paris"}],' ..
   '"channelData":{"tenant":{"id":"72f988bf-0000-0000-0000-%012d"}}}'
 
+local tokens_file = os.getenv("BENCH_AUTH_TOKENS_FILE")
+local tokens, ntokens, token_offset = nil, 0, tonumber(os.getenv("BENCH_AUTH_OFFSET") or "0")
+local token_step = tonumber(os.getenv("BENCH_THREADS_N") or "1")
+
 function init(args)
   prefix = run .. "-" .. tostring(tid or 0) .. "-"
+  if tokens_file and tokens_file ~= "" then
+    tokens = {}
+    local f = assert(io.open(tokens_file, "r"))
+    for line in f:lines() do
+      if line ~= "" then tokens[#tokens + 1] = line end
+    end
+    f:close()
+    ntokens = #tokens
+    assert(ntokens > 0, "BENCH_AUTH_TOKENS_FILE holds no token")
+  end
   -- spread threads over the conversation space
   counter = 0
   math.randomseed(os.time() + (tid or 0) * 7)
@@ -54,6 +72,11 @@ function request()
   local conv = (counter * 7919 + (tid or 0) * 131) % nconv
   local tenant = conv % ntenants
   local body = string.format(fmt, prefix .. counter, conv, conv, tenant, conv, counter, tenant)
+  if tokens then
+    local i = (token_offset + (counter - 1) * token_step + (tid or 0)) % ntokens + 1
+    return wrk.format("POST", "/api/messages",
+      { ["Content-Type"] = "application/json", ["Authorization"] = "Bearer " .. tokens[i] }, body)
+  end
   return wrk.format("POST", "/api/messages", headers, body)
 end
 

@@ -5,12 +5,15 @@
  * POST ...      -> 201 {"id":"1"}      (send / reply / create conversation)
  * PUT ...       -> 200 {"id":"1"}      (update)
  * DELETE ...    -> 200 (empty)
- * GET /__stats  -> 200 {"post":N,"put":N,"delete":N,"other":N,"reply":N,"connections":N}  (not counted)
+ * GET /__stats  -> 200 {"post":N,"put":N,"delete":N,"other":N,"reply":N,"connections":N,"bearer":N}
+ *                                                                              (not counted)
  * POST /__reset -> 200, zeroes the counters                                  (not counted)
  * anything else -> 200 {}
  * "connections" counts the TCP connections accepted (a client without keep-alive opens one per call);
  * the /__stats and /__reset callers are assumed to use one connection per call (curl) and not counted.
  * "reply" counts the POSTs whose path is .../activities/{id} (replies, as opposed to top-level sends).
+ * "bearer" counts the POST/PUT/DELETE calls that carried "Authorization: Bearer <token>" (a non-empty
+ * token; not checked): herald sends one outside dev mode, none in dev mode (tests/bench/auth.sh).
  * Keep-alive as evhttp does by default (HTTP/1.1 persistent connections). Single-threaded.
  * Prints "listening on http://HOST:PORT" on stdout once bound (PORT 0 picks a free one).
  * SIGTERM/SIGINT: prints the counters on stderr and exits 0.
@@ -30,7 +33,14 @@
 #include <string.h>
 #include <sys/socket.h>
 
-static unsigned long long n_post, n_put, n_delete, n_other, n_reply, n_conn;
+static unsigned long long n_post, n_put, n_delete, n_other, n_reply, n_conn, n_bearer;
+
+static void count_bearer(struct evhttp_request *req)
+{
+    const char *a = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+    if (a && strncmp(a, "Bearer ", 7) == 0 && a[7] != '\0')
+        n_bearer++;
+}
 
 static void reply_id(struct evhttp_request *req, int code, const char *reason)
 {
@@ -55,21 +65,24 @@ static void on_request(struct evhttp_request *req, void *arg)
     switch (evhttp_request_get_command(req)) {
     case EVHTTP_REQ_POST:
         if (strcmp(uri, "/__reset") == 0) {
-            n_post = n_put = n_delete = n_other = n_reply = n_conn = 0;  /* this connection too */
+            n_post = n_put = n_delete = n_other = n_reply = n_conn = n_bearer = 0;  /* this connection too */
             evhttp_send_reply(req, 200, "OK", NULL);
             return;
         }
         n_post++;
+        count_bearer(req);
         if (is_reply_path(uri))
             n_reply++;
         reply_id(req, 201, "Created");
         return;
     case EVHTTP_REQ_PUT:
         n_put++;
+        count_bearer(req);
         reply_id(req, 200, "OK");
         return;
     case EVHTTP_REQ_DELETE:
         n_delete++;
+        count_bearer(req);
         evhttp_send_reply(req, 200, "OK", NULL);
         return;
     case EVHTTP_REQ_GET:
@@ -79,8 +92,8 @@ static void on_request(struct evhttp_request *req, void *arg)
             struct evbuffer *b = evhttp_request_get_output_buffer(req);
             evbuffer_add_printf(b,
                                 "{\"post\":%llu,\"put\":%llu,\"delete\":%llu,\"other\":%llu,"
-                                "\"reply\":%llu,\"connections\":%llu}\n",
-                                n_post, n_put, n_delete, n_other, n_reply, n_conn);
+                                "\"reply\":%llu,\"connections\":%llu,\"bearer\":%llu}\n",
+                                n_post, n_put, n_delete, n_other, n_reply, n_conn, n_bearer);
             evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
                               "application/json");
             evhttp_send_reply(req, 200, "OK", NULL);
@@ -150,8 +163,8 @@ int main(int argc, char **argv)
 
     event_base_dispatch(base);
 
-    fprintf(stderr, "null_connector: post=%llu (reply=%llu) put=%llu delete=%llu other=%llu connections=%llu\n",
-            n_post, n_reply, n_put, n_delete, n_other, n_conn);
+    fprintf(stderr, "null_connector: post=%llu (reply=%llu) put=%llu delete=%llu other=%llu connections=%llu "
+            "bearer=%llu\n", n_post, n_reply, n_put, n_delete, n_other, n_conn, n_bearer);
     event_free(sterm);
     event_free(sint);
     evhttp_free(http);

@@ -24,6 +24,8 @@
 #   BENCH_KEEP [0]        1: keep the scratch directory (logs) instead of deleting it
 #   BENCH_SKIP_OUTBOX [0] 1: skip the outbox benchmark (tests/bench/outbox.sh, OUTBOX_* knobs there)
 #   BENCH_SKIP_RELOAD [0] 1: skip the hot reload benchmark (tests/bench/reload.sh, RELOAD_BENCH_* knobs there)
+#   BENCH_SKIP_AUTH [0]   1: skip the inbound authentication benchmark (tests/bench/auth.sh: validated vs dev
+#                         mode with the BENCH_* load above; BENCH_AUTH_TOKENS [100000] tokens for its uncached run)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -409,6 +411,16 @@ row() {  # label key unit
 
 echo
 cat "$OUT/results.md"
+
+# ----------------------------------------------------------------- inbound authentication (issue 3)
+# tests/bench/auth.sh: the same load against herald validating every request's JWT (one token, cached;
+# BENCH_AUTH_TOKENS distinct tokens, uncached) vs dev mode, in one run (~2 min with the defaults);
+# appends its section to build/bench/results.md. BENCH_SKIP_AUTH=1 skips it.
+if [ "${BENCH_SKIP_AUTH:-0}" != 1 ]; then
+  say "inbound authentication benchmark (tests/bench/auth.sh)"
+  BENCH_DURATION="$DURATION" BENCH_RUNS="$RUNS" BENCH_CONNECTIONS="$CONNS" BENCH_THREADS="$THREADS" \
+    BENCH_WARMUP="$WARMUP" BENCH_PIN="$PIN" bash "$HERE/auth.sh" || die "authentication benchmark failed"
+fi
 
 # ----------------------------------------------------------------- outbox (issue 4)
 # tests/bench/outbox.sh: 100,000 queued + delivered messages with limits off, and the Teams-like
