@@ -9,6 +9,7 @@
 #include "outbox.h"
 #include "redelivery.h"
 #include "runtime.h"
+#include "scheduler.h"
 #include "store.h"
 #include "task.h"
 #include "trust.h"
@@ -391,6 +392,8 @@ void inbound_activity(http_exchange *x, const char *body, size_t len, void *arg)
         return;
     }
     rt->activities++;
+    if (ref.timezone && rt->scheduler)
+        scheduler_zone_changed(rt->scheduler, conv);
     if (signal != STORE_SIGNAL_UNINSTALL && outbox_ledger_state(rt->outbox, conv))
         outbox_heard_from(rt->outbox, conv);
     const char *hook = NULL;

@@ -32,7 +32,7 @@ struct scheduler {
     runtime *rt;
     sqlite3 *db;
     sqlite3_stmt *put, *del, *get, *due, *min_next, *advance, *wait_handler, *unwait, *result,
-        *user_tz, *list;
+        *user_tz, *list, *user_rows, *set_next;
     struct event *timer;
     int64_t armed_for;            /* unix s the timer is set for, 0 when idle */
     scheduler_stats stats;
@@ -55,8 +55,8 @@ static const struct {
      "SELECT id, handler, kind, expr, tz, conversation_id, payload, missed, next_fire_at,"
      " last_fire_at, last_result, runs, waiting_handler FROM schedules WHERE id = ?1"},
     {offsetof(struct scheduler, due),
-     "SELECT id, handler, kind, expr, tz, conversation_id, payload, missed, anchor, next_fire_at"
-     " FROM schedules WHERE next_fire_at <= ?1 AND waiting_handler = 0"
+     "SELECT id, handler, kind, expr, tz, conversation_id, payload, missed, anchor, next_fire_at,"
+     " last_result LIKE 'no handler%' FROM schedules WHERE next_fire_at <= ?1 AND waiting_handler = 0"
      " ORDER BY next_fire_at LIMIT ?2"},
     {offsetof(struct scheduler, min_next),
      "SELECT min(next_fire_at) FROM schedules WHERE next_fire_at IS NOT NULL AND waiting_handler = 0"},
@@ -67,6 +67,11 @@ static const struct {
      "UPDATE schedules SET waiting_handler = 1, last_result = ?2 WHERE id = ?1"},
     {offsetof(struct scheduler, unwait),
      "UPDATE schedules SET waiting_handler = 0 WHERE waiting_handler = 1"},
+    {offsetof(struct scheduler, user_rows),
+     "SELECT id, kind, expr, anchor, next_fire_at FROM schedules WHERE conversation_id = ?1"
+     " AND tz = 'user' AND next_fire_at IS NOT NULL AND next_fire_at > ?2"},
+    {offsetof(struct scheduler, set_next),
+     "UPDATE schedules SET next_fire_at = ?2, updated_at = ?3 WHERE id = ?1"},
     {offsetof(struct scheduler, result), "UPDATE schedules SET last_result = ?2 WHERE id = ?1"},
     {offsetof(struct scheduler, user_tz), "SELECT timezone FROM conversations WHERE id = ?1"},
     {offsetof(struct scheduler, list),
@@ -243,6 +248,7 @@ static int fire_due(scheduler *s)
     typedef struct due_row {
         char *id, *handler, *kind, *expr, *tz, *conv, *payload, *missed;
         int64_t anchor, next;
+        int was_waiting;          /* released by a returning handler: late, but not missed */
     } due_row;
     due_row rows[FIRE_BATCH];
     int n = 0;
@@ -258,6 +264,7 @@ static int fire_due(scheduler *s)
         }
         r->anchor = sqlite3_column_int64(s->due, 8);
         r->next = sqlite3_column_int64(s->due, 9);
+        r->was_waiting = sqlite3_column_int(s->due, 10);
     }
     sqlite3_reset(s->due);
     sqlite3_clear_bindings(s->due);
@@ -283,7 +290,7 @@ static int fire_due(scheduler *s)
             next = schedule_next(&spec, now);
         else
             log_error("schedule %s can no longer be parsed: %s", r->id, err);
-        int missed = now - r->next > misfire;
+        int missed = !r->was_waiting && now - r->next > misfire;
         int skip = missed && r->missed && strcmp(r->missed, "skip") == 0;
         const char *result = err ? "error: unparsable" : skip ? "skipped (missed while down)"
                                                               : missed ? "fired late (missed)" : "fired";
@@ -377,6 +384,51 @@ void scheduler_handlers_changed(scheduler *s)
     outbox_touch_batch(s->rt->outbox);
     exec(s, s->unwait, NULL);
     arm(s);
+}
+
+void scheduler_zone_changed(scheduler *s, const char *conversation_id)
+{
+    /* "09:00 in the user's zone" means the new zone from the next firing on */
+    int64_t now = now_s();
+    typedef struct row { char *id, *kind, *expr; int64_t anchor, next; } row;
+    row rows[64];
+    int n = 0;
+    bind_text(s->user_rows, 1, conversation_id);
+    sqlite3_bind_int64(s->user_rows, 2, now);
+    while (n < 64 && sqlite3_step(s->user_rows) == SQLITE_ROW) {
+        rows[n].id = strdup((const char *)sqlite3_column_text(s->user_rows, 0));
+        rows[n].kind = strdup((const char *)sqlite3_column_text(s->user_rows, 1));
+        rows[n].expr = strdup((const char *)sqlite3_column_text(s->user_rows, 2));
+        rows[n].anchor = sqlite3_column_int64(s->user_rows, 3);
+        rows[n].next = sqlite3_column_int64(s->user_rows, 4);
+        n++;
+    }
+    sqlite3_reset(s->user_rows);
+    sqlite3_clear_bindings(s->user_rows);
+    int changed = 0;
+    for (int i = 0; i < n; i++) {
+        schedule_spec spec;
+        char *err = NULL;
+        if (rows[i].id && rows[i].kind && rows[i].expr &&
+            build_spec(s, rows[i].kind, rows[i].expr, "user", conversation_id, rows[i].anchor,
+                       &spec, &err) == 0) {
+            int64_t next = schedule_next(&spec, now);
+            if (next >= 0 && next != rows[i].next) {
+                bind_text(s->set_next, 1, rows[i].id);
+                sqlite3_bind_int64(s->set_next, 2, next);
+                sqlite3_bind_int64(s->set_next, 3, now);
+                outbox_touch_batch(s->rt->outbox);
+                exec(s, s->set_next, NULL);
+                changed = 1;
+            }
+        }
+        free(err);
+        free(rows[i].id);
+        free(rows[i].kind);
+        free(rows[i].expr);
+    }
+    if (changed)
+        arm(s);
 }
 
 void scheduler_get_stats(const scheduler *s, scheduler_stats *out) { *out = s->stats; }

@@ -38,6 +38,9 @@ int scheduler_push_list(scheduler *s, lua_State *L, const char *handler, const c
 
 /* A reload went live: schedules waiting for a missing handler are due again. */
 void scheduler_handlers_changed(scheduler *s);
+/* The conversation's user reported a (possibly new) time zone: its tz="user" schedules are
+ * recomputed so the next firing is in the new zone. */
+void scheduler_zone_changed(scheduler *s, const char *conversation_id);
 /* The clock moved (test clock): re-read the earliest due instant. */
 void scheduler_poke(scheduler *s);
 void scheduler_get_stats(const scheduler *s, scheduler_stats *out);

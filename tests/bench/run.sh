@@ -438,3 +438,4 @@ if [ "${BENCH_SKIP_RELOAD:-0}" != 1 ]; then
   bash "$HERE/reload.sh" || die "reload benchmark failed"
 fi
 [ "${BENCH_SKIP_BROADCAST:-0}" = 1 ] || bash "$HERE/broadcast.sh" || die "broadcast benchmark failed"   # issue 8
+[ "${BENCH_SKIP_SCHEDULES:-0}" = 1 ] || bash "$HERE/schedules.sh" || die "schedules benchmark failed"   # issue 5 (SC_* knobs there)
