@@ -137,6 +137,7 @@ int config_load(config *cfg, int argc, char **argv, char **err)
     cfg->retry_base_ms = 1000;
     cfg->retry_max_ms = 60000;
     cfg->outbox_retention_s = 7 * 86400;
+    cfg->outbox_max_in_flight = 256;
 
     /* environment */
     const char *dev = getenv("HERALD_DEV");
@@ -210,6 +211,7 @@ int config_load(config *cfg, int argc, char **argv, char **err)
     if (env_limit("HERALD_OUTBOX_MAX_AGE_S", 1, 30 * 86400, &cfg->outbox_max_age_s, err) < 0) return -1;
     if (env_limit("HERALD_RETRY_BASE_MS", 1, 3600000, &cfg->retry_base_ms, err) < 0) return -1;
     if (env_limit("HERALD_RETRY_MAX_MS", 1, 3600000, &cfg->retry_max_ms, err) < 0) return -1;
+    if (env_limit("HERALD_OUTBOX_MAX_IN_FLIGHT", 1, 100000, &cfg->outbox_max_in_flight, err) < 0) return -1;
     if (env_limit("HERALD_OUTBOX_RETENTION_S", 60, 3650L * 86400, &cfg->outbox_retention_s, err) < 0) return -1;
 
     /* flags */

@@ -69,6 +69,7 @@ typedef struct config {
     long outbox_max_age_s;        /* HERALD_OUTBOX_MAX_AGE_S, default 3600 */
     long retry_base_ms;           /* HERALD_RETRY_BASE_MS, default 1000 */
     long retry_max_ms;            /* HERALD_RETRY_MAX_MS, default 60000 */
+    long outbox_max_in_flight;    /* HERALD_OUTBOX_MAX_IN_FLIGHT: attempts out at once, default 256 */
     long outbox_retention_s;      /* HERALD_OUTBOX_RETENTION_S: finished operations kept, default 7 days */
 } config;
 

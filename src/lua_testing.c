@@ -330,7 +330,8 @@ static int t_new(lua_State *L)
                         .max_attempts = (int)c->outbox_max_attempts,
                         .max_age_ms = (int64_t)c->outbox_max_age_s * 1000,
                         .backoff_base_ms = c->retry_base_ms, .backoff_max_ms = c->retry_max_ms,
-                        .retention_ms = (int64_t)c->outbox_retention_s * 1000};
+                        .retention_ms = (int64_t)c->outbox_retention_s * 1000,
+                        .max_in_flight = c->outbox_max_in_flight};
     rt->outbox = rt->conn ? outbox_new(rt->base, rt->store, rt->conn, &oc, &err) : NULL;
     vm_config vc = {.memory_limit = c->lua_memory_bytes, .slice_ms = c->task_slice_ms,
                     .load_deadline_ms = c->load_deadline_ms, .max_tasks = c->max_tasks,

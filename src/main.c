@@ -365,7 +365,8 @@ static int run(config *cfg)
                         .max_attempts = (int)cfg->outbox_max_attempts,
                         .max_age_ms = (int64_t)cfg->outbox_max_age_s * 1000,
                         .backoff_base_ms = cfg->retry_base_ms, .backoff_max_ms = cfg->retry_max_ms,
-                        .retention_ms = (int64_t)cfg->outbox_retention_s * 1000};
+                        .retention_ms = (int64_t)cfg->outbox_retention_s * 1000,
+                        .max_in_flight = cfg->outbox_max_in_flight};
     rt.outbox = outbox_new(rt.base, rt.store, rt.conn, &oc, &err);
     if (!rt.outbox) {
         log_error("cannot start the outbox: %s", err);

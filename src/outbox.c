@@ -50,6 +50,8 @@ struct ob_queue {
     int waiting;                  /* in its tenant's wait list */
     int deferred;                 /* in the outbox's reschedule list */
     ob_queue *dnext;
+    int slot_waiting;             /* ready, but the outbox has max_in_flight attempts out */
+    ob_queue *snext;
     gov_limiter lim;
     ob_tenant *tenant;
     ob_queue *tnext;              /* tenant wait list */
@@ -89,6 +91,7 @@ struct outbox {
     struct event *heap_timer, *commit_ev;
     ob_op *uncommitted, *uncommitted_tail;
     ob_queue *resched;            /* queues to schedule on the next turn */
+    ob_queue *slot_head, *slot_tail;  /* queues waiting for an attempt slot, FIFO */
     struct event *resched_ev;
     struct event *purge_timer;
     outbox_stats stats;
@@ -248,7 +251,7 @@ static ob_queue *queue_get(outbox *o, const char *key, const char *tenant)
 /* An idle, empty queue whose windows have all passed holds nothing worth its memory. */
 static void queue_maybe_drop(outbox *o, ob_queue *q)
 {
-    if (q->head || q->in_flight || q->waiting || q->deferred || q->heap_idx >= 0)
+    if (q->head || q->in_flight || q->waiting || q->deferred || q->slot_waiting || q->heap_idx >= 0)
         return;
     if (q->lim.len && q->lim.t && mono_ms() - gov_conversation_windows[3].ms <
                                       q->lim.t[(q->lim.head + q->lim.len - 1) % q->lim.cap])
@@ -503,6 +506,16 @@ static void retry(outbox *o, ob_op *op, long status, const char *code, const cha
 static void attempt(outbox *o, ob_queue *q)
 {
     ob_op *op = q->head;
+    /* bounded concurrency: beyond it libcurl would only hold the transfers in a pending list it
+     * rescans on every event, which stalls the loop during a burst of thousands */
+    /* a reply answers someone waiting in the chat: it never queues behind bulk sends */
+    if (op->kind != OUTBOX_REPLY && (int64_t)o->stats.in_flight >= o->cfg.max_in_flight) {
+        q->slot_waiting = 1;
+        q->snext = NULL;
+        if (o->slot_tail) o->slot_tail->snext = q; else o->slot_head = q;
+        o->slot_tail = q;
+        return;
+    }
     int64_t now_mono = mono_ms();
     if (wall_ms() > op->expires_wall) {
         finish(o, op, "expired", 0, "expired", "expired before it could be attempted", NULL);
@@ -644,7 +657,7 @@ static void dispatch(outbox *o, ob_queue *q)
 /* Decides when q's head may go: now, or later through the heap. */
 static void schedule(outbox *o, ob_queue *q)
 {
-    if (!q->head || q->in_flight || q->waiting || !q->head->committed)
+    if (!q->head || q->in_flight || q->waiting || q->slot_waiting || !q->head->committed)
         return;
     int64_t now = mono_ms();
     int64_t ready = q->head->due_mono;
@@ -698,6 +711,22 @@ static void on_heap_timer(evutil_socket_t fd, short what, void *arg)
     arm_heap_timer(o);
 }
 
+/* Hands freed attempt slots to waiting queues (through the reschedule list: they re-check their
+ * windows, and nothing recurses here). */
+static void release_slots(outbox *o)
+{
+    int64_t free_slots = o->cfg.max_in_flight - (int64_t)o->stats.in_flight;
+    while (free_slots-- > 0 && o->slot_head) {
+        ob_queue *q = o->slot_head;
+        o->slot_head = q->snext;
+        if (!o->slot_head)
+            o->slot_tail = NULL;
+        q->snext = NULL;
+        q->slot_waiting = 0;
+        defer_schedule(o, q);
+    }
+}
+
 static void on_connector_done(const connector_result *res, void *ud)
 {
     ob_op *op = ud;
@@ -708,6 +737,7 @@ static void on_connector_done(const connector_result *res, void *ud)
     op->call = NULL;
     q->in_flight = 0;
     o->stats.in_flight--;
+    release_slots(o);
     if (res->ok) {
         finish(o, op, "sent", res->status, NULL, NULL, res);
         return;
@@ -875,6 +905,7 @@ outbox *outbox_new(struct event_base *base, store *st, connector *conn, const ou
     if (o->cfg.backoff_base_ms <= 0) o->cfg.backoff_base_ms = 1000;
     if (o->cfg.backoff_max_ms <= 0) o->cfg.backoff_max_ms = 60000;
     if (o->cfg.retention_ms <= 0) o->cfg.retention_ms = 7LL * 86400 * 1000;
+    if (o->cfg.max_in_flight <= 0) o->cfg.max_in_flight = 256;
     o->queues = calloc(NBUCKETS, sizeof *o->queues);
     o->tenants = calloc(NBUCKETS, sizeof *o->tenants);
     o->ledger = calloc(NBUCKETS, sizeof *o->ledger);

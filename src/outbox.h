@@ -24,6 +24,7 @@ typedef struct outbox_config {
     int64_t backoff_base_ms;      /* first retry delay, default 1000 */
     int64_t backoff_max_ms;       /* default 60000 */
     int64_t retention_ms;         /* finished operations are kept this long, default 7 days */
+    int64_t max_in_flight;        /* attempts out at once across all conversations, default 256 */
 } outbox_config;
 
 typedef struct outbox_spec {
