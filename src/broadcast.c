@@ -39,10 +39,7 @@ struct broadcaster {
     job *jobs;                    /* running or paused jobs */
 };
 
-static const struct {
-    size_t offset;
-    const char *sql;
-} statements[] = {
+static const store_statement statements[] = {
     {offsetof(broadcaster, create),
      "INSERT INTO broadcasts (name, state, body, category, created_at, updated_at, cap_max,"
      " cap_per_ms, cap_drop) VALUES (?1, 'preparing', ?2, ?3, ?4, ?4, ?5, ?6, ?7)"},
@@ -91,30 +88,9 @@ static const struct {
 
 #define NSTATEMENTS (sizeof statements / sizeof statements[0])
 
-static sqlite3_stmt **stmt_at(broadcaster *b, size_t i)
-{
-    return (sqlite3_stmt **)(void *)((char *)b + statements[i].offset);
-}
-
-static void bt(sqlite3_stmt *st, int i, const char *v)
-{
-    if (v)
-        sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
-    else
-        sqlite3_bind_null(st, i);
-}
-
 static int run(broadcaster *b, sqlite3_stmt *st, char **err)
 {
-    int rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-        if (err && asprintf(err, "broadcast: %s", sqlite3_errmsg(b->db)) < 0)
-            *err = NULL;
-        return -1;
-    }
-    return 0;
+    return store_step(b->db, st, "broadcast", err);
 }
 
 static job *find_job(broadcaster *b, int64_t id)
@@ -163,7 +139,7 @@ static void drop_job(broadcaster *b, job *dead)
 static void set_state(broadcaster *b, int64_t id, const char *state)
 {
     sqlite3_bind_int64(b->set_state, 1, id);
-    bt(b->set_state, 2, state);
+    store_bind_text(b->set_state, 2, state);
     sqlite3_bind_int64(b->set_state, 3, clock_wall_ms());
     run(b, b->set_state, NULL);
 }
@@ -173,9 +149,9 @@ static void mark(broadcaster *b, int64_t id, int64_t seq, const char *state, int
 {
     sqlite3_bind_int64(b->mark, 1, id);
     sqlite3_bind_int64(b->mark, 2, seq);
-    bt(b->mark, 3, state);
+    store_bind_text(b->mark, 3, state);
     if (op > 0) sqlite3_bind_int64(b->mark, 4, op); else sqlite3_bind_null(b->mark, 4);
-    bt(b->mark, 5, conv);
+    store_bind_text(b->mark, 5, conv);
     run(b, b->mark, NULL);
 }
 
@@ -184,10 +160,10 @@ int opt_out_check(broadcaster *b, const char *conversation_id, const char *user_
 {
     if (!category)
         return 0;
-    bt(b->opt_check, 1, conversation_id);
-    bt(b->opt_check, 2, user_id);
-    bt(b->opt_check, 3, user_aad_id);
-    bt(b->opt_check, 4, category);
+    store_bind_text(b->opt_check, 1, conversation_id);
+    store_bind_text(b->opt_check, 2, user_id);
+    store_bind_text(b->opt_check, 3, user_aad_id);
+    store_bind_text(b->opt_check, 4, category);
     int hit = sqlite3_step(b->opt_check) == SQLITE_ROW;
     sqlite3_reset(b->opt_check);
     sqlite3_clear_bindings(b->opt_check);
@@ -197,8 +173,8 @@ int opt_out_check(broadcaster *b, const char *conversation_id, const char *user_
 int opt_out_set(broadcaster *b, const char *subject, const char *category, int out, char **err)
 {
     sqlite3_stmt *st = out ? b->opt_set : b->opt_del;
-    bt(st, 1, subject);
-    bt(st, 2, category ? category : "*");
+    store_bind_text(st, 1, subject);
+    store_bind_text(st, 2, category ? category : "*");
     if (out)
         sqlite3_bind_int64(st, 3, clock_wall_ms());
     outbox_touch_batch(b->rt->outbox);
@@ -368,9 +344,9 @@ static void on_finished(enum outbox_kind kind, const outbox_result *res, void *u
         state = "pending";        /* the 1:1 exists now: the recipient is fed again */
     sqlite3_stmt *st = b->on_op;
     sqlite3_bind_int64(st, 1, res->op_id);
-    bt(st, 2, state);
-    bt(st, 3, kind == OUTBOX_SEND ? res->activity_id : NULL);
-    bt(st, 4, kind == OUTBOX_CREATE ? res->conversation_id : NULL);
+    store_bind_text(st, 2, state);
+    store_bind_text(st, 3, kind == OUTBOX_SEND ? res->activity_id : NULL);
+    store_bind_text(st, 4, kind == OUTBOX_CREATE ? res->conversation_id : NULL);
     int64_t id = 0;
     char user[200] = "", tenant[100] = "";
     if (sqlite3_step(st) == SQLITE_ROW) {
@@ -419,14 +395,10 @@ broadcaster *broadcast_new(runtime *rt, char **err)
     }
     b->rt = rt;
     b->db = store_db(rt->store);
-    for (size_t i = 0; i < NSTATEMENTS; i++)
-        if (sqlite3_prepare_v3(b->db, statements[i].sql, -1, SQLITE_PREPARE_PERSISTENT,
-                               stmt_at(b, i), NULL) != SQLITE_OK) {
-            if (asprintf(err, "broadcast: prepare: %s", sqlite3_errmsg(b->db)) < 0)
-                *err = NULL;
-            broadcast_free(b);
-            return NULL;
-        }
+    if (store_prepare_set(b->db, b, statements, NSTATEMENTS, err) < 0) {
+        broadcast_free(b);
+        return NULL;
+    }
     outbox_set_hook(rt->outbox, on_finished, b);
     /* resume: running and paused jobs come back; their queued recipients are in the outbox */
     while (sqlite3_step(b->running) == SQLITE_ROW) {
@@ -460,17 +432,16 @@ void broadcast_free(broadcaster *b)
         outbox_set_hook(b->rt->outbox, NULL, NULL);
     while (b->jobs)
         drop_job(b, b->jobs);
-    for (size_t i = 0; i < NSTATEMENTS; i++)
-        sqlite3_finalize(*stmt_at(b, i));
+    store_finalize_set(b, statements, NSTATEMENTS);
     free(b);
 }
 
 int64_t broadcast_create(broadcaster *b, const char *name, const char *body, const char *category,
                          long cap_max, int64_t cap_per_ms, int cap_drop, char **err)
 {
-    bt(b->create, 1, name);
-    bt(b->create, 2, body);
-    bt(b->create, 3, category);
+    store_bind_text(b->create, 1, name);
+    store_bind_text(b->create, 2, body);
+    store_bind_text(b->create, 3, category);
     sqlite3_bind_int64(b->create, 4, clock_wall_ms());
     if (cap_max > 0) {
         sqlite3_bind_int64(b->create, 5, cap_max);
@@ -491,10 +462,10 @@ int broadcast_add(broadcaster *b, int64_t id, const broadcast_recipient *r, int 
     outbox_touch_batch(b->rt->outbox);
     for (int i = 0; i < n; i++) {
         sqlite3_bind_int64(b->add, 1, id);
-        bt(b->add, 2, r[i].conversation_id);
-        bt(b->add, 3, r[i].user_id);
-        bt(b->add, 4, r[i].tenant_id);
-        bt(b->add, 5, r[i].body);
+        store_bind_text(b->add, 2, r[i].conversation_id);
+        store_bind_text(b->add, 3, r[i].user_id);
+        store_bind_text(b->add, 4, r[i].tenant_id);
+        store_bind_text(b->add, 5, r[i].body);
         if (run(b, b->add, err) < 0)
             return -1;
     }

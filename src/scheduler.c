@@ -38,10 +38,7 @@ struct scheduler {
     scheduler_stats stats;
 };
 
-static const struct {
-    size_t offset;
-    const char *sql;
-} statements[] = {
+static const store_statement statements[] = {
     {offsetof(struct scheduler, put),
      "INSERT INTO schedules (id, handler, kind, expr, tz, conversation_id, payload, missed, anchor,"
      " next_fire_at, waiting_handler, runs, created_at, updated_at)"
@@ -83,32 +80,11 @@ static const struct {
 
 #define NSTATEMENTS (sizeof statements / sizeof statements[0])
 
-static sqlite3_stmt **stmt_at(scheduler *s, size_t i)
-{
-    return (sqlite3_stmt **)(void *)((char *)s + statements[i].offset);
-}
-
 static int64_t now_s(void) { return runtime_wall_ms() / 1000; }
-
-static void bind_text(sqlite3_stmt *st, int i, const char *v)
-{
-    if (v)
-        sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
-    else
-        sqlite3_bind_null(st, i);
-}
 
 static int exec(scheduler *s, sqlite3_stmt *st, char **err)
 {
-    int rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-        if (err && asprintf(err, "schedules: %s", sqlite3_errmsg(s->db)) < 0)
-            *err = NULL;
-        return -1;
-    }
-    return 0;
+    return store_step(s->db, st, "schedules", err);
 }
 
 /* The zone a schedule runs in: its own, the owner conversation's when "user", else the default. */
@@ -121,7 +97,7 @@ static const char *zone_for(scheduler *s, const char *tzname, const char *conv, 
         return tzname;
     const char *zone = s->rt->cfg->default_tz;
     if (conv) {
-        bind_text(s->user_tz, 1, conv);
+        store_bind_text(s->user_tz, 1, conv);
         if (sqlite3_step(s->user_tz) == SQLITE_ROW && sqlite3_column_text(s->user_tz, 0)) {
             const char *z = (const char *)sqlite3_column_text(s->user_tz, 0);
             char *err = NULL;
@@ -190,8 +166,8 @@ static void on_fire_done(task *t, enum task_status status, int nres, const char 
         if (nl)
             *nl = 0;
         s->stats.errors++;
-        bind_text(s->result, 1, f->id);
-        bind_text(s->result, 2, result);
+        store_bind_text(s->result, 1, f->id);
+        store_bind_text(s->result, 2, result);
         outbox_touch_batch(s->rt->outbox);
         exec(s, s->result, NULL);
     }
@@ -278,8 +254,8 @@ static int fire_due(scheduler *s)
             snprintf(why, sizeof why, "no handler '%s' in the live script (kept; retried when one "
                      "registers)", r->handler);
             log_warn("schedule %s is due but %s", r->id, why + 0);
-            bind_text(s->wait_handler, 1, r->id);
-            bind_text(s->wait_handler, 2, why);
+            store_bind_text(s->wait_handler, 1, r->id);
+            store_bind_text(s->wait_handler, 2, why);
             exec(s, s->wait_handler, NULL);
             s->stats.waiting++;
             goto next_row;
@@ -294,10 +270,10 @@ static int fire_due(scheduler *s)
         int skip = missed && r->missed && strcmp(r->missed, "skip") == 0;
         const char *result = err ? "error: unparsable" : skip ? "skipped (missed while down)"
                                                               : missed ? "fired late (missed)" : "fired";
-        bind_text(s->advance, 1, r->id);
+        store_bind_text(s->advance, 1, r->id);
         if (next >= 0) sqlite3_bind_int64(s->advance, 2, next); else sqlite3_bind_null(s->advance, 2);
         sqlite3_bind_int64(s->advance, 3, now);
-        bind_text(s->advance, 4, result);
+        store_bind_text(s->advance, 4, result);
         sqlite3_bind_int(s->advance, 5, skip || err ? 0 : 1);
         sqlite3_bind_int64(s->advance, 6, now);
         exec(s, s->advance, NULL);
@@ -345,14 +321,10 @@ scheduler *scheduler_new(runtime *rt, char **err)
     }
     s->rt = rt;
     s->db = store_db(rt->store);
-    for (size_t i = 0; i < NSTATEMENTS; i++)
-        if (sqlite3_prepare_v3(s->db, statements[i].sql, -1, SQLITE_PREPARE_PERSISTENT,
-                               stmt_at(s, i), NULL) != SQLITE_OK) {
-            if (asprintf(err, "schedules: prepare: %s", sqlite3_errmsg(s->db)) < 0)
-                *err = NULL;
-            scheduler_free(s);
-            return NULL;
-        }
+    if (store_prepare_set(s->db, s, statements, NSTATEMENTS, err) < 0) {
+        scheduler_free(s);
+        return NULL;
+    }
     s->timer = evtimer_new(rt->base, on_timer, s);
     if (!s->timer) {
         *err = strdup("out of memory");
@@ -367,8 +339,7 @@ void scheduler_free(scheduler *s)
 {
     if (!s)
         return;
-    for (size_t i = 0; i < NSTATEMENTS; i++)
-        sqlite3_finalize(*stmt_at(s, i));
+    store_finalize_set(s, statements, NSTATEMENTS);
     if (s->timer)
         clock_timer_free(s->timer);
     free(s);
@@ -393,7 +364,7 @@ void scheduler_zone_changed(scheduler *s, const char *conversation_id)
     typedef struct row { char *id, *kind, *expr; int64_t anchor, next; } row;
     row rows[64];
     int n = 0;
-    bind_text(s->user_rows, 1, conversation_id);
+    store_bind_text(s->user_rows, 1, conversation_id);
     sqlite3_bind_int64(s->user_rows, 2, now);
     while (n < 64 && sqlite3_step(s->user_rows) == SQLITE_ROW) {
         rows[n].id = strdup((const char *)sqlite3_column_text(s->user_rows, 0));
@@ -414,7 +385,7 @@ void scheduler_zone_changed(scheduler *s, const char *conversation_id)
                        &spec, &err) == 0) {
             int64_t next = schedule_next(&spec, now);
             if (next >= 0 && next != rows[i].next) {
-                bind_text(s->set_next, 1, rows[i].id);
+                store_bind_text(s->set_next, 1, rows[i].id);
                 sqlite3_bind_int64(s->set_next, 2, next);
                 sqlite3_bind_int64(s->set_next, 3, now);
                 outbox_touch_batch(s->rt->outbox);
@@ -446,14 +417,14 @@ int64_t scheduler_put(scheduler *s, const scheduler_entry *e, char **err)
         return -1;
     }
     sqlite3_stmt *st = s->put;
-    bind_text(st, 1, e->id);
-    bind_text(st, 2, e->handler);
-    bind_text(st, 3, e->kind);
-    bind_text(st, 4, e->expr);
-    bind_text(st, 5, e->tz);
-    bind_text(st, 6, e->conversation_id);
-    bind_text(st, 7, e->payload);
-    bind_text(st, 8, e->missed ? e->missed : "once");
+    store_bind_text(st, 1, e->id);
+    store_bind_text(st, 2, e->handler);
+    store_bind_text(st, 3, e->kind);
+    store_bind_text(st, 4, e->expr);
+    store_bind_text(st, 5, e->tz);
+    store_bind_text(st, 6, e->conversation_id);
+    store_bind_text(st, 7, e->payload);
+    store_bind_text(st, 8, e->missed ? e->missed : "once");
     sqlite3_bind_int64(st, 9, spec.kind == SCHEDULE_EVERY ? spec.anchor : 0);
     sqlite3_bind_int64(st, 10, next);
     sqlite3_bind_int64(st, 11, now);
@@ -467,7 +438,7 @@ int64_t scheduler_put(scheduler *s, const scheduler_entry *e, char **err)
 
 int scheduler_cancel(scheduler *s, const char *id)
 {
-    bind_text(s->del, 1, id);
+    store_bind_text(s->del, 1, id);
     outbox_touch_batch(s->rt->outbox);
     if (exec(s, s->del, NULL) < 0)
         return -1;
@@ -506,7 +477,7 @@ static void push_row(lua_State *L, sqlite3_stmt *st)
 
 int scheduler_push_get(scheduler *s, lua_State *L, const char *id)
 {
-    bind_text(s->get, 1, id);
+    store_bind_text(s->get, 1, id);
     int found = sqlite3_step(s->get) == SQLITE_ROW;
     if (found)
         push_row(L, s->get);
@@ -521,9 +492,9 @@ int scheduler_push_list(scheduler *s, lua_State *L, const char *handler, const c
                         const char *after, int limit)
 {
     sqlite3_stmt *st = s->list;
-    bind_text(st, 1, handler);
-    bind_text(st, 2, conv);
-    bind_text(st, 3, after ? after : "");
+    store_bind_text(st, 1, handler);
+    store_bind_text(st, 2, conv);
+    store_bind_text(st, 3, after ? after : "");
     sqlite3_bind_int(st, 4, limit);
     lua_newtable(L);
     int n = 0;

@@ -309,10 +309,7 @@ struct store {
     int listing;   /* the list statement is stepping: a nested list would reset it under fn */
 };
 
-static const struct statement {
-    size_t offset;
-    const char *sql;
-} statements[] = {
+static const store_statement statements[] = {
     {offsetof(store, begin), SQL_BEGIN},
     {offsetof(store, savepoint), "SAVEPOINT put_reference"},
     {offsetof(store, release), "RELEASE put_reference"},
@@ -330,12 +327,7 @@ static const struct statement {
     {offsetof(store, list), SQL_LIST},
 };
 
-#define STATEMENTS ((int)(sizeof statements / sizeof statements[0]))
-
-static sqlite3_stmt **statement_slot(store *s, int i)
-{
-    return (sqlite3_stmt **)(void *)((char *)s + statements[i].offset);
-}
+#define STATEMENTS (sizeof statements / sizeof statements[0])
 
 static const char **ref_field(const store_reference *ref, size_t offset)
 {
@@ -515,12 +507,8 @@ store *store_open(const char *path, char **err)
     if (migrate(s, path, err) < 0)
         goto fail;
 
-    for (int i = 0; i < STATEMENTS; i++)
-        if (sqlite3_prepare_v3(s->db, statements[i].sql, -1, SQLITE_PREPARE_PERSISTENT,
-                               statement_slot(s, i), NULL) != SQLITE_OK) {
-            set_err(err, "store: prepare \"%s\": %s", statements[i].sql, sqlite3_errmsg(s->db));
-            goto fail;
-        }
+    if (store_prepare_set(s->db, s, statements, STATEMENTS, err) < 0)
+        goto fail;
     /* The write statements hard-code parameter numbers that put derives from store_reference;
      * a field added to one but not the other must fail loudly, not bind values to wrong columns. */
     if (sqlite3_bind_parameter_count(s->upsert) != REF_STRINGS + 4 ||
@@ -538,8 +526,7 @@ void store_close(store *s)
 {
     if (!s)
         return;
-    for (int i = 0; i < STATEMENTS; i++)
-        sqlite3_finalize(*statement_slot(s, i));
+    store_finalize_set(s, statements, STATEMENTS);
     if (s->db) {
         /* Keeps the planner's statistics current for the OR lookups; cheap when nothing changed. */
         if (s->upsert)
@@ -807,6 +794,53 @@ void store_reference_clear(store_reference *ref)
         return;
     free(ref->buf_);
     memset(ref, 0, sizeof *ref);
+}
+
+/* ---- statement sets ------------------------------------------------------------------------ */
+
+static sqlite3_stmt **slot_of(void *owner, const store_statement *st)
+{
+    return (sqlite3_stmt **)(void *)((char *)owner + st->offset);
+}
+
+int store_prepare_set(sqlite3 *db, void *owner, const store_statement *set, size_t n, char **err)
+{
+    for (size_t i = 0; i < n; i++)
+        if (sqlite3_prepare_v3(db, set[i].sql, -1, SQLITE_PREPARE_PERSISTENT, slot_of(owner, &set[i]),
+                               NULL) != SQLITE_OK) {
+            set_err(err, "store: prepare \"%s\": %s", set[i].sql, sqlite3_errmsg(db));
+            return -1;
+        }
+    return 0;
+}
+
+void store_finalize_set(void *owner, const store_statement *set, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        sqlite3_stmt **slot = slot_of(owner, &set[i]);
+        sqlite3_finalize(*slot);
+        *slot = NULL;
+    }
+}
+
+void store_bind_text(sqlite3_stmt *st, int i, const char *v)
+{
+    if (v)
+        sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, i);
+}
+
+int store_step(sqlite3 *db, sqlite3_stmt *st, const char *what, char **err)
+{
+    int rc = sqlite3_step(st);
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
+        set_err(err, "store: %s: %s", what, sqlite3_errmsg(db));
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- group commit ------------------------------------------------------------------------ */

@@ -106,8 +106,28 @@ int store_batch_begin(store *s, char **err);
 int store_batch_commit(store *s, char **err);
 int store_in_batch(const store *s);
 
-/* The connection, for the statement sets of other tables (store_outbox.c). */
+/* The connection, for the statement sets of other tables (store_outbox.c, scheduler.c, ...). */
 struct sqlite3;
+struct sqlite3_stmt;
 struct sqlite3 *store_db(store *s);
+
+/* A statement set: each sql is prepared once, persistent, into the `struct sqlite3_stmt *` field
+ * at offset inside owner. One mechanism for every table family. */
+typedef struct store_statement {
+    size_t offset;
+    const char *sql;
+} store_statement;
+
+/* Prepares every statement of set into owner. Returns 0, or -1 with *err (the failing SQL named);
+ * statements already prepared stay in owner for store_finalize_set. */
+int store_prepare_set(struct sqlite3 *db, void *owner, const store_statement *set, size_t n,
+                      char **err);
+/* Finalizes every statement of set in owner (NULL fields are fine). */
+void store_finalize_set(void *owner, const store_statement *set, size_t n);
+/* Binds v as text, or NULL when v is NULL (SQLITE_STATIC: v must outlive the step). */
+void store_bind_text(struct sqlite3_stmt *st, int i, const char *v);
+/* Steps st once, then resets it and clears its bindings. Returns 0 (done or a row), or -1 with
+ * *err = "store: what: <sqlite message>" (err may be NULL). */
+int store_step(struct sqlite3 *db, struct sqlite3_stmt *st, const char *what, char **err);
 
 #endif

@@ -16,10 +16,7 @@ struct store_outbox {
         *ledger_clear, *ledger_load, *purge_ops, *purge_attempts, *count_category;
 };
 
-static const struct {
-    size_t offset;
-    const char *sql;
-} statements[] = {
+static const store_statement statements[] = {
     {offsetof(store_outbox, insert),
      "INSERT INTO outbox (kind, queue, conversation_id, service_url, tenant_id, target_id, msg_key,"
      " body, flags, state, attempts, next_attempt_at, created_at, expires_at, category)"
@@ -81,11 +78,6 @@ static void set_err(char **err, const char *fmt, ...)
     va_end(ap);
 }
 
-static sqlite3_stmt **stmt_at(store_outbox *o, size_t i)
-{
-    return (sqlite3_stmt **)(void *)((char *)o + statements[i].offset);
-}
-
 store_outbox *store_outbox_open(store *s, char **err)
 {
     store_outbox *o = calloc(1, sizeof *o);
@@ -94,13 +86,10 @@ store_outbox *store_outbox_open(store *s, char **err)
         return NULL;
     }
     o->db = store_db(s);
-    for (size_t i = 0; i < NSTATEMENTS; i++)
-        if (sqlite3_prepare_v3(o->db, statements[i].sql, -1, SQLITE_PREPARE_PERSISTENT, stmt_at(o, i),
-                               NULL) != SQLITE_OK) {
-            set_err(err, "store: prepare outbox statement: %s", sqlite3_errmsg(o->db));
-            store_outbox_close(o);
-            return NULL;
-        }
+    if (store_prepare_set(o->db, o, statements, NSTATEMENTS, err) < 0) {
+        store_outbox_close(o);
+        return NULL;
+    }
     return o;
 }
 
@@ -108,17 +97,8 @@ void store_outbox_close(store_outbox *o)
 {
     if (!o)
         return;
-    for (size_t i = 0; i < NSTATEMENTS; i++)
-        sqlite3_finalize(*stmt_at(o, i));
+    store_finalize_set(o, statements, NSTATEMENTS);
     free(o);
-}
-
-static void text(sqlite3_stmt *st, int i, const char *v)
-{
-    if (v)
-        sqlite3_bind_text(st, i, v, -1, SQLITE_STATIC);
-    else
-        sqlite3_bind_null(st, i);
 }
 
 static void status_or_null(sqlite3_stmt *st, int i, int status)
@@ -129,38 +109,23 @@ static void status_or_null(sqlite3_stmt *st, int i, int status)
         sqlite3_bind_null(st, i);
 }
 
-/* Steps a write statement to completion and resets it. */
-static int exec(store_outbox *o, sqlite3_stmt *st, const char *what, char **err)
-{
-    int rc = sqlite3_step(st);
-    if (rc != SQLITE_DONE) {
-        set_err(err, "store: %s: %s", what, sqlite3_errmsg(o->db));
-        sqlite3_reset(st);
-        sqlite3_clear_bindings(st);
-        return -1;
-    }
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    return 0;
-}
-
 int store_outbox_insert(store_outbox *o, store_op *op, char **err)
 {
     sqlite3_stmt *st = o->insert;
-    text(st, 1, op->kind);
-    text(st, 2, op->queue);
-    text(st, 3, op->conversation_id);
-    text(st, 4, op->service_url);
-    text(st, 5, op->tenant_id);
-    text(st, 6, op->target_id);
-    text(st, 7, op->msg_key);
-    text(st, 8, op->body);
+    store_bind_text(st, 1, op->kind);
+    store_bind_text(st, 2, op->queue);
+    store_bind_text(st, 3, op->conversation_id);
+    store_bind_text(st, 4, op->service_url);
+    store_bind_text(st, 5, op->tenant_id);
+    store_bind_text(st, 6, op->target_id);
+    store_bind_text(st, 7, op->msg_key);
+    store_bind_text(st, 8, op->body);
     sqlite3_bind_int(st, 9, op->flags);
     sqlite3_bind_int64(st, 10, op->next_attempt_at);
     sqlite3_bind_int64(st, 11, op->created_at);
     sqlite3_bind_int64(st, 12, op->expires_at);
-    text(st, 13, op->category);
-    if (exec(o, st, "insert outbox operation", err) < 0)
+    store_bind_text(st, 13, op->category);
+    if (store_step(o->db, st, "insert outbox operation", err) < 0)
         return -1;
     op->id = sqlite3_last_insert_rowid(o->db);
     return 0;
@@ -173,9 +138,9 @@ static int record_attempt(store_outbox *o, int64_t op_id, int64_t at, int status
     sqlite3_bind_int64(st, 1, op_id);
     sqlite3_bind_int64(st, 2, at);
     status_or_null(st, 3, status);
-    text(st, 4, code);
-    text(st, 5, error);
-    return exec(o, st, "record attempt", err);
+    store_bind_text(st, 4, code);
+    store_bind_text(st, 5, error);
+    return store_step(o->db, st, "record attempt", err);
 }
 
 int store_outbox_retry(store_outbox *o, int64_t op_id, int attempts, int64_t at, int status,
@@ -188,9 +153,9 @@ int store_outbox_retry(store_outbox *o, int64_t op_id, int attempts, int64_t at,
     sqlite3_bind_int(st, 2, attempts);
     sqlite3_bind_int64(st, 3, next_attempt_at);
     status_or_null(st, 4, status);
-    text(st, 5, code);
-    text(st, 6, error);
-    return exec(o, st, "update outbox operation", err);
+    store_bind_text(st, 5, code);
+    store_bind_text(st, 6, error);
+    return store_step(o->db, st, "update outbox operation", err);
 }
 
 int store_outbox_finish(store_outbox *o, int64_t op_id, const char *state, int attempts,
@@ -202,15 +167,15 @@ int store_outbox_finish(store_outbox *o, int64_t op_id, const char *state, int a
         return -1;
     sqlite3_stmt *st = o->finish;
     sqlite3_bind_int64(st, 1, op_id);
-    text(st, 2, state);
+    store_bind_text(st, 2, state);
     sqlite3_bind_int(st, 3, attempts);
     sqlite3_bind_int64(st, 4, at);
     status_or_null(st, 5, status);
-    text(st, 6, code);
-    text(st, 7, error);
-    text(st, 8, result_id);
-    text(st, 9, result_extra);
-    return exec(o, st, "finish outbox operation", err);
+    store_bind_text(st, 6, code);
+    store_bind_text(st, 7, error);
+    store_bind_text(st, 8, result_id);
+    store_bind_text(st, 9, result_extra);
+    return store_step(o->db, st, "finish outbox operation", err);
 }
 
 int store_outbox_load(store_outbox *o, int (*fn)(const store_op *op, void *ud), void *ud,
@@ -251,8 +216,8 @@ int store_key_get(store_outbox *o, const char *conversation_id, const char *key,
                   char **activity_id, char **err)
 {
     sqlite3_stmt *st = o->key_get;
-    text(st, 1, conversation_id);
-    text(st, 2, key);
+    store_bind_text(st, 1, conversation_id);
+    store_bind_text(st, 2, key);
     int rc = sqlite3_step(st), found = 0;
     if (rc == SQLITE_ROW) {
         *activity_id = strdup((const char *)sqlite3_column_text(st, 0));
@@ -270,31 +235,31 @@ int store_key_put(store_outbox *o, const char *conversation_id, const char *key,
                   const char *activity_id, int64_t now, char **err)
 {
     sqlite3_stmt *st = o->key_put;
-    text(st, 1, conversation_id);
-    text(st, 2, key);
-    text(st, 3, activity_id);
+    store_bind_text(st, 1, conversation_id);
+    store_bind_text(st, 2, key);
+    store_bind_text(st, 3, activity_id);
     sqlite3_bind_int64(st, 4, now);
-    return exec(o, st, "store message key", err);
+    return store_step(o->db, st, "store message key", err);
 }
 
 int store_ledger_mark(store_outbox *o, const char *conversation_id, const char *state,
                       const char *code, const char *message, int64_t at, char **err)
 {
     sqlite3_stmt *st = o->ledger_mark;
-    text(st, 1, conversation_id);
-    text(st, 2, state);
-    text(st, 3, code);
-    text(st, 4, message);
+    store_bind_text(st, 1, conversation_id);
+    store_bind_text(st, 2, state);
+    store_bind_text(st, 3, code);
+    store_bind_text(st, 4, message);
     sqlite3_bind_int64(st, 5, at);
-    return exec(o, st, "mark ledger", err);
+    return store_step(o->db, st, "mark ledger", err);
 }
 
 int store_ledger_clear(store_outbox *o, const char *conversation_id, int64_t at, char **err)
 {
     sqlite3_stmt *st = o->ledger_clear;
-    text(st, 1, conversation_id);
+    store_bind_text(st, 1, conversation_id);
     sqlite3_bind_int64(st, 2, at);
-    return exec(o, st, "clear ledger", err);
+    return store_step(o->db, st, "clear ledger", err);
 }
 
 int store_ledger_load(store_outbox *o, int (*fn)(const char *conversation_id, const char *state,
@@ -319,12 +284,12 @@ int store_outbox_purge(store_outbox *o, int64_t before, int limit, char **err)
 {
     sqlite3_bind_int64(o->purge_ops, 1, before);
     sqlite3_bind_int(o->purge_ops, 2, limit);
-    if (exec(o, o->purge_ops, "purge finished operations", err) < 0)
+    if (store_step(o->db, o->purge_ops, "purge finished operations", err) < 0)
         return -1;
     int n = sqlite3_changes(o->db);
     sqlite3_bind_int64(o->purge_attempts, 1, before);
     sqlite3_bind_int(o->purge_attempts, 2, limit * 2);
-    if (exec(o, o->purge_attempts, "purge attempts", err) < 0)
+    if (store_step(o->db, o->purge_attempts, "purge attempts", err) < 0)
         return -1;
     return n + sqlite3_changes(o->db);
 }
@@ -333,8 +298,8 @@ int store_outbox_count_category(store_outbox *o, const char *conversation_id, co
                                 int64_t since, int64_t *oldest, char **err)
 {
     sqlite3_stmt *st = o->count_category;
-    text(st, 1, conversation_id);
-    text(st, 2, category);
+    store_bind_text(st, 1, conversation_id);
+    store_bind_text(st, 2, category);
     sqlite3_bind_int64(st, 3, since);
     int n = -1;
     if (sqlite3_step(st) == SQLITE_ROW) {
