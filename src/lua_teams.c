@@ -683,7 +683,7 @@ static int list_one(const store_reference *r, void *ud)
     return 0;
 }
 
-static const char *opt_field(lua_State *L, int t, const char *k)
+const char *lua_field_string(lua_State *L, int t, const char *k)
 {
     lua_getfield(L, t, k);
     const char *s = lua_tostring(L, -1);
@@ -696,10 +696,10 @@ static int core_list(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     store_filter f = {0};
-    f.tenant_id = opt_field(L, 1, "tenant");
-    f.type = opt_field(L, 1, "scope");
-    f.team_id = opt_field(L, 1, "team");
-    f.user = opt_field(L, 1, "user");
+    f.tenant_id = lua_field_string(L, 1, "tenant");
+    f.type = lua_field_string(L, 1, "scope");
+    f.team_id = lua_field_string(L, 1, "team");
+    f.user = lua_field_string(L, 1, "user");
     lua_getfield(L, 1, "include_uninstalled");
     f.include_uninstalled = lua_toboolean(L, -1);
     lua_pop(L, 1);
@@ -723,24 +723,24 @@ static int core_put_reference(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     store_reference r = {0};
-    r.id = opt_field(L, 1, "id");
-    r.service_url = opt_field(L, 1, "service_url");
+    r.id = lua_field_string(L, 1, "id");
+    r.service_url = lua_field_string(L, 1, "service_url");
     luaL_argcheck(L, r.id && *r.id, 1, "reference needs 'id'");
     luaL_argcheck(L, r.service_url && *r.service_url, 1, "reference needs 'service_url'");
-    r.type = opt_field(L, 1, "scope");
-    r.tenant_id = opt_field(L, 1, "tenant");
-    r.channel_id = opt_field(L, 1, "channel_id");
-    r.bot_id = opt_field(L, 1, "bot_id");
-    r.bot_name = opt_field(L, 1, "bot_name");
-    r.user_id = opt_field(L, 1, "user_id");
-    r.user_aad_id = opt_field(L, 1, "user_aad_object_id");
-    r.user_name = opt_field(L, 1, "user_name");
-    r.team_id = opt_field(L, 1, "team_id");
-    r.team_name = opt_field(L, 1, "team_name");
-    r.team_aad_group_id = opt_field(L, 1, "team_aad_group_id");
-    r.team_channel_id = opt_field(L, 1, "team_channel_id");
-    r.locale = opt_field(L, 1, "locale");
-    r.timezone = opt_field(L, 1, "timezone");
+    r.type = lua_field_string(L, 1, "scope");
+    r.tenant_id = lua_field_string(L, 1, "tenant");
+    r.channel_id = lua_field_string(L, 1, "channel_id");
+    r.bot_id = lua_field_string(L, 1, "bot_id");
+    r.bot_name = lua_field_string(L, 1, "bot_name");
+    r.user_id = lua_field_string(L, 1, "user_id");
+    r.user_aad_id = lua_field_string(L, 1, "user_aad_object_id");
+    r.user_name = lua_field_string(L, 1, "user_name");
+    r.team_id = lua_field_string(L, 1, "team_id");
+    r.team_name = lua_field_string(L, 1, "team_name");
+    r.team_aad_group_id = lua_field_string(L, 1, "team_aad_group_id");
+    r.team_channel_id = lua_field_string(L, 1, "team_channel_id");
+    r.locale = lua_field_string(L, 1, "locale");
+    r.timezone = lua_field_string(L, 1, "timezone");
     int run_hook = 0;
     char *err = NULL;
     runtime *rt = rt_of(L);
@@ -825,10 +825,10 @@ static int core_broadcast_add(lua_State *L)
         lua_rawgeti(L, 2, i + 1);
         int t = lua_gettop(L);
         if (lua_type(L, t) == LUA_TTABLE) {
-            r[i].conversation_id = opt_field(L, t, "conversation");
-            r[i].user_id = opt_field(L, t, "user");
-            r[i].tenant_id = opt_field(L, t, "tenant");
-            r[i].body = opt_field(L, t, "body");
+            r[i].conversation_id = lua_field_string(L, t, "conversation");
+            r[i].user_id = lua_field_string(L, t, "user");
+            r[i].tenant_id = lua_field_string(L, t, "tenant");
+            r[i].body = lua_field_string(L, t, "body");
         }
         lua_pop(L, 1);             /* the list keeps each entry (and its strings) alive */
     }

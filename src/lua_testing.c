@@ -266,20 +266,12 @@ static long opt_int(lua_State *L, int t, const char *k, long def)
     return v;
 }
 
-static const char *opt_str(lua_State *L, int t, const char *k)
-{
-    lua_getfield(L, t, k);
-    const char *v = lua_tostring(L, -1);
-    lua_pop(L, 1);
-    return v;
-}
-
 /* core.new{script=, start_ms=, tenant_rps=, governor=, max_attempts=, retry_base_ms=,
  *          default_tz=, response_deadline_ms=, task_slice_ms=, lua_memory_mb=} → host */
 static int t_new(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
-    const char *script = opt_str(L, 1, "script");
+    const char *script = lua_field_string(L, 1, "script");
     luaL_argcheck(L, script, 1, "needs 'script'");
     if (current)
         host_close(current);
@@ -306,7 +298,7 @@ static int t_new(lua_State *L)
     c->response_deadline_ms = opt_int(L, 1, "response_deadline_ms", 4000);
     c->task_slice_ms = opt_int(L, 1, "task_slice_ms", 1000);
     c->lua_memory_bytes = (size_t)opt_int(L, 1, "lua_memory_mb", 64) << 20;
-    if (opt_str(L, 1, "default_tz") && (h->default_tz = strdup(opt_str(L, 1, "default_tz"))))
+    if (lua_field_string(L, 1, "default_tz") && (h->default_tz = strdup(lua_field_string(L, 1, "default_tz"))))
         c->default_tz = h->default_tz;
     int64_t start = (int64_t)opt_int(L, 1, "start_ms", 1798761600000L); /* 2027-01-01T00:00Z */
 
@@ -512,12 +504,12 @@ static int t_respond(lua_State *L)
     h->rules = n;
     fake_rule *r = &h->rules[h->nrules++];
     memset(r, 0, sizeof *r);
-    const char *match = opt_str(L, 2, "match");
+    const char *match = lua_field_string(L, 2, "match");
     r->match = strdup(match ? match : "");
-    r->method = opt_str(L, 2, "method") ? strdup(opt_str(L, 2, "method")) : NULL;
+    r->method = lua_field_string(L, 2, "method") ? strdup(lua_field_string(L, 2, "method")) : NULL;
     r->status = opt_int(L, 2, "status", 200);
-    r->body = opt_str(L, 2, "body") ? strdup(opt_str(L, 2, "body")) : NULL;
-    r->retry_after = opt_str(L, 2, "retry_after") ? strdup(opt_str(L, 2, "retry_after")) : NULL;
+    r->body = lua_field_string(L, 2, "body") ? strdup(lua_field_string(L, 2, "body")) : NULL;
+    r->retry_after = lua_field_string(L, 2, "retry_after") ? strdup(lua_field_string(L, 2, "retry_after")) : NULL;
     r->delay_ms = opt_int(L, 2, "delay_ms", 0);
     lua_getfield(L, 2, "reset");
     r->reset = lua_toboolean(L, -1);

@@ -367,28 +367,20 @@ void lua_timer_cancel_all(vm *v)
 
 static scheduler *sched_of(lua_State *L) { return ((runtime *)vm_host(vm_of(L)))->scheduler; }
 
-static const char *opt_string_field(lua_State *L, int t, const char *k)
-{
-    lua_getfield(L, t, k);
-    const char *s = lua_tostring(L, -1);
-    lua_pop(L, 1);                 /* the table keeps the string alive */
-    return s;
-}
-
 /* put{id, handler, kind, expr, tz, conversation, payload (JSON), missed} → next (unix s) |
  * nil, message, "bad_schedule" */
 static int sched_put(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     scheduler_entry e = {0};
-    e.id = opt_string_field(L, 1, "id");
-    e.handler = opt_string_field(L, 1, "handler");
-    e.kind = opt_string_field(L, 1, "kind");
-    e.expr = opt_string_field(L, 1, "expr");
-    e.tz = opt_string_field(L, 1, "tz");
-    e.conversation_id = opt_string_field(L, 1, "conversation");
-    e.payload = opt_string_field(L, 1, "payload");
-    e.missed = opt_string_field(L, 1, "missed");
+    e.id = lua_field_string(L, 1, "id");
+    e.handler = lua_field_string(L, 1, "handler");
+    e.kind = lua_field_string(L, 1, "kind");
+    e.expr = lua_field_string(L, 1, "expr");
+    e.tz = lua_field_string(L, 1, "tz");
+    e.conversation_id = lua_field_string(L, 1, "conversation");
+    e.payload = lua_field_string(L, 1, "payload");
+    e.missed = lua_field_string(L, 1, "missed");
     luaL_argcheck(L, e.id && *e.id && strlen(e.id) <= 200, 1, "schedule needs an 'id' (1-200 bytes)");
     luaL_argcheck(L, e.handler && *e.handler, 1, "schedule needs a 'handler' name");
     luaL_argcheck(L, e.kind && e.expr, 1, "schedule needs one of 'at', 'every', 'cron'");

@@ -60,6 +60,11 @@ void inbound_abandon_pending(void *rt);
 /* lua_teams.c: registers the `herald.core` preload in the generation's state. */
 void lua_teams_install(vm *v);
 
+/* lua_teams.c: t[k] as a string or NULL (numbers converted). The pointer stays valid while the
+ * table at index t holds the value. Net stack effect: 0. */
+struct lua_State;
+const char *lua_field_string(struct lua_State *L, int t, const char *k);
+
 /* lua_timer.c: registers `herald.timer`; cancels a generation's timers (reload). */
 void lua_timer_install(vm *v);
 void lua_timer_cancel_all(vm *v);
