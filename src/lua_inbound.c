@@ -379,11 +379,12 @@ void inbound_activity(http_exchange *x, const char *body, size_t len, void *arg)
         else if (members_include(L, a, "membersRemoved", ref.bot_id))
             signal = STORE_SIGNAL_UNINSTALL;
     }
-    int run_hook = 0;
+    int run_hook = 0, zone_changed = 0;
     char *err = NULL;
     outbox_touch_batch(rt->outbox);            /* one commit per loop turn, not per activity */
-    if (store_put_reference(rt->store, &ref, signal, runtime_wall_ms(),
-                            (int64_t)rt->cfg->install_window_s * 1000, &run_hook, &err) < 0) {
+    if (store_put_reference_zone(rt->store, &ref, signal, runtime_wall_ms(),
+                                 (int64_t)rt->cfg->install_window_s * 1000, &run_hook,
+                                 &zone_changed, &err) < 0) {
         log_error("cannot store the conversation reference conversation=%s error=%s", conv,
                   err ? err : "?");
         free(err);
@@ -392,7 +393,7 @@ void inbound_activity(http_exchange *x, const char *body, size_t len, void *arg)
         return;
     }
     rt->activities++;
-    if (ref.timezone && rt->scheduler)
+    if (zone_changed && rt->scheduler)
         scheduler_zone_changed(rt->scheduler, conv);
     if (signal != STORE_SIGNAL_UNINSTALL && outbox_ledger_state(rt->outbox, conv))
         outbox_heard_from(rt->outbox, conv);

@@ -223,8 +223,8 @@ static const size_t ref_key_fields[] = {
 #define SQL_VERSION "PRAGMA user_version"
 /* Columns 2.. are the ref_key_fields, read so put can tell whether an indexed field changes. */
 #define SQL_STATE \
-    "SELECT installed, install_signal_at, tenant_id, user_id, user_aad_id, team_id, team_channel_id" \
-    " FROM conversations WHERE id = ?1"
+    "SELECT installed, install_signal_at, tenant_id, user_id, user_aad_id, team_id, team_channel_id," \
+    " timezone FROM conversations WHERE id = ?1"
 /* Bare column names in DO UPDATE are the stored row, so coalesce(excluded.x, x) keeps what we
  * know when the activity did not carry a field. A repeated UNINSTALL keeps the first removal time. */
 #define SQL_UPSERT \
@@ -560,9 +560,18 @@ static int bind_int64_or_null(sqlite3_stmt *stmt, int i, int has, int64_t value)
 int store_put_reference(store *s, const store_reference *ref, enum store_install_signal signal,
                         int64_t now_ms, int64_t window_ms, int *run_hook, char **err)
 {
+    return store_put_reference_zone(s, ref, signal, now_ms, window_ms, run_hook, NULL, err);
+}
+
+int store_put_reference_zone(store *s, const store_reference *ref, enum store_install_signal signal,
+                             int64_t now_ms, int64_t window_ms, int *run_hook, int *zone_changed,
+                             char **err)
+{
     int hook = 0, rc;
     if (run_hook)
         *run_hook = 0;
+    if (zone_changed)
+        *zone_changed = 0;
     if (!ref || !ref->id || !*ref->id) {
         set_err(err, "store: conversation id is required");
         return -1;
@@ -594,6 +603,8 @@ int store_put_reference(store *s, const store_reference *ref, enum store_install
     int signalled = exists && sqlite3_column_type(s->state, 1) != SQLITE_NULL;
     int64_t signal_at = signalled ? sqlite3_column_int64(s->state, 1) : 0;
     sqlite3_stmt *write = exists && keys_unchanged(s->state, ref) ? s->update : s->upsert;
+    const char *stored_zone = exists ? (const char *)sqlite3_column_text(s->state, 7) : NULL;
+    int zone_moved = ref->timezone && (!stored_zone || strcmp(stored_zone, ref->timezone) != 0);
     done(s->state);
 
     switch (signal) {
@@ -623,6 +634,8 @@ int store_put_reference(store *s, const store_reference *ref, enum store_install
         goto fail;
     if (run_hook)
         *run_hook = hook;
+    if (zone_changed)
+        *zone_changed = zone_moved;
     return 0;
 fail:
     if (s->batch) {

@@ -73,6 +73,13 @@ int store_schema_version(store *s);
 int store_put_reference(store *s, const store_reference *ref, enum store_install_signal signal,
                         int64_t now_ms, int64_t window_ms, int *run_hook, char **err);
 
+/* The same, also setting *zone_changed (may be NULL) when ref carries a time zone that differs
+ * from the stored one (or the conversation is new): schedules that follow the user's zone then
+ * need recomputing. */
+int store_put_reference_zone(store *s, const store_reference *ref, enum store_install_signal signal,
+                             int64_t now_ms, int64_t window_ms, int *run_hook, int *zone_changed,
+                             char **err);
+
 /* Reads the reference with this conversation id into *out. Returns 1 found, 0 not found,
  * -1 error (*err set). On 1, release *out with store_reference_clear. */
 int store_get_reference(store *s, const char *id, store_reference *out, char **err);

@@ -1312,6 +1312,30 @@ static void failed_put_inside_batch_keeps_the_batch(void)
     remove_tmpdir();
 }
 
+/* ---- time zone changes ---- */
+
+/* store_put_reference_zone reports a zone only when it differs from the stored one. */
+static void zone_change_is_reported(void)
+{
+    store *s = open_mem();
+    store_reference r = full_ref("a:tz");
+    char *err = NULL;
+    int hook = 0, changed = -1;
+    r.timezone = "America/New_York";
+    CHECK_INT(store_put_reference_zone(s, &r, STORE_SIGNAL_NONE, T0, WINDOW, &hook, &changed, &err), 0);
+    CHECK_INT(changed, 1);                     /* new conversation with a zone */
+    CHECK_INT(store_put_reference_zone(s, &r, STORE_SIGNAL_NONE, T0 + 1, WINDOW, &hook, &changed, &err), 0);
+    CHECK_INT(changed, 0);                     /* same zone */
+    r.timezone = NULL;
+    CHECK_INT(store_put_reference_zone(s, &r, STORE_SIGNAL_NONE, T0 + 2, WINDOW, &hook, &changed, &err), 0);
+    CHECK_INT(changed, 0);                     /* no zone in the activity: nothing changes */
+    r.timezone = "Europe/Paris";
+    CHECK_INT(store_put_reference_zone(s, &r, STORE_SIGNAL_NONE, T0 + 3, WINDOW, &hook, &changed, &err), 0);
+    CHECK_INT(changed, 1);                     /* moved */
+    CHECK_INT(store_put_reference_zone(s, &r, STORE_SIGNAL_NONE, T0 + 4, WINDOW, NULL, NULL, &err), 0);
+    store_close(s);
+}
+
 /* ---- clear ---- */
 
 static void clear_is_idempotent(void)
@@ -1363,4 +1387,5 @@ UNIT_MAIN("store",
           CASE(seal_is_always_replaced),
           CASE(batch_groups_puts_into_one_commit),
           CASE(failed_put_inside_batch_keeps_the_batch),
+          CASE(zone_change_is_reported),
           CASE(clear_is_idempotent))
