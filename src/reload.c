@@ -56,28 +56,40 @@ static char *dirname_of(const char *path)
     return strndup(path, (size_t)(slash - path));
 }
 
+/* Records path as "<its directory>/<name>", the form on_inotify rebuilds from an event, and
+ * watches that directory once. */
 static void add_path(reloader *r, const char *path)
 {
-    for (int i = 0; i < r->npaths; i++)
-        if (strcmp(r->paths[i], path) == 0)
-            return;
-    char **n = realloc(r->paths, (size_t)(r->npaths + 1) * sizeof *n);
-    if (!n)
-        return;
-    r->paths = n;
-    if (!(r->paths[r->npaths] = strdup(path)))
-        return;
-    r->npaths++;
-    if (r->fd < 0)
-        return;
     char *dir = dirname_of(path);
-    if (!dir)
+    const char *slash = strrchr(path, '/');
+    char *full = NULL;
+    if (!dir || asprintf(&full, "%s/%s", dir, slash ? slash + 1 : path) < 0) {
+        free(dir);
         return;
-    for (int i = 0; i < r->ndirs; i++)
+    }
+    for (int i = 0; i < r->npaths; i++)
+        if (strcmp(r->paths[i], full) == 0) {
+            free(full);
+            free(dir);
+            return;
+        }
+    char **n = realloc(r->paths, (size_t)(r->npaths + 1) * sizeof *n);
+    if (!n) {
+        free(full);
+        free(dir);
+        return;
+    }
+    r->paths = n;
+    r->paths[r->npaths++] = full;
+    for (int i = 0; r->fd >= 0 && i < r->ndirs; i++)
         if (strcmp(r->dirs[i].dir, dir) == 0) {
             free(dir);
             return;
         }
+    if (r->fd < 0) {
+        free(dir);
+        return;
+    }
     int wd = inotify_add_watch(r->fd, dir, IN_CLOSE_WRITE | IN_MOVED_TO | IN_CREATE | IN_DELETE |
                                                IN_ATTRIB);
     watched *nd = wd >= 0 ? realloc(r->dirs, (size_t)(r->ndirs + 1) * sizeof *nd) : NULL;
@@ -233,15 +245,8 @@ static void on_inotify(evutil_socket_t fd, short what, void *arg)
                     continue;
                 char full[PATH_MAX];
                 snprintf(full, sizeof full, "%s/%s", r->dirs[i].dir, e->name);
-                for (int k = 0; k < r->npaths && !hit; k++) {
-                    const char *want = r->paths[k];
-                    const char *base = strrchr(want, '/');
-                    hit = strcmp(full, want) == 0 ||
-                          (!base && strcmp(r->dirs[i].dir, ".") == 0 && strcmp(e->name, want) == 0) ||
-                          (base && strcmp(e->name, base + 1) == 0 &&
-                           strncmp(want, r->dirs[i].dir, strlen(r->dirs[i].dir)) == 0 &&
-                           (size_t)(base - want) == strlen(r->dirs[i].dir));
-                }
+                for (int k = 0; k < r->npaths && !hit; k++)
+                    hit = strcmp(full, r->paths[k]) == 0;
             }
         }
     }
