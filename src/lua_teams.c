@@ -37,9 +37,25 @@ typedef struct target {
     store_reference ref;          /* owns the strings when looked up by id */
 } target;
 
-/* Resolves argument arg (a stored id, or a reference table with id and service_url).
- * Returns 1, or pushes nil, message, code and returns 0 (an unknown id is operational). */
+static int check_trust(lua_State *L, const char *url, const char *conv, const char *seal);
+static int locate_target(lua_State *L, int arg, target *tg);
+
+/* Resolves argument arg (a stored id, or a reference table with id and service_url) to a target
+ * the bot's token may go to. Returns 1, or pushes nil, message, code and returns 0 (an unknown id
+ * or an untrusted service URL is operational; nothing is left to release then). */
 static int resolve_target(lua_State *L, int arg, target *tg)
+{
+    if (!locate_target(L, arg, tg))
+        return 0;
+    if (!check_trust(L, tg->service_url, tg->id, tg->ref.service_url_seal)) {
+        store_reference_clear(&tg->ref);
+        return 0;
+    }
+    return 1;
+}
+
+/* The lookup half of resolve_target. */
+static int locate_target(lua_State *L, int arg, target *tg)
 {
     memset(tg, 0, sizeof *tg);
     if (lua_type(L, arg) == LUA_TTABLE) {
@@ -341,8 +357,7 @@ static int core_send(lua_State *L)
     if (!resolve_target(L, 1, &tg))
         return 3;
     int64_t not_before = 0;
-    if (!check_trust(L, tg.service_url, tg.id, tg.ref.service_url_seal) ||
-        !check_category(L, &cat, &tg, &not_before)) {
+    if (!check_category(L, &cat, &tg, &not_before)) {
         store_reference_clear(&tg.ref);
         return 3;
     }
@@ -366,10 +381,6 @@ static int core_update(lua_State *L)
     target tg;
     if (!resolve_target(L, 1, &tg))
         return 3;
-    if (!check_trust(L, tg.service_url, tg.id, tg.ref.service_url_seal)) {
-        store_reference_clear(&tg.ref);
-        return 3;
-    }
     outbox_spec spec = {.kind = OUTBOX_UPDATE, .conversation_id = tg.id,
                         .service_url = tg.service_url, .tenant_id = tg.tenant,
                         .target_id = activity_id, .msg_key = key, .body = json, .body_len = len,
@@ -388,10 +399,6 @@ static int core_delete(lua_State *L)
     target tg;
     if (!resolve_target(L, 1, &tg))
         return 3;
-    if (!check_trust(L, tg.service_url, tg.id, tg.ref.service_url_seal)) {
-        store_reference_clear(&tg.ref);
-        return 3;
-    }
     outbox_spec spec = {.kind = OUTBOX_DELETE, .conversation_id = tg.id,
                         .service_url = tg.service_url, .tenant_id = tg.tenant,
                         .target_id = activity_id, .msg_key = key};
