@@ -31,6 +31,27 @@
 
 static struct event *shutdown_timer, *shutdown_poll;
 
+/* What /healthz and /metrics report, gathered in one place. */
+typedef struct snapshot {
+    auth_in_stats ai;
+    auth_out_stats ao;
+    outbox_stats os;
+    reload_stats rs;
+} snapshot;
+
+static void take_snapshot(runtime *rt, snapshot *sn)
+{
+    memset(sn, 0, sizeof *sn);
+    if (rt->auth_in)
+        auth_in_get_stats(rt->auth_in, &sn->ai);
+    if (rt->auth_out)
+        auth_out_get_stats(rt->auth_out, &sn->ao);
+    if (rt->outbox)
+        outbox_get_stats(rt->outbox, &sn->os);
+    if (rt->reloader)
+        reloader_get_stats(rt->reloader, &sn->rs);
+}
+
 static int all_tasks(runtime *rt)
 {
     int n = task_count(rt->vm);
@@ -95,12 +116,8 @@ static char *admin(const char *what, const char *body, size_t len, int *status, 
         json_decref(j);
         return s;
     }
-    reloader_get_stats(rt->reloader, &rs);
-    outbox_stats os = {0};
-    outbox_get_stats(rt->outbox, &os);
-    auth_in_stats ai = {0};
-    if (rt->auth_in)
-        auth_in_get_stats(rt->auth_in, &ai);
+    snapshot sn;
+    take_snapshot(rt, &sn);
     if (asprintf(&s,
                  "# TYPE herald_activities_total counter\nherald_activities_total %llu\n"
                  "# TYPE herald_handler_errors_total counter\nherald_handler_errors_total %llu\n"
@@ -124,11 +141,11 @@ static char *admin(const char *what, const char *body, size_t len, int *status, 
                  (unsigned long long)rt->activities, (unsigned long long)rt->handler_errors,
                  (unsigned long long)rt->redelivered, (unsigned long long)rt->rejected,
                  (unsigned long long)rt->unauthorized, all_tasks(rt), vm_memory(rt->vm),
-                 rs.generation, rs.reloads, rs.failures, rs.last_error != NULL,
-                 (unsigned long long)os.queued, (unsigned long long)os.in_flight,
-                 (unsigned long long)os.sent, (unsigned long long)os.failed,
-                 (unsigned long long)os.retries, (unsigned long long)os.throttled,
-                 (long long)os.commits, (unsigned long long)ai.key_fetches) < 0)
+                 sn.rs.generation, sn.rs.reloads, sn.rs.failures, sn.rs.last_error != NULL,
+                 (unsigned long long)sn.os.queued, (unsigned long long)sn.os.in_flight,
+                 (unsigned long long)sn.os.sent, (unsigned long long)sn.os.failed,
+                 (unsigned long long)sn.os.retries, (unsigned long long)sn.os.throttled,
+                 (long long)sn.os.commits, (unsigned long long)sn.ai.key_fetches) < 0)
         return NULL;
     return s;
 }
@@ -226,21 +243,11 @@ static char *health_json(void *ud)
 {
     runtime *rt = ud;
     char *s = NULL;
-    auth_in_stats ai = {0};
-    auth_out_stats ao = {0};
-    if (rt->auth_in)
-        auth_in_get_stats(rt->auth_in, &ai);
-    if (rt->auth_out)
-        auth_out_get_stats(rt->auth_out, &ao);
-    outbox_stats os = {0};
-    if (rt->outbox)
-        outbox_get_stats(rt->outbox, &os);
-    reload_stats rs = {0};
-    if (rt->reloader)
-        reloader_get_stats(rt->reloader, &rs);
+    snapshot sn;
+    take_snapshot(rt, &sn);
     char *last_error = NULL;   /* JSON-encoded: a script error may hold any character */
-    if (rs.last_error) {
-        json_t *e = json_string(rs.last_error);
+    if (sn.rs.last_error) {
+        json_t *e = json_string(sn.rs.last_error);
         last_error = e ? json_dumps(e, JSON_ENCODE_ANY) : NULL;
         json_decref(e);
     }
@@ -253,16 +260,16 @@ static char *health_json(void *ud)
                  "\"retired\":%d,\"last_error\":%s},\"outbox\":{\"queued\":%llu,"
                  "\"in_flight\":%llu,\"sent\":%llu,\"failed\":%llu,\"retries\":%llu,"
                  "\"throttled\":%llu,\"commits\":%lld}}",
-                 rt->stopping ? "stopping" : rs.last_error ? "degraded" : "ok",
+                 rt->stopping ? "stopping" : sn.rs.last_error ? "degraded" : "ok",
                  (long long)(vm_now_ms() - rt->started_ms), all_tasks(rt), vm_memory(rt->vm), (unsigned long long)rt->activities,
                  (unsigned long long)rt->handler_errors, (unsigned long long)rt->redelivered,
                  (unsigned long long)rt->rejected, (unsigned long long)rt->unauthorized,
-                 http_client_pending(rt->http), (unsigned long long)ai.key_fetches,
-                 (unsigned long long)ao.requests, rs.generation, rs.reloads, rs.failures,
-                 rs.retired, last_error ? last_error : "null", (unsigned long long)os.queued,
-                 (unsigned long long)os.in_flight, (unsigned long long)os.sent,
-                 (unsigned long long)os.failed, (unsigned long long)os.retries,
-                 (unsigned long long)os.throttled, (long long)os.commits) < 0)
+                 http_client_pending(rt->http), (unsigned long long)sn.ai.key_fetches,
+                 (unsigned long long)sn.ao.requests, sn.rs.generation, sn.rs.reloads, sn.rs.failures,
+                 sn.rs.retired, last_error ? last_error : "null", (unsigned long long)sn.os.queued,
+                 (unsigned long long)sn.os.in_flight, (unsigned long long)sn.os.sent,
+                 (unsigned long long)sn.os.failed, (unsigned long long)sn.os.retries,
+                 (unsigned long long)sn.os.throttled, (long long)sn.os.commits) < 0)
         s = NULL;
     free(last_error);
     return s;
