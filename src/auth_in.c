@@ -587,7 +587,7 @@ void auth_in_forget(auth_in *a, void *ud)
     }
 }
 
-static enum auth_result wait_for_keys(auth_in *a, void (*wake)(void *), void *ud)
+enum auth_result auth_in_wait(auth_in *a, void (*wake)(void *ud), void *ud)
 {
     waiter *w = malloc(sizeof *w);
     if (!w)
@@ -601,8 +601,7 @@ static enum auth_result wait_for_keys(auth_in *a, void (*wake)(void *), void *ud
 }
 
 enum auth_result auth_in_check(auth_in *a, const char *authorization, const char *service_url,
-                               const char *channel_id, int64_t now_s, const char **reason,
-                               void (*wake)(void *ud), void *ud)
+                               const char *channel_id, int64_t now_s, const char **reason)
 {
     size_t tlen;
     const char *token = bearer_token(authorization, &tlen, reason);
@@ -628,7 +627,7 @@ enum auth_result auth_in_check(auth_in *a, const char *authorization, const char
     if (!a->have_keys) {
         if (a->req || mono_ms() - a->last_attempt_ms >= a->cfg.refresh_floor_s * 1000 ||
             !a->last_attempt_ms)
-            return wait_for_keys(a, wake, ud);
+            return AUTH_PENDING;
         *reason = "the channel's signing keys are unavailable";
         return AUTH_UNAVAILABLE;
     }
@@ -637,7 +636,7 @@ enum auth_result auth_in_check(auth_in *a, const char *authorization, const char
     enum auth_result r = verify_token(&a->ks, &a->cfg, token, tlen, now_s, reason, &unknown_kid, &v);
     if (r != AUTH_OK) {
         if (unknown_kid && (a->req || mono_ms() - a->last_attempt_ms >= a->cfg.refresh_floor_s * 1000))
-            return wait_for_keys(a, wake, ud);
+            return AUTH_PENDING;
         a->stats.denied++;
         return r;
     }

@@ -23,7 +23,7 @@ typedef struct auth_in_config {
 enum auth_result {
     AUTH_OK,
     AUTH_DENIED,       /* 401; *reason says why (never the token) */
-    AUTH_PENDING,      /* keys are being fetched: wake(ud) runs once when that ends; check again */
+    AUTH_PENDING,      /* signing keys must be fetched first: auth_in_wait, then check again */
     AUTH_UNAVAILABLE,  /* no signing keys could be had: 503 so the channel retries */
 };
 
@@ -35,12 +35,15 @@ void auth_in_free(auth_in *a);
 void auth_in_start(auth_in *a);
 
 /* Validates authorization (the whole header value) for an activity with this serviceUrl and
- * channelId at wall time now_s. reason is a static string. */
+ * channelId at wall time now_s. reason is a static string. No side effects beyond the caches. */
 enum auth_result auth_in_check(auth_in *a, const char *authorization, const char *service_url,
-                               const char *channel_id, int64_t now_s, const char **reason,
-                               void (*wake)(void *ud), void *ud);
+                               const char *channel_id, int64_t now_s, const char **reason);
 
-/* Forgets a waiter registered by a PENDING check (its request went away). */
+/* After AUTH_PENDING: starts the key fetch (shared by all waiters) and runs wake(ud) once when it
+ * ends; the caller checks again then. Returns AUTH_PENDING, or AUTH_UNAVAILABLE (out of memory). */
+enum auth_result auth_in_wait(auth_in *a, void (*wake)(void *ud), void *ud);
+
+/* Forgets a waiter registered by auth_in_wait (its request went away). */
 void auth_in_forget(auth_in *a, void *ud);
 
 /* Counters for /healthz and tests. */

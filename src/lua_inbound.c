@@ -239,31 +239,29 @@ void inbound_abandon_pending(void *arg)
 static int authenticate(runtime *rt, http_exchange *x, const char *body, size_t len,
                         const char *service_url, const char *channel_id, const char *conv)
 {
-    pending_auth *p = malloc(sizeof *p);
-    if (!p) {
-        reply_error(rt, x, 503, "out of memory");
-        return 0;
-    }
     const char *reason = "?";
     enum auth_result r = auth_in_check(rt->auth_in, http_exchange_header(x, "Authorization"),
-                                       service_url, channel_id, runtime_wall_ms() / 1000, &reason,
-                                       retry_after_keys, p);
-    if (r == AUTH_PENDING && (p->body = malloc(len + 1))) {
-        memcpy(p->body, body, len);
-        p->body[len] = 0;
-        p->len = len;
-        p->rt = rt;
-        p->x = x;
-        p->next = rt->pending;
-        rt->pending = p;
-        return 0;
-    }
+                                       service_url, channel_id, runtime_wall_ms() / 1000, &reason);
     if (r == AUTH_PENDING) {
-        auth_in_forget(rt->auth_in, p);
+        /* park the activity (its body copied: the server reuses its buffer) until keys arrive */
+        pending_auth *p = malloc(sizeof *p);
+        if (p && (p->body = malloc(len + 1)) &&
+            auth_in_wait(rt->auth_in, retry_after_keys, p) == AUTH_PENDING) {
+            memcpy(p->body, body, len);
+            p->body[len] = 0;
+            p->len = len;
+            p->rt = rt;
+            p->x = x;
+            p->next = rt->pending;
+            rt->pending = p;
+            return 0;
+        }
+        if (p)
+            free(p->body);
+        free(p);
         r = AUTH_UNAVAILABLE;
         reason = "out of memory";
     }
-    free(p);
     if (r == AUTH_OK) {
         trust_note_validated(rt->trust, service_url);
         return 1;
