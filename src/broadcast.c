@@ -221,7 +221,7 @@ static void feed(broadcaster *b, job *j, int64_t seq, const char *conv, const ch
         outbox_spec spec = {.kind = OUTBOX_CREATE, .service_url = known.service_url,
                             .tenant_id = tenant, .queue = queue, .body = json,
                             .body_len = json ? strlen(json) : 0};
-        int64_t op = json ? outbox_enqueue(rt->outbox, &spec, NULL, NULL, &e2) : -1;
+        int64_t op = json ? outbox_enqueue(rt->outbox, &spec, NULL, NULL, NULL, &e2) : -1;
         free(json);
         store_reference_clear(&known);
         if (op < 0) {
@@ -270,7 +270,7 @@ static void feed(broadcaster *b, job *j, int64_t seq, const char *conv, const ch
     outbox_spec spec = {.kind = OUTBOX_SEND, .conversation_id = ref.id, .service_url = ref.service_url,
                         .tenant_id = ref.tenant_id, .body = msg, .body_len = msg ? strlen(msg) : 0,
                         .category = j->category, .not_before_ms = not_before};
-    int64_t op = msg ? outbox_enqueue(rt->outbox, &spec, NULL, NULL, &err) : -1;
+    int64_t op = msg ? outbox_enqueue(rt->outbox, &spec, NULL, NULL, NULL, &err) : -1;
     if (op < 0) {
         free(err);
         mark(b, j->id, seq, "failed", 0, ref.id);
@@ -592,7 +592,7 @@ int broadcast_redo(broadcaster *b, int64_t id, const char *body, char **err)
                                 .conversation_id = ref.id, .service_url = ref.service_url,
                                 .tenant_id = ref.tenant_id, .target_id = rows[i].act,
                                 .body = body, .body_len = body ? strlen(body) : 0};
-            int64_t op = outbox_enqueue(b->rt->outbox, &spec, NULL, NULL, &e);
+            int64_t op = outbox_enqueue(b->rt->outbox, &spec, NULL, NULL, NULL, &e);
             if (op > 0) {
                 mark(b, id, rows[i].seq, body ? "updating" : "recalling", op, NULL);
                 j->queued++;

@@ -127,6 +127,7 @@ static int check_trust(lua_State *L, const char *url, const char *conv, const ch
 typedef struct out_op {
     task *t;
     runtime *rt;
+    outbox_watch *watch;          /* the operation waited on, until on_out_done */
     int kind;                     /* enum outbox_kind */
     int ok;
     long status;
@@ -220,7 +221,7 @@ static void on_out_done(const outbox_result *res, void *ud)
 static void cancel_out_op(void *arg)
 {
     out_op *op = arg;
-    outbox_unwatch(op->rt->outbox, op);   /* the operation itself goes on: it is durable */
+    outbox_unwatch(op->watch);            /* the operation itself goes on: it is durable */
     out_op_free(op);
 }
 
@@ -244,7 +245,8 @@ static int enqueue(lua_State *L, outbox_spec *spec, int wait, store_reference *o
         op->kind = (int)spec->kind;
     }
     char *err = NULL;
-    int64_t id = outbox_enqueue(rt->outbox, spec, wait ? on_out_done : NULL, op, &err);
+    int64_t id = outbox_enqueue(rt->outbox, spec, wait ? on_out_done : NULL, op,
+                                wait ? &op->watch : NULL, &err);
     if (owned)
         store_reference_clear(owned);
     if (id < 0) {

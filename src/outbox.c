@@ -1002,7 +1002,7 @@ void outbox_free(outbox *o)
 }
 
 int64_t outbox_enqueue(outbox *o, const outbox_spec *spec, outbox_done_fn done, void *ud,
-                       char **err)
+                       outbox_watch **watch, char **err)
 {
     const char *queue = spec->queue ? spec->queue : spec->conversation_id;
     if (!queue || !spec->service_url) {
@@ -1038,20 +1038,18 @@ int64_t outbox_enqueue(outbox *o, const outbox_spec *spec, outbox_done_fn done, 
     op->due_mono = mono_ms() + (row.next_attempt_at - now);
     op->done = done;
     op->ud = ud;
+    if (watch)
+        *watch = (outbox_watch *)op;
     if (o->uncommitted_tail) o->uncommitted_tail->unext = op; else o->uncommitted = op;
     o->uncommitted_tail = op;
     return row.id;
 }
 
-void outbox_unwatch(outbox *o, void *ud)
+void outbox_unwatch(outbox_watch *w)
 {
-    for (int b = 0; b < NBUCKETS; b++)
-        for (ob_queue *q = o->queues[b]; q; q = q->hnext)
-            for (ob_op *op = q->head; op; op = op->next)
-                if (op->ud == ud) {
-                    op->done = NULL;
-                    op->ud = NULL;
-                }
+    ob_op *op = (ob_op *)w;
+    op->done = NULL;
+    op->ud = NULL;
 }
 
 void outbox_heard_from(outbox *o, const char *conversation_id)

@@ -71,13 +71,17 @@ outbox *outbox_new(struct event_base *base, store *st, connector *conn, const ou
                    char **err);
 void outbox_free(outbox *o);
 
-/* Persists the operation (in the current batch) and schedules it once the batch commits. done
- * (optional) runs once with the final result. Returns the operation id, or -1 with *err set. */
-int64_t outbox_enqueue(outbox *o, const outbox_spec *spec, outbox_done_fn done, void *ud,
-                       char **err);
+/* The waited-on operation, valid until its done runs. */
+typedef struct outbox_watch outbox_watch;
 
-/* Forgets the waiter ud (its task went away); the operation itself goes on. */
-void outbox_unwatch(outbox *o, void *ud);
+/* Persists the operation (in the current batch) and schedules it once the batch commits. done
+ * (optional) runs once with the final result; *watch (when watch is non-NULL) is the handle to
+ * stop waiting. Returns the operation id, or -1 with *err set. */
+int64_t outbox_enqueue(outbox *o, const outbox_spec *spec, outbox_done_fn done, void *ud,
+                       outbox_watch **watch, char **err);
+
+/* Stops waiting (its task went away) before done ran; the operation itself goes on. */
+void outbox_unwatch(outbox_watch *w);
 
 /* Commits the open batch and starts what it made durable. Called at the end of a loop turn. */
 void outbox_commit(outbox *o);
