@@ -329,6 +329,10 @@ static int luaopen_herald_timer(lua_State *L)
         lua_setfield(L, -2, "__index");
         lua_pushcfunction(L, timer_gc);
         lua_setfield(L, -2, "__gc");
+        /* locked: a script that could reach this table could give it a Lua __gc, and finalizers
+         * run where the CPU slice cannot stop them */
+        lua_pushboolean(L, 0);
+        lua_setfield(L, -2, "__metatable");
     }
     lua_pop(L, 1);
     luaL_newlib(L, timer_funcs);

@@ -102,8 +102,15 @@ static void finish(task *t, enum task_status status, int nres, const char *messa
     t->state = TASK_DEAD;
     if (t->done)
         t->done(t, status, nres, message, t->ud);
-    if (status == TASK_CANCELLED)
-        lua_resetthread(t->T);                /* runs pending __close handlers */
+    if (status == TASK_CANCELLED) {
+        /* runs pending __close handlers: script code, so under a slice like any other */
+        vm_slice saved;
+        vm_slice_enter(t->v, t->T, vm_cfg(t->v)->slice_ms, &saved);
+        if (lua_resetthread(t->T) != LUA_OK)
+            log_warn("a <close> handler of cancelled task=%s failed: %s", t->label,
+                     lua_type(t->T, -1) == LUA_TSTRING ? lua_tostring(t->T, -1) : "(not a string)");
+        vm_slice_leave(t->v, &saved);
+    }
     if (t->deadline)
         clock_timer_free(t->deadline);
     *(task **)lua_getextraspace(t->T) = NULL;
@@ -123,9 +130,10 @@ static int resume(task *t, int nargs)
     int nres = 0;
     t->state = TASK_RUNNING;
     t->resuming = 1;
-    vm_arm_slice(v, vm_cfg(v)->slice_ms);
+    vm_slice saved;
+    vm_slice_enter(v, t->T, vm_cfg(v)->slice_ms, &saved);
     int rc = lua_resume(t->T, L, nargs, &nres);
-    vm_disarm_slice(v);
+    vm_slice_leave(v, &saved);
     t->resuming = 0;
     if (rc == LUA_YIELD) {
         if (t->op || t->state == TASK_READY) {

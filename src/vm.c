@@ -21,6 +21,9 @@
  * profiles, short enough that a runaway loop is caught within a millisecond of its deadline. */
 #define VM_HOOK_COUNT 1000
 
+/* Registry key of the host environment the embedded teams modules run in. */
+#define VM_HOSTENV "herald.hostenv"
+
 struct vm {
     lua_State *L;
     struct event_base *base;
@@ -29,7 +32,9 @@ struct vm {
     char *env_allow;
     void *host;
     size_t mem_used;
-    int64_t deadline;             /* 0 when no slice is armed */
+    int64_t deadline;             /* coarse wall ms; 0 when no slice is armed */
+    int64_t cpu_start;            /* thread CPU ms when the slice began */
+    lua_State *thread;            /* the thread the slice runs (a task's, or the main one) */
     int enforce;                  /* script code is running: the memory cap applies */
     long slice_ms;
     int tripped;
@@ -113,8 +118,18 @@ vm *vm_of(lua_State *L)
     return ud;
 }
 
-/* Once the deadline passes the hook fires on every instruction, so an error caught by pcall is
- * raised again at the handler's next step: a runaway task cannot keep itself alive. */
+static int64_t thread_cpu_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Once the slice is spent the hook fires on every instruction, so an error caught by pcall is
+ * raised again at the handler's next step: a runaway task cannot keep itself alive. The slice is
+ * CPU time: the cheap coarse wall clock is read every VM_HOOK_COUNT instructions, and only when its
+ * deadline passes is the thread's CPU clock asked, so a task that was merely descheduled (a busy
+ * machine) gets the rest of its slice instead of being killed early. */
 static void slice_hook(lua_State *L, lua_Debug *ar)
 {
     (void)ar;
@@ -122,29 +137,55 @@ static void slice_hook(lua_State *L, lua_Debug *ar)
     if (!v->deadline)
         return;
     if (!v->tripped) {
-        if (coarse_now_ms() <= v->deadline)
+        int64_t now = coarse_now_ms();
+        if (now <= v->deadline)
             return;
+        int64_t used = thread_cpu_ms() - v->cpu_start;
+        if (used < v->slice_ms) {
+            v->deadline = now + (v->slice_ms - used);
+            return;
+        }
         v->tripped = 1;
     }
     lua_sethook(L, slice_hook, LUA_MASKCOUNT, 1);
+    /* a coroutine the script made has its own hook; the thread that resumed it must not get the
+     * usual VM_HOOK_COUNT instructions after catching the error */
+    if (v->thread && v->thread != L)
+        lua_sethook(v->thread, slice_hook, LUA_MASKCOUNT, 1);
     luaL_error(L, "CPU slice exceeded: ran for more than %d ms without yielding", (int)v->slice_ms);
 }
 
-void vm_arm_slice(vm *v, long ms)
+void vm_slice_enter(vm *v, lua_State *thread, long ms, vm_slice *saved)
 {
+    saved->thread = v->thread;
+    saved->deadline = v->deadline;
+    saved->cpu_start = v->cpu_start;
+    saved->slice_ms = v->slice_ms;
+    saved->enforce = v->enforce;
+    saved->tripped = v->tripped;
+    v->thread = thread;
     v->enforce = 1;
     v->slice_ms = ms;
+    v->cpu_start = thread_cpu_ms();
     v->deadline = coarse_now_ms() + ms;
     v->tripped = 0;
 }
 
-void vm_disarm_slice(vm *v)
+/* Restores the enclosing slice (none, for the outermost), so host code that runs Lua from inside a
+ * binding cannot leave the caller's script running without a deadline. */
+void vm_slice_leave(vm *v, const vm_slice *saved)
 {
-    v->enforce = 0;
-    if (v->tripped)
+    if (v->tripped) {
         lua_sethook(v->L, slice_hook, LUA_MASKCOUNT, VM_HOOK_COUNT);
-    v->deadline = 0;
-    v->tripped = 0;
+        if (v->thread)
+            lua_sethook(v->thread, slice_hook, LUA_MASKCOUNT, VM_HOOK_COUNT);
+    }
+    v->thread = saved->thread;
+    v->enforce = saved->enforce;
+    v->slice_ms = saved->slice_ms;
+    v->cpu_start = saved->cpu_start;
+    v->deadline = saved->deadline;
+    v->tripped = saved->tripped;
 }
 
 int vm_traceback(lua_State *L)
@@ -166,9 +207,10 @@ int vm_pcall(vm *v, int nargs, int nres, char **err)
     int base = lua_gettop(L) - nargs;          /* index of the function */
     lua_pushcfunction(L, vm_traceback);
     lua_insert(L, base);
-    vm_arm_slice(v, v->cfg.slice_ms);
+    vm_slice saved;
+    vm_slice_enter(v, L, v->cfg.slice_ms, &saved);
     int rc = lua_pcall(L, nargs, nres, base);
-    vm_disarm_slice(v);
+    vm_slice_leave(v, &saved);
     lua_remove(L, base);
     if (rc != LUA_OK) {
         const char *m = lua_tostring(L, -1);
@@ -203,12 +245,19 @@ struct event_base *vm_base(vm *v) { return v->base; }
 const vm_config *vm_cfg(vm *v) { return &v->cfg; }
 struct task_list *vm_tasks(vm *v) { return v->tasks; }
 
-/* package.preload loader for one embedded module; upvalue 1 is its index. */
+/* package.preload loader for one embedded module; upvalue 1 is its index. The chunk's _ENV is the
+ * host environment, never the script's globals: a script cannot change what the teams module sees. */
 static int load_embedded(lua_State *L)
 {
     const lua_embedded_file *f = &lua_embedded_files[lua_tointeger(L, lua_upvalueindex(1))];
     if (luaL_loadbufferx(L, f->source, f->len, f->chunkname, "t") != LUA_OK)
         return lua_error(L);
+    if (lua_getfield(L, LUA_REGISTRYINDEX, VM_HOSTENV) == LUA_TTABLE) {   /* [chunk env] */
+        if (!lua_setupvalue(L, -2, 1))
+            lua_pop(L, 1);
+    } else {
+        lua_pop(L, 1);
+    }
     lua_pushstring(L, f->module);
     lua_call(L, 1, 1);
     return 1;
@@ -227,41 +276,175 @@ static int load_text_file(lua_State *L)
     return 1;
 }
 
-/* Runs with (loadtext, script_dir, unsafe, env_allow). Why Lua: the policy reads as a list, and
- * it runs once per generation, so speed does not matter. */
+/* string.rep that returns at once when nothing would be copied: Lua's own loops n times even for
+ * an empty string, in C, where the CPU-slice hook never fires (string.rep("", 2^62) spins for
+ * ever). Upvalue 1 is the original. */
+static int guard_rep(lua_State *L)
+{
+    size_t l, lsep;
+    luaL_checklstring(L, 1, &l);
+    lua_Integer n = luaL_checkinteger(L, 2);
+    luaL_optlstring(L, 3, "", &lsep);
+    if (n > 0 && l == 0 && lsep == 0) {
+        lua_pushliteral(L, "");
+        return 1;
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+/* table.move over more elements than any table under the memory cap can hold is refused: moving
+ * nils into an empty table allocates nothing, so Lua's loop would run 2^63 times in C. */
+#define VM_MOVE_MAX ((lua_Integer)1 << 26)
+static int guard_move(lua_State *L)
+{
+    lua_Integer f = luaL_checkinteger(L, 2);
+    lua_Integer e = luaL_checkinteger(L, 3);
+    if (e >= f && (f <= 0 ? e >= VM_MOVE_MAX + f : e - f >= VM_MOVE_MAX))
+        return luaL_argerror(L, 3, "too many elements to move (herald allows 2^26)");
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+/* print writes to herald's log (info), never to stdout: a bot's output belongs with its logs, and
+ * a full stdout pipe must not block the loop. */
+static int vm_print(lua_State *L)
+{
+    int n = lua_gettop(L);
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    for (int i = 1; i <= n; i++) {
+        luaL_tolstring(L, i, NULL);       /* may run a __tostring: script code, under the slice */
+        if (i > 1)
+            luaL_addchar(&b, '\t');
+        luaL_addvalue(&b);
+    }
+    luaL_pushresult(&b);
+    log_info("script: %s", lua_tostring(L, -1));
+    return 0;
+}
+
+/* Replaces lib[name] with guard(original). Net stack effect: 0. */
+static void install_guard(lua_State *L, const char *lib, const char *name, lua_CFunction guard)
+{
+    lua_getglobal(L, lib);                      /* [lib] */
+    lua_getfield(L, -1, name);                  /* [lib orig] */
+    lua_pushcclosure(L, guard, 1);              /* [lib guard] */
+    lua_setfield(L, -2, name);                  /* [lib] */
+    lua_pop(L, 1);
+}
+
+/* Runs with (loadtext, script_dir, unsafe, env_allow) after the standard libraries are open, and
+ * returns the host environment. Why Lua: the policy reads as a list, and it runs once per
+ * generation, so speed does not matter.
+ *
+ * A sandbox is judged by every name that reaches a library, not by the globals, so the script
+ * gets its own require, package, package.loaded and package.preload: Lua's require reads the
+ * registry's _LOADED, which holds the full os, io and package, and the teams module's internals.
+ * The teams module itself runs in the host environment: copies of the libraries taken before any
+ * script code ran, unreachable from the script, so tampering with globals, with the string table or
+ * with cjson breaks only the script's own code. */
 static const char sandbox_prelude[] =
     "local loadtext, dir, unsafe, env_allow = ...\n"
-    "local _load, select, error, searchpath = load, select, error, package.searchpath\n"
-    "local type, find = type, string.find\n"
+    "local _load, select, error, type, pairs, rawget = load, select, error, type, pairs, rawget\n"
+    "local setmetatable, getmetatable, tostring = setmetatable, getmetatable, tostring\n"
+    "local find, concat, searchpath, hrequire = string.find, table.concat, package.searchpath, require\n"
+    "local function copy(t) local c = {} for k, v in pairs(t) do c[k] = v end return c end\n"
+    "local host = copy(_G)\n"
+    "for _, lib in pairs { 'string', 'table', 'math', 'utf8', 'coroutine', 'os' } do\n"
+    "  host[lib] = copy(_G[lib])\n"
+    "end\n"
+    "host._G = host\n"
+    /* string methods come from the host's copy; the shared metatable cannot be read or changed */
+    "local smt = getmetatable('')\n"
+    "smt.__index = host.string\n"
+    "smt.__metatable = false\n"
+    "local path = dir .. '/?.lua;' .. dir .. '/?/init.lua'\n"
+    /* text-only loading and no finalizers hold even with HERALD_UNSAFE_LUA: they keep the host
+     * alive, which is not what the switch is about */
     "dofile, loadfile = nil, nil\n"
     "load = function(chunk, name, mode, ...)\n"
     "  if select('#', ...) > 0 then return _load(chunk, name, 't', ...) end\n"
     "  return _load(chunk, name, 't')\n"
     "end\n"
-    "local path = dir .. '/?.lua;' .. dir .. '/?/init.lua'\n"
-    "if unsafe then package.path = path .. ';' .. package.path return end\n"
-    "os = { time = os.time, date = os.date, clock = os.clock, difftime = os.difftime,\n"
-    "       getenv = os.getenv }\n"
+    /* Lua marks an object for finalization only if its metatable has __gc when it is set, and
+     * finalizers run with hooks off, where the CPU slice cannot stop them */
+    "local rawsetmt = setmetatable\n"
+    "_G.setmetatable = function(t, mt)\n"
+    "  if type(mt) == 'table' and rawget(mt, '__gc') ~= nil then\n"
+    "    error('setmetatable: __gc finalizers are not allowed in herald scripts (a finalizer runs '\n"
+    "       .. 'where the CPU slice cannot stop it; use a <close> variable)', 2)\n"
+    "  end\n"
+    "  local setmetatable = rawsetmt\n"
+    "  local r = setmetatable(t, mt)\n"
+    "  return r\n"
+    "end\n"
+    "if unsafe then package.path = path .. ';' .. package.path return host end\n"
     "local getenv, allowed = os.getenv, {}\n"
     "for name in (env_allow or ''):gmatch('[^,%s]+') do allowed[name] = true end\n"
-    "os.getenv = function(name)\n"
-    "  if type(name) ~= 'string' then return nil end\n"
-    "  if allowed[name] or find(name, '^BOT_') then return getenv(name) end\n"
-    "  return nil\n"
+    "os = { time = os.time, date = os.date, clock = os.clock, difftime = os.difftime,\n"
+    "       getenv = function(name)\n"
+    "         if type(name) ~= 'string' then return nil end\n"
+    "         if allowed[name] or find(name, '^BOT_') then return getenv(name) end\n"
+    "         return nil\n"
+    "       end }\n"
+    "local loaded, preload = {}, {}\n"
+    "local pkg = { path = path, cpath = '', config = package.config, loaded = loaded,\n"
+    "              preload = preload, searchpath = searchpath }\n"
+    "for _, name in pairs { 'string', 'table', 'math', 'utf8', 'coroutine' } do\n"
+    "  loaded[name] = _G[name]\n"
     "end\n"
-    "package.cpath, package.loadlib = '', nil\n"
-    "package.path = path\n"
-    "package.searchers = { package.searchers[1], function(name)\n"
-    "  if not find(name, '^[%w_][%w_%.%-]*$') or find(name, '%.%.') then\n"
-    "    return '\\n\\tmodule name ' .. name .. ' is not allowed (letters, digits, _ - and .)'\n"
-    "  end\n"
+    "loaded._G, loaded.os, loaded.package = _G, os, pkg\n"
+    /* the shared modules: the script's cjson is an instance of its own, so changing its functions
+     * or options cannot change how herald encodes */
+    "preload.teams = function() return hrequire 'teams' end\n"
+    "preload['teams.message'] = function() return hrequire 'teams.message' end\n"
+    "preload.cjson = function() return hrequire('cjson').new() end\n"
+    "pkg.searchers = {\n"
+    "  function(name)\n"
+    "    local f = rawget(pkg.preload, name)\n"
+    "    if f == nil then return '\\n\\tno field package.preload[\\'' .. name .. '\\']' end\n"
+    "    return f, ':preload:'\n"
+    "  end,\n"
+    "  function(name)\n"
+    "    if not find(name, '^[%w_][%w_%.%-]*$') or find(name, '%.%.') then\n"
+    "      return '\\n\\tmodule name ' .. name .. ' is not allowed (letters, digits, _ - and .)'\n"
+    "    end\n"
     /* the captured path, not package.path: a script must not point require elsewhere */
-    "  local file, why = searchpath(name, path)\n"
-    "  if not file then return '\\n\\t' .. why end\n"
-    "  local chunk, err = loadtext(file)\n"
-    "  if not chunk then error(err, 0) end\n"
-    "  return chunk, file\n"
-    "end }\n";
+    "    local file, why = searchpath(name, path)\n"
+    "    if not file then return '\\n\\t' .. why end\n"
+    "    local chunk, err = loadtext(file)\n"
+    "    if not chunk then error(err, 0) end\n"
+    "    return chunk, file\n"
+    "  end,\n"
+    "}\n"
+    "package = pkg\n"
+    "require = function(name)\n"
+    "  if type(name) == 'number' then name = tostring(name) end\n"
+    "  if type(name) ~= 'string' then\n"
+    "    error(\"bad argument #1 to 'require' (string expected, got \" .. type(name) .. ')', 2)\n"
+    "  end\n"
+    "  local m = rawget(loaded, name)\n"
+    "  if m then return m end\n"
+    "  local searchers, why = pkg.searchers, {}\n"
+    "  if type(searchers) ~= 'table' then error(\"'package.searchers' must be a table\", 2) end\n"
+    "  for i = 1, #searchers do\n"
+    "    local loader, extra = searchers[i](name)\n"
+    "    if type(loader) == 'function' then\n"
+    "      local r = loader(name, extra)\n"
+    "      if r ~= nil then loaded[name] = r elseif rawget(loaded, name) == nil then loaded[name] = true end\n"
+    "      return rawget(loaded, name), extra\n"
+    "    elseif type(loader) == 'string' then\n"
+    "      why[#why + 1] = loader\n"
+    "    end\n"
+    "  end\n"
+    "  error(\"module '\" .. name .. \"' not found:\" .. concat(why), 2)\n"
+    "end\n"
+    "return host\n";
 
 static int open_sandbox(vm *v, char **err)
 {
@@ -281,6 +464,9 @@ static int open_sandbox(vm *v, char **err)
         luaL_requiref(L, lib->name, lib->func, 1);
         lua_pop(L, 1);
     }
+    install_guard(L, LUA_STRLIBNAME, "rep", guard_rep);
+    install_guard(L, LUA_TABLIBNAME, "move", guard_move);
+    lua_register(L, "print", vm_print);
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);   /* [preload] */
     lua_pushcfunction(L, luaopen_cjson);
     lua_setfield(L, -2, "cjson");
@@ -302,7 +488,10 @@ static int open_sandbox(vm *v, char **err)
         lua_pushstring(L, v->env_allow);
     else
         lua_pushnil(L);
-    return vm_pcall(v, 4, 0, err);
+    if (vm_pcall(v, 4, 1, err) < 0)
+        return -1;
+    lua_setfield(L, LUA_REGISTRYINDEX, VM_HOSTENV);               /* [] */
+    return 0;
 }
 
 /* An error outside any protected call is a host bug, not a script's: say so before aborting. */

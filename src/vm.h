@@ -47,9 +47,17 @@ int vm_load_script(vm *v, const char *path, char **err);
  * (message + traceback, malloc'd). Returns 0 or -1. */
 int vm_pcall(vm *v, int nargs, int nres, char **err);
 
-/* Slice bookkeeping used by task_resume: arm the deadline for one run of Lua code. */
-void vm_arm_slice(vm *v, long ms);
-void vm_disarm_slice(vm *v);
+/* The CPU slice around one run of script code (task resume, vm_pcall, closing a cancelled task's
+ * <close> variables) on thread: enter arms ms of CPU time and the memory cap, saving the enclosing
+ * slice in *saved; leave restores it. Every host path that can run script code goes through a pair. */
+typedef struct vm_slice {
+    lua_State *thread;
+    int64_t deadline, cpu_start;
+    long slice_ms;
+    int enforce, tripped;
+} vm_slice;
+void vm_slice_enter(vm *v, lua_State *thread, long ms, vm_slice *saved);
+void vm_slice_leave(vm *v, const vm_slice *saved);
 
 /* Registry refs made through vm_ref are counted so a closing generation can report leaks. */
 int vm_ref(vm *v, lua_State *L);          /* pops the value, returns its ref */

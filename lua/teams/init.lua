@@ -227,7 +227,7 @@ teams.broadcast = setmetatable({
   update = function(id, msg) return core.broadcast_redo(id, message.encode(msg, nil, 2)) end,
   --- Deletes every delivered copy.
   recall = function(id) return core.broadcast_redo(id, nil) end,
-}, { __call = function(_, spec) return teams.broadcast_send(spec) end })
+}, { __call = function(_, spec) return teams.broadcast_send(spec) end, __metatable = false })
 
 --- Replaces the content of a message the bot sent earlier, named by activity id or { key = ... }.
 --- Options: send_if_missing = true sends a new message when the key was never sent.
@@ -527,7 +527,7 @@ teams.schedule = setmetatable({
     until #page < 200
     return out
   end,
-}, { __call = function(_, spec) return schedule(spec) end })
+}, { __call = function(_, spec) return schedule(spec) end, __metatable = false })
 
 teams.card = message.card
 teams.mention = message.mention
@@ -535,7 +535,7 @@ teams.mention = message.mention
 ---------------------------------------------------------------------------------------------
 -- events
 
-local Event = {}
+local Event = { __metatable = false }
 Event.__index = Event
 
 --- Replies in the conversation the activity came from, threaded to it.
@@ -711,7 +711,7 @@ function teams.on_notify(name, fn)
   hooks["notify:" .. name] = fn
 end
 
-local ScheduleEvent = {}
+local ScheduleEvent = { __metatable = false }
 ScheduleEvent.__index = ScheduleEvent
 function ScheduleEvent:send(msg, opts)
   if not self.conversation then error("this schedule has no conversation to send to", 2) end
