@@ -121,6 +121,7 @@ int config_load(config *cfg, int argc, char **argv, char **err)
     cfg->lua_memory_bytes = (size_t)256 << 20;
     cfg->task_slice_ms = 1000;
     cfg->load_deadline_ms = 1000;   /* a new generation is built on the loop: keep stalls short */
+    cfg->watchdog_grace_ms = 3000;  /* above a full collection of a capped heap under ASan */
     cfg->max_tasks = 10000;
     cfg->task_deadline_ms = 300000;
     cfg->max_timers = 10000;
@@ -182,6 +183,7 @@ int config_load(config *cfg, int argc, char **argv, char **err)
     cfg->lua_memory_bytes = (size_t)v << 20;
     if (env_limit("HERALD_TASK_SLICE_MS", 1, 600000, &cfg->task_slice_ms, err) < 0) return -1;
     if (env_limit("HERALD_LOAD_DEADLINE_MS", 1, 600000, &cfg->load_deadline_ms, err) < 0) return -1;
+    if (env_limit("HERALD_WATCHDOG_GRACE_MS", 100, 600000, &cfg->watchdog_grace_ms, err) < 0) return -1;
     v = cfg->max_tasks;
     if (env_limit("HERALD_MAX_TASKS", 1, 10000000, &v, err) < 0) return -1;
     cfg->max_tasks = (int)v;
@@ -565,6 +567,8 @@ void config_print(const config *cfg, FILE *out)
     fprintf(out, "  reload                 %s, debounce %ld ms, grace %ld ms; task deadline %ld ms; sandbox %s\n",
             cfg->reload_watch ? "watching files" : "SIGHUP only", cfg->reload_debounce_ms,
             cfg->reload_grace_ms, cfg->task_deadline_ms, cfg->unsafe_lua ? "OFF (HERALD_UNSAFE_LUA)" : "on");
+    fprintf(out, "  watchdog               restarts herald when script code runs %ld ms of CPU past its slice\n",
+            cfg->watchdog_grace_ms);
     fprintf(out, "  outbox                 governor %s, tenant %ld/s, %ld attempts, max age %ld s, retry %ld..%ld ms\n",
             cfg->governor ? "on" : "OFF", cfg->tenant_rps, cfg->outbox_max_attempts,
             cfg->outbox_max_age_s, cfg->retry_base_ms, cfg->retry_max_ms);

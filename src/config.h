@@ -50,6 +50,7 @@ typedef struct config {
     size_t lua_memory_bytes;      /* HERALD_LUA_MEMORY_MB: cap for one Lua generation */
     long task_slice_ms;           /* HERALD_TASK_SLICE_MS: CPU time one task may run between yields */
     long load_deadline_ms;        /* HERALD_LOAD_DEADLINE_MS: top-level script load */
+    long watchdog_grace_ms;       /* HERALD_WATCHDOG_GRACE_MS: CPU past a slice before the watchdog restarts herald */
     int max_tasks;                /* HERALD_MAX_TASKS: tasks alive at once in a generation */
     long task_deadline_ms;        /* HERALD_TASK_DEADLINE_MS: a task waiting longer is cancelled */
     int max_timers;               /* HERALD_MAX_TIMERS: pending in-memory timers per generation */

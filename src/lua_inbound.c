@@ -14,6 +14,7 @@
 #include "task.h"
 #include "trust.h"
 #include "vm.h"
+#include "quarantine.h"
 
 #include <event2/event.h>
 #include <lauxlib.h>
@@ -286,6 +287,10 @@ void inbound_activity(http_exchange *x, const char *body, size_t len, void *arg)
         reply_error(rt, x, 503, "shutting down");
         return;
     }
+    if (rt->script_quarantined) {
+        reply_error(rt, x, 503, "the script is quarantined");
+        return;
+    }
     if (!valid_utf8((const unsigned char *)body, len)) {
         reply_error(rt, x, 400, "malformed JSON: invalid UTF-8");
         return;
@@ -416,6 +421,20 @@ void inbound_activity(http_exchange *x, const char *body, size_t len, void *arg)
     ib->invoke = strcmp(type, "invoke") == 0;
     snprintf(ib->conversation, sizeof ib->conversation, "%s", conv);
     const char *label = label_for(type, hook);
+    char culprit[QUARANTINE_KEY_MAX];
+    snprintf(culprit, sizeof culprit, "%s %s", conv, activity_id ? activity_id : "-");
+    long long since = quarantine_since(vm_script_hash(rt->vm), "activity", culprit);
+    if (since) {
+        /* answered, so that Teams stops redelivering what stalled the host */
+        log_warn("activity not run: it stalled the host before and is quarantined (since unix ms "
+                 "%lld) until the script changes conversation=%s id=%s", since, conv,
+                 activity_id ? activity_id : "-");
+        lua_settop(L, top);
+        free(ib);
+        http_exchange_reply(x, 200, NULL, NULL, 0);
+        return;
+    }
+    task_blame(rt->vm, "activity", culprit);
     lua_pushvalue(L, a);                       /* [activity dispatch activity] */
     if (hook)
         lua_pushstring(L, hook);
@@ -552,6 +571,10 @@ void notify_request(http_exchange *x, const char *name, const char *body, size_t
         reply_error(rt, x, 503, "shutting down");
         return;
     }
+    if (rt->script_quarantined) {
+        reply_error(rt, x, 503, "the script is quarantined");
+        return;
+    }
     /* authenticate first, so an unauthenticated caller cannot probe which triggers exist */
     const char *secret = notify_secret(name);
     if (secret ? !notify_authorized(x, secret, body, len) : !rt->cfg->dev) {
@@ -571,6 +594,17 @@ void notify_request(http_exchange *x, const char *name, const char *body, size_t
     }
     if (!valid_utf8((const unsigned char *)body, len)) {
         reply_error(rt, x, 400, "malformed JSON: invalid UTF-8");
+        return;
+    }
+    char culprit[QUARANTINE_KEY_MAX], digest[65];
+    if (quarantine_hash(body, len, digest) < 0)
+        digest[0] = 0;
+    snprintf(culprit, sizeof culprit, "%s %s", name, digest);
+    long long since = quarantine_since(vm_script_hash(rt->vm), "notify", culprit);
+    if (since) {
+        log_warn("notify %s not run: this payload stalled the host before and is quarantined "
+                 "(since unix ms %lld) until the script changes", name, since);
+        reply_error(rt, x, 422, "quarantined: this payload stalled the host before");
         return;
     }
     if (lua_getfield(L, LUA_REGISTRYINDEX, "herald.notify_dispatch") != LUA_TFUNCTION) {
@@ -602,6 +636,7 @@ void notify_request(http_exchange *x, const char *name, const char *body, size_t
     snprintf(n->name, sizeof n->name, "%s", name);
     int started;
     char *err = NULL;
+    task_blame(rt->vm, "notify", culprit);
     task *t = task_spawn(rt->vm, "notify", 2, on_notify_done, n, &started, &err);
     lua_settop(L, top);
     if (!started) {

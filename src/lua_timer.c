@@ -8,6 +8,7 @@
 #include "runtime.h"
 #include "task.h"
 #include "vm.h"
+#include "quarantine.h"
 
 #include <stdio.h>
 
@@ -31,6 +32,7 @@ typedef struct ltimer {
     int nargs;
     int heap_idx;
     timer_handle *handle;         /* the script's handle, while it lives */
+    char where[160];              /* "file:line" of the callback: the watchdog's culprit key */
 } ltimer;
 
 struct timer_handle {
@@ -151,6 +153,7 @@ static void fire(timers *ts, ltimer *t)
     lua_remove(L, spec);                           /* [fn args...] */
     int started;
     char *err = NULL;
+    task_blame(ts->v, "timer", t->where);
     task_spawn(ts->v, "timer", t->nargs, on_timer_task_done, NULL, &started, &err);
     if (!started) {
         log_error("timer could not start its task: %s", err ? err : "?");
@@ -236,6 +239,21 @@ static int start_timer(lua_State *L, int repeat)
         lua_pushliteral(L, "too_many_timers");
         return 3;
     }
+    char where[160];
+    lua_Debug ar;
+    lua_pushvalue(L, 2);
+    if (lua_getinfo(L, ">S", &ar))
+        snprintf(where, sizeof where, "%s:%d", ar.short_src, ar.linedefined);
+    else
+        snprintf(where, sizeof where, "?");
+    long long since = quarantine_since(vm_script_hash(v), "timer", where);
+    if (since) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "the timer callback at %s stalled the host before and is quarantined "
+                           "until the script changes", where);
+        lua_pushliteral(L, "quarantined");
+        return 3;
+    }
     int nargs = lua_gettop(L) - 2;
     ltimer *t = calloc(1, sizeof *t);
     if (!t)
@@ -247,6 +265,7 @@ static int start_timer(lua_State *L, int repeat)
     }
     t->ref = vm_ref(v, L);                         /* [secs fn args...] */
     t->nargs = nargs;
+    memcpy(t->where, where, sizeof where);
     t->interval = repeat ? (int64_t)(secs * 1000.0 + 0.5) : 0;
     if (repeat && t->interval < 1)
         t->interval = 1;

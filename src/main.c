@@ -19,8 +19,12 @@
 #include "task.h"
 #include "trust.h"
 #include "vm.h"
+#include "quarantine.h"
+#include "watchdog.h"
 
 #include <curl/curl.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <event2/event.h>
@@ -159,6 +163,23 @@ static void on_sighup(evutil_socket_t sig, short what, void *arg)
         scheduler_handlers_changed(rt->scheduler);
 }
 
+static void on_signal(evutil_socket_t sig, short what, void *arg);
+
+/* Signals arrive here from the watchdog thread, one byte each: the loop never runs a signal
+ * handler, and the watchdog still sees a SIGTERM while the loop is stuck. */
+static void on_signal_pipe(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    unsigned char buf[64];
+    ssize_t n = read(fd, buf, sizeof buf);
+    for (ssize_t i = 0; i < n; i++) {
+        if (buf[i] == SIGHUP)
+            on_sighup(SIGHUP, 0, arg);
+        else
+            on_signal(buf[i], 0, arg);
+    }
+}
+
 /* `herald reload` / `herald broadcast pause|resume|cancel`: asks the running process over its
  * loopback admin endpoint. */
 static int admin_command(const config *cfg, const char *path, const char *body)
@@ -252,7 +273,7 @@ static char *health_json(void *ud)
         json_decref(e);
     }
     if (asprintf(&s,
-                 "{\"status\":\"%s\",\"uptime_ms\":%lld,\"tasks\":%d,\"lua_memory_bytes\":%zu,"
+                 "{\"status\":\"%s\",\"script_quarantined\":%s,\"watchdog_restarts\":%d,\"uptime_ms\":%lld,\"tasks\":%d,\"lua_memory_bytes\":%zu,"
                  "\"activities\":%llu,\"handler_errors\":%llu,\"redelivered\":%llu,"
                  "\"rejected\":%llu,\"unauthorized\":%llu,\"outbound_in_flight\":%d,"
                  "\"jwks_fetches\":%llu,\"token_requests\":%llu,"
@@ -260,7 +281,8 @@ static char *health_json(void *ud)
                  "\"retired\":%d,\"last_error\":%s},\"outbox\":{\"queued\":%llu,"
                  "\"in_flight\":%llu,\"sent\":%llu,\"failed\":%llu,\"retries\":%llu,"
                  "\"throttled\":%llu,\"commits\":%lld}}",
-                 rt->stopping ? "stopping" : sn.rs.last_error ? "degraded" : "ok",
+                 rt->stopping ? "stopping" : sn.rs.last_error || rt->script_quarantined ? "degraded" : "ok",
+                 rt->script_quarantined ? "true" : "false", watchdog_restarts(),
                  (long long)(vm_now_ms() - rt->started_ms), all_tasks(rt), vm_memory(rt->vm), (unsigned long long)rt->activities,
                  (unsigned long long)rt->handler_errors, (unsigned long long)rt->redelivered,
                  (unsigned long long)rt->rejected, (unsigned long long)rt->unauthorized,
@@ -330,14 +352,22 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     shutdown_check(-1, 0, rt);
 }
 
-static int run(config *cfg)
+static int run(config *cfg, char *const *argv)
 {
     int rc = 1;
     char *err = NULL;
     runtime rt = {0};
-    struct event *sigterm = NULL, *sigint = NULL, *sighup = NULL;
+    struct event *sigpipe_ev = NULL;
+    int sigpipe[2] = {-1, -1};
+    char *qpath = NULL;
     rt.cfg = cfg;
     rt.started_ms = vm_now_ms();
+    /* before any thread exists, so that every thread but the watchdog has them blocked */
+    watchdog_block_signals();
+    if (pipe2(sigpipe, O_CLOEXEC | O_NONBLOCK) < 0 || asprintf(&qpath, "%s.quarantine", cfg->db_path) < 0) {
+        log_error("cannot set up signal handling");
+        return 1;
+    }
 
     if (cfg->dev)
         log_warn("DEV MODE: inbound activities are NOT authenticated, outbound calls carry no token "
@@ -346,6 +376,15 @@ static int run(config *cfg)
     if (!rt.base) {
         log_error("cannot create the event loop");
         return 1;
+    }
+    /* first, so that a script stalling at load is caught too */
+    watchdog_config wc = {.grace_ms = cfg->watchdog_grace_ms, .quarantine_path = qpath,
+                          .script_path = cfg->script, .argv = argv, .signal_fd = sigpipe[1],
+                          .term_grace_ms = cfg->shutdown_grace_ms + 2 * cfg->task_slice_ms +
+                                           cfg->watchdog_grace_ms + 5000};
+    if (watchdog_start(&wc, &err) < 0) {
+        log_error("%s", err);
+        goto out;
     }
     rt.store = store_open(cfg->db_path, &err);
     if (!rt.store) {
@@ -389,10 +428,24 @@ static int run(config *cfg)
         goto out;
     }
     lua_teams_install(rt.vm);
+    if (quarantine_load(qpath) > 0)
+        log_warn("%s lists work that once stalled the host; it stays quarantined until the script "
+                 "changes", qpath);
     if (vm_load_script(rt.vm, cfg->script, &err) < 0) {
-        log_error("cannot load the bot script: %s", err);
-        goto out;
+        if (!vm_quarantined(rt.vm)) {
+            log_error("cannot load the bot script: %s", err);
+            goto out;
+        }
+        /* serve nothing rather than stall again: activities get 503 (Teams retries them), the
+         * outbox goes on, and a changed script is loaded by the reloader */
+        log_error("%s; herald runs without a script until it changes (activities get 503)", err);
+        free(err);
+        err = NULL;
+        rt.script_quarantined = 1;
     }
+    if (watchdog_restarts())
+        log_warn("herald was restarted by its watchdog (%d time(s) in the last 10 minutes)",
+                 watchdog_restarts());
     if (cfg->unsafe_lua)
         log_warn("HERALD_UNSAFE_LUA=1: the script gets io, the whole os library and C modules");
     rt.reloader = reloader_new(&rt, cfg->reload_watch, &err);
@@ -421,13 +474,13 @@ static int run(config *cfg)
         log_error("%s", err);
         goto out;
     }
-    sigterm = evsignal_new(rt.base, SIGTERM, on_signal, &rt);
-    sigint = evsignal_new(rt.base, SIGINT, on_signal, &rt);
-    sighup = evsignal_new(rt.base, SIGHUP, on_sighup, &rt);
-    evsignal_add(sigterm, NULL);
-    evsignal_add(sigint, NULL);
-    evsignal_add(sighup, NULL);
+    sigpipe_ev = event_new(rt.base, sigpipe[0], EV_READ | EV_PERSIST, on_signal_pipe, &rt);
+    if (!sigpipe_ev || event_add(sigpipe_ev, NULL) < 0) {
+        log_error("cannot watch the signal pipe");
+        goto out;
+    }
     signal(SIGPIPE, SIG_IGN);
+
     const char *h = cfg->listen_host;
     int v6 = strchr(h, ':') != NULL;
     log_info("herald %s listening on http://%s%s%s:%d script=%s db=%s", HERALD_VERSION,
@@ -441,12 +494,14 @@ out:
         clock_timer_free(shutdown_timer);
     if (shutdown_poll)
         clock_timer_free(shutdown_poll);
-    if (sigterm)
-        event_free(sigterm);
-    if (sigint)
-        event_free(sigint);
-    if (sighup)
-        event_free(sighup);
+    watchdog_stop();
+    if (sigpipe_ev)
+        event_free(sigpipe_ev);
+    for (int i = 0; i < 2; i++)
+        if (sigpipe[i] >= 0)
+            close(sigpipe[i]);
+    quarantine_clear();
+    free(qpath);
     if (rt.pending)
         inbound_abandon_pending(&rt);
     scheduler_free(rt.scheduler);
@@ -523,7 +578,7 @@ int main(int argc, char **argv)
         return 0;
     }
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    rc = run(&cfg);
+    rc = run(&cfg, argv);
     curl_global_cleanup();
     config_free(&cfg);
     return rc;

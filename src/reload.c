@@ -194,6 +194,7 @@ int reloader_reload(reloader *r, const char *why)
     g->v = rt->vm;
     g->generation = r->stats.generation;
     rt->vm = nv;
+    rt->script_quarantined = 0;
     r->stats.generation++;
     r->stats.reloads++;
     free(r->last_error);

@@ -41,6 +41,7 @@ typedef struct runtime {
     trust *trust;                 /* NULL in dev mode: every service URL is allowed */
     pending_auth *pending;        /* activities waiting for signing keys */
     int stopping;                 /* SIGTERM received: new activities get 503 */
+    int script_quarantined;       /* the script's top level stalled the host: serve nothing (503) */
     int64_t started_ms;
     /* counters for /healthz */
     uint64_t activities, handler_errors, redelivered, rejected, unauthorized;

@@ -13,6 +13,7 @@
 #include "task.h"
 #include "tz.h"
 #include "vm.h"
+#include "quarantine.h"
 
 #include <event2/event.h>
 #include <lauxlib.h>
@@ -208,6 +209,7 @@ static void spawn(scheduler *s, const char *handler, const char *id, const char 
     }
     int started;
     char *err = NULL;
+    task_blame(v, "schedule", id);
     task_spawn(v, "schedule", 6, on_fire_done, f, &started, &err);
     if (!started) {
         log_error("schedule %s could not start its task: %s", id, err ? err : "?");
@@ -268,8 +270,15 @@ static int fire_due(scheduler *s)
             log_error("schedule %s can no longer be parsed: %s", r->id, err);
         int missed = !r->was_waiting && now - r->next > misfire;
         int skip = missed && r->missed && strcmp(r->missed, "skip") == 0;
+        int quarantined = quarantine_has(vm_script_hash(s->rt->vm), "schedule", r->id);
         const char *result = err ? "error: unparsable" : skip ? "skipped (missed while down)"
-                                                              : missed ? "fired late (missed)" : "fired";
+                             : quarantined ? "skipped (quarantined: it stalled the host)"
+                             : missed ? "fired late (missed)" : "fired";
+        if (quarantined) {
+            log_warn("schedule %s skipped: its handler stalled the host before and it is "
+                     "quarantined until the script changes", r->id);
+            skip = 1;
+        }
         store_bind_text(s->advance, 1, r->id);
         if (next >= 0) sqlite3_bind_int64(s->advance, 2, next); else sqlite3_bind_null(s->advance, 2);
         sqlite3_bind_int64(s->advance, 3, now);

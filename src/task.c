@@ -29,6 +29,7 @@ struct task {
     int resuming;                 /* set only while task_resume runs T */
     struct event *deadline;       /* armed at the first yield: a task never waits forever */
     int64_t started_ms;
+    char *culprit;                /* "kind\tkey": what the watchdog names if this task stalls */
     task *prev, *next;            /* all live tasks */
     task *rprev, *rnext;          /* ready list */
 };
@@ -39,6 +40,7 @@ struct task_list {
     int count;
     task *ready_head, *ready_tail;
     struct event *ready_ev;
+    char *blame;                  /* culprit for the next task_spawn (task_blame) */
 };
 
 static void ready_cb(evutil_socket_t fd, short what, void *arg);
@@ -65,6 +67,7 @@ void task_list_free(task_list *l)
     if (!l)
         return;
     event_free(l->ready_ev);
+    free(l->blame);
     free(l);
 }
 
@@ -105,7 +108,7 @@ static void finish(task *t, enum task_status status, int nres, const char *messa
     if (status == TASK_CANCELLED) {
         /* runs pending __close handlers: script code, so under a slice like any other */
         vm_slice saved;
-        vm_slice_enter(t->v, t->T, vm_cfg(t->v)->slice_ms, &saved);
+        vm_slice_enter(t->v, t->T, vm_cfg(t->v)->slice_ms, t->culprit, &saved);
         if (lua_resetthread(t->T) != LUA_OK)
             log_warn("a <close> handler of cancelled task=%s failed: %s", t->label,
                      lua_type(t->T, -1) == LUA_TSTRING ? lua_tostring(t->T, -1) : "(not a string)");
@@ -118,6 +121,7 @@ static void finish(task *t, enum task_status status, int nres, const char *messa
     if (t->next) t->next->prev = t->prev;
     l->count--;
     vm_unref(t->v, t->ref);
+    free(t->culprit);
     free(t);
 }
 
@@ -131,7 +135,7 @@ static int resume(task *t, int nargs)
     t->state = TASK_RUNNING;
     t->resuming = 1;
     vm_slice saved;
-    vm_slice_enter(v, t->T, vm_cfg(v)->slice_ms, &saved);
+    vm_slice_enter(v, t->T, vm_cfg(v)->slice_ms, t->culprit, &saved);
     int rc = lua_resume(t->T, L, nargs, &nres);
     vm_slice_leave(v, &saved);
     t->resuming = 0;
@@ -160,13 +164,24 @@ static int resume(task *t, int nargs)
     return 1;
 }
 
+void task_blame(vm *v, const char *kind, const char *key)
+{
+    task_list *l = vm_tasks(v);
+    free(l->blame);
+    if (asprintf(&l->blame, "%s\t%s", kind, key ? key : "") < 0)
+        l->blame = NULL;
+}
+
 task *task_spawn(vm *v, const char *label, int nargs, task_done_fn done, void *ud, int *started,
                  char **err)
 {
     task_list *l = vm_tasks(v);
     lua_State *L = vm_state(v);
+    char *blame = l->blame;
+    l->blame = NULL;
     *started = 0;
     if (l->count >= vm_cfg(v)->max_tasks) {
+        free(blame);
         lua_pop(L, nargs + 1);
         if (asprintf(err, "too many tasks (%d alive, limit HERALD_MAX_TASKS)", l->count) < 0)
             *err = NULL;
@@ -174,10 +189,14 @@ task *task_spawn(vm *v, const char *label, int nargs, task_done_fn done, void *u
     }
     task *t = calloc(1, sizeof *t);
     if (!t) {
+        free(blame);
         lua_pop(L, nargs + 1);
         *err = strdup("out of memory");
         return NULL;
     }
+    if (!blame && asprintf(&blame, "task\t%s", label) < 0)
+        blame = NULL;
+    t->culprit = blame;
     lua_State *T = lua_newthread(L);          /* main: [fn args... T] */
     t->ref = vm_ref(v, L);                    /* main: [fn args...] */
     lua_xmove(L, T, nargs + 1);               /* main: [], T: [fn args...] */

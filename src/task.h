@@ -26,6 +26,10 @@ typedef int (*task_push_fn)(lua_State *L, void *op);
 task *task_spawn(vm *v, const char *label, int nargs, task_done_fn done, void *ud, int *started,
                  char **err);
 
+/* Names the work the next task_spawn runs for (kind and key as in quarantine.h: "activity",
+ * "<conversation> <activity id>"), for the watchdog to blame should it stall the host. */
+void task_blame(vm *v, const char *kind, const char *key);
+
 /* The running task whose thread is L, or NULL (main thread, or a coroutine the script made). */
 task *task_of(lua_State *L);
 

@@ -5,6 +5,8 @@
 #include "lua_embedded.h"
 #include "log.h"
 #include "task.h"
+#include "quarantine.h"
+#include "watchdog.h"
 
 #include <errno.h>
 #include <lauxlib.h>
@@ -42,6 +44,9 @@ struct vm {
     struct task_list *tasks;
     void *ext[VM_EXT_COUNT];
     void (*ext_free[VM_EXT_COUNT])(void *);
+    char *culprit;                /* "load\t<script>" while the top level runs */
+    char script_hash[65];         /* hex SHA-256 of the script this generation loaded */
+    int quarantined;              /* vm_load_script refused the script (quarantine.h) */
     char **files;                 /* loaded files, for the reload watcher */
     int nfiles;
 };
@@ -155,7 +160,7 @@ static void slice_hook(lua_State *L, lua_Debug *ar)
     luaL_error(L, "CPU slice exceeded: ran for more than %d ms without yielding", (int)v->slice_ms);
 }
 
-void vm_slice_enter(vm *v, lua_State *thread, long ms, vm_slice *saved)
+void vm_slice_enter(vm *v, lua_State *thread, long ms, const char *culprit, vm_slice *saved)
 {
     saved->thread = v->thread;
     saved->deadline = v->deadline;
@@ -169,12 +174,14 @@ void vm_slice_enter(vm *v, lua_State *thread, long ms, vm_slice *saved)
     v->cpu_start = thread_cpu_ms();
     v->deadline = coarse_now_ms() + ms;
     v->tripped = 0;
+    watchdog_enter(culprit, v->script_hash, v->cpu_start, ms);
 }
 
 /* Restores the enclosing slice (none, for the outermost), so host code that runs Lua from inside a
  * binding cannot leave the caller's script running without a deadline. */
 void vm_slice_leave(vm *v, const vm_slice *saved)
 {
+    watchdog_leave();
     if (v->tripped) {
         lua_sethook(v->L, slice_hook, LUA_MASKCOUNT, VM_HOOK_COUNT);
         if (v->thread)
@@ -208,7 +215,7 @@ int vm_pcall(vm *v, int nargs, int nres, char **err)
     lua_pushcfunction(L, vm_traceback);
     lua_insert(L, base);
     vm_slice saved;
-    vm_slice_enter(v, L, v->cfg.slice_ms, &saved);
+    vm_slice_enter(v, L, v->cfg.slice_ms, v->culprit ? v->culprit : "host\tvm_pcall", &saved);
     int rc = lua_pcall(L, nargs, nres, base);
     vm_slice_leave(v, &saved);
     lua_remove(L, base);
@@ -238,6 +245,8 @@ void vm_unref(vm *v, int ref)
 }
 
 int vm_ref_count(const vm *v) { return v->refs; }
+const char *vm_script_hash(const vm *v) { return v->script_hash; }
+int vm_quarantined(const vm *v) { return v->quarantined; }
 size_t vm_memory(const vm *v) { return v->mem_used; }
 lua_State *vm_state(vm *v) { return v->L; }
 void *vm_host(vm *v) { return v->host; }
@@ -587,6 +596,19 @@ int vm_load_script(vm *v, const char *path, char **err)
     luaL_pushresult(&b);                                    /* [src] */
     size_t len;
     const char *src = lua_tolstring(L, -1, &len);
+    /* the identity quarantines are kept under: exactly the bytes loaded */
+    if (quarantine_hash(src, len, v->script_hash) < 0)
+        v->script_hash[0] = 0;
+    long long since = quarantine_since(v->script_hash, "load", path);
+    if (since) {
+        lua_pop(L, 1);
+        free(chunkname);
+        v->quarantined = 1;
+        if (asprintf(err, "%s is quarantined: its top level stalled the host (watchdog, at unix ms "
+                     "%lld); any change to the script lifts the quarantine", path, since) < 0)
+            *err = NULL;
+        return -1;
+    }
     int rc = luaL_loadbufferx(L, src, len, chunkname, "t"); /* [src chunk|msg] */
     free(chunkname);
     lua_remove(L, -2);                                      /* [chunk|msg] */
@@ -597,7 +619,11 @@ int vm_load_script(vm *v, const char *path, char **err)
     }
     long slice = v->cfg.slice_ms;
     v->cfg.slice_ms = v->cfg.load_deadline_ms;
+    if (asprintf(&v->culprit, "load\t%s", path) < 0)
+        v->culprit = NULL;
     rc = vm_pcall(v, 0, 0, err);
+    free(v->culprit);
+    v->culprit = NULL;
     v->cfg.slice_ms = slice;
     return rc;
 }

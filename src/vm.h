@@ -49,20 +49,27 @@ int vm_pcall(vm *v, int nargs, int nres, char **err);
 
 /* The CPU slice around one run of script code (task resume, vm_pcall, closing a cancelled task's
  * <close> variables) on thread: enter arms ms of CPU time and the memory cap, saving the enclosing
- * slice in *saved; leave restores it. Every host path that can run script code goes through a pair. */
+ * slice in *saved; leave restores it. culprit ("kind\tkey", see quarantine.h) is what the watchdog
+ * names and quarantines should the run stall inside C. Every host path that can run script code goes through a pair. */
 typedef struct vm_slice {
     lua_State *thread;
     int64_t deadline, cpu_start;
     long slice_ms;
     int enforce, tripped;
 } vm_slice;
-void vm_slice_enter(vm *v, lua_State *thread, long ms, vm_slice *saved);
+void vm_slice_enter(vm *v, lua_State *thread, long ms, const char *culprit, vm_slice *saved);
 void vm_slice_leave(vm *v, const vm_slice *saved);
 
 /* Registry refs made through vm_ref are counted so a closing generation can report leaks. */
 int vm_ref(vm *v, lua_State *L);          /* pops the value, returns its ref */
 void vm_unref(vm *v, int ref);            /* LUA_NOREF / LUA_REFNIL are ignored */
 int vm_ref_count(const vm *v);
+
+/* Hex SHA-256 of the script the generation loaded ("" before vm_load_script). */
+const char *vm_script_hash(const vm *v);
+
+/* 1 when vm_load_script refused the script because its top level once stalled the host. */
+int vm_quarantined(const vm *v);
 
 /* Lua memory in use by the generation, bytes. */
 size_t vm_memory(const vm *v);

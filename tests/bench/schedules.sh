@@ -155,7 +155,8 @@ try:
     nc_url = f"http://127.0.0.1:{port}"
     env = {"HERALD_GOVERNOR": "off", "HERALD_RESPONSE_DEADLINE_MS": 60000, "HERALD_TASK_SLICE_MS": 60000,
            "HERALD_LUA_MEMORY_MB": 1024, "HERALD_RELOAD": "off", "HERALD_OUTBOX_MAX_ATTEMPTS": 3,
-           "ASAN_OPTIONS": None, "UBSAN_OPTIONS": None}
+           "ASAN_OPTIONS": None, "UBSAN_OPTIONS": None,
+           "HERALD_UNSAFE_LUA": "1"}   # the bot seeds references through herald's internal core
     h = Herald(script, env=env, db=db).start()
     rss0 = kb(h.proc.pid, "VmRSS")
     # ---- 1. 1,000,000 schedules ---------------------------------------------------------------
