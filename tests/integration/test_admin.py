@@ -11,6 +11,7 @@ import socket
 import stat
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 
@@ -157,6 +158,27 @@ class AdminSocketTest(HeraldTestCase):
         rc, out, err = run_cli(["broadcast", "pause", "7", "--db", h.db])
         self.assertEqual(rc, 1, out + err)          # no such broadcast: the handler's answer
         self.assertIn('"ok":false', out)
+
+    def test_admin_socket_stays_up_while_draining_and_refuses_a_reload(self):
+        h = self.start_herald(BROADCAST_BOT)
+        done = {}
+        t = threading.Thread(target=lambda: done.update(r=h.request(
+            "POST", "/api/notify/slow", json.dumps({"s": 2, "conv": "a:none"}).encode())))
+        t.start()
+        self.addCleanup(t.join)
+        deadline = time.monotonic() + tf(10)
+        while h.metrics()["herald_tasks"] < 1:
+            self.assertLess(time.monotonic(), deadline, "the slow handler never started")
+            time.sleep(0.02)
+        h.terminate()
+        h.wait_log(r"SIGTERM received")
+        st, body, _ = h.admin_request("POST", "/-/reload", body=b"")
+        self.assertEqual((st, json.loads(body)), (503, {"reloaded": False, "error": "herald is stopping"}))
+        self.assertEqual(h.metrics()["herald_generation"], 1)
+        t.join(tf(30))
+        self.assertEqual(done["r"][0], 200, done)
+        self.assertEqual(h.wait_exit(), 0)
+        self.assertFalse(os.path.exists(h.admin_socket))
 
     def test_admin_socket_flag_and_env(self):
         tmp = tempfile.mkdtemp(prefix="herald-admin-")
