@@ -53,11 +53,6 @@ _SCRUB = ("CLIENT_ID", "CLIENT_SECRET", "TENANT_ID", "MicrosoftAppId", "Microsof
           "HERALD_ADMIN_SOCKET", "HERALD_ADMIN_LISTEN", "HERALD_ADMIN_TOKEN")
 
 
-def tf(seconds):
-    """A time bound scaled by HERALD_TEST_TIME_FACTOR (default 1) for slow machines."""
-    return seconds * float(os.environ.get("HERALD_TEST_TIME_FACTOR", "1"))
-
-
 class UnixHTTPConnection(http.client.HTTPConnection):
     """http.client over a unix socket (herald's admin socket)."""
 
