@@ -13,9 +13,12 @@ PLAYGROUND_VERSION="0.2.28"
 
 say() { printf 'bootstrap: %s\n' "$*" >&2; }
 
+# nginx: tests/integration/test_admin.py runs its own unprivileged nginx (own prefix and port) in
+# front of herald with the README's reverse-proxy configuration; the packaged service is not used.
 APT_PACKAGES=(
   build-essential pkg-config libevent-dev libcurl4-openssl-dev liblua5.4-dev lua5.4 lua-cjson
   lua-cjson-dev libsqlite3-dev libssl-dev libjansson-dev lua-busted python3 tzdata wrk ca-certificates
+  nginx
 )
 
 pkg_installed() {

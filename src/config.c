@@ -27,9 +27,9 @@ const char *config_usage(void)
 {
     return "usage: herald run [--dev] [--listen HOST:PORT] [--db PATH] [--log-level LEVEL] SCRIPT.lua\n"
            "       herald check [flags] SCRIPT.lua   print the configuration that run would use\n"
-           "       herald reload [--listen HOST:PORT]   reload the running bot's script now\n"
+           "       herald reload (--db PATH | SCRIPT.lua)   reload the running bot's script now\n"
            "       herald broadcast list|show ID [--watch] [--json] (--db PATH | SCRIPT.lua)\n"
-           "       herald broadcast pause|resume|cancel ID [--listen HOST:PORT]\n"
+           "       herald broadcast pause|resume|cancel ID (--db PATH | SCRIPT.lua)\n"
            "       herald outbox     [--json] (--db PATH | SCRIPT.lua)   counts per state, pacing per tenant\n"
            "       herald blocked    [--csv|--json] (--db PATH | SCRIPT.lua)   who blocked or uninstalled\n"
            "       herald deliveries [--since S|ISO8601] [--csv|--json] (--db PATH | SCRIPT.lua)\n"
@@ -42,6 +42,10 @@ const char *config_usage(void)
            "  --listen HOST:PORT    address to serve on (default 127.0.0.1:3978; port 0 picks one)\n"
            "  --db PATH             SQLite database (default herald.db beside the script)\n"
            "  --log-level LEVEL     debug, info, warn or error (default info)\n"
+           "  --admin-socket PATH   unix socket of /metrics and /-/… (default DB.admin.sock, mode 0600);\n"
+           "                        herald reload and broadcast pause|resume|cancel talk to it\n"
+           "  --admin-listen HOST:PORT  also serve them over TCP; off loopback HERALD_ADMIN_TOKEN is\n"
+           "                        required and every request carries Authorization: Bearer TOKEN\n"
            "\n"
            "Credentials come from the environment: CLIENT_ID / MicrosoftAppId, CLIENT_SECRET /\n"
            "MicrosoftAppPassword, TENANT_ID / MicrosoftAppTenantId. Limits: HERALD_MAX_BODY_BYTES,\n"
@@ -75,12 +79,13 @@ static int parse_long(const char *s, long min, long max, long *out)
     return 0;
 }
 
-static int set_listen(config *cfg, const char *spec, char **err)
+/* HOST:PORT (or [V6]:PORT) into *host (owned, replaced) and *port; what names the setting. */
+static int parse_hostport(const char *what, const char *spec, char **host, int *port, char **err)
 {
     const char *colon = strrchr(spec, ':');
-    long port;
-    if (!colon || colon == spec || parse_long(colon + 1, 0, 65535, &port) < 0) {
-        *err = fmt_err("--listen wants HOST:PORT (e.g. 127.0.0.1:3978), got '%s'", spec);
+    long p;
+    if (!colon || colon == spec || parse_long(colon + 1, 0, 65535, &p) < 0) {
+        *err = fmt_err("%s wants HOST:PORT (e.g. 127.0.0.1:3978), got '%s'", what, spec);
         return -1;
     }
     size_t hlen = (size_t)(colon - spec);
@@ -88,10 +93,103 @@ static int set_listen(config *cfg, const char *spec, char **err)
         spec++;
         hlen -= 2;
     }
-    free(cfg->listen_host);
-    cfg->listen_host = strndup(spec, hlen);
-    cfg->listen_port = (int)port;
+    free(*host);
+    *host = strndup(spec, hlen);
+    *port = (int)p;
     return 0;
+}
+
+static int set_listen(config *cfg, const char *spec, char **err)
+{
+    return parse_hostport("--listen", spec, &cfg->listen_host, &cfg->listen_port, err);
+}
+
+/* --admin-socket PATH or --admin-listen HOST:PORT (name = val): 1 applied, 0 not one of them, -1 on
+ * an error. */
+static int set_admin(config *cfg, const char *name, const char *val, char **err)
+{
+    if (strcmp(name, "--admin-socket") == 0) {
+        free(cfg->admin_socket);
+        cfg->admin_socket = strdup(val);
+        return 1;
+    }
+    if (strcmp(name, "--admin-listen") == 0)
+        return parse_hostport(name, val, &cfg->admin_host, &cfg->admin_port, err) < 0 ? -1 : 1;
+    return 0;
+}
+
+/* One argument of herald reload / broadcast pause|resume|cancel: --db PATH, --admin-socket PATH,
+ * --admin-listen HOST:PORT (each also as --flag=value) or the bot script. Returns 1 when argv[*i]
+ * was one of them (*i then indexes its last word), 0 when not, -1 on an error. */
+static int admin_cli_arg(config *cfg, int argc, char **argv, int *i, const char **db, int *tcp,
+                         char **err)
+{
+    const char *a = argv[*i], *eq = strchr(a, '='), *val = NULL;
+    char name[32];
+    if (a[0] == '-' && a[1] == '-' && eq && (size_t)(eq - a) < sizeof name) {
+        memcpy(name, a, (size_t)(eq - a));
+        name[eq - a] = 0;
+        val = eq + 1;
+        a = name;
+    }
+    if (strcmp(a, "--db") != 0 && strcmp(a, "--admin-socket") != 0 &&
+        strcmp(a, "--admin-listen") != 0 && strcmp(a, "--listen") != 0) {
+        if (a[0] != '-' && strstr(a, ".lua")) {
+            cfg->script = a;
+            return 1;
+        }
+        return 0;
+    }
+    if (!val) {
+        if (*i + 1 >= argc) {
+            *err = fmt_err("%s needs a value", a);
+            return -1;
+        }
+        val = argv[++*i];
+    }
+    if (strcmp(a, "--listen") == 0) {
+        *err = fmt_err("herald %s does not use --listen: the admin endpoints are served only on the "
+                       "admin socket beside the database (give --db PATH or the bot script) or on "
+                       "--admin-listen HOST:PORT", cfg->command);
+        return -1;
+    }
+    if (strcmp(a, "--db") == 0) {
+        *db = val;
+        return 1;
+    }
+    *tcp |= strcmp(a, "--admin-listen") == 0;
+    return set_admin(cfg, a, val, err);
+}
+
+/* herald reload / broadcast pause|resume|cancel: which admin listener to ask. --admin-listen wins;
+ * then the socket: --admin-socket, HERALD_ADMIN_SOCKET, or the one beside the database named by
+ * --db, HERALD_DB or the script (as `run` finds it); then HERALD_ADMIN_LISTEN. */
+static int admin_target(config *cfg, int tcp, const char *db, char **err)
+{
+    if (tcp) {
+        free(cfg->admin_socket);
+        cfg->admin_socket = NULL;
+        return 0;
+    }
+    if (!cfg->admin_socket && ((db && *db) || cfg->script)) {
+        const char *slash = cfg->script ? strrchr(cfg->script, '/') : NULL;
+        int rc = db && *db ? asprintf(&cfg->admin_socket, "%s.admin.sock", db)
+                           : asprintf(&cfg->admin_socket, "%.*s/herald.db.admin.sock",
+                                      slash ? (int)(slash - cfg->script) : 1, slash ? cfg->script : ".");
+        if (rc < 0)
+            cfg->admin_socket = NULL;
+    }
+    if (cfg->admin_socket) {
+        free(cfg->admin_host);
+        cfg->admin_host = NULL;
+        return 0;
+    }
+    if (cfg->admin_host)
+        return 0;
+    *err = fmt_err("herald %s finds the running herald through the admin socket beside its database: "
+                   "give --db PATH (or HERALD_DB) or the bot script, or --admin-listen HOST:PORT",
+                   cfg->command);
+    return -1;
 }
 
 static int env_limit(const char *name, long min, long max, long *out, char **err)
@@ -168,6 +266,13 @@ int config_load(config *cfg, int argc, char **argv, char **err)
     const char *listen_env = getenv("HERALD_LISTEN");
     if (listen_env && *listen_env && set_listen(cfg, listen_env, err) < 0)
         return -1;
+    if (env_first("HERALD_ADMIN_SOCKET", NULL))
+        cfg->admin_socket = strdup(env_first("HERALD_ADMIN_SOCKET", NULL));
+    const char *admin_listen = env_first("HERALD_ADMIN_LISTEN", NULL);
+    if (admin_listen && parse_hostport("HERALD_ADMIN_LISTEN", admin_listen, &cfg->admin_host,
+                                       &cfg->admin_port, err) < 0)
+        return -1;
+    cfg->admin_token = env_first("HERALD_ADMIN_TOKEN", NULL);
 
     long v;
     v = (long)cfg->max_body_bytes;
@@ -232,21 +337,22 @@ int config_load(config *cfg, int argc, char **argv, char **err)
         return -1;
     }
     if (strcmp(argv[i], "broadcast") == 0) {
-        /* herald broadcast list|show ID [--watch] [--json] | pause|resume|cancel ID [--listen H:P] */
+        /* herald broadcast list|show ID [--watch] [--json] | pause|resume|cancel ID, each with
+         * --db PATH or the script; the controls also take --admin-socket / --admin-listen */
         cfg->command = argv[i++];
         cfg->format = "text";
         cfg->action = i < argc ? argv[i++] : "list";
         const char *db = getenv("HERALD_DB");
+        int tcp = 0;
         for (; i < argc; i++) {
             const char *a = argv[i];
+            int r = admin_cli_arg(cfg, argc, argv, &i, &db, &tcp, err);
+            if (r < 0)
+                return -1;
+            if (r > 0) continue;
             if (strcmp(a, "--json") == 0) cfg->format = "json";
             else if (strcmp(a, "--watch") == 0) cfg->watch = 1;
-            else if (strcmp(a, "--db") == 0 && i + 1 < argc) db = argv[++i];
-            else if (strcmp(a, "--listen") == 0 && i + 1 < argc) {
-                if (set_listen(cfg, argv[++i], err) < 0)
-                    return -1;
-            } else if (a[0] >= '0' && a[0] <= '9') cfg->broadcast_id = atoll(a);
-            else if (strstr(a, ".lua")) cfg->script = a;
+            else if (a[0] >= '0' && a[0] <= '9') cfg->broadcast_id = atoll(a);
             else {
                 *err = fmt_err("herald broadcast: unexpected '%s'", a);
                 return -1;
@@ -262,6 +368,8 @@ int config_load(config *cfg, int argc, char **argv, char **err)
             *err = fmt_err("herald broadcast %s needs a broadcast id", cfg->action);
             return -1;
         }
+        if (control && admin_target(cfg, tcp, db, err) < 0)
+            return -1;
         if (!control) {
             if (db && *db)
                 cfg->db_path = strdup(db);
@@ -279,19 +387,20 @@ int config_load(config *cfg, int argc, char **argv, char **err)
     }
     if (strcmp(argv[i], "reload") == 0) {
         cfg->command = argv[i];
+        const char *db = getenv("HERALD_DB");
+        int tcp = 0;
         for (i++; i < argc; i++) {
-            const char *a = argv[i];
-            if (strncmp(a, "--listen=", 9) == 0) {
-                if (set_listen(cfg, a + 9, err) < 0)
-                    return -1;
-            } else if (strcmp(a, "--listen") == 0 && i + 1 < argc) {
-                if (set_listen(cfg, argv[++i], err) < 0)
-                    return -1;
-            } else {
-                *err = fmt_err("herald reload takes only --listen HOST:PORT, got '%s'", a);
+            int r = admin_cli_arg(cfg, argc, argv, &i, &db, &tcp, err);
+            if (r < 0)
+                return -1;
+            if (r == 0) {
+                *err = fmt_err("herald reload takes --db PATH or the bot script, --admin-socket PATH "
+                               "or --admin-listen HOST:PORT; got '%s'", argv[i]);
                 return -1;
             }
         }
+        if (admin_target(cfg, tcp, db, err) < 0)
+            return -1;
         return apply_cloud(cfg, err);
     }
     int report = strcmp(argv[i], "outbox") == 0 || strcmp(argv[i], "blocked") == 0 ||
@@ -331,7 +440,8 @@ int config_load(config *cfg, int argc, char **argv, char **err)
             fputs(config_usage(), stdout);
             return 1;
         } else if (strcmp(a, "--listen") == 0 || strcmp(a, "--db") == 0 ||
-                   strcmp(a, "--log-level") == 0) {
+                   strcmp(a, "--log-level") == 0 || strcmp(a, "--admin-socket") == 0 ||
+                   strcmp(a, "--admin-listen") == 0) {
             if (!val) {
                 if (i + 1 >= argc) {
                     *err = fmt_err("%s needs a value", a);
@@ -339,7 +449,12 @@ int config_load(config *cfg, int argc, char **argv, char **err)
                 }
                 val = argv[++i];
             }
-            if (strcmp(a, "--listen") == 0) {
+            int r = set_admin(cfg, a, val, err);
+            if (r < 0)
+                return -1;
+            if (r > 0) {
+                /* applied */
+            } else if (strcmp(a, "--listen") == 0) {
                 if (set_listen(cfg, val, err) < 0)
                     return -1;
             } else if (strcmp(a, "--db") == 0) {
@@ -379,6 +494,9 @@ int config_load(config *cfg, int argc, char **argv, char **err)
         cfg->db_path = strdup(db_env);
     else if (asprintf(&cfg->db_path, "%s/herald.db", cfg->script_dir) < 0)
         cfg->db_path = NULL;
+    if (!cfg->admin_socket && cfg->db_path &&
+        asprintf(&cfg->admin_socket, "%s.admin.sock", cfg->db_path) < 0)
+        cfg->admin_socket = NULL;
     return 0;
 }
 
@@ -499,6 +617,19 @@ int config_validate(const config *cfg, char **err)
                        "'%s' is not a loopback address", cfg->listen_host);
         return -1;
     }
+    if (cfg->admin_host && !is_loopback(cfg->admin_host)) {
+        if (cfg->dev) {
+            *err = fmt_err("--dev binds loopback only; the admin listener '%s' is not a loopback "
+                           "address", cfg->admin_host);
+            return -1;
+        }
+        if (!cfg->admin_token) {
+            *err = fmt_err("the admin listener %s:%d is not on loopback: set HERALD_ADMIN_TOKEN (a long "
+                           "random secret); every admin request must then carry "
+                           "\"Authorization: Bearer <token>\"", cfg->admin_host, cfg->admin_port);
+            return -1;
+        }
+    }
     if (!cfg->dev && !cfg->app_id) {
         *err = fmt_err("no app id configured: set CLIENT_ID (or MicrosoftAppId) and CLIENT_SECRET "
                        "(or MicrosoftAppPassword) for a real bot, or pass --dev (HERALD_DEV=1) to run "
@@ -543,6 +674,13 @@ void config_print(const config *cfg, FILE *out)
     fprintf(out, "  script                 %s\n", cfg->script);
     fprintf(out, "  database               %s\n", cfg->db_path);
     fprintf(out, "  listen                 %s:%d\n", cfg->listen_host, cfg->listen_port);
+    fprintf(out, "  admin socket           %s (mode 0600)\n", cfg->admin_socket ? cfg->admin_socket : "?");
+    if (cfg->admin_host)
+        fprintf(out, "  admin listen           %s:%d (%s)\n", cfg->admin_host, cfg->admin_port,
+                cfg->admin_token ? "bearer token required" : "loopback, no token");
+    else
+        fprintf(out, "  admin listen           (off)\n");
+    fprintf(out, "  admin token            %s\n", mask(cfg->admin_token));
     fprintf(out, "  mode                   %s\n", cfg->dev ? "DEV (no authentication)" : "authenticated");
     fprintf(out, "  app id                 %s\n", cfg->app_id ? cfg->app_id : "(not set)");
     fprintf(out, "  app secret             %s\n", mask(cfg->app_password));
@@ -578,6 +716,8 @@ void config_free(config *cfg)
 {
     free(cfg->token_url);
     free(cfg->listen_host);
+    free(cfg->admin_socket);
+    free(cfg->admin_host);
     free(cfg->script_dir);
     free(cfg->db_path);
     memset(cfg, 0, sizeof *cfg);

@@ -18,6 +18,11 @@ typedef struct config {
     char *db_path;                /* owned; default "<script_dir>/herald.db" */
     char *listen_host;            /* owned */
     int listen_port;
+    /* admin endpoints (/metrics, /-/…): never on the public listener */
+    char *admin_socket;           /* owned: --admin-socket / HERALD_ADMIN_SOCKET; default "<db>.admin.sock" */
+    char *admin_host;             /* owned: --admin-listen / HERALD_ADMIN_LISTEN; NULL: no TCP admin listener */
+    int admin_port;
+    const char *admin_token;      /* HERALD_ADMIN_TOKEN (secret): bearer token of the TCP admin listener */
     int dev;                      /* --dev / HERALD_DEV=1 */
     const char *log_level;
 

@@ -28,10 +28,13 @@
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <event2/event.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 static struct event *shutdown_timer, *shutdown_poll;
 
@@ -67,7 +70,8 @@ static int all_tasks(runtime *rt)
     return n;
 }
 
-/* POST /-/reload and GET /metrics (loopback only). */
+/* The admin routes (POST /-/reload, /-/broadcast, /-/clock; GET /metrics): http_server.c serves
+ * them on the admin socket and the TCP admin listener only. */
 static char *admin(const char *what, const char *body, size_t len, int *status, void *ud)
 {
     runtime *rt = ud;
@@ -109,6 +113,10 @@ static char *admin(const char *what, const char *body, size_t len, int *status, 
         return s;
     }
     if (strcmp(what, "reload") == 0) {
+        if (rt->stopping) {   /* a new generation would only add tasks to the drain */
+            *status = 503;
+            return strdup("{\"reloaded\":false,\"error\":\"herald is stopping\"}");
+        }
         int rc = reloader_reload(rt->reloader, "requested");
         if (rc == 0)
             scheduler_handlers_changed(rt->scheduler);
@@ -181,16 +189,46 @@ static void on_signal_pipe(evutil_socket_t fd, short what, void *arg)
 }
 
 /* `herald reload` / `herald broadcast pause|resume|cancel`: asks the running process over its
- * loopback admin endpoint. */
+ * admin socket (or the TCP admin listener, with the bearer token from HERALD_ADMIN_TOKEN). */
 static int admin_command(const config *cfg, const char *path, const char *body)
 {
-    char url[300];
-    int v6 = strchr(cfg->listen_host, ':') != NULL;
-    snprintf(url, sizeof url, "http://%s%s%s:%d%s", v6 ? "[" : "", cfg->listen_host,
-             v6 ? "]" : "", cfg->listen_port, path);
+    char url[300], where[300];
+    struct curl_slist *hdrs = NULL;
+    const char *sock = cfg->admin_socket;
+    if (sock) {
+        struct stat st;
+        if (stat(sock, &st) < 0) {
+            fprintf(stderr, "herald: no herald is running here: no admin socket at %s (%s)\n", sock,
+                    strerror(errno));
+            return 1;
+        }
+        if (access(sock, R_OK | W_OK) < 0) {
+            fprintf(stderr, "herald: cannot use the admin socket %s: %s (run this as the user herald "
+                            "runs as)\n", sock, strerror(errno));
+            return 1;
+        }
+        snprintf(url, sizeof url, "http://localhost%s", path);
+        snprintf(where, sizeof where, "the admin socket %s", sock);
+    } else {
+        int v6 = strchr(cfg->admin_host, ':') != NULL;
+        snprintf(url, sizeof url, "http://%s%s%s:%d%s", v6 ? "[" : "", cfg->admin_host, v6 ? "]" : "",
+                 cfg->admin_port, path);
+        snprintf(where, sizeof where, "%s", url);
+    }
     CURL *c = curl_easy_init();
     if (!c)
         return 1;
+    if (sock)
+        curl_easy_setopt(c, CURLOPT_UNIX_SOCKET_PATH, sock);
+    if (!sock && cfg->admin_token) {
+        char *h = NULL;
+        if (asprintf(&h, "Authorization: Bearer %s", cfg->admin_token) >= 0) {
+            hdrs = curl_slist_append(hdrs, h);   /* copies h */
+            OPENSSL_cleanse(h, strlen(h));
+            free(h);
+        }
+        curl_easy_setopt(c, CURLOPT_HTTPHEADER, hdrs);
+    }
     curl_easy_setopt(c, CURLOPT_URL, url);
     curl_easy_setopt(c, CURLOPT_POSTFIELDS, body);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, 30000L);
@@ -198,11 +236,18 @@ static int admin_command(const config *cfg, const char *path, const char *body)
     long status = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_cleanup(c);
+    curl_slist_free_all(hdrs);
     if (rc != CURLE_OK) {
-        fprintf(stderr, "\nherald: cannot reach herald at %s: %s\n", url, curl_easy_strerror(rc));
+        if (sock && rc == CURLE_COULDNT_CONNECT)
+            fprintf(stderr, "herald: no herald is running here: nothing answers on %s (left by a "
+                            "process that is gone?)\n", sock);
+        else
+            fprintf(stderr, "\nherald: cannot reach herald at %s: %s\n", where, curl_easy_strerror(rc));
         return 1;
     }
     fputc('\n', stdout);
+    if (status == 401)
+        fprintf(stderr, "herald: %s refused the request: set HERALD_ADMIN_TOKEN to its token\n", where);
     return status == 200 ? 0 : 1;
 }
 
@@ -360,6 +405,7 @@ static int run(config *cfg, char *const *argv)
     struct event *sigpipe_ev = NULL;
     int sigpipe[2] = {-1, -1};
     char *qpath = NULL;
+    http_admin_socket *admin_sock = NULL;
     rt.cfg = cfg;
     rt.started_ms = vm_now_ms();
     /* before any thread exists, so that every thread but the watchdog has them blocked */
@@ -383,6 +429,12 @@ static int run(config *cfg, char *const *argv)
                           .term_grace_ms = cfg->shutdown_grace_ms + 2 * cfg->task_slice_ms +
                                            cfg->watchdog_grace_ms + 5000};
     if (watchdog_start(&wc, &err) < 0) {
+        log_error("%s", err);
+        goto out;
+    }
+    /* before the database: the socket's lock is what keeps a second herald off the same files */
+    admin_sock = http_admin_socket_open(cfg->admin_socket, &err);
+    if (!admin_sock) {
         log_error("%s", err);
         goto out;
     }
@@ -468,7 +520,9 @@ static int run(config *cfg, char *const *argv)
         log_warn("HERALD_TEST_CLOCK=1: POST /-/clock can move this process's wall clock (tests only)");
     http_server_config sc = {.host = cfg->listen_host, .port = cfg->listen_port,
                              .max_body_bytes = cfg->max_body_bytes, .max_header_bytes = 131072,
-                             .timeout_s = 60, .on_admin = admin, .on_notify = notify_request};
+                             .timeout_s = 60, .on_admin = admin, .on_notify = notify_request,
+                             .admin_socket = admin_sock, .admin_host = cfg->admin_host,
+                             .admin_port = cfg->admin_port, .admin_token = cfg->admin_token};
     rt.server = http_server_new(rt.base, &sc, inbound_activity, health_json, &rt, &err);
     if (!rt.server) {
         log_error("%s", err);
@@ -483,6 +537,13 @@ static int run(config *cfg, char *const *argv)
 
     const char *h = cfg->listen_host;
     int v6 = strchr(h, ':') != NULL;
+    log_info("admin endpoints (/metrics, /-/…) on the unix socket %s", cfg->admin_socket);
+    if (cfg->admin_host) {
+        int a6 = strchr(cfg->admin_host, ':') != NULL;
+        log_info("admin endpoints also on http://%s%s%s:%d (%s)", a6 ? "[" : "", cfg->admin_host,
+                 a6 ? "]" : "", http_server_admin_port(rt.server),
+                 cfg->admin_token ? "bearer token required" : "loopback, no token");
+    }
     log_info("herald %s listening on http://%s%s%s:%d script=%s db=%s", HERALD_VERSION,
              v6 ? "[" : "", h, v6 ? "]" : "", http_server_port(rt.server), cfg->script, cfg->db_path);
     event_base_dispatch(rt.base);
@@ -494,6 +555,22 @@ out:
         clock_timer_free(shutdown_timer);
     if (shutdown_poll)
         clock_timer_free(shutdown_poll);
+    if (rt.pending)
+        inbound_abandon_pending(&rt);
+    scheduler_free(rt.scheduler);
+    broadcast_free(rt.broadcaster);
+    reloader_free(rt.reloader);     /* retired generations first: their tasks may answer exchanges */
+    vm_free(rt.vm);                 /* cancels tasks, which may still answer exchanges */
+    http_server_free(rt.server);
+    http_admin_socket_close(admin_sock);   /* after the server that listened on it */
+    outbox_free(rt.outbox);         /* commits what the last turn wrote */
+    connector_free(rt.conn);
+    auth_out_free(rt.auth_out);
+    auth_in_free(rt.auth_in);
+    trust_free(rt.trust);
+    http_client_free(rt.http);
+    redelivery_free(rt.seen);
+    /* the watchdog outlives the last Lua (cancelled tasks run their <close> handlers) */
     watchdog_stop();
     if (sigpipe_ev)
         event_free(sigpipe_ev);
@@ -502,20 +579,6 @@ out:
             close(sigpipe[i]);
     quarantine_clear();
     free(qpath);
-    if (rt.pending)
-        inbound_abandon_pending(&rt);
-    scheduler_free(rt.scheduler);
-    broadcast_free(rt.broadcaster);
-    reloader_free(rt.reloader);     /* retired generations first: their tasks may answer exchanges */
-    vm_free(rt.vm);                 /* cancels tasks, which may still answer exchanges */
-    http_server_free(rt.server);
-    outbox_free(rt.outbox);         /* commits what the last turn wrote */
-    connector_free(rt.conn);
-    auth_out_free(rt.auth_out);
-    auth_in_free(rt.auth_in);
-    trust_free(rt.trust);
-    http_client_free(rt.http);
-    redelivery_free(rt.seen);
     store_close(rt.store);
     event_base_free(rt.base);
     return rc;

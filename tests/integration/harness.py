@@ -7,7 +7,8 @@
     h.stop()          # SIGTERM; asserts exit 0 and a sanitizer-clean stderr
 
 HERALD_BIN (env) names the binary; default build/asan/herald. Each Herald gets its own temp dir
-(database h.db, stderr.log, stdout.log); h.log is the stderr text so far.
+(database h.db, stderr.log, stdout.log); h.log is the stderr text so far. The admin endpoints
+(/metrics, /-/…) answer only on the admin socket beside the database: h.admin_request(...).
 """
 import http.client
 import itertools
@@ -47,7 +48,41 @@ _SCRUB = ("CLIENT_ID", "CLIENT_SECRET", "TENANT_ID", "MicrosoftAppId", "Microsof
           "HERALD_CLOUD", "HERALD_LOGIN_URL", "HERALD_OAUTH_SCOPE", "HERALD_OPENID_METADATA_URL",
           "HERALD_TOKEN_ISSUER", "HERALD_PROACTIVE_SERVICE_URL", "HERALD_TRUSTED_SERVICE_URLS",
           "HERALD_CERTIFICATE_PATH", "HERALD_CERTIFICATE_KEY_PATH", "HERALD_JWKS_REFRESH_FLOOR_S",
-          "HERALD_JWKS_REFRESH_S", "HERALD_APP_TYPE")
+          "HERALD_JWKS_REFRESH_S", "HERALD_APP_TYPE",
+          # admin endpoints (hardening issue, item 4)
+          "HERALD_ADMIN_SOCKET", "HERALD_ADMIN_LISTEN", "HERALD_ADMIN_TOKEN")
+
+
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over a unix socket (herald's admin socket)."""
+
+    def __init__(self, path, timeout=30):
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(self.timeout)
+        try:
+            s.connect(self.unix_path)
+        except OSError:
+            s.close()
+            raise
+        self.sock = s
+
+
+def http_request(conn, method, path, body=None, headers=None):
+    """One request on conn (closed after); returns (status, body text, lower-cased headers dict)."""
+    try:
+        h = dict(headers or {})
+        if body is not None and not any(k.lower() == "content-type" for k in h):
+            h["Content-Type"] = "application/json"
+        conn.request(method, path, body=body, headers=h)
+        r = conn.getresponse()
+        data = r.read()
+        return r.status, data.decode("utf-8", errors="replace"), {k.lower(): v for k, v in r.getheaders()}
+    finally:
+        conn.close()
 
 
 # The one documented allowance for slow machines: every time bound a test waits for is multiplied by
@@ -261,18 +296,32 @@ class Herald:
 
     # ---- HTTP ------------------------------------------------------------------------------------
     def request(self, method, path, body=None, headers=None, timeout=30):
-        """One request on a fresh connection; returns (status, body text, headers dict)."""
-        c = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
-        try:
-            h = dict(headers or {})
-            if body is not None and not any(k.lower() == "content-type" for k in h):
-                h["Content-Type"] = "application/json"
-            c.request(method, path, body=body, headers=h)
-            r = c.getresponse()
-            data = r.read()
-            return r.status, data.decode("utf-8", errors="replace"), {k.lower(): v for k, v in r.getheaders()}
-        finally:
-            c.close()
+        """One request to the public listener on a fresh connection; returns (status, body text,
+        headers dict)."""
+        return http_request(http.client.HTTPConnection(self.host, self.port, timeout=timeout),
+                            method, path, body, headers)
+
+    @property
+    def admin_socket(self):
+        """The admin socket herald makes beside its database (unless --admin-socket says else)."""
+        return self.db + ".admin.sock"
+
+    def admin_request(self, method, path, body=None, headers=None, timeout=30):
+        """One request to the admin socket (/metrics, /-/reload, /-/broadcast, /-/clock)."""
+        return http_request(UnixHTTPConnection(self.admin_socket, timeout=timeout), method, path, body,
+                            headers)
+
+    def metrics(self):
+        """GET /metrics on the admin socket, as {name: value}."""
+        st, body, _ = self.admin_request("GET", "/metrics")
+        if st != 200:
+            raise AssertionError(f"GET /metrics on the admin socket → {st} {body!r}")
+        out = {}
+        for line in body.splitlines():
+            if line and not line.startswith("#"):
+                k, _, v = line.partition(" ")
+                out[k] = float(v)
+        return out
 
     def post_activity(self, activity, headers=None, path="/api/messages", timeout=30):
         """POSTs an activity (dict → JSON, or raw bytes/str); returns (status, body text)."""

@@ -207,7 +207,7 @@ class BroadcastControlTest(BroadcastCase):
         self.seed("tp", self.N, "a:tp-")
         # A: paused at once over the CLI, resumed from Lua
         bid = self.ctl(cmd="broadcast", to={"tenant": "tp"}, text="A", name="A")["id"]
-        rc, out, err = run_cli(["broadcast", "pause", str(bid), "--listen", f"{h.host}:{h.port}"])
+        rc, out, err = run_cli(["broadcast", "pause", str(bid), "--db", h.db])
         self.assertEqual(rc, 0, out + err)
         s = self.ctl(cmd="status", id=bid)
         self.assertEqual(s["state"], "paused", s)
@@ -232,7 +232,7 @@ class BroadcastControlTest(BroadcastCase):
         # B: cancelled at once over the CLI: pending recipients end cancelled, the window still goes
         self.fc.clear()
         bid2 = self.ctl(cmd="broadcast", to={"tenant": "tp"}, text="B", name="B")["id"]
-        rc, out, err = run_cli(["broadcast", "cancel", str(bid2), "--listen", f"{h.host}:{h.port}"])
+        rc, out, err = run_cli(["broadcast", "cancel", str(bid2), "--db", h.db])
         self.assertEqual(rc, 0, out + err)
         n = self.settle(settle=1.0)
         self.assertLessEqual(n, WINDOW)
@@ -247,7 +247,7 @@ class BroadcastControlTest(BroadcastCase):
         # controls on a finished job are refused
         r = self.ctl(cmd="pause", id=bid)
         self.assertEqual((r.get("ok"), r.get("code")), (None, "not_found"), r)
-        rc, out, err = run_cli(["broadcast", "resume", str(bid2), "--listen", f"{h.host}:{h.port}"])
+        rc, out, err = run_cli(["broadcast", "resume", str(bid2), "--db", h.db])
         self.assertNotEqual(rc, 0)
 
 

@@ -142,14 +142,7 @@ class ReloadCase(HeraldTestCase):
         return json.loads(body)
 
     def metrics(self, h):
-        st, body, _ = h.request("GET", "/metrics")
-        self.assertEqual(st, 200, body)
-        out = {}
-        for line in body.splitlines():
-            if line and not line.startswith("#"):
-                k, _, v = line.partition(" ")
-                out[k] = float(v)
-        return out
+        return h.metrics()
 
     # ---- log -------------------------------------------------------------------------------------
     def live_lines(self, h):
@@ -363,9 +356,9 @@ class ReloadTest(ReloadCase):
         h.proc.send_signal(signal.SIGHUP)
         self.wait_live(h, 2, why="SIGHUP")
         self.assertEqual(self.version(h), "v2")
-        # herald reload --listen HOST:PORT
+        # herald reload --db PATH: the admin socket beside the database
         self.bot.write(valid("v3"))
-        rc, out, err = run_cli(["reload", "--listen", f"127.0.0.1:{h.port}"])
+        rc, out, err = run_cli(["reload", "--db", h.db])
         self.assertEqual(rc, 0, f"stdout={out!r} stderr={err!r}")
         body = json.loads(out.strip())
         self.assertEqual(body, {"reloaded": True, "generation": 3, "error": None})
@@ -373,7 +366,7 @@ class ReloadTest(ReloadCase):
         self.assertEqual(self.version(h), "v3")
         # a broken file: the command fails (exit 1) and says why; the old generation keeps serving
         self.bot.write(SYNTAX_ERROR)
-        rc, out, err = run_cli(["reload", "--listen", f"127.0.0.1:{h.port}"])
+        rc, out, err = run_cli(["reload", "--db", h.db])
         self.assertEqual(rc, 1, f"stdout={out!r} stderr={err!r}")
         body = json.loads(out.strip())
         self.assertFalse(body["reloaded"])
@@ -386,9 +379,9 @@ class ReloadTest(ReloadCase):
         lines = self.wait_failures(h, 2)
         self.assertEqual(lines[-1][:2], ("SIGHUP", "3"))
         self.assertEqual(self.version(h), "v3")
-        # the admin endpoint directly
+        # the admin endpoint directly, on the admin socket
         self.bot.write(valid("v4"))
-        st, text, _ = h.request("POST", "/-/reload", body=b"")
+        st, text, _ = h.admin_request("POST", "/-/reload", body=b"")
         self.assertEqual(st, 200, text)
         self.assertEqual(json.loads(text), {"reloaded": True, "generation": 4, "error": None})
         self.assertEqual(self.version(h), "v4")
@@ -407,9 +400,9 @@ class ReloadTest(ReloadCase):
         self.stop_clean(h)
 
     def test_reload_command_without_a_running_herald_fails(self):
-        rc, out, err = run_cli(["reload", "--listen", "127.0.0.1:1"])
+        rc, out, err = run_cli(["reload", "--db", os.path.join(self.bot.dir, "nothing.db")])
         self.assertEqual(rc, 1)
-        self.assertIn("cannot reach herald", err)
+        self.assertIn("no herald is running", err)
 
     def test_in_flight_handler_of_old_generation_finishes_after_switch(self):
         h = self.start(valid("v1"))

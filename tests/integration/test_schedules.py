@@ -163,7 +163,7 @@ class LongOutageTest(SchedulesCase):
         self.stop_clean(h1)
         h2 = self.start(db=h1.db, env={"HERALD_TEST_CLOCK": "1"})
         h2.wait_log(r"HERALD_TEST_CLOCK=1")
-        st, body, _ = h2.request("POST", "/-/clock", json.dumps({"advance_s": 3600}))
+        st, body, _ = h2.admin_request("POST", "/-/clock", json.dumps({"advance_s": 3600}))
         self.assertEqual(st, 200, body)
         now = json.loads(body)["now_ms"] // 1000
         return h1, h2, anchor, now
@@ -182,7 +182,7 @@ class LongOutageTest(SchedulesCase):
         self.assertEqual((nxt - anchor) % 600, 0, "the grid moved")
         self.assertTrue(now < nxt <= now + 600, (now, nxt))
         # and the grid goes on: ten minutes later, one more run
-        st, body, _ = h2.request("POST", "/-/clock", json.dumps({"advance_s": 600}))
+        st, body, _ = h2.admin_request("POST", "/-/clock", json.dumps({"advance_s": 600}))
         self.assertEqual(st, 200, body)
         self.wait_fires(3, "ten")
         time.sleep(0.5)
