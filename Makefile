@@ -9,6 +9,8 @@ CFLAGS_COMMON := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wno-unused-parame
 LDLIBS    := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lm
 RELEASE_FLAGS := -O2 -g
 ASAN_FLAGS    := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+# test-only hooks (crash points) exist in this build alone, never in build/herald
+ASAN_FLAGS    += -DHERALD_TEST_HOOKS
 
 TESTING_SRC := src/lua_testing.c
 SRC       := $(filter-out $(TESTING_SRC),$(wildcard src/*.c))

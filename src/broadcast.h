@@ -27,13 +27,36 @@ typedef struct broadcast_progress {
 broadcaster *broadcast_new(runtime *rt, char **err);
 void broadcast_free(broadcaster *b);
 
-/* A job in state "preparing": add recipients, then start it. Returns its id or -1. */
-/* cap_max > 0: at most cap_max messages of category per recipient per cap_per_ms; over it a
- * recipient is deferred to the next window, or with cap_drop skipped as "capped". */
-int64_t broadcast_create(broadcaster *b, const char *name, const char *body, const char *category,
-                         long cap_max, int64_t cap_per_ms, int cap_drop, char **err);
-int broadcast_add(broadcaster *b, int64_t id, const broadcast_recipient *r, int n, char **err);
-int broadcast_start(broadcaster *b, int64_t id, char **err);
+/* A preparation: a job row in state "preparing" that only its creator writes to. Its recipients
+ * go in over as many loop turns as the creator likes (each turn's rows commit with the turn); one
+ * UPDATE at broadcast_prep_commit makes it a running job. A preparation freed before that, or one
+ * the process died in (found at the next start), ends "abandoned": its rows are deleted and
+ * nothing of it is ever sent. So a job is either whole or never started. */
+typedef struct broadcast_prep broadcast_prep;
+
+typedef struct broadcast_spec {
+    const char *name, *body, *category;
+    const char *key;              /* idempotency key, or NULL: one created job per key */
+    long cap_max;                 /* > 0: at most cap_max messages of category per recipient per */
+    int64_t cap_per_ms;           /* cap_per_ms; over it a recipient waits for the next window, */
+    int cap_drop;                 /* or with cap_drop it is skipped as "capped" */
+} broadcast_spec;
+
+/* The id of the job created under key, or 0 when none (a preparation does not count). */
+int64_t broadcast_find_key(broadcaster *b, const char *key);
+/* Writes the preparing row. NULL with *err on a store error. */
+broadcast_prep *broadcast_prepare(broadcaster *b, const broadcast_spec *spec, char **err);
+/* Appends n recipients (in the current batch). 0, or -1 with *err (the preparation stays open). */
+int broadcast_prep_add(broadcast_prep *p, const broadcast_recipient *r, int n, char **err);
+/* Makes the preparation a running job and starts feeding it; returns its id. When a job was
+ * created under the same key meanwhile, this preparation is abandoned and that job's id returned.
+ * -1 with *err when the preparation cannot be committed (it is then abandoned). Once called, only
+ * broadcast_prep_free remains. */
+int64_t broadcast_prep_commit(broadcast_prep *p, char **err);
+/* Abandons the preparation unless it was committed, and frees it. Safe after broadcast_free (the
+ * row is then left for the next start to abandon). */
+void broadcast_prep_free(broadcast_prep *p);
+
 /* action: "pause" | "resume" | "cancel". 0, or -1 with *err. */
 int broadcast_control(broadcaster *b, int64_t id, const char *action, char **err);
 /* Edits (body) or, with body NULL, deletes every delivered copy. Returns how many were queued. */

@@ -806,25 +806,56 @@ static int core_opted_out(lua_State *L)
     return 1;
 }
 
-static int core_broadcast_create(lua_State *L)
+/* A preparation as a Lua value, created closed (like liolib's newprefile) and then given its
+ * broadcast_prep. One idempotent close serves p:close(), __close and __gc, so a creating task that
+ * raises, is cancelled or is collected abandons its preparation instead of leaving it hanging. */
+#define PREP_MT "herald.broadcast_prep"
+
+typedef struct lprep {
+    broadcast_prep *p;            /* NULL once closed (committed or abandoned) */
+} lprep;
+
+static lprep *check_prep(lua_State *L)
 {
+    lprep *lp = luaL_checkudata(L, 1, PREP_MT);
+    if (!lp->p)
+        luaL_error(L, "broadcast preparation already closed");
+    return lp;
+}
+
+static int prep_close(lua_State *L)
+{
+    lprep *lp = luaL_checkudata(L, 1, PREP_MT);
+    broadcast_prep_free(lp->p);
+    lp->p = NULL;
+    return 0;
+}
+
+/* core.broadcast_prepare(name, body, category, cap_max, cap_per_s, cap_drop, key) → preparation */
+static int core_broadcast_prepare(lua_State *L)
+{
+    broadcast_spec spec = {.name = luaL_optstring(L, 1, NULL), .body = luaL_optstring(L, 2, NULL),
+                           .category = luaL_optstring(L, 3, NULL),
+                           .cap_max = (long)luaL_optinteger(L, 4, 0),
+                           .cap_per_ms = (int64_t)(luaL_optnumber(L, 5, 0) * 1000),
+                           .cap_drop = lua_toboolean(L, 6), .key = luaL_optstring(L, 7, NULL)};
+    broadcaster *b = bc_of(L);
+    lprep *lp = lua_newuserdatauv(L, sizeof *lp, 0);             /* [.. prep] */
+    lp->p = NULL;
+    luaL_setmetatable(L, PREP_MT);
     char *err = NULL;
-    int64_t id = broadcast_create(bc_of(L), luaL_optstring(L, 1, NULL), luaL_optstring(L, 2, NULL),
-                                  luaL_optstring(L, 3, NULL), (long)luaL_optinteger(L, 4, 0),
-                                  (int64_t)(luaL_optnumber(L, 5, 0) * 1000), lua_toboolean(L, 6), &err);
-    if (id < 0) {
+    if (!(lp->p = broadcast_prepare(b, &spec, &err))) {
         lua_pushfstring(L, "%s", err ? err : "store error");
         free(err);
         return lua_error(L);
     }
-    lua_pushinteger(L, id);
     return 1;
 }
 
-/* core.broadcast_add(id, { {conversation=, user=, tenant=, body=}, ... }) */
-static int core_broadcast_add(lua_State *L)
+/* prep:add({ {conversation=, user=, tenant=, body=}, ... }) */
+static int prep_add(lua_State *L)
 {
-    int64_t id = luaL_checkinteger(L, 1);
+    lprep *lp = check_prep(L);
     luaL_checktype(L, 2, LUA_TTABLE);
     int n = (int)lua_rawlen(L, 2);
     broadcast_recipient *r = calloc((size_t)(n ? n : 1), sizeof *r);
@@ -842,7 +873,7 @@ static int core_broadcast_add(lua_State *L)
         lua_pop(L, 1);             /* the list keeps each entry (and its strings) alive */
     }
     char *err = NULL;
-    int rc = broadcast_add(bc_of(L), id, r, n, &err);
+    int rc = broadcast_prep_add(lp->p, r, n, &err);
     free(r);
     if (rc < 0) {
         lua_pushfstring(L, "%s", err ? err : "store error");
@@ -852,17 +883,33 @@ static int core_broadcast_add(lua_State *L)
     return 0;
 }
 
-static int core_broadcast_start(lua_State *L)
+/* prep:commit() → id | nil, message, "failed"; the preparation is closed either way */
+static int prep_commit(lua_State *L)
 {
+    lprep *lp = check_prep(L);
     char *err = NULL;
-    if (broadcast_start(bc_of(L), luaL_checkinteger(L, 1), &err) < 0) {
+    int64_t id = broadcast_prep_commit(lp->p, &err);
+    broadcast_prep_free(lp->p);
+    lp->p = NULL;
+    if (id < 0) {
         lua_pushnil(L);
         lua_pushstring(L, err ? err : "cannot start");
-        lua_pushliteral(L, "not_found");
+        lua_pushliteral(L, "failed");
         free(err);
         return 3;
     }
-    lua_pushboolean(L, 1);
+    lua_pushinteger(L, id);
+    return 1;
+}
+
+/* core.broadcast_find(key) → the id of the broadcast created under key, or nil */
+static int core_broadcast_find(lua_State *L)
+{
+    int64_t id = broadcast_find_key(bc_of(L), luaL_checkstring(L, 1));
+    if (id)
+        lua_pushinteger(L, id);
+    else
+        lua_pushnil(L);
     return 1;
 }
 
@@ -982,12 +1029,11 @@ static int core_config(lua_State *L)
 }
 
 static const luaL_Reg core_funcs[] = {
-    {"broadcast_add", core_broadcast_add},
     {"broadcast_control", core_broadcast_control},
-    {"broadcast_create", core_broadcast_create},
+    {"broadcast_find", core_broadcast_find},
+    {"broadcast_prepare", core_broadcast_prepare},
     {"broadcast_progress", core_broadcast_progress},
     {"broadcast_redo", core_broadcast_redo},
-    {"broadcast_start", core_broadcast_start},
     {"config", core_config},
     {"create", core_create},
     {"delete", core_delete},
@@ -1012,8 +1058,26 @@ static const luaL_Reg core_funcs[] = {
     {NULL, NULL},
 };
 
+static const luaL_Reg prep_methods[] = {
+    {"add", prep_add},
+    {"close", prep_close},
+    {"commit", prep_commit},
+    {NULL, NULL},
+};
+
 static int luaopen_herald_core(lua_State *L)
 {
+    if (luaL_newmetatable(L, PREP_MT)) {                         /* [mt] */
+        luaL_newlib(L, prep_methods);                            /* [mt methods] */
+        lua_setfield(L, -2, "__index");                          /* [mt] */
+        lua_pushcfunction(L, prep_close);
+        lua_setfield(L, -2, "__close");
+        lua_pushcfunction(L, prep_close);
+        lua_setfield(L, -2, "__gc");
+        lua_pushliteral(L, "locked");
+        lua_setfield(L, -2, "__metatable");
+    }
+    lua_pop(L, 1);                                               /* [] */
     luaL_newlib(L, core_funcs);
     return 1;
 }

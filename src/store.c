@@ -143,7 +143,7 @@ static const struct migration {
         "CREATE TABLE broadcasts ("
         " id INTEGER PRIMARY KEY,"
         " name TEXT,"
-        " state TEXT NOT NULL,"               /* preparing | running | paused | cancelled | done */
+        " state TEXT NOT NULL,"  /* preparing | running | paused | cancelled | done | abandoned */
         " body TEXT,"                         /* the message when it is the same for everyone */
         " category TEXT,"
         " total INTEGER NOT NULL DEFAULT 0,"
@@ -168,6 +168,12 @@ static const struct migration {
         "ALTER TABLE broadcasts ADD COLUMN cap_max INTEGER;"
         "ALTER TABLE broadcasts ADD COLUMN cap_per_ms INTEGER;"
         "ALTER TABLE broadcasts ADD COLUMN cap_drop INTEGER NOT NULL DEFAULT 0;"),
+    /* A broadcast is created atomically: its rows are written while it is 'preparing' and become a
+     * job in one UPDATE; a preparation the process died in is 'abandoned' at the next start. The
+     * script's key makes creation idempotent: set at that UPDATE, unique among created jobs. */
+    MIGRATION(7,
+        "ALTER TABLE broadcasts ADD COLUMN key TEXT;"
+        "CREATE UNIQUE INDEX broadcasts_key ON broadcasts(key) WHERE key IS NOT NULL;"),
 };
 
 #define LATEST_VERSION ((int)(sizeof migrations / sizeof migrations[0]))

@@ -126,7 +126,7 @@ function teams.opted_out(who, category) return core.opted_out(subject_arg(who, "
 ---------------------------------------------------------------------------------------------
 -- broadcasts
 
-local BROADCAST_FIELDS = { to = true, message = true, category = true, name = true }
+local BROADCAST_FIELDS = { to = true, message = true, category = true, name = true, key = true }
 
 -- Recipients of a selector as {conversation=} or {user=, tenant=} entries.
 local function recipients_of(to)
@@ -148,9 +148,30 @@ local function recipients_of(to)
     end
   else
     local filter = { tenant = to.tenant, scope = to.scope or "personal", team = to.team_of, user = to.user }
-    for ref in teams.conversations(filter) do out[#out + 1] = { conversation = ref.id, tenant = ref.tenant } end
+    for ref in teams.conversations(filter) do
+      out[#out + 1] = { conversation = ref.id, tenant = ref.tenant }
+      if #out % 2000 == 0 then teams.sleep(0) end   -- 100,000 references are read over 50 turns
+    end
   end
   return out
+end
+
+-- Writes list into prep 500 recipients a loop turn (each turn's rows commit with it), so inbound
+-- traffic goes on while 100,000 recipients are written.
+local function fill(prep, list, msg, personal)
+  local chunk = {}
+  for i, r in ipairs(list) do
+    if personal then
+      local m = msg(r)
+      if m ~= nil then r.body = message.encode(m, nil, 2) end
+    end
+    if not personal or r.body then chunk[#chunk + 1] = r end
+    if #chunk == 500 or i == #list then
+      prep:add(chunk)
+      chunk = {}
+      teams.sleep(0)
+    end
+  end
 end
 
 --- Sends message to many recipients through a durable job: every recipient gets exactly one
@@ -161,6 +182,9 @@ end
 ---   { users = { "29:...", ... }, tenant = }  users, reached 1:1 (created where needed)
 ---   { team = "19:..." }                      every member of a team, 1:1
 --- message is a message, or a function(recipient) returning one (personalised).
+--- The job is created whole or not at all: if this call raises, its task is cancelled or herald
+--- stops before it returns, nothing of it is sent. key (optional) makes it idempotent: a second
+--- call with the same key returns the first job's id and creates nothing.
 --- Returns the broadcast id, or nil, message, code.
 function teams.broadcast_send(spec)
   if type(spec) ~= "table" then error("teams.broadcast expects a table", 2) end
@@ -168,12 +192,20 @@ function teams.broadcast_send(spec)
     if not BROADCAST_FIELDS[k] then error(("teams.broadcast: unknown field '%s'"):format(tostring(k)), 2) end
   end
   if spec.message == nil then error("teams.broadcast: 'message' is required", 2) end
-  local name, category = spec.name, spec.category
+  local name, category, key = spec.name, spec.category, spec.key
   if name == cjson.null then name = nil end          -- a JSON payload's null means absent
   if category == cjson.null then category = nil end
+  if key == cjson.null then key = nil end
   if name ~= nil and type(name) ~= "string" then error("teams.broadcast: 'name' must be a string", 2) end
   if category ~= nil and type(category) ~= "string" then
     error("teams.broadcast: 'category' must be a string", 2)
+  end
+  if key ~= nil and (type(key) ~= "string" or key == "") then
+    error("teams.broadcast: 'key' must be a non-empty string", 2)
+  end
+  if key then
+    local id = core.broadcast_find(key)
+    if id then return id end
   end
   local personal = type(spec.message) == "function"
   local body = not personal and message.encode(spec.message, { from = nil }, 2) or nil
@@ -198,24 +230,15 @@ function teams.broadcast_send(spec)
     end
   end
   local cap = category and caps[category]
-  local id = core.broadcast_create(name, body, category, cap and cap.max, cap and cap.per,
-    cap and cap.over == "drop")
-  local chunk = {}
-  for i, r in ipairs(list) do
-    if personal then
-      local m = spec.message(r)
-      if m ~= nil then r.body = message.encode(m, nil, 2) end
-    end
-    if not personal or r.body then chunk[#chunk + 1] = r end
-    if #chunk == 500 or i == #list then
-      core.broadcast_add(id, chunk)
-      chunk = {}
-      teams.sleep(0)   -- give the loop back between chunks: inbound traffic goes on
-    end
+  -- closed on every way out: a cancelled task closes it, an error is caught below to close it now
+  local prep <close> = core.broadcast_prepare(name, body, category, cap and cap.max, cap and cap.per,
+    cap and cap.over == "drop", key)
+  local ok, err = pcall(fill, prep, list, spec.message, personal)
+  if not ok then
+    prep:close()
+    error(err, 0)
   end
-  local ok, err, code = core.broadcast_start(id)
-  if not ok then return nil, err, code end
-  return id
+  return prep:commit()
 end
 
 teams.broadcast = setmetatable({
