@@ -10,7 +10,8 @@
 --   ctl    { cmd = ..., ... }                   remote control, the answer is the result:
 --     seed       { n, start = 0, prefix, tenant, service_url, user_prefix, bot_id, chunk }
 --                put_reference of n personal conversations prefix..i (user user_prefix..i)
---     broadcast  { to, text, category, name, personal } → { id } | { error, code }
+--     broadcast  { to, text, category, name, key, personal, fail_at } → { id } | { error, code }
+--                (personal: the message function raises at its fail_at-th recipient)
 --     status     { id } → teams.broadcast.status(id)
 --     pause | resume | cancel { id } → { ok, error, code }
 --     update     { id, text } | recall { id } → { n, error }
@@ -74,11 +75,17 @@ end
 function cmds.broadcast(p)
   local msg
   if p.personal then
-    msg = function(r) return { text = (p.text or "hi") .. " for " .. tostring(r.conversation or r.user) } end
+    local n = 0
+    msg = function(r)
+      n = n + 1
+      if n == p.fail_at then error("no message for recipient " .. n) end
+      return { text = (p.text or "hi") .. " for " .. tostring(r.conversation or r.user) }
+    end
   else
     msg = { text = p.text or "hi" }
   end
-  local id, err, code = teams.broadcast { to = p.to, message = msg, category = p.category, name = p.name }
+  local id, err, code = teams.broadcast { to = p.to, message = msg, category = p.category, name = p.name,
+                                          key = p.key }
   if not id then return { error = err, code = code } end
   return { id = id }
 end
