@@ -434,6 +434,7 @@ static void on_http_done(const http_response *hr, void *ud)
     res.retry_after = hr->retry_after;
     res.correlation_id = hr->correlation_id;
     res.body = hr->body ? hr->body : "";
+    res.resends = hr->resends;
     if (res.ok)
         read_success(call, hr, &res, &doc, owned);
     if (res.ok)

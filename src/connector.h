@@ -23,6 +23,7 @@ typedef struct connector_result {
     const char *retry_after;     /* Retry-After header, if any */
     const char *correlation_id;  /* X-Correlating-OperationId, if any */
     const char *body;            /* raw response body ("" when none) */
+    int resends;                 /* copies libcurl sent again by itself (http_response.resends) */
 } connector_result;
 
 typedef void (*connector_done_fn)(const connector_result *res, void *ud);

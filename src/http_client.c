@@ -49,6 +49,7 @@ struct http_request {
     void *ud;
     struct event *fake_ev;       /* fake transport: delivers the canned answer */
     int fake_error, fake_timed_out;
+    int sends;                   /* times the request went out (CURLOPT_PREREQFUNCTION calls) */
 };
 
 /* One per socket libcurl tells us about; freed on CURL_POLL_REMOVE or with the client. */
@@ -196,6 +197,23 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud)
     return n;
 }
 
+/* CURLOPT_PREREQFUNCTION: libcurl calls it each time it is about to send the request, on a new or
+ * a reused connection, after connecting. More than one call for one transfer is libcurl's own
+ * re-send (lib/transfer.c Curl_retry_request: a reused connection that died before any byte of the
+ * answer; lib/multi.c sends the transfer back to CONNECT and then to DO, which calls this again).
+ * Counting calls is structural: it needs neither a debug callback nor the wording of curl's
+ * "Connection died, retrying a fresh connect" message. */
+static int on_prereq(void *ud, char *primary_ip, char *local_ip, int primary_port, int local_port)
+{
+    (void)primary_ip;
+    (void)local_ip;
+    (void)primary_port;
+    (void)local_port;
+    http_request *r = ud;
+    r->sends++;
+    return CURL_PREREQFUNC_OK;
+}
+
 static void client_destroy(http_client *c);
 
 /* Moves every finished transfer out of libcurl into the done list, then runs callbacks unless an
@@ -257,6 +275,7 @@ static void drain(http_client *c)
             .body_len = r->len,
             .retry_after = r->retry_after,
             .correlation_id = r->correlation_id ? r->correlation_id : r->ms_cv,
+            .resends = r->sends > 1 ? r->sends - 1 : 0,
         };
         r->on_done(&res, r->ud);
         request_free(r);
@@ -446,6 +465,7 @@ static void fake_fire(evutil_socket_t fd, short what, void *arg)
         .body_len = r->buf ? r->len : 0,
         .retry_after = r->retry_after,
         .correlation_id = r->correlation_id,
+        .resends = r->sends,
     };
     r->on_done(&res, r->ud);
     request_free(r);
@@ -471,6 +491,7 @@ static http_request *fake_request(http_client *c, const char *method, const char
     r->len = a.body ? strlen(a.body) : 0;
     r->retry_after = a.retry_after;
     r->correlation_id = a.correlation_id;
+    r->sends = a.resends;         /* the fake has no connections: it says what to report */
     r->fake_error = a.reset || a.timeout ? CURLE_RECV_ERROR : 0;
     if (a.timeout) {
         r->fake_error = CURLE_OPERATION_TIMEDOUT;
@@ -578,6 +599,8 @@ http_request *http_client_request(http_client *c, const char *method, const char
     SETOPT(CURLOPT_WRITEDATA, (void *)r);
     SETOPT(CURLOPT_HEADERFUNCTION, on_header);
     SETOPT(CURLOPT_HEADERDATA, (void *)r);
+    SETOPT(CURLOPT_PREREQFUNCTION, on_prereq);
+    SETOPT(CURLOPT_PREREQDATA, (void *)r);
     if (is_get) {
         SETOPT(CURLOPT_HTTPGET, 1L);
     } else if (is_delete && !body_len) {

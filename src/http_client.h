@@ -18,7 +18,14 @@ typedef struct http_response {
     size_t body_len;
     const char *retry_after;     /* Retry-After header value, or NULL */
     const char *correlation_id;  /* X-Correlating-OperationId (or MS-CV), or NULL */
+    int resends;                 /* times libcurl sent the request again by itself (see below) */
 } http_response;
+
+/* libcurl sends a request again, once per failure and up to 5 times, when it went out on a reused
+ * connection and not one byte of answer came back (the connection was closed or reset): it cannot
+ * tell "the server closed an idle connection as we wrote" from "the server took the request and
+ * died", and no option turns it off. For a POST the server may have acted on, that is a duplicate;
+ * resends counts them so the caller can account for every copy it may have caused. */
 
 /* Called once per started request, from the event loop (not from inside libcurl). The response
  * and the request are freed when it returns. */
@@ -60,6 +67,7 @@ typedef struct http_fake_answer {
     long delay_ms;
     int reset;                   /* no answer: connection reset */
     int timeout;                 /* no answer within the request's timeout */
+    int resends;                 /* reported as http_response.resends */
 } http_fake_answer;
 typedef void (*http_fake_fn)(const char *method, const char *url, const char *const *headers,
                              const char *body, size_t body_len, http_fake_answer *answer, void *ud);

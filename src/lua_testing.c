@@ -583,7 +583,7 @@ static int t_stats(lua_State *L)
     host *h = check_host(L);
     outbox_stats os;
     outbox_get_stats(h->rt.outbox, &os);
-    lua_createtable(L, 0, 8);
+    lua_createtable(L, 0, 9);
     lua_pushinteger(L, task_count(h->rt.vm));
     lua_setfield(L, -2, "tasks");
     lua_pushinteger(L, vm_ref_count(h->rt.vm));
@@ -596,6 +596,8 @@ static int t_stats(lua_State *L)
     lua_setfield(L, -2, "retries");
     lua_pushinteger(L, (lua_Integer)os.throttled);
     lua_setfield(L, -2, "throttled");
+    lua_pushinteger(L, (lua_Integer)os.resends);
+    lua_setfield(L, -2, "resends");
     lua_pushinteger(L, (lua_Integer)h->rt.handler_errors);
     lua_setfield(L, -2, "handler_errors");
     lua_pushinteger(L, clock_virtual_pending());

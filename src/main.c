@@ -148,6 +148,7 @@ static char *admin(const char *what, const char *body, size_t len, int *status, 
                  "# TYPE herald_outbox_failed_total counter\nherald_outbox_failed_total %llu\n"
                  "# TYPE herald_outbox_retries_total counter\nherald_outbox_retries_total %llu\n"
                  "# TYPE herald_outbox_throttled_total counter\nherald_outbox_throttled_total %llu\n"
+                 "# TYPE herald_outbox_resends_total counter\nherald_outbox_resends_total %llu\n"
                  "# TYPE herald_outbox_commits_total counter\nherald_outbox_commits_total %lld\n"
                  "# TYPE herald_jwks_fetches_total counter\nherald_jwks_fetches_total %llu\n",
                  (unsigned long long)rt->activities, (unsigned long long)rt->handler_errors,
@@ -157,7 +158,8 @@ static char *admin(const char *what, const char *body, size_t len, int *status, 
                  (unsigned long long)sn.os.queued, (unsigned long long)sn.os.in_flight,
                  (unsigned long long)sn.os.sent, (unsigned long long)sn.os.failed,
                  (unsigned long long)sn.os.retries, (unsigned long long)sn.os.throttled,
-                 (long long)sn.os.commits, (unsigned long long)sn.ai.key_fetches) < 0)
+                 (unsigned long long)sn.os.resends, (long long)sn.os.commits,
+                 (unsigned long long)sn.ai.key_fetches) < 0)
         return NULL;
     return s;
 }
@@ -325,7 +327,7 @@ static char *health_json(void *ud)
                  "\"reload\":{\"generation\":%d,\"reloads\":%d,\"failures\":%d,"
                  "\"retired\":%d,\"last_error\":%s},\"outbox\":{\"queued\":%llu,"
                  "\"in_flight\":%llu,\"sent\":%llu,\"failed\":%llu,\"retries\":%llu,"
-                 "\"throttled\":%llu,\"commits\":%lld}}",
+                 "\"throttled\":%llu,\"resends\":%llu,\"commits\":%lld}}",
                  rt->stopping ? "stopping" : sn.rs.last_error || rt->script_quarantined ? "degraded" : "ok",
                  rt->script_quarantined ? "true" : "false", watchdog_restarts(),
                  (long long)(vm_now_ms() - rt->started_ms), all_tasks(rt), vm_memory(rt->vm), (unsigned long long)rt->activities,
@@ -336,7 +338,8 @@ static char *health_json(void *ud)
                  sn.rs.retired, last_error ? last_error : "null", (unsigned long long)sn.os.queued,
                  (unsigned long long)sn.os.in_flight, (unsigned long long)sn.os.sent,
                  (unsigned long long)sn.os.failed, (unsigned long long)sn.os.retries,
-                 (unsigned long long)sn.os.throttled, (long long)sn.os.commits) < 0)
+                 (unsigned long long)sn.os.throttled, (unsigned long long)sn.os.resends,
+                 (long long)sn.os.commits) < 0)
         s = NULL;
     free(last_error);
     return s;

@@ -727,6 +727,34 @@ static void release_slots(outbox *o)
     }
 }
 
+/* libcurl sent the request again on a fresh connection (http_client.h): each copy is an attempt
+ * Teams may have acted on, so it is counted, recorded in outbox_attempts as "resent" (herald
+ * deliveries shows it) and paced, like any attempt herald makes itself. */
+static void count_resends(outbox *o, ob_op *op, int n)
+{
+    op->attempts += n;
+    o->stats.resends += (uint64_t)n;
+    if (o->cfg.governor)
+        for (int i = 0; i < n; i++) {
+            gov_record(&op->q->lim, mono_ms(), gov_conversation_windows[3].max);
+            gov_record(&op->q->tenant->lim, mono_ms(), 1000);
+        }
+    log_warn("outbox: op %lld to conversation=%s went out %d more time(s): libcurl re-sent it on a "
+             "fresh connection after the reused one closed without answering; Teams may have it "
+             "twice", (long long)op->id, op->conversation_id ? op->conversation_id : "-", n);
+    outbox_touch_batch(o);
+    for (int i = 0; i < n; i++) {
+        char *err = NULL;
+        if (store_outbox_note_attempt(o->so, op->id, wall_ms(), "resent",
+                                      "the reused connection closed without an answer; libcurl "
+                                      "sent the request again", &err) < 0) {
+            log_error("outbox: cannot record a re-sent attempt: %s", err);
+            free(err);
+            break;
+        }
+    }
+}
+
 static void on_connector_done(const connector_result *res, void *ud)
 {
     ob_op *op = ud;
@@ -738,6 +766,8 @@ static void on_connector_done(const connector_result *res, void *ud)
     q->in_flight = 0;
     o->stats.in_flight--;
     release_slots(o);
+    if (res->resends > 0)
+        count_resends(o, op, res->resends);
     if (res->ok) {
         finish(o, op, "sent", res->status, NULL, NULL, res);
         return;

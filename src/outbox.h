@@ -51,7 +51,7 @@ typedef struct outbox_result {
     const char *activity_id;      /* sent message / created thread's first message */
     const char *conversation_id;  /* create */
     const char *service_url;      /* create, when the connector named one */
-    int attempts;
+    int attempts;                 /* requests sent, libcurl's own re-sends included */
 } outbox_result;
 
 typedef void (*outbox_done_fn)(const outbox_result *res, void *ud);
@@ -95,6 +95,7 @@ const char *outbox_ledger_state(outbox *o, const char *conversation_id);
 
 typedef struct outbox_stats {
     uint64_t queued, in_flight, sent, failed, retries, throttled;
+    uint64_t resends;             /* copies libcurl sent again by itself: possible duplicates */
     int64_t commits;
 } outbox_stats;
 void outbox_get_stats(const outbox *o, outbox_stats *out);

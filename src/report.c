@@ -238,7 +238,8 @@ static int report_deliveries(sqlite3 *db, const config *cfg)
     sqlite3_stmt *st;
     if (prepare(db,
                 "SELECT id, kind, conversation_id, state, attempts, created_at, finished_at,"
-                " last_status, last_code, last_error, result_id FROM outbox"
+                " last_status, last_code, last_error, result_id, (SELECT count(*) FROM"
+                " outbox_attempts a WHERE a.op_id = outbox.id AND a.code = 'resent') FROM outbox"
                 " WHERE created_at >= ?1 ORDER BY id",
                 &st) < 0)
         return 1;
@@ -247,12 +248,15 @@ static int report_deliveries(sqlite3 *db, const config *cfg)
     json_t *arr = json ? json_array() : NULL;
     if (csv)
         fputs("id,kind,conversation,state,attempts,created_at,finished_at,status,code,error,"
-              "result_id\n", stdout);
+              "result_id,resent\n", stdout);
     else if (!json)
         printf("%8s %-7s %-36s %-10s %4s %-20s %-20s %6s %s\n", "id", "kind", "conversation",
                "state", "att", "created", "finished", "status", "code / result");
     while (sqlite3_step(st) == SQLITE_ROW) {
-        char created[32], finished[32], id[24], attempts[12], status[12];
+        char created[32], finished[32], id[24], attempts[12], status[12], resent[12];
+        /* copies libcurl re-sent by itself, counted in attempts: Teams may hold duplicates */
+        int nresent = sqlite3_column_int(st, 11);
+        snprintf(resent, sizeof resent, "%d", nresent);
         iso_time(sqlite3_column_int64(st, 5), created);
         iso_time(sqlite3_column_int64(st, 6), finished);
         snprintf(id, sizeof id, "%lld", (long long)sqlite3_column_int64(st, 0));
@@ -273,6 +277,7 @@ static int report_deliveries(sqlite3 *db, const config *cfg)
             json_object_set_new(o, "code", json_str_or_null(col(st, 8)));
             json_object_set_new(o, "error", json_str_or_null(col(st, 9)));
             json_object_set_new(o, "result_id", json_str_or_null(col(st, 10)));
+            json_object_set_new(o, "resent", json_integer(nresent));
             json_array_append_new(arr, o);
         } else if (csv) {
             csv_field(stdout, id, 0);
@@ -285,12 +290,14 @@ static int report_deliveries(sqlite3 *db, const config *cfg)
             csv_field(stdout, sqlite3_column_type(st, 7) == SQLITE_NULL ? "" : status, 0);
             csv_field(stdout, col(st, 8), 0);
             csv_field(stdout, col(st, 9), 0);
-            csv_field(stdout, col(st, 10), 1);
+            csv_field(stdout, col(st, 10), 0);
+            csv_field(stdout, resent, 1);
         } else {
             const char *detail = col(st, 8) ? col(st, 8) : col(st, 10) ? col(st, 10) : "";
-            printf("%8s %-7s %-36.36s %-10s %4s %-20s %-20s %6s %s\n", id, col(st, 1),
+            printf("%8s %-7s %-36.36s %-10s %4s %-20s %-20s %6s %s%s%s%s\n", id, col(st, 1),
                    col(st, 2) ? col(st, 2) : "-", col(st, 3), attempts, created, finished,
-                   sqlite3_column_type(st, 7) == SQLITE_NULL ? "-" : status, detail);
+                   sqlite3_column_type(st, 7) == SQLITE_NULL ? "-" : status, detail,
+                   nresent ? " (" : "", nresent ? resent : "", nresent ? " re-sent by libcurl)" : "");
         }
     }
     sqlite3_finalize(st);

@@ -143,6 +143,12 @@ static int record_attempt(store_outbox *o, int64_t op_id, int64_t at, int status
     return store_step(o->db, st, "record attempt", err);
 }
 
+int store_outbox_note_attempt(store_outbox *o, int64_t op_id, int64_t at, const char *code,
+                              const char *error, char **err)
+{
+    return record_attempt(o, op_id, at, 0, code, error, err);
+}
+
 int store_outbox_retry(store_outbox *o, int64_t op_id, int attempts, int64_t at, int status,
                        const char *code, const char *error, int64_t next_attempt_at, char **err)
 {

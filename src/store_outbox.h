@@ -32,6 +32,10 @@ int store_outbox_insert(store_outbox *o, store_op *op, char **err);
 /* Records a failed attempt and when the next one is due. */
 int store_outbox_retry(store_outbox *o, int64_t op_id, int attempts, int64_t at, int status,
                        const char *code, const char *error, int64_t next_attempt_at, char **err);
+/* Records an attempt that changes nothing else (status 0: no answer), such as a copy libcurl
+ * re-sent by itself (code "resent"). */
+int store_outbox_note_attempt(store_outbox *o, int64_t op_id, int64_t at, const char *code,
+                              const char *error, char **err);
 /* Records the final attempt (status may be 0 for no attempt) and the final state. */
 int store_outbox_finish(store_outbox *o, int64_t op_id, const char *state, int attempts,
                         int64_t at, int status, const char *code, const char *error,

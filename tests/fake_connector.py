@@ -15,7 +15,8 @@ Each recorded request is a dict:
     method, path (raw, still percent-encoded, without query), query, decoded_path,
     conversation_id (decoded, or None), activity_id (decoded, or None), headers (dict, lower-case
     names), authorization (or None), body (text), json (parsed body or None), status (what the fake
-    answered; "reset" for a dropped connection), response (body sent), time (monotonic).
+    answered; "reset" for a dropped connection), response (body sent), time (monotonic); dropped
+    (True) when an ACCEPT_RESET / ACCEPT_CLOSE fault acted on the request but never answered.
 
 Answers like Teams:
     POST   /v3/conversations                            201 {"id":"a:conv-N"}  (isGroup false)
@@ -97,6 +98,12 @@ BOT_NOT_IN_ROSTER = {"error": {"code": "BotNotInConversationRoster",
 MESSAGE_TOO_BIG = {"error": {"code": "MessageSizeTooBig", "message": "Message size too large."}}
 
 RESET = "reset"  # status value for inject(): close the socket without answering (RST)
+# status values for inject(): do what Teams would (the message exists, an id is used up), then
+# drop the connection instead of answering, with an RST or a clean close (FIN). The request is
+# recorded with the status it would have had (201, ...) and "dropped": True, so a ledger of what
+# Teams accepted counts it; the client never heard.
+ACCEPT_RESET = "accept-reset"
+ACCEPT_CLOSE = "accept-close"
 SLOW = "slow"    # random_faults() choice ("slow", seconds): answer normally after a delay
 
 # Teams' per bot per conversation windows for sends/creates (PROTOCOL.md §5.1): (seconds, max ops).
@@ -210,7 +217,8 @@ class FakeConnector:
     # ---- faults ----------------------------------------------------------------------------------
     def inject(self, match, status, body=None, headers=None, times=None, delay=0, method=None):
         """Make matching requests fail (or be slow). status: an HTTP status, RESET ("reset": close
-        the socket without answering), or None (answer normally, after delay). body: dict (JSON),
+        the socket without answering), ACCEPT_RESET / ACCEPT_CLOSE (act on the request, then
+        drop the connection unanswered), or None (answer normally, after delay). body: dict (JSON),
         str or bytes; None gives an empty body. times: how many requests it applies to (None: all).
         Later injections are checked first."""
         f = Fault(match, status, body, headers, times, delay, method)
@@ -594,6 +602,16 @@ class _Handler(BaseHTTPRequestHandler):
                 rec["status"] = RESET
                 fc._record(rec)
                 self._reset()
+                return
+            if fault.status in (ACCEPT_RESET, ACCEPT_CLOSE):
+                got = fc._read(method, raw, query) if m is None else None
+                status, out = got if got is not None else self._route(method, m, conv, act, parsed)
+                rec["status"], rec["response"], rec["dropped"] = status, out.decode("utf-8", "replace"), True
+                fc._record(rec)
+                if fault.status == ACCEPT_RESET:
+                    self._reset()
+                else:
+                    self.close_connection = True      # handle() returns: the socket closes, FIN
                 return
             if fault.status is not None:
                 b = fault.body

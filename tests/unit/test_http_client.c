@@ -6,6 +6,7 @@
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <netinet/in.h>
@@ -20,6 +21,7 @@ static struct event_base *base;
 static struct evhttp *server;
 static int port;
 static int requests_seen;
+static int drops_left;            /* /drop requests still to drop unanswered */
 
 /* Requests the /hang handler never answered; replied to (or freed, when the client went away)
  * at teardown, before evhttp_free. */
@@ -73,6 +75,14 @@ static void handle(struct evhttp_request *req, void *arg)
     const char *uri = evhttp_request_get_uri(req);
     struct evkeyvalq *in = evhttp_request_get_input_headers(req);
     struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+    if (strncmp(uri, "/drop", 5) == 0 && drops_left > 0) {
+        /* read in full, then the connection closes without a byte of answer: evhttp sees the
+         * EOF and frees the connection with this request */
+        drops_left--;
+        struct bufferevent *bev = evhttp_connection_get_bufferevent(evhttp_request_get_connection(req));
+        shutdown(bufferevent_getfd(bev), SHUT_RDWR);
+        return;
+    }
     if (strncmp(uri, "/hang", 5) == 0) {
         if (n_hung < MAX_HUNG)
             hung[n_hung++] = req;
@@ -128,7 +138,7 @@ static void setup(void)
     socklen_t len = sizeof sin;
     getsockname(evhttp_bound_socket_get_fd(bs), (struct sockaddr *)&sin, &len);
     port = ntohs(sin.sin_port);
-    requests_seen = n_hung = n_peers = 0;
+    requests_seen = n_hung = n_peers = drops_left = 0;
 }
 
 static void teardown(void)
@@ -171,7 +181,7 @@ static void run_for(int ms)
 }
 
 typedef struct got {
-    int calls;
+    int calls, resends;
     long status;
     int transport_error, timed_out;
     char *error, *body, *retry_after, *corr;
@@ -187,6 +197,7 @@ static void on_got(const http_response *res, void *ud)
     g->status = res->status;
     g->transport_error = res->transport_error;
     g->timed_out = res->timed_out;
+    g->resends = res->resends;
     free(g->error);
     free(g->body);
     free(g->retry_after);
@@ -379,6 +390,41 @@ static void test_keepalive_reuses_connection(void)
     CHECK(run_until(&ch.done, 5, 5000));
     CHECK_INT(requests_seen, 5);
     CHECK_INT(n_peers, 1);
+    http_client_free(c);
+    teardown();
+}
+
+/* A request on a reused connection that dies unanswered goes out again by libcurl's own choice;
+ * http_response.resends says so. On a fresh connection the same death is an error, not a resend. */
+static void test_resend_on_a_dead_reused_connection_is_counted(void)
+{
+    setup();
+    http_client *c = new_client(1);
+    got g = {0};
+    CHECK(start(c, "POST", "/echo/warm", NULL, "one", 2000, &g));
+    CHECK(run_until(&g.calls, 1, 5000));
+    CHECK_INT(g.resends, 0);
+    drops_left = 1;
+    CHECK(start(c, "POST", "/drop/echo", NULL, "two", 2000, &g));
+    CHECK(run_until(&g.calls, 2, 5000));
+    CHECK_INT(g.transport_error, 0);
+    CHECK_INT(g.status, 404);     /* the second copy reached the handler's fallthrough */
+    CHECK_INT(g.resends, 1);
+    CHECK_INT(requests_seen, 3);
+    CHECK_INT(n_peers, 2);
+    got_clear(&g);
+    http_client_free(c);
+    teardown();
+
+    setup();
+    c = new_client(1);
+    drops_left = 1;
+    CHECK(start(c, "POST", "/drop/first", NULL, "x", 2000, &g));
+    CHECK(run_until(&g.calls, 1, 5000));
+    CHECK(g.transport_error != 0);
+    CHECK_INT(g.resends, 0);
+    CHECK_INT(requests_seen, 1);
+    got_clear(&g);
     http_client_free(c);
     teardown();
 }
@@ -633,6 +679,7 @@ UNIT_MAIN("http_client",
           CASE(test_hundred_concurrent),
           CASE(test_on_done_starts_request),
           CASE(test_keepalive_reuses_connection),
+          CASE(test_resend_on_a_dead_reused_connection_is_counted),
           CASE(test_headers_captured),
           CASE(test_timeout),
           CASE(test_connection_refused),
