@@ -185,6 +185,27 @@ class BroadcastCreationTest(BroadcastCase):
         self.assertEqual((s["total"], s["sent"]), (1200, 1200), s)
         self.delivered_once({f"a:te-{i}" for i in range(1200)})
 
+    def test_two_creations_under_one_key_make_one_job(self):
+        h = self.start()
+        self.seed("tk", 3000, "a:tk-")
+        answers = []
+        threads = [threading.Thread(target=lambda: answers.append(self.try_ctl(
+            h, cmd="broadcast", to={"tenant": "tk"}, text="k", key="same"))) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        ids = {json.loads(text)["id"] for st, text in answers}
+        self.assertEqual(len(ids), 1, answers)
+        s = self.wait_state(ids.pop(), timeout=tf(60))
+        self.assertEqual((s["total"], s["sent"]), (3000, 3000), s)
+        self.delivered_once({f"a:tk-{i}" for i in range(3000)})
+        js = self.wait_swept(h.db)
+        states = collections.Counter(st for st, _, _ in js.values())
+        # the second either found the key at once, or lost the race at its start and gave way
+        self.assertIn(states, ({"done": 1}, {"done": 1, "abandoned": 1}), js)
+        print(f"\n  two creations under one key: {dict(states)}", flush=True)
+
     def test_key_must_be_a_string(self):
         self.start()
         st, text, _ = self.h.request("POST", "/api/notify/ctl", json.dumps(
