@@ -11,6 +11,7 @@
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
 #include <openssl/param_build.h>
+#include <openssl/rand.h>
 #include <openssl/sha.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,9 +53,13 @@ struct auth_in {
     keyset ks;
     int have_keys;
     http_request *req;            /* metadata or JWKS fetch in flight */
-    int64_t last_attempt_ms;      /* monotonic; 0 never */
-    struct event *refresh_timer;
+    int64_t fetch_started_ms;     /* monotonic: start of the fetch in flight (its budget) */
+    int64_t last_done_ms;         /* monotonic: when the last fetch ended; 0 never */
+    long retry_step_ms;           /* backoff of the background retry; 0 after a success */
+    struct event *refresh_timer;  /* periodic refresh */
+    struct event *retry_timer;    /* background retry after a failed fetch */
     waiter *waiters;
+    int waking;                   /* inside wake_all: rechecks never wait again */
     cached_token *cache;
     size_t cache_slots;           /* power of two */
     auth_in_stats stats;
@@ -418,40 +423,80 @@ enum auth_result auth_in_verify_with_jwks(const char *jwks_json, const auth_in_c
     return r;
 }
 
-/* ---- fetching ---------------------------------------------------------------------------- */
+/* ---- fetching ----------------------------------------------------------------------------
 
-static void fetch_keys(auth_in *a);
+   One fetch (metadata, then the JWKS it names) is in flight at most, and it ends within
+   cfg.fetch_timeout_ms, success or not. A check may wait only for that fetch, or start one when
+   the floor has passed since the last fetch *ended*, so an unknown kid costs at most one fetch per
+   floor however slow the key service is; and the rechecks run when a fetch ends (inside wake_all)
+   never wait again, so a request waits for one fetch at most. Counting the floor from the start of
+   the last fetch, as before, let a fetch slower than the floor, or a floor of 0, refetch forever
+   for one request. A failed fetch is retried in the background with exponential backoff and
+   jitter (at start and at refresh alike), so recovery waits neither for a request nor for the
+   floor; a successful fetch resets the backoff. */
+
+static int fetch_keys(auth_in *a);
 
 static void wake_all(auth_in *a)
 {
     waiter *w = a->waiters;
     a->waiters = NULL;
+    a->waking++;
     while (w) {
         waiter *next = w->next;
         w->wake(w->ud);
         free(w);
         w = next;
     }
+    a->waking--;
+}
+
+/* The next background retry: base, 2×base, 4×base … up to max, each stretched by a random part of
+ * up to half, so the steps still grow and many herald processes do not retry in step. */
+static int64_t next_retry_ms(auth_in *a)
+{
+    long d = a->retry_step_ms ? a->retry_step_ms * 2 : a->cfg.retry_base_ms;
+    if (d > a->cfg.retry_max_ms)
+        d = a->cfg.retry_max_ms;
+    a->retry_step_ms = d;
+    uint32_t r = 0;
+    if (RAND_bytes((unsigned char *)&r, sizeof r) != 1)
+        r = 0;
+    return (int64_t)d + (int64_t)(r % (uint32_t)(d / 2 + 1));
 }
 
 static void fetch_failed(auth_in *a, const char *why)
 {
+    a->req = NULL;
+    a->last_done_ms = mono_ms();
     a->stats.key_fetch_failures++;
-    log_error("cannot refresh the channel's signing keys: %s (keeping %zu known key(s))", why,
-              a->ks.n);
+    int64_t retry = next_retry_ms(a);
+    clock_timer_add(a->retry_timer, retry);
+    log_error("cannot refresh the channel's signing keys: %s (keeping %zu known key(s)); "
+              "retrying in %lld ms", why, a->ks.n, (long long)retry);
     wake_all(a);
+}
+
+/* What is left of the fetch's budget for its next request; at least 1 ms. */
+static long budget_left_ms(const auth_in *a)
+{
+    int64_t left = a->fetch_started_ms + a->cfg.fetch_timeout_ms - mono_ms();
+    return left < 1 ? 1 : (long)left;
 }
 
 static void on_jwks(const http_response *res, void *ud)
 {
     auth_in *a = ud;
-    a->req = NULL;
     keyset ks = {0};
     if (res->status != 200 || keyset_parse(res->body, res->body_len, &ks) < 0 || ks.n == 0) {
         keyset_clear(&ks);
         fetch_failed(a, res->status ? "JWKS answer is not a usable key set" : res->error);
         return;
     }
+    a->req = NULL;
+    a->last_done_ms = mono_ms();
+    a->retry_step_ms = 0;
+    clock_timer_del(a->retry_timer);
     keyset_clear(&a->ks);
     a->ks = ks;
     a->have_keys = 1;
@@ -470,7 +515,6 @@ static void on_jwks(const http_response *res, void *ud)
 static void on_metadata(const http_response *res, void *ud)
 {
     auth_in *a = ud;
-    a->req = NULL;
     json_error_t jerr;
     json_t *root = res->status == 200 ? json_loadb(res->body, res->body_len, 0, &jerr) : NULL;
     const char *uri = json_string_value(json_object_get(root, "jwks_uri"));
@@ -480,7 +524,8 @@ static void on_metadata(const http_response *res, void *ud)
         return;
     }
     char *err = NULL;
-    a->req = http_client_request(a->http, "GET", uri, NULL, NULL, 0, 10000, on_jwks, a, &err);
+    a->req = http_client_request(a->http, "GET", uri, NULL, NULL, 0, budget_left_ms(a), on_jwks, a,
+                                 &err);
     json_decref(root);
     if (!a->req) {
         fetch_failed(a, err ? err : "cannot start the JWKS request");
@@ -488,21 +533,36 @@ static void on_metadata(const http_response *res, void *ud)
     }
 }
 
-static void fetch_keys(auth_in *a)
+/* Starts a fetch unless one is in flight. 0, or -1 when it could not even start (then it counts
+ * as a failed fetch: the background retry is armed and waiters are woken). */
+static int fetch_keys(auth_in *a)
 {
     if (a->req)
-        return;
-    a->last_attempt_ms = mono_ms();
+        return 0;
+    a->fetch_started_ms = mono_ms();
     char *err = NULL;
-    a->req = http_client_request(a->http, "GET", a->metadata_url, NULL, NULL, 0, 10000,
-                                 on_metadata, a, &err);
+    a->req = http_client_request(a->http, "GET", a->metadata_url, NULL, NULL, 0,
+                                 a->cfg.fetch_timeout_ms, on_metadata, a, &err);
     if (!a->req) {
         fetch_failed(a, err ? err : "cannot start the metadata request");
         free(err);
+        return -1;
     }
+    return 0;
 }
 
-static void on_refresh_timer(evutil_socket_t fd, short what, void *arg)
+/* 1 when a check may wait for keys: a fetch is in flight, or none ended within the floor. Never
+ * while fetch results are being handed out (see above). */
+static int may_wait(const auth_in *a)
+{
+    if (a->waking)
+        return 0;
+    if (a->req)
+        return 1;
+    return !a->last_done_ms || mono_ms() - a->last_done_ms >= (int64_t)a->cfg.refresh_floor_s * 1000;
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
@@ -527,16 +587,23 @@ auth_in *auth_in_new(struct event_base *base, http_client *http, const auth_in_c
     a->cfg.app_id = a->app_id = strdup(cfg->app_id);
     a->cfg.openid_metadata_url = a->metadata_url = strdup(cfg->openid_metadata_url);
     a->cfg.issuer = a->issuer = strdup(cfg->issuer);
+    /* 0 (or less) means the default everywhere: a floor of 0 is never honoured */
     if (a->cfg.clock_skew_s <= 0) a->cfg.clock_skew_s = 300;
     if (a->cfg.refresh_interval_s <= 0) a->cfg.refresh_interval_s = 86400;
-    if (a->cfg.refresh_floor_s < 0) a->cfg.refresh_floor_s = 300;
+    if (a->cfg.refresh_floor_s <= 0) a->cfg.refresh_floor_s = 300;
+    if (a->cfg.fetch_timeout_ms <= 0) a->cfg.fetch_timeout_ms = 10000;
+    if (a->cfg.retry_base_ms <= 0) a->cfg.retry_base_ms = 500;
+    if (a->cfg.retry_max_ms < a->cfg.retry_base_ms)
+        a->cfg.retry_max_ms = a->cfg.retry_base_ms > 60000 ? a->cfg.retry_base_ms : 60000;
     size_t want = cfg->token_cache_max ? cfg->token_cache_max : 10000;
     a->cache_slots = 64;
     while (a->cache_slots < want)
         a->cache_slots <<= 1;
     a->cache = calloc(a->cache_slots, sizeof *a->cache);
-    a->refresh_timer = event_new(base, -1, EV_PERSIST, on_refresh_timer, a);
-    if (!a->cache || !a->refresh_timer) {
+    a->refresh_timer = event_new(base, -1, EV_PERSIST, on_timer, a);
+    a->retry_timer = evtimer_new(base, on_timer, a);
+    if (!a->cache || !a->refresh_timer || !a->retry_timer || !a->app_id || !a->metadata_url ||
+        !a->issuer) {
         auth_in_free(a);
         *err = strdup("out of memory");
         return NULL;
@@ -553,6 +620,8 @@ void auth_in_free(auth_in *a)
         http_request_cancel(a->req);
     if (a->refresh_timer)
         clock_timer_free(a->refresh_timer);
+    if (a->retry_timer)
+        clock_timer_free(a->retry_timer);
     while (a->waiters) {
         waiter *n = a->waiters->next;
         free(a->waiters);
@@ -589,6 +658,10 @@ void auth_in_forget(auth_in *a, void *ud)
 
 enum auth_result auth_in_wait(auth_in *a, void (*wake)(void *ud), void *ud)
 {
+    /* start the fetch before registering, so a fetch that fails at once wakes nobody who is
+       still being set up */
+    if (fetch_keys(a) < 0)
+        return AUTH_UNAVAILABLE;
     waiter *w = malloc(sizeof *w);
     if (!w)
         return AUTH_UNAVAILABLE;
@@ -596,7 +669,6 @@ enum auth_result auth_in_wait(auth_in *a, void (*wake)(void *ud), void *ud)
     w->ud = ud;
     w->next = a->waiters;
     a->waiters = w;
-    fetch_keys(a);
     return AUTH_PENDING;
 }
 
@@ -625,8 +697,7 @@ enum auth_result auth_in_check(auth_in *a, const char *authorization, const char
         }
     }
     if (!a->have_keys) {
-        if (a->req || mono_ms() - a->last_attempt_ms >= a->cfg.refresh_floor_s * 1000 ||
-            !a->last_attempt_ms)
+        if (may_wait(a))
             return AUTH_PENDING;
         *reason = "the channel's signing keys are unavailable";
         return AUTH_UNAVAILABLE;
@@ -635,7 +706,7 @@ enum auth_result auth_in_check(auth_in *a, const char *authorization, const char
     verified v = {0};
     enum auth_result r = verify_token(&a->ks, &a->cfg, token, tlen, now_s, reason, &unknown_kid, &v);
     if (r != AUTH_OK) {
-        if (unknown_kid && (a->req || mono_ms() - a->last_attempt_ms >= a->cfg.refresh_floor_s * 1000))
+        if (unknown_kid && may_wait(a))
             return AUTH_PENDING;
         a->stats.denied++;
         return r;

@@ -48,10 +48,8 @@ const char *config_usage(void)
            "                        required and every request carries Authorization: Bearer TOKEN\n"
            "\n"
            "Credentials come from the environment: CLIENT_ID / MicrosoftAppId, CLIENT_SECRET /\n"
-           "MicrosoftAppPassword, TENANT_ID / MicrosoftAppTenantId. Limits: HERALD_MAX_BODY_BYTES,\n"
-           "HERALD_RESPONSE_DEADLINE_MS, HERALD_REDELIVERY_WINDOW_S, HERALD_SHUTDOWN_GRACE_MS,\n"
-           "HERALD_CONNECTOR_TIMEOUT_MS, HERALD_LUA_MEMORY_MB, HERALD_TASK_SLICE_MS,\n"
-           "HERALD_LOAD_DEADLINE_MS, HERALD_MAX_TASKS (see README).\n";
+           "MicrosoftAppPassword, TENANT_ID / MicrosoftAppTenantId. Limits are HERALD_* variables,\n"
+           "each checked against its range at start; `herald check` lists them (see README).\n";
 }
 
 static const char *env_first(const char *a, const char *b)
@@ -192,14 +190,89 @@ static int admin_target(config *cfg, int tcp, const char *db, char **err)
     return -1;
 }
 
-static int env_limit(const char *name, long min, long max, long *out, char **err)
+#define ROW(name, min, max, def, unit, kind, field) \
+    {name, min, max, def, unit, kind, offsetof(config, field)}
+
+/* Every numeric setting, one row each: its variable, range, default, unit and the field it fills.
+ * This table is the only place a bound is written; config_load applies it before anything else,
+ * and tests/unit/test_config.c walks it. Every minimum is at least 1: a zero here has always
+ * meant "no limit" or "no protection" (a key refetch floor of 0 fetched keys in a loop). The
+ * restructure issue grows this into the table of all settings, so keep it one row per setting. */
+static const config_limit limits[] = {
+    ROW("HERALD_MAX_BODY_BYTES", 1024, 64L << 20, 1L << 20, "bytes", CONFIG_SIZE, max_body_bytes),
+    ROW("HERALD_RESPONSE_DEADLINE_MS", 1, 60000, 4000, "ms", CONFIG_LONG, response_deadline_ms),
+    ROW("HERALD_REDELIVERY_WINDOW_S", 1, 86400, 300, "s", CONFIG_LONG, redelivery_window_s),
+    ROW("HERALD_INSTALL_WINDOW_S", 1, 86400, 600, "s", CONFIG_LONG, install_window_s),
+    ROW("HERALD_SHUTDOWN_GRACE_MS", 1, 600000, 10000, "ms", CONFIG_LONG, shutdown_grace_ms),
+    ROW("HERALD_CONNECTOR_TIMEOUT_MS", 100, 600000, 15000, "ms", CONFIG_LONG, connector_timeout_ms),
+    ROW("HERALD_LUA_MEMORY_MB", 4, 1L << 20, 256, "MB", CONFIG_MB, lua_memory_bytes),
+    ROW("HERALD_TASK_SLICE_MS", 1, 600000, 1000, "ms", CONFIG_LONG, task_slice_ms),
+    /* a new generation is built on the loop: keep stalls short */
+    ROW("HERALD_LOAD_DEADLINE_MS", 1, 600000, 1000, "ms", CONFIG_LONG, load_deadline_ms),
+    /* above a full collection of a capped heap under ASan */
+    ROW("HERALD_WATCHDOG_GRACE_MS", 100, 600000, 3000, "ms", CONFIG_LONG, watchdog_grace_ms),
+    ROW("HERALD_MAX_TASKS", 1, 10000000, 10000, "tasks", CONFIG_INT, max_tasks),
+    ROW("HERALD_TASK_DEADLINE_MS", 100, 86400000L, 300000, "ms", CONFIG_LONG, task_deadline_ms),
+    ROW("HERALD_MAX_TIMERS", 1, 10000000, 10000, "timers", CONFIG_INT, max_timers),
+    ROW("HERALD_SCHEDULE_MISFIRE_S", 1, 86400, 60, "s", CONFIG_LONG, schedule_misfire_s),
+    ROW("HERALD_RELOAD_DEBOUNCE_MS", 1, 60000, 100, "ms", CONFIG_LONG, reload_debounce_ms),
+    ROW("HERALD_RELOAD_GRACE_MS", 1, 3600000, 30000, "ms", CONFIG_LONG, reload_grace_ms),
+    ROW("HERALD_TENANT_RPS", 1, 100000, 50, "per s", CONFIG_LONG, tenant_rps),
+    ROW("HERALD_OUTBOX_MAX_ATTEMPTS", 1, 1000, 8, "attempts", CONFIG_LONG, outbox_max_attempts),
+    ROW("HERALD_OUTBOX_MAX_AGE_S", 1, 30L * 86400, 3600, "s", CONFIG_LONG, outbox_max_age_s),
+    ROW("HERALD_RETRY_BASE_MS", 1, 3600000, 1000, "ms", CONFIG_LONG, retry_base_ms),
+    ROW("HERALD_RETRY_MAX_MS", 1, 3600000, 60000, "ms", CONFIG_LONG, retry_max_ms),
+    ROW("HERALD_OUTBOX_MAX_IN_FLIGHT", 1, 100000, 256, "attempts", CONFIG_LONG, outbox_max_in_flight),
+    ROW("HERALD_OUTBOX_RETENTION_S", 60, 3650L * 86400, 7L * 86400, "s", CONFIG_LONG, outbox_retention_s),
+    ROW("HERALD_JWKS_REFRESH_S", 60, 7L * 86400, 86400, "s", CONFIG_LONG, jwks_refresh_interval_s),
+    ROW("HERALD_JWKS_REFRESH_FLOOR_S", 1, 86400, 300, "s", CONFIG_LONG, jwks_refresh_floor_s),
+    ROW("HERALD_JWKS_TIMEOUT_MS", 1000, 60000, 10000, "ms", CONFIG_LONG, jwks_timeout_ms),
+    ROW("HERALD_NOTIFY_REPLAY_MAX", 1, 1000000, 10000, "signatures", CONFIG_LONG, notify_replay_max),
+};
+#undef ROW
+
+const config_limit *config_limits(size_t *n)
 {
-    const char *v = getenv(name);
-    if (!v || !*v)
-        return 0;
-    if (parse_long(v, min, max, out) < 0) {
-        *err = fmt_err("%s must be an integer between %ld and %ld, got '%s'", name, min, max, v);
-        return -1;
+    *n = sizeof limits / sizeof limits[0];
+    return limits;
+}
+
+static void limit_store(config *cfg, const config_limit *l, long v)
+{
+    char *field = (char *)cfg + l->offset;
+    switch (l->kind) {
+    case CONFIG_LONG: *(long *)field = v; break;
+    case CONFIG_INT: *(int *)field = (int)v; break;
+    case CONFIG_SIZE: *(size_t *)field = (size_t)v; break;
+    case CONFIG_MB: *(size_t *)field = (size_t)v << 20; break;
+    }
+}
+
+long config_limit_value(const config *cfg, const config_limit *l)
+{
+    const char *field = (const char *)cfg + l->offset;
+    switch (l->kind) {
+    case CONFIG_LONG: return *(const long *)field;
+    case CONFIG_INT: return *(const int *)field;
+    case CONFIG_SIZE: return (long)*(const size_t *)field;
+    case CONFIG_MB: return (long)(*(const size_t *)field >> 20);
+    }
+    return 0;
+}
+
+/* Fills every row's field: its default, or its variable when set and within range. */
+static int apply_limits(config *cfg, char **err)
+{
+    for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
+        const config_limit *l = &limits[i];
+        const char *v = getenv(l->name);
+        long x = l->def;
+        if (v && *v && parse_long(v, l->min, l->max, &x) < 0) {
+            *err = fmt_err("%s must be an integer from %ld to %ld (%s), got '%s'", l->name, l->min,
+                           l->max, l->unit, v);
+            return -1;
+        }
+        limit_store(cfg, l, x);
     }
     return 0;
 }
@@ -210,33 +283,11 @@ int config_load(config *cfg, int argc, char **argv, char **err)
     cfg->listen_host = strdup("127.0.0.1");
     cfg->listen_port = 3978;
     cfg->log_level = "info";
-    cfg->max_body_bytes = 1024 * 1024;
-    cfg->response_deadline_ms = 4000;
-    cfg->redelivery_window_s = 300;
-    cfg->install_window_s = 600;
-    cfg->shutdown_grace_ms = 10000;
-    cfg->connector_timeout_ms = 15000;
-    cfg->lua_memory_bytes = (size_t)256 << 20;
-    cfg->task_slice_ms = 1000;
-    cfg->load_deadline_ms = 1000;   /* a new generation is built on the loop: keep stalls short */
-    cfg->watchdog_grace_ms = 3000;  /* above a full collection of a capped heap under ASan */
-    cfg->max_tasks = 10000;
-    cfg->task_deadline_ms = 300000;
-    cfg->max_timers = 10000;
     cfg->default_tz = "UTC";
-    cfg->schedule_misfire_s = 60;
     cfg->reload_watch = 1;
-    cfg->reload_debounce_ms = 100;
-    cfg->reload_grace_ms = 30000;
-
     cfg->governor = 1;
-    cfg->tenant_rps = 50;
-    cfg->outbox_max_attempts = 8;
-    cfg->outbox_max_age_s = 3600;
-    cfg->retry_base_ms = 1000;
-    cfg->retry_max_ms = 60000;
-    cfg->outbox_retention_s = 7 * 86400;
-    cfg->outbox_max_in_flight = 256;
+    if (apply_limits(cfg, err) < 0)
+        return -1;
 
     /* environment */
     const char *dev = getenv("HERALD_DEV");
@@ -256,10 +307,6 @@ int config_load(config *cfg, int argc, char **argv, char **err)
     cfg->token_issuer = env_first("HERALD_TOKEN_ISSUER", NULL);
     cfg->proactive_url = env_first("HERALD_PROACTIVE_SERVICE_URL", NULL);
     cfg->trusted_service_urls = env_first("HERALD_TRUSTED_SERVICE_URLS", NULL);
-    cfg->jwks_refresh_floor_s = 300;
-    cfg->jwks_refresh_interval_s = 86400;
-    if (env_limit("HERALD_JWKS_REFRESH_FLOOR_S", 0, 86400, &cfg->jwks_refresh_floor_s, err) < 0) return -1;
-    if (env_limit("HERALD_JWKS_REFRESH_S", 60, 7 * 86400, &cfg->jwks_refresh_interval_s, err) < 0) return -1;
     if (getenv("HERALD_LOG_LEVEL") && *getenv("HERALD_LOG_LEVEL"))
         cfg->log_level = getenv("HERALD_LOG_LEVEL");
     const char *db_env = getenv("HERALD_DB");
@@ -274,36 +321,10 @@ int config_load(config *cfg, int argc, char **argv, char **err)
         return -1;
     cfg->admin_token = env_first("HERALD_ADMIN_TOKEN", NULL);
 
-    long v;
-    v = (long)cfg->max_body_bytes;
-    if (env_limit("HERALD_MAX_BODY_BYTES", 1024, 64L << 20, &v, err) < 0) return -1;
-    cfg->max_body_bytes = (size_t)v;
-    if (env_limit("HERALD_RESPONSE_DEADLINE_MS", 1, 60000, &cfg->response_deadline_ms, err) < 0) return -1;
-    if (env_limit("HERALD_REDELIVERY_WINDOW_S", 0, 86400, &cfg->redelivery_window_s, err) < 0) return -1;
-    if (env_limit("HERALD_INSTALL_WINDOW_S", 0, 86400, &cfg->install_window_s, err) < 0) return -1;
-    if (env_limit("HERALD_SHUTDOWN_GRACE_MS", 0, 600000, &cfg->shutdown_grace_ms, err) < 0) return -1;
-    if (env_limit("HERALD_CONNECTOR_TIMEOUT_MS", 100, 600000, &cfg->connector_timeout_ms, err) < 0) return -1;
-    v = (long)(cfg->lua_memory_bytes >> 20);
-    if (env_limit("HERALD_LUA_MEMORY_MB", 4, 1L << 20, &v, err) < 0) return -1;
-    cfg->lua_memory_bytes = (size_t)v << 20;
-    if (env_limit("HERALD_TASK_SLICE_MS", 1, 600000, &cfg->task_slice_ms, err) < 0) return -1;
-    if (env_limit("HERALD_LOAD_DEADLINE_MS", 1, 600000, &cfg->load_deadline_ms, err) < 0) return -1;
-    if (env_limit("HERALD_WATCHDOG_GRACE_MS", 100, 600000, &cfg->watchdog_grace_ms, err) < 0) return -1;
-    v = cfg->max_tasks;
-    if (env_limit("HERALD_MAX_TASKS", 1, 10000000, &v, err) < 0) return -1;
-    cfg->max_tasks = (int)v;
-
     if (env_first("HERALD_DEFAULT_TZ", NULL))
         cfg->default_tz = env_first("HERALD_DEFAULT_TZ", NULL);
-    if (env_limit("HERALD_SCHEDULE_MISFIRE_S", 0, 86400, &cfg->schedule_misfire_s, err) < 0) return -1;
     const char *tc = getenv("HERALD_TEST_CLOCK");
     cfg->test_clock = tc && strcmp(tc, "1") == 0;
-    v = cfg->max_timers;
-    if (env_limit("HERALD_MAX_TIMERS", 1, 10000000, &v, err) < 0) return -1;
-    cfg->max_timers = (int)v;
-    if (env_limit("HERALD_TASK_DEADLINE_MS", 100, 86400000L, &cfg->task_deadline_ms, err) < 0) return -1;
-    if (env_limit("HERALD_RELOAD_DEBOUNCE_MS", 0, 60000, &cfg->reload_debounce_ms, err) < 0) return -1;
-    if (env_limit("HERALD_RELOAD_GRACE_MS", 0, 3600000, &cfg->reload_grace_ms, err) < 0) return -1;
     const char *rw = getenv("HERALD_RELOAD");
     if (rw && (strcmp(rw, "off") == 0 || strcmp(rw, "0") == 0))
         cfg->reload_watch = 0;
@@ -313,13 +334,6 @@ int config_load(config *cfg, int argc, char **argv, char **err)
     const char *gov = getenv("HERALD_GOVERNOR");
     if (gov && (strcmp(gov, "off") == 0 || strcmp(gov, "0") == 0))
         cfg->governor = 0;
-    if (env_limit("HERALD_TENANT_RPS", 1, 100000, &cfg->tenant_rps, err) < 0) return -1;
-    if (env_limit("HERALD_OUTBOX_MAX_ATTEMPTS", 1, 1000, &cfg->outbox_max_attempts, err) < 0) return -1;
-    if (env_limit("HERALD_OUTBOX_MAX_AGE_S", 1, 30 * 86400, &cfg->outbox_max_age_s, err) < 0) return -1;
-    if (env_limit("HERALD_RETRY_BASE_MS", 1, 3600000, &cfg->retry_base_ms, err) < 0) return -1;
-    if (env_limit("HERALD_RETRY_MAX_MS", 1, 3600000, &cfg->retry_max_ms, err) < 0) return -1;
-    if (env_limit("HERALD_OUTBOX_MAX_IN_FLIGHT", 1, 100000, &cfg->outbox_max_in_flight, err) < 0) return -1;
-    if (env_limit("HERALD_OUTBOX_RETENTION_S", 60, 3650L * 86400, &cfg->outbox_retention_s, err) < 0) return -1;
 
     /* flags */
     int i = 1;
@@ -696,20 +710,14 @@ void config_print(const config *cfg, FILE *out)
     fprintf(out, "  token issuer           %s\n", cfg->token_issuer);
     fprintf(out, "  proactive service url  %s\n", cfg->proactive_url);
     fprintf(out, "  trusted service urls   %s\n", cfg->trusted_service_urls ? cfg->trusted_service_urls : "(cloud defaults only)");
-    fprintf(out, "  limits                 body %zu B, response deadline %ld ms, redelivery window %ld s,\n"
-                 "                         install window %ld s, shutdown grace %ld ms, connector timeout %ld ms,\n"
-                 "                         lua memory %zu MB, task slice %ld ms, load deadline %ld ms, max tasks %d\n",
-            cfg->max_body_bytes, cfg->response_deadline_ms, cfg->redelivery_window_s,
-            cfg->install_window_s, cfg->shutdown_grace_ms, cfg->connector_timeout_ms,
-            cfg->lua_memory_bytes >> 20, cfg->task_slice_ms, cfg->load_deadline_ms, cfg->max_tasks);
-    fprintf(out, "  reload                 %s, debounce %ld ms, grace %ld ms; task deadline %ld ms; sandbox %s\n",
-            cfg->reload_watch ? "watching files" : "SIGHUP only", cfg->reload_debounce_ms,
-            cfg->reload_grace_ms, cfg->task_deadline_ms, cfg->unsafe_lua ? "OFF (HERALD_UNSAFE_LUA)" : "on");
-    fprintf(out, "  watchdog               restarts herald when script code runs %ld ms of CPU past its slice\n",
-            cfg->watchdog_grace_ms);
-    fprintf(out, "  outbox                 governor %s, tenant %ld/s, %ld attempts, max age %ld s, retry %ld..%ld ms\n",
-            cfg->governor ? "on" : "OFF", cfg->tenant_rps, cfg->outbox_max_attempts,
-            cfg->outbox_max_age_s, cfg->retry_base_ms, cfg->retry_max_ms);
+    fprintf(out, "  limits                 value (range)\n");
+    for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++)
+        fprintf(out, "    %-31s %ld %s (%ld..%ld)\n", limits[i].name, config_limit_value(cfg, &limits[i]),
+                limits[i].unit, limits[i].min, limits[i].max);
+    fprintf(out, "  reload                 %s; sandbox %s\n",
+            cfg->reload_watch ? "watching files" : "SIGHUP only",
+            cfg->unsafe_lua ? "OFF (HERALD_UNSAFE_LUA)" : "on");
+    fprintf(out, "  outbox governor        %s\n", cfg->governor ? "on" : "OFF");
 }
 
 void config_free(config *cfg)

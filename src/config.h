@@ -44,6 +44,7 @@ typedef struct config {
     char *token_url;              /* owned: {login}/{tenant}/oauth2/v2.0/token */
     long jwks_refresh_floor_s;    /* HERALD_JWKS_REFRESH_FLOOR_S: unknown kids refetch at most this often */
     long jwks_refresh_interval_s; /* HERALD_JWKS_REFRESH_S */
+    long jwks_timeout_ms;         /* HERALD_JWKS_TIMEOUT_MS: one metadata + JWKS fetch, waiters included */
 
     /* named limits */
     size_t max_body_bytes;        /* HERALD_MAX_BODY_BYTES: /api/messages body cap → 413 */
@@ -67,6 +68,7 @@ typedef struct config {
     long reload_grace_ms;         /* HERALD_RELOAD_GRACE_MS: old generation's tasks finish by then */
     int unsafe_lua;               /* HERALD_UNSAFE_LUA=1: io, full os, package.loadlib */
     const char *script_env;       /* HERALD_SCRIPT_ENV: names os.getenv may read besides BOT_* */
+    long notify_replay_max;       /* HERALD_NOTIFY_REPLAY_MAX: notify signatures remembered at once */
 
     /* outbox and governor */
     int governor;                 /* HERALD_GOVERNOR=off disables pacing (null-connector benchmarks) */
@@ -78,6 +80,30 @@ typedef struct config {
     long outbox_max_in_flight;    /* HERALD_OUTBOX_MAX_IN_FLIGHT: attempts out at once, default 256 */
     long outbox_retention_s;      /* HERALD_OUTBOX_RETENTION_S: finished operations kept, default 7 days */
 } config;
+
+/* One numeric setting: config_load reads name from the environment, refuses a value outside
+ * [min, max] naming the setting and its range, and stores it (def when unset) in the field at
+ * offset, converted by kind. */
+typedef enum config_kind {
+    CONFIG_LONG,                  /* long */
+    CONFIG_INT,                   /* int */
+    CONFIG_SIZE,                  /* size_t */
+    CONFIG_MB,                    /* size_t holding bytes; the setting is in MiB */
+} config_kind;
+
+typedef struct config_limit {
+    const char *name;
+    long min, max, def;
+    const char *unit;
+    config_kind kind;
+    size_t offset;
+} config_limit;
+
+/* The table of every numeric setting (*n rows), for tests and `herald check`. */
+const config_limit *config_limits(size_t *n);
+
+/* The value row l holds in cfg, in the setting's unit. */
+long config_limit_value(const config *cfg, const config_limit *l);
 
 /* Fills cfg from defaults, the environment and argv. Returns 0 to run, 1 when the command was
  * fully handled (help, version: exit 0), -1 on a usage error with *err set (malloc'd). */

@@ -267,7 +267,8 @@ static int setup_auth(runtime *rt, const config *cfg, char **err)
     auth_in_config ic = {.app_id = cfg->app_id, .openid_metadata_url = cfg->openid_metadata_url,
                          .issuer = cfg->token_issuer, .clock_skew_s = 300,
                          .refresh_interval_s = cfg->jwks_refresh_interval_s,
-                         .refresh_floor_s = cfg->jwks_refresh_floor_s, .token_cache_max = 10000};
+                         .refresh_floor_s = cfg->jwks_refresh_floor_s,
+                         .fetch_timeout_ms = cfg->jwks_timeout_ms, .token_cache_max = 10000};
     rt->auth_in = auth_in_new(rt->base, rt->http, &ic, err);
     if (!rt->auth_in)
         return -1;

@@ -11,6 +11,7 @@ Library use:
     ts.rotate()                    # new key published and used for signing; the old one is dropped
     ts.outage = 503 | "reset" | None     # token endpoint outage; ts.keys_outage likewise for metadata/JWKS
     ts.token_delay, ts.keys_delay = 0.5, 2.0                   # slow answers
+    ts.key_attempts()              # [{time, path: "metadata" | "jwks", status}] of every key request
     ts.stop()
 
 It serves:
@@ -22,7 +23,8 @@ It serves:
                                                certificate's key, x5t = base64url(SHA-1(DER)),
                                                aud = token URL, iss = sub = client id, exp/nbf)
                                                → {"access_token", "expires_in", "token_type": "Bearer"}
-Counters: metadata_fetches, jwks_fetches, token_requests (records), issued (access tokens).
+Counters: metadata_fetches, jwks_fetches, token_requests (records), issued (access tokens); key_log
+records each metadata / JWKS request (monotonic time of arrival, what, the answer given).
 
 Helpers: RsaKey (openssl genrsa; n/e extracted with `openssl rsa -text`), Certificate (self-signed,
 PEM with certificate and key), mint_token(claims, key, kid, alg, ...) for valid and malformed JWTs.
@@ -262,6 +264,7 @@ class TokenService:
         self.signing_key = None
         self.metadata_fetches = 0
         self.jwks_fetches = 0
+        self.key_log = []                    # dicts: time (monotonic, on arrival), path, status
         self.token_requests = []             # dicts: time, path, tenant, form, errors, status
         self.issued = []                     # access tokens handed out, in order
         self._server = None
@@ -368,6 +371,11 @@ class TokenService:
 
     def bearer(self, service_url, **kw):
         return "Bearer " + self.mint(service_url, **kw)
+
+    def key_attempts(self, path=None):
+        """The metadata / JWKS requests so far (optionally only "metadata" or "jwks"), in order."""
+        with self.lock:
+            return [dict(r) for r in self.key_log if path is None or r["path"] == path]
 
     # ---- outbound tokens ----
     def is_issued(self, token):
@@ -508,18 +516,21 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         svc = self.service
         path = self.path.partition("?")[0]
+        arrived = time.monotonic()
         if svc.keys_delay:
             time.sleep(svc.keys_delay)
         if path == "/v1/.well-known/openidconfiguration":
             with svc.lock:
                 svc.metadata_fetches += 1
                 mode = svc.keys_outage
+                svc.key_log.append({"time": arrived, "path": "metadata", "status": mode or 200})
             if not self._outage(mode):
                 self._send(200, svc.metadata())
         elif path == "/v1/.well-known/keys":
             with svc.lock:
                 svc.jwks_fetches += 1
                 mode = svc.keys_outage
+                svc.key_log.append({"time": arrived, "path": "jwks", "status": mode or 200})
             if not self._outage(mode):
                 self._send(200, svc.jwks())
         else:
