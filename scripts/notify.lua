@@ -2,9 +2,18 @@
 -- asked for it. Follows Teams' guidance for notifications: what happened, to what, who did it,
 -- what you can do (card actions), and how to stop (a card action that opts out).
 --
+-- Sign the request: an HMAC-SHA256, keyed with the secret, of the unix time, a dot and the body.
+-- herald takes it within 5 minutes of its clock, once.
+--
+--   body='{"project":"herald","build":"1234","status":"failed","author":"Megan","url":"https://ci.example/1234"}'
+--   ts=$(date +%s)
+--   sig=$(printf '%s.%s' "$ts" "$body" | openssl dgst -sha256 -hmac "$HERALD_NOTIFY_SECRET" | sed 's/^.* //')
 --   curl -X POST http://127.0.0.1:3978/api/notify/build \
---        -H "Authorization: Bearer $HERALD_NOTIFY_SECRET" \
---        -d '{"project":"herald","build":"1234","status":"failed","author":"Megan","url":"https://ci.example/1234"}'
+--        -H "X-Herald-Timestamp: $ts" -H "X-Herald-Signature: sha256=$sig" \
+--        --data-binary "$body"
+--
+-- A caller that cannot sign may send the secret itself, over TLS only (it is replayable):
+-- -H "Authorization: Bearer $HERALD_NOTIFY_SECRET".
 local teams = require "teams"
 
 local CATEGORY = "builds"

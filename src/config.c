@@ -227,7 +227,7 @@ static const config_limit limits[] = {
     ROW("HERALD_JWKS_REFRESH_S", 60, 7L * 86400, 86400, "s", CONFIG_LONG, jwks_refresh_interval_s),
     ROW("HERALD_JWKS_REFRESH_FLOOR_S", 1, 86400, 300, "s", CONFIG_LONG, jwks_refresh_floor_s),
     ROW("HERALD_JWKS_TIMEOUT_MS", 1000, 60000, 10000, "ms", CONFIG_LONG, jwks_timeout_ms),
-    ROW("HERALD_NOTIFY_REPLAY_MAX", 1, 1000000, 10000, "signatures", CONFIG_LONG, notify_replay_max),
+    ROW("HERALD_NOTIFY_REPLAY_MAX", 1, 100000, 10000, "signatures", CONFIG_LONG, notify_replay_max),
 };
 #undef ROW
 

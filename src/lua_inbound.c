@@ -6,6 +6,7 @@
 #include "config.h"
 #include "http_server.h"
 #include "log.h"
+#include "notify_auth.h"
 #include "outbox.h"
 #include "redelivery.h"
 #include "runtime.h"
@@ -19,9 +20,6 @@
 #include <event2/event.h>
 #include <lauxlib.h>
 #include <lua.h>
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -462,52 +460,23 @@ void inbound_activity(http_exchange *x, const char *body, size_t len, void *arg)
 
 /* ---- POST /api/notify/{name} --------------------------------------------------------------- */
 
-/* The trigger's secret: HERALD_NOTIFY_SECRET_<NAME> (upper-cased, other characters as '_'), else
- * HERALD_NOTIFY_SECRET. */
-static const char *notify_secret(const char *name)
+/* Answers a refused trigger: 401 with the reason, or 429 when the replay cache is full. */
+static void notify_refuse(runtime *rt, http_exchange *x, const char *name, enum notify_verdict v,
+                          const char *reason, long retry_s)
 {
-    char var[128] = "HERALD_NOTIFY_SECRET_";
-    size_t n = strlen(var);
-    for (const char *p = name; *p && n < sizeof var - 1; p++)
-        var[n++] = (*p >= 'a' && *p <= 'z') ? (char)(*p - 32)
-                   : ((*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9')) ? *p : '_';
-    var[n] = 0;
-    const char *v = getenv(var);
-    if (!v || !*v)
-        v = getenv("HERALD_NOTIFY_SECRET");
-    return v && *v ? v : NULL;
-}
-
-/* Either "X-Herald-Signature: sha256=<hex HMAC-SHA256(secret, body)>" or "Authorization: Bearer
- * <secret>"; both compared in constant time. */
-static int notify_authorized(http_exchange *x, const char *secret, const char *body, size_t len)
-{
-    const char *sig = http_exchange_header(x, "X-Herald-Signature");
-    if (sig && strncasecmp(sig, "sha256=", 7) == 0 && strlen(sig + 7) == 64) {
-        unsigned char mac[32];
-        unsigned int mlen = 0;
-        HMAC(EVP_sha256(), secret, (int)strlen(secret), (const unsigned char *)body, len, mac, &mlen);
-        char hex[65];
-        for (int i = 0; i < 32; i++)
-            snprintf(hex + 2 * i, 3, "%02x", mac[i]);
-        char given[65];
-        for (int i = 0; i < 64; i++)
-            given[i] = (char)((sig[7 + i] >= 'A' && sig[7 + i] <= 'F') ? sig[7 + i] + 32 : sig[7 + i]);
-        given[64] = 0;
-        if (CRYPTO_memcmp(hex, given, 64) == 0)
-            return 1;
+    char body[512];
+    int n;
+    if (v == NOTIFY_FULL) {
+        rt->rejected++;
+        n = snprintf(body, sizeof body, "{\"error\":\"too many requests\",\"reason\":\"%s\","
+                     "\"retry_after\":%ld}", reason, retry_s);
+    } else {
+        rt->unauthorized++;
+        n = snprintf(body, sizeof body, "{\"error\":\"unauthorized\",\"reason\":\"%s\"}", reason);
     }
-    const char *auth = http_exchange_header(x, "Authorization");
-    if (auth && strncmp(auth, "Bearer ", 7) == 0) {
-        size_t a = strlen(auth + 7), b = strlen(secret);
-        /* compare over the secret's length whatever the input, so timing reveals nothing */
-        int diff = a != b;
-        for (size_t i = 0; i < b; i++)
-            diff |= (i < a ? auth[7 + i] : 0) ^ secret[i];
-        if (!diff)
-            return 1;
-    }
-    return 0;
+    log_warn("notify %s refused: %s", name, reason);
+    http_exchange_reply(x, v == NOTIFY_FULL ? 429 : 401, "application/json; charset=utf-8", body,
+                        (size_t)(n < (int)sizeof body ? n : (int)sizeof body - 1));
 }
 
 typedef struct notify_call {
@@ -575,13 +544,29 @@ void notify_request(http_exchange *x, const char *name, const char *body, size_t
         reply_error(rt, x, 503, "the script is quarantined");
         return;
     }
-    /* authenticate first, so an unauthenticated caller cannot probe which triggers exist */
-    const char *secret = notify_secret(name);
-    if (secret ? !notify_authorized(x, secret, body, len) : !rt->cfg->dev) {
-        rt->unauthorized++;
-        log_warn("notify %s refused: %s", name, secret ? "bad signature or bearer secret"
-                 : "no secret configured (set HERALD_NOTIFY_SECRET or HERALD_NOTIFY_SECRET_<NAME>)");
-        http_exchange_reply(x, 401, "application/json; charset=utf-8", "{\"error\":\"unauthorized\"}", 24);
+    /* a name outside the trigger alphabet can never be registered, so its 404 says nothing about
+       which triggers exist; every other name is authenticated first */
+    const char *secret;
+    char var[sizeof "HERALD_NOTIFY_SECRET_" + NOTIFY_NAME_MAX];
+    if (notify_auth_secret(name, &secret, var, sizeof var) < 0) {
+        reply_error(rt, x, 404, "no such trigger");
+        return;
+    }
+    if (secret) {
+        const char *reason = "?";
+        long retry_s = 0;
+        enum notify_verdict v = notify_auth_check(
+            rt->notify, secret, http_exchange_header(x, "X-Herald-Signature"),
+            http_exchange_header(x, "X-Herald-Timestamp"), http_exchange_header(x, "Authorization"),
+            body, len, runtime_wall_ms() / 1000, &reason, &retry_s);
+        if (v != NOTIFY_OK) {
+            notify_refuse(rt, x, name, v, reason, retry_s);
+            return;
+        }
+    } else if (!rt->cfg->dev) {
+        char reason[160];
+        snprintf(reason, sizeof reason, "no secret configured: set %s or HERALD_NOTIFY_SECRET", var);
+        notify_refuse(rt, x, name, NOTIFY_DENIED, reason, 0);
         return;
     }
     int known = 0;

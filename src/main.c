@@ -9,6 +9,7 @@
 #include "http_client.h"
 #include "http_server.h"
 #include "log.h"
+#include "notify_auth.h"
 #include "outbox.h"
 #include "redelivery.h"
 #include "reload.h"
@@ -448,6 +449,12 @@ static int run(config *cfg, char *const *argv)
         goto out;
     }
     rt.seen = redelivery_new(100000);
+    rt.notify = notify_auth_new((size_t)cfg->notify_replay_max);
+    if (!rt.notify) {
+        log_error("cannot allocate the notify replay cache (HERALD_NOTIFY_REPLAY_MAX=%ld)",
+                  cfg->notify_replay_max);
+        goto out;
+    }
     http_client_config hc = {.connect_timeout_ms = 5000, .max_host_connections = 64,
                              .allow_http = 1};
     /* plain http is policed where URLs come from: config (loopback only) and trust (service URLs) */
@@ -583,6 +590,7 @@ out:
             close(sigpipe[i]);
     quarantine_clear();
     free(qpath);
+    notify_auth_free(rt.notify);
     store_close(rt.store);
     event_base_free(rt.base);
     return rc;

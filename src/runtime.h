@@ -22,6 +22,7 @@ typedef struct reloader reloader;
 typedef struct scheduler scheduler;
 typedef struct broadcaster broadcaster;
 typedef struct pending_auth pending_auth;
+typedef struct notify_auth notify_auth;
 
 typedef struct runtime {
     struct event_base *base;
@@ -40,6 +41,7 @@ typedef struct runtime {
     auth_out *auth_out;           /* NULL in dev mode */
     trust *trust;                 /* NULL in dev mode: every service URL is allowed */
     pending_auth *pending;        /* activities waiting for signing keys */
+    notify_auth *notify;          /* /api/notify signatures seen (replay cache); NULL: none taken */
     int stopping;                 /* SIGTERM received: new activities get 503 */
     int script_quarantined;       /* the script's top level stalled the host: serve nothing (503) */
     int64_t started_ms;

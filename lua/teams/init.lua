@@ -724,10 +724,13 @@ core.set_notify(notify_handlers, function(name, payload)
 end)
 
 --- Registers the handler of POST /api/notify/{name}; it gets ev = {name, payload} and its return
---- value (a table, string, number, boolean or nil) is the JSON answer.
+--- value (a table, string, number, boolean or nil) is the JSON answer. Names are lower-case
+--- letters, digits and '-' so that each maps to its own HERALD_NOTIFY_SECRET_<NAME> (upper-cased,
+--- '-' as '_'); notify_auth.c applies the same rule to requests.
 function teams.on_notify(name, fn)
-  if type(name) ~= "string" or not name:match("^[%w_.-]+$") or #name > 64 then
-    error("teams.on_notify expects a name of letters, digits, _ . - (at most 64)", 2)
+  if type(name) ~= "string" or not name:match("^[a-z0-9-]+$") or #name > 64 then
+    error("teams.on_notify expects a name of lower-case letters, digits and - (at most 64), "
+      .. "so that its secret variable HERALD_NOTIFY_SECRET_<NAME> is its own", 2)
   end
   if type(fn) ~= "function" then error("teams.on_notify expects a function", 2) end
   notify_handlers[name] = fn

@@ -1,12 +1,14 @@
-"""test_notify.py — POST /api/notify/{name} (issue 8): signatures, bearer secrets, per-trigger
-secrets, 404/413/400, the 202 answer of a long handler, authenticated mode without a secret; and
-scripts/notify.lua end to end (curl one-liner → card broadcast, card-action opt-out)."""
+"""test_notify.py — POST /api/notify/{name} (issue 8; hardening issue item 6): timestamped
+signatures that are good once, bearer secrets, per-trigger secrets that never collide, 404/413/400,
+the 202 answer of a long handler, authenticated mode without a secret; and scripts/notify.lua end
+to end (its signed curl snippet → card broadcast, card-action opt-out)."""
 import hashlib
 import hmac
 import json
 import os
 import shutil
 import subprocess
+import tempfile
 import time
 import unittest
 
@@ -17,7 +19,15 @@ GLOBAL = "global-secret-1234"
 OTHER = "other-secret-5678"
 
 
-def sign(secret, body):
+def sign(secret, body, ts=None):
+    """The headers of a signed trigger: X-Herald-Timestamp and the HMAC of timestamp "." body."""
+    ts = str(int(time.time()) if ts is None else ts)
+    mac = hmac.new(secret.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
+    return {"X-Herald-Timestamp": ts, "X-Herald-Signature": "sha256=" + mac}
+
+
+def sign_body_only(secret, body):
+    """The signature of the body alone: the replayable form herald used to accept."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
@@ -38,20 +48,29 @@ class NotifyTriggerTest(HeraldTestCase):
 
     def count(self):
         """Runs of the echo handler so far (this call included)."""
-        body = b'{"probe":true}'
-        st, text = self.post("echo", body, {"X-Herald-Signature": sign(GLOBAL, body)})
+        st, text = self.post("echo", b'{"probe":true}', {"Authorization": "Bearer " + GLOBAL})
         self.assertEqual(st, 200, text)
         return json.loads(text)["count"]
 
+    def assert_refused(self, name, body, headers, reason):
+        st, text = self.post(name, body, headers)
+        self.assertEqual(st, 401, f"{headers}: {st} {text}")
+        doc = json.loads(text)
+        self.assertEqual(doc["error"], "unauthorized", doc)
+        self.assertIn(reason, doc["reason"])
+        return doc
+
     def test_good_signature_and_bearer(self):
         body = json.dumps({"build": 42, "ok": True, "tags": ["a", "b"]}).encode()
-        st, text = self.post("echo", body, {"X-Herald-Signature": sign(GLOBAL, body)})
+        st, text = self.post("echo", body, sign(GLOBAL, body))
         self.assertEqual(st, 200, text)
         doc = json.loads(text)
         self.assertEqual(doc["got"], {"build": 42, "ok": True, "tags": ["a", "b"]})
         self.assertEqual(doc["count"], 1)
-        # upper-case hex is accepted too
-        st, text = self.post("echo", body, {"X-Herald-Signature": "sha256=" + sign(GLOBAL, body)[7:].upper()})
+        # upper-case hex is accepted too (another timestamp: the same signature would be a replay)
+        hdrs = sign(GLOBAL, body, int(time.time()) - 1)
+        hdrs["X-Herald-Signature"] = "sha256=" + hdrs["X-Herald-Signature"][7:].upper()
+        st, text = self.post("echo", body, hdrs)
         self.assertEqual(st, 200, text)
         st, text = self.post("echo", body, {"Authorization": "Bearer " + GLOBAL})
         self.assertEqual(st, 200, text)
@@ -60,11 +79,14 @@ class NotifyTriggerTest(HeraldTestCase):
     def test_refused_requests_run_nothing(self):
         before = self.count()
         body = b'{"x":1}'
+        now = int(time.time())
+        good = sign(GLOBAL, body)
         cases = [
-            {"X-Herald-Signature": sign("wrong", body)},
-            {"X-Herald-Signature": sign(GLOBAL, body + b" ")},          # signature of another body
-            {"X-Herald-Signature": sign(GLOBAL, body)[:-2]},             # truncated
-            {"X-Herald-Signature": sign(GLOBAL, body).replace("sha256=", "sha1=")},
+            sign("wrong", body),
+            {**sign(GLOBAL, body + b" "), "X-Herald-Timestamp": good["X-Herald-Timestamp"]},
+            {**good, "X-Herald-Signature": good["X-Herald-Signature"][:-2]},          # truncated
+            {**good, "X-Herald-Signature": good["X-Herald-Signature"].replace("sha256=", "sha1=")},
+            {**good, "X-Herald-Timestamp": str(now + 1)},                               # other timestamp
             {"Authorization": "Bearer wrong"},
             {"Authorization": "Bearer " + GLOBAL[:-1]},
             {"Authorization": "Bearer " + GLOBAL + "x"},
@@ -77,14 +99,50 @@ class NotifyTriggerTest(HeraldTestCase):
         self.assertEqual(self.count(), before + 1, "a refused request ran the handler")
         self.assertNotIn(GLOBAL, self.h.log)
 
+    def test_replayed_signature_refused(self):
+        before = self.count()
+        body = b'{"deploy":"v1"}'
+        hdrs = sign(GLOBAL, body)
+        st, text = self.post("echo", body, hdrs)
+        self.assertEqual(st, 200, text)
+        for _ in range(2):
+            self.assert_refused("echo", body, hdrs, "signature already used (replay)")
+        # the same signed request sent to another trigger with the same secret is a replay too
+        self.assertEqual(self.post("ctl", body, hdrs)[0], 401)
+        self.assertEqual(self.count(), before + 2, "a replayed request ran the handler")
+        self.assertIn("notify echo refused: signature already used (replay)", self.h.log)
+
+    def test_body_only_signature_refused_with_a_hint(self):
+        body = b'{"x":2}'
+        doc = self.assert_refused("echo", body, {"X-Herald-Signature": sign_body_only(GLOBAL, body)},
+                                  "X-Herald-Signature needs X-Herald-Timestamp")
+        self.assertIn("<unix seconds>.<body>", doc["reason"])
+
+    def test_timestamp_outside_the_window_or_malformed_refused(self):
+        body = b'{"x":3}'
+        now = int(time.time())
+        for ts in (now - 400, now + 400, now - 86400):
+            self.assert_refused("echo", body, sign(GLOBAL, body, ts),
+                                "X-Herald-Timestamp is more than 300 s away from the server clock")
+        for ts in ("", "abc", "-5", f"{now}.5", f"{now}000000"):
+            hdrs = sign(GLOBAL, body, now)
+            hdrs["X-Herald-Timestamp"] = ts
+            st, text = self.post("echo", body, hdrs)
+            self.assertEqual(st, 401, f"{ts!r}: {text}")
+            self.assertIn("X-Herald-Timestamp", json.loads(text)["reason"])
+        # inside the window on either side is fine
+        for ts in (now - 250, now + 250):
+            st, text = self.post("echo", body, sign(GLOBAL, body, ts))
+            self.assertEqual(st, 200, text)
+
     def test_per_trigger_secret_overrides_global(self):
         body = b'{"y":2}'
-        st, text = self.post("other", body, {"X-Herald-Signature": sign(OTHER, body)})
+        st, text = self.post("other", body, sign(OTHER, body))
         self.assertEqual(st, 200, text)
         self.assertEqual(json.loads(text), {"other": True, "got": {"y": 2}})
         st, _ = self.post("other", body, {"Authorization": "Bearer " + OTHER})
         self.assertEqual(st, 200)
-        for hdrs in ({"X-Herald-Signature": sign(GLOBAL, body)}, {"Authorization": "Bearer " + GLOBAL}):
+        for hdrs in (sign(GLOBAL, body), {"Authorization": "Bearer " + GLOBAL}):
             st, text = self.post("other", body, hdrs)
             self.assertEqual(st, 401, f"global secret accepted for a trigger with its own: {text}")
         # and the per-trigger secret does not open the other triggers
@@ -93,20 +151,24 @@ class NotifyTriggerTest(HeraldTestCase):
 
     def test_unknown_trigger_404(self):
         body = b'{}'
-        st, text = self.post("nope", body, {"X-Herald-Signature": sign(GLOBAL, body)})
+        st, text = self.post("nope", body, sign(GLOBAL, body))
         self.assertEqual(st, 404, text)
+        # names outside the trigger alphabet are never triggers
+        for name in ("Echo", "ec.ho", "ec_ho"):
+            st, text = self.post(name, body, {"Authorization": "Bearer " + GLOBAL})
+            self.assertEqual(st, 404, f"{name}: {text}")
 
     def test_body_too_large_413(self):
         before = self.count()
         body = json.dumps({"pad": "x" * 5000}).encode()
-        st, text = self.post("echo", body, {"X-Herald-Signature": sign(GLOBAL, body)})
+        st, text = self.post("echo", body, sign(GLOBAL, body))
         self.assertEqual(st, 413, text)
         self.assertEqual(self.count(), before + 1)
 
     def test_malformed_json_400(self):
         before = self.count()
         for body in (b'{"a":', b'not json', b'{"a":1}}', b'\xff\xfe{}'):
-            st, text = self.post("echo", body, {"X-Herald-Signature": sign(GLOBAL, body)})
+            st, text = self.post("echo", body, sign(GLOBAL, body))
             self.assertEqual(st, 400, f"{body!r}: {st} {text}")
         self.assertEqual(self.count(), before + 1)
 
@@ -114,7 +176,7 @@ class NotifyTriggerTest(HeraldTestCase):
         conv = {"id": "a:slow-1", "service_url": self.fc.url + self.PREFIX}
         body = json.dumps({"s": 1.2, "conv": conv, "text": "late news"}).encode()
         t0 = time.monotonic()
-        st, text = self.post("slow", body, {"X-Herald-Signature": sign(GLOBAL, body)})
+        st, text = self.post("slow", body, sign(GLOBAL, body))
         took = time.monotonic() - t0
         self.assertEqual(st, 202, text)
         doc = json.loads(text)
@@ -127,6 +189,58 @@ class NotifyTriggerTest(HeraldTestCase):
         self.assertEqual(reqs[0]["conversation_id"], "a:slow-1")
         self.assertEqual(reqs[0]["json"]["text"], "late news")
         self.h.wait_log(r"notify slow finished operation=" + str(doc["operation"]), 10)
+
+
+@require_binary
+class NotifyReplayCacheFullTest(HeraldTestCase):
+    def test_full_replay_cache_refuses_signed_requests_429(self):
+        h = self.start_herald(BOT, env={"HERALD_NOTIFY_SECRET": GLOBAL, "HERALD_NOTIFY_REPLAY_MAX": 2})
+        for i in range(2):
+            body = json.dumps({"n": i}).encode()
+            st, text, _ = h.request("POST", "/api/notify/echo", body, sign(GLOBAL, body))
+            self.assertEqual(st, 200, text)
+        body = b'{"n":2}'
+        st, text, _ = h.request("POST", "/api/notify/echo", body, sign(GLOBAL, body))
+        self.assertEqual(st, 429, text)
+        doc = json.loads(text)
+        self.assertIn("replay cache full", doc["reason"])
+        self.assertTrue(1 <= doc["retry_after"] <= 301, doc)
+        self.assertNotIn("echo handler ran 3", h.log)
+        # the bearer form keeps no state and still works
+        st, text, _ = h.request("POST", "/api/notify/echo", body, {"Authorization": "Bearer " + GLOBAL})
+        self.assertEqual(st, 200, text)
+        self.assertEqual(json.loads(text)["count"], 3)
+
+
+NAMES_BOT = """
+local teams = require "teams"
+teams.on_notify("deploy-prod", function(ev) return { trigger = "deploy-prod" } end)
+local ok, err = pcall(teams.on_notify, "deploy.prod", function(ev) return { trigger = "deploy.prod" } end)
+teams.log("info", "NAMES deploy.prod registered=" .. tostring(ok) .. " " .. tostring(err))
+teams.on_message(function(ev) end)
+"""
+
+
+@require_binary
+class NotifyTriggerNamesTest(HeraldTestCase):
+    def test_deploy_prod_and_deploy_dot_prod_do_not_share_a_secret(self):
+        d = tempfile.mkdtemp(prefix="herald-names-")
+        self.addCleanup(shutil.rmtree, d, True)
+        script = os.path.join(d, "names.lua")
+        with open(script, "w") as f:
+            f.write(NAMES_BOT)
+        h = self.start_herald(script, env={"HERALD_NOTIFY_SECRET": GLOBAL,
+                                           "HERALD_NOTIFY_SECRET_DEPLOY_PROD": "prod-only"})
+        h.wait_log(r"NAMES deploy\.prod registered=false .*lower-case letters, digits and -")
+        st, text, _ = h.request("POST", "/api/notify/deploy-prod", b"{}", {"Authorization": "Bearer prod-only"})
+        self.assertEqual(st, 200, text)
+        self.assertEqual(json.loads(text), {"trigger": "deploy-prod"})
+        st, text, _ = h.request("POST", "/api/notify/deploy-prod", b"{}", {"Authorization": "Bearer " + GLOBAL})
+        self.assertEqual(st, 401, text)
+        # deploy.prod is no trigger, whichever secret is offered
+        for secret in ("prod-only", GLOBAL):
+            st, text, _ = h.request("POST", "/api/notify/deploy.prod", b"{}", {"Authorization": "Bearer " + secret})
+            self.assertEqual(st, 404, text)
 
 
 @require_binary
@@ -153,22 +267,25 @@ class NotifyAuthModeTest(AuthHeraldTestCase):
     def test_secret_outside_dev_200(self):
         h = self.start_auth_herald(BOT, env={"HERALD_NOTIFY_SECRET_ECHO": GLOBAL})
         body = b'{"a":2}'
-        st, text, _ = h.request("POST", "/api/notify/echo", body, {"X-Herald-Signature": sign(GLOBAL, body)})
+        st, text, _ = h.request("POST", "/api/notify/echo", body, sign(GLOBAL, body))
         self.assertEqual(st, 200, text)
         self.assertEqual(json.loads(text)["got"], {"a": 2})
 
 
-def curl_line():
-    """The curl one-liner of scripts/notify.lua's header, as argv (port and secret substituted later)."""
+def curl_snippet():
+    """The signed curl snippet of scripts/notify.lua's header (from "body=" to the end of the curl
+    command), as one shell script; the port is substituted later."""
     with open(os.path.join(ROOT, "scripts", "notify.lua"), encoding="utf-8") as f:
         lines = [ln[2:].strip() for ln in f if ln.startswith("--")]
-    start = next(i for i, ln in enumerate(lines) if ln.startswith("curl "))
-    cmd = ""
+    start = next(i for i, ln in enumerate(lines) if ln.startswith("body="))
+    out, cont = [], False
     for ln in lines[start:]:
-        cmd += ln.rstrip("\\").strip() + " "
-        if not ln.endswith("\\"):
-            break
-    return cmd.strip()
+        out.append(ln)
+        if ln.startswith("curl ") or cont:
+            cont = ln.endswith("\\")
+            if not cont:
+                break
+    return "\n".join(out)
 
 
 @require_binary
@@ -196,9 +313,12 @@ class NotifyScriptTest(HeraldTestCase):
                            10, "the opt-out confirmation")
         self.fc.clear()
 
-        cmd = curl_line()
+        cmd = curl_snippet()
         self.assertIn("/api/notify/build", cmd)
         self.assertIn("$HERALD_NOTIFY_SECRET", cmd)
+        self.assertIn("X-Herald-Timestamp", cmd)
+        if shutil.which("openssl") is None:
+            self.skipTest("openssl not installed")
         if shutil.which("curl") is None:
             self.skipTest("curl not installed")
         cmd = cmd.replace("http://127.0.0.1:3978", f"http://{h.host}:{h.port}")
