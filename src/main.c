@@ -449,7 +449,7 @@ static int run(config *cfg, char *const *argv)
         goto out;
     }
     rt.seen = redelivery_new(100000);
-    rt.notify = notify_auth_new((size_t)cfg->notify_replay_max);
+    rt.notify = notify_auth_new((size_t)cfg->notify_replay_max, runtime_wall_ms() / 1000);
     if (!rt.notify) {
         log_error("cannot allocate the notify replay cache (HERALD_NOTIFY_REPLAY_MAX=%ld)",
                   cfg->notify_replay_max);

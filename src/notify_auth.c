@@ -5,7 +5,10 @@
  * Why the timestamp: a signature over the body alone stays valid forever, so anyone who saw one
  * request (a proxy log, a CI transcript) could run the trigger again at will. Signing
  * timestamp "." body bounds a captured request to the window, and the cache makes it good once
- * inside the window. The cache keys on the signature itself: it is a MAC under the trigger's
+ * inside the window. The cache is memory only, so it also refuses timestamps from before it was
+ * made: a restart must not reopen the window of requests the previous process saw (a caller whose
+ * clock lags gets refused for that long after a start, and signs again). The cache keys on the
+ * signature itself: it is a MAC under the trigger's
  * secret, so only a holder of a secret can add entries, and the same signed request sent to
  * another trigger with the same secret is a replay too. When the cache is full of signatures still
  * inside the window it refuses new ones (429) rather than forget one that could then be replayed
@@ -35,13 +38,15 @@ struct notify_auth {
     seen *slots;                  /* open addressing, linear probing; at most half full */
     size_t cap, used, max;
     int64_t earliest_until;       /* no entry expires before it: purge only after it */
+    int64_t born_s;               /* timestamps before it may have been seen by an earlier process */
 };
 
-notify_auth *notify_auth_new(size_t max_seen)
+notify_auth *notify_auth_new(size_t max_seen, int64_t now_s)
 {
     notify_auth *na = calloc(1, sizeof *na);
     if (!na)
         return NULL;
+    na->born_s = now_s;
     na->max = max_seen ? max_seen : 1;
     na->cap = 16;
     while (na->cap < 2 * na->max)
@@ -200,6 +205,9 @@ static enum notify_verdict check_signature(notify_auth *na, const char *secret, 
         return deny(reason, "X-Herald-Timestamp is more than " WINDOW " s away from the server clock");
     if (!na)
         return deny(reason, "signatures cannot be checked for replay");
+    if (ts < na->born_s)
+        return deny(reason, "X-Herald-Timestamp is from before herald started: sign again with the "
+                            "current time");
     if (sign(na, secret, timestamp, body, len, mac) < 0)
         return deny(reason, "cannot compute the signature");
     if (CRYPTO_memcmp(mac, given, MAC_LEN) != 0)

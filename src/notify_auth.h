@@ -16,8 +16,10 @@
 typedef struct notify_auth notify_auth;
 
 /* A replay cache that remembers up to max_seen signatures (each for the window around its
- * timestamp). NULL when out of memory. */
-notify_auth *notify_auth_new(size_t max_seen);
+ * timestamp), made at wall time now_s. The cache lives in memory, so a signed request whose
+ * timestamp is older than now_s is refused: the process before a restart may have seen it. NULL
+ * when out of memory. */
+notify_auth *notify_auth_new(size_t max_seen, int64_t now_s);
 void notify_auth_free(notify_auth *na);
 
 /* The secret of trigger name: HERALD_NOTIFY_SECRET_<NAME>, else HERALD_NOTIFY_SECRET; *secret is
@@ -37,7 +39,7 @@ enum notify_verdict {
  * timestamp and authorization are the X-Herald-Signature, X-Herald-Timestamp and Authorization
  * header values (NULL when absent). With a signature, only the signature counts: it must be
  * "sha256=" and the hex HMAC-SHA256(secret, timestamp "." body), with a timestamp of unix seconds
- * within NOTIFY_WINDOW_S of now_s, not seen before. Without one, "Bearer <secret>" is accepted.
+ * within NOTIFY_WINDOW_S of now_s and not before the cache was made, not seen before. Without one, "Bearer <secret>" is accepted.
  * Comparisons take constant time. *reason is a static string safe to put in JSON as is. A good
  * signature is remembered before NOTIFY_OK is returned; when the cache is full of live ones the
  * request is refused (fail closed) with NOTIFY_FULL. */

@@ -102,7 +102,7 @@ static void test_per_trigger_secret_overrides_the_global_one(void)
 
 static void test_timestamped_signature_good_once(void)
 {
-    notify_auth *na = notify_auth_new(100);
+    notify_auth *na = notify_auth_new(100, NOW - 1000);
     const char *body = "{\"build\":1}", *reason;
     char sig[80], ts[32];
     sign_ts(SECRET, NOW, body, sig, ts);
@@ -128,7 +128,7 @@ static void test_timestamped_signature_good_once(void)
 
 static void test_refusals(void)
 {
-    notify_auth *na = notify_auth_new(100);
+    notify_auth *na = notify_auth_new(100, NOW - 1000);
     const char *body = "{\"build\":2}", *reason;
     char sig[80], ts[32], old_sig[80];
     /* outside the window */
@@ -174,6 +174,20 @@ static void test_refusals(void)
     notify_auth_free(na);
 }
 
+static void test_timestamps_before_the_start_refused(void)
+{
+    /* the previous process may have seen them: a restart must not reopen their window */
+    notify_auth *na = notify_auth_new(100, NOW);
+    const char *body = "{}", *reason;
+    char sig[80], ts[32];
+    sign_ts(SECRET, NOW - 1, body, sig, ts);
+    CHECK_INT(check(na, sig, ts, NULL, body, NOW + 10, &reason), NOTIFY_DENIED);
+    CHECK(reason && strstr(reason, "from before herald started"));
+    sign_ts(SECRET, NOW, body, sig, ts);
+    CHECK_INT(check(na, sig, ts, NULL, body, NOW + 10, &reason), NOTIFY_OK);
+    notify_auth_free(na);
+}
+
 static void test_bearer(void)
 {
     const char *reason;
@@ -189,7 +203,7 @@ static void test_bearer(void)
 
 static void test_full_cache_fails_closed_then_recovers(void)
 {
-    notify_auth *na = notify_auth_new(3);
+    notify_auth *na = notify_auth_new(3, NOW - 1000);
     const char *body = "{}", *reason;
     char sig[80], ts[32];
     long retry = 0;
@@ -217,5 +231,6 @@ static void test_full_cache_fails_closed_then_recovers(void)
 
 UNIT_MAIN("notify_auth", CASE(test_names_map_one_to_one),
           CASE(test_per_trigger_secret_overrides_the_global_one),
-          CASE(test_timestamped_signature_good_once), CASE(test_refusals), CASE(test_bearer),
+          CASE(test_timestamped_signature_good_once), CASE(test_refusals),
+          CASE(test_timestamps_before_the_start_refused), CASE(test_bearer),
           CASE(test_full_cache_fails_closed_then_recovers))
