@@ -105,11 +105,13 @@ static void finish(task *t, enum task_status status, int nres, const char *messa
     t->state = TASK_DEAD;
     if (t->done)
         t->done(t, status, nres, message, t->ud);
-    if (status == TASK_CANCELLED) {
-        /* runs pending __close handlers: script code, so under a slice like any other */
+    if (status != TASK_OK) {
+        /* A handler's <close> variables are closed however it ends: Lua leaves them pending when
+         * a coroutine errors or is abandoned. They are script code, so under a slice like any
+         * other. After an error the reset returns that error again, already logged by the owner. */
         vm_slice saved;
         vm_slice_enter(t->v, t->T, vm_cfg(t->v)->slice_ms, t->culprit, &saved);
-        if (lua_resetthread(t->T) != LUA_OK)
+        if (lua_resetthread(t->T) != LUA_OK && status == TASK_CANCELLED)
             log_warn("a <close> handler of cancelled task=%s failed: %s", t->label,
                      lua_type(t->T, -1) == LUA_TSTRING ? lua_tostring(t->T, -1) : "(not a string)");
         vm_slice_leave(t->v, &saved);

@@ -243,6 +243,23 @@ class SandboxEscapeTest(HeraldTestCase):
         self.assertIn("CPU slice exceeded", h.log)
         h.stop()
 
+    def test_close_handlers_run_when_a_handler_errors(self):
+        script = os.path.join(self.tmp, "close_err.lua")
+        with open(script, "w") as f:
+            f.write(textwrap.dedent("""
+                local teams = require "teams"
+                teams.on_message(function(ev)
+                  local guard <close> = setmetatable({}, {__close = function(_, err)
+                    teams.log("info", "closed after: " .. tostring(err))
+                  end})
+                  error("handler broke")
+                end)
+            """))
+        h = self.start_herald(script, env=self.env)
+        self.post_ok(h, self.acts.message("a:close-err", "x"))
+        h.wait_log(r"closed after: .*handler broke", timeout=tf(10))
+        h.stop()
+
 
 if __name__ == "__main__":
     unittest.main()
