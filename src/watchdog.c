@@ -118,14 +118,20 @@ void watchdog_leave(void)
 
 int watchdog_restarts(void) { return restarts; }
 
+/* The signals the watchdog thread takes: herald's three, and SIGUSR2 to wake it for a stop. */
+static void watched_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+    sigaddset(set, SIGHUP);
+    sigaddset(set, SIGUSR2);
+}
+
 void watchdog_block_signals(void)
 {
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGUSR2);
+    watched_signals(&set);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 }
 
@@ -229,11 +235,7 @@ static void *watch(void *arg)
 {
     (void)arg;
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGHUP);
-    sigaddset(&set, SIGUSR2);
+    watched_signals(&set);
     struct timespec tick = {0, TICK_MS * 1000000L};
     while (!atomic_load(&stopping)) {
         int sig = sigtimedwait(&set, NULL, &tick);

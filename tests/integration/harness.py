@@ -96,6 +96,15 @@ def tf(seconds):
     return seconds * TIME_FACTOR
 
 
+def free_port():
+    """A TCP port free on 127.0.0.1 now, for a process that must keep its port across a restart."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
 def bot(name):
     """Absolute path of tests/integration/bots/NAME."""
     return os.path.join(BOTS, name)

@@ -15,7 +15,7 @@ import threading
 import time
 import unittest
 
-from harness import (HERALD_BIN, ROOT, TENANT, Herald, HeraldTestCase, bot, http_request, require_binary, run_cli,
+from harness import (HERALD_BIN, ROOT, TENANT, Herald, HeraldTestCase, bot, free_port, http_request, require_binary, run_cli,
                      sanitizer_problems, tf)
 import http.client
 
@@ -328,14 +328,6 @@ def readme_server_block(nginx_port, herald_port):
     assert (n_listen, n_ssl) == (1, 2), f"README nginx block changed shape: {block}"
     assert text.count("proxy_pass http://127.0.0.1:3978;") == 1, block
     return text.replace("proxy_pass http://127.0.0.1:3978;", f"proxy_pass http://127.0.0.1:{herald_port};")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 class Nginx:

@@ -17,7 +17,7 @@ import textwrap
 import time
 import unittest
 
-from harness import HeraldTestCase, require_binary, tf, run_cli
+from harness import HeraldTestCase, free_port, require_binary, tf, run_cli
 
 # A backtracking pattern: minutes of CPU in one string.find call on a 3,000-byte subject.
 STALL = 'string.find(string.rep("a", 3000), string.rep("a*", 8) .. "b")'
@@ -48,14 +48,6 @@ BOT = textwrap.dedent("""
 
 ENV = {"HERALD_TASK_SLICE_MS": "200", "HERALD_WATCHDOG_GRACE_MS": "300",
        "HERALD_TENANT_RPS": "5"}
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 @require_binary
