@@ -1,6 +1,6 @@
-/* connector.c — Bot Connector REST calls over http_client: URLs, headers, and turning each answer
- * (ids, error bodies, transport failures) into a connector_result with a stable code; retries and
- * pacing belong to outbox and governor. */
+/* connector.c — Bot Connector REST calls over http_client: the service URL trust check where the
+ * token is attached, URLs, headers, and turning each answer (ids, error bodies, transport failures)
+ * into a connector_result with a stable code; retries and pacing belong to outbox and governor. */
 #include "connector.h"
 #include "clock.h"
 
@@ -8,6 +8,7 @@
 
 #include "http_client.h"
 #include "log.h"
+#include "trust.h"
 
 #include <jansson.h>
 #include <stdarg.h>
@@ -34,6 +35,7 @@ struct connector {
     char *user_agent_header;     /* "User-Agent: ..." */
     char *auth_header;           /* "Authorization: Bearer ..." or NULL; never logged */
     connector_token_source ts;   /* when set, tokens come from here per call */
+    const trust *trust;          /* when set, every call's service URL must pass it */
     struct event_base *base;
     connector_call *calls;       /* in flight, so connector_free can cancel them */
 };
@@ -49,7 +51,8 @@ struct connector_call {
     char *url, *json;
     size_t json_len;
     int waiting_token;
-    char *auth_error;            /* set when the token could not be had; delivered by fail_ev */
+    const char *fail_code;       /* set when the call cannot go out; delivered by fail_ev */
+    char *fail_message;
     struct event *fail_ev;
     connector_done_fn on_done;
     void *ud;
@@ -373,7 +376,7 @@ static void call_free(connector_call *call)
     free(call->activity_id);
     free(call->url);
     free(call->json);
-    free(call->auth_error);
+    free(call->fail_message);
     if (call->fail_ev)
         clock_timer_free(call->fail_ev);
     free(call);
@@ -473,8 +476,9 @@ static int send_http(connector_call *call, const char *auth_header, char **err)
     return 0;
 }
 
-/* Ends a call that never reached the network (no token): on_done with code "auth". */
-static void deliver_auth_failure(evutil_socket_t fd, short what, void *arg)
+/* Ends a call that never reached the network (no token, an untrusted URL): on_done with its
+ * code, on a later turn, as every other outcome. */
+static void deliver_failure(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
@@ -482,21 +486,27 @@ static void deliver_auth_failure(evutil_socket_t fd, short what, void *arg)
     call_unlink(call);
     call->calling = 1;
     connector_result res = {0};
-    res.code = CONNECTOR_AUTH;
-    res.message = call->auth_error ? call->auth_error : "no outbound token";
+    res.code = call->fail_code;
+    res.message = call->fail_message ? call->fail_message : call->fail_code;
     res.body = "";
     call->on_done(&res, call->ud);
     call_free(call);
 }
 
+/* message is taken (may be NULL). */
+static void fail_later(connector_call *call, const char *code, char *message)
+{
+    call->fail_code = code;
+    free(call->fail_message);
+    call->fail_message = message;
+    if (!call->fail_ev)
+        call->fail_ev = evtimer_new(call->c->base, deliver_failure, call);
+    clock_timer_add(call->fail_ev, 0);
+}
+
 static void fail_auth_later(connector_call *call, const char *error)
 {
-    free(call->auth_error);
-    if (asprintf(&call->auth_error, "outbound auth: %s", error ? error : "no token") < 0)
-        call->auth_error = NULL;
-    if (!call->fail_ev)
-        call->fail_ev = evtimer_new(call->c->base, deliver_auth_failure, call);
-    clock_timer_add(call->fail_ev, 0);
+    fail_later(call, CONNECTOR_AUTH, xasprintf("outbound auth: %s", error ? error : "no token"));
 }
 
 static void on_token_ready(void *ud, const char *token, const char *error)
@@ -520,9 +530,10 @@ static void on_token_ready(void *ud, const char *token, const char *error)
     }
 }
 
-static connector_call *start_call(connector *c, enum call_op op, const char *method, char *url,
-                                  const char *json, size_t json_len, const char *updated_id,
-                                  connector_done_fn on_done, void *ud, char **err)
+static connector_call *start_call(connector *c, const connector_dest *to, enum call_op op,
+                                  const char *method, char *url, const char *json, size_t json_len,
+                                  const char *updated_id, connector_done_fn on_done, void *ud,
+                                  char **err)
 {
     connector_call *call = calloc(1, sizeof *call);
     if (!call || (updated_id && !(call->activity_id = strdup(updated_id))) ||
@@ -542,7 +553,16 @@ static connector_call *start_call(connector *c, enum call_op op, const char *met
     call->op = op;
     call->on_done = on_done;
     call->ud = ud;
-    if (c->ts.current) {
+    if (c->trust && !trust_allows(c->trust, to->service_url, to->seal_id, to->seal)) {
+        /* the one check every token-bearing request passes, at the moment of the request: rows
+         * loaded from the database included */
+        log_warn("refused to send the bot's token to an untrusted service URL url=%s conversation=%s",
+                 to->service_url, to->seal_id ? to->seal_id : "-");
+        fail_later(call, CONNECTOR_UNTRUSTED,
+                   xasprintf("service URL %s is not trusted: it came from no validated activity, "
+                             "carries no valid seal and is not the cloud's endpoint (see "
+                             "HERALD_TRUSTED_SERVICE_URLS)", to->service_url));
+    } else if (c->ts.current) {
         const char *token = c->ts.current(c->ts.src);
         if (token) {
             char *auth = has_control_char(token) ? NULL : xasprintf("Authorization: Bearer %s", token);
@@ -575,20 +595,20 @@ static connector_call *start_call(connector *c, enum call_op op, const char *met
     return call;
 }
 
-static int check_args(connector *c, const char *service_url, connector_done_fn on_done, char **err)
+static int check_args(connector *c, const connector_dest *to, connector_done_fn on_done, char **err)
 {
-    if (!c || !service_url || !on_done) {
+    if (!c || !to || !to->service_url || !on_done) {
         set_err(err, "connector: missing connector, service URL or callback");
         return -1;
     }
     return 0;
 }
 
-connector_call *connector_send(connector *c, const char *service_url, const char *conversation_id,
+connector_call *connector_send(connector *c, const connector_dest *to, const char *conversation_id,
                                const char *reply_to_id, const char *json, size_t json_len,
                                connector_done_fn on_done, void *ud, char **err)
 {
-    if (check_args(c, service_url, on_done, err) < 0)
+    if (check_args(c, to, on_done, err) < 0)
         return NULL;
     if (!conversation_id || !*conversation_id || !json) {
         set_err(err, "connector: send needs a conversation id and an activity");
@@ -596,59 +616,59 @@ connector_call *connector_send(connector *c, const char *service_url, const char
     }
     if (reply_to_id && !*reply_to_id)
         reply_to_id = NULL;
-    char *url = build_url(service_url, conversation_id, reply_to_id, err);
+    char *url = build_url(to->service_url, conversation_id, reply_to_id, err);
     if (!url)
         return NULL;
-    return start_call(c, reply_to_id ? OP_REPLY : OP_SEND, "POST", url, json, json_len, NULL,
+    return start_call(c, to, reply_to_id ? OP_REPLY : OP_SEND, "POST", url, json, json_len, NULL,
                       on_done, ud, err);
 }
 
-connector_call *connector_update(connector *c, const char *service_url, const char *conversation_id,
+connector_call *connector_update(connector *c, const connector_dest *to, const char *conversation_id,
                                  const char *activity_id, const char *json, size_t json_len,
                                  connector_done_fn on_done, void *ud, char **err)
 {
-    if (check_args(c, service_url, on_done, err) < 0)
+    if (check_args(c, to, on_done, err) < 0)
         return NULL;
     if (!conversation_id || !*conversation_id || !activity_id || !*activity_id || !json) {
         set_err(err, "connector: update needs a conversation id, an activity id and an activity");
         return NULL;
     }
-    char *url = build_url(service_url, conversation_id, activity_id, err);
+    char *url = build_url(to->service_url, conversation_id, activity_id, err);
     if (!url)
         return NULL;
-    return start_call(c, OP_UPDATE, "PUT", url, json, json_len, activity_id, on_done, ud, err);
+    return start_call(c, to, OP_UPDATE, "PUT", url, json, json_len, activity_id, on_done, ud, err);
 }
 
-connector_call *connector_delete(connector *c, const char *service_url, const char *conversation_id,
+connector_call *connector_delete(connector *c, const connector_dest *to, const char *conversation_id,
                                  const char *activity_id, connector_done_fn on_done, void *ud,
                                  char **err)
 {
-    if (check_args(c, service_url, on_done, err) < 0)
+    if (check_args(c, to, on_done, err) < 0)
         return NULL;
     if (!conversation_id || !*conversation_id || !activity_id || !*activity_id) {
         set_err(err, "connector: delete needs a conversation id and an activity id");
         return NULL;
     }
-    char *url = build_url(service_url, conversation_id, activity_id, err);
+    char *url = build_url(to->service_url, conversation_id, activity_id, err);
     if (!url)
         return NULL;
-    return start_call(c, OP_DELETE, "DELETE", url, NULL, 0, NULL, on_done, ud, err);
+    return start_call(c, to, OP_DELETE, "DELETE", url, NULL, 0, NULL, on_done, ud, err);
 }
 
-connector_call *connector_create_conversation(connector *c, const char *service_url,
+connector_call *connector_create_conversation(connector *c, const connector_dest *to,
                                               const char *json, size_t json_len,
                                               connector_done_fn on_done, void *ud, char **err)
 {
-    if (check_args(c, service_url, on_done, err) < 0)
+    if (check_args(c, to, on_done, err) < 0)
         return NULL;
     if (!json) {
         set_err(err, "connector: create_conversation needs conversation parameters");
         return NULL;
     }
-    char *url = build_url(service_url, NULL, NULL, err);
+    char *url = build_url(to->service_url, NULL, NULL, err);
     if (!url)
         return NULL;
-    return start_call(c, OP_CREATE, "POST", url, json, json_len, NULL, on_done, ud, err);
+    return start_call(c, to, OP_CREATE, "POST", url, json, json_len, NULL, on_done, ud, err);
 }
 
 void connector_cancel(connector_call *call)
@@ -716,6 +736,14 @@ void connector_set_token(connector *c, const char *token)
         log_error("connector out of memory storing the bearer token");
 }
 
+int connector_set_trust(connector *c, const trust *t)
+{
+    if (!c || (t && !c->base))
+        return -1;                /* a refusal is delivered on the loop: without one, refuse to run */
+    c->trust = t;
+    return 0;
+}
+
 void connector_set_token_source(connector *c, const connector_token_source *ts)
 {
     if (!c)
@@ -726,18 +754,23 @@ void connector_set_token_source(connector *c, const connector_token_source *ts)
         memset(&c->ts, 0, sizeof c->ts);
 }
 
-connector_call *connector_get(connector *c, const char *service_url, const char *path,
+connector_call *connector_get(connector *c, const connector_dest *to, const char *path,
                               connector_done_fn on_done, void *ud, char **err)
 {
-    if (check_args(c, service_url, on_done, err) < 0)
+    if (check_args(c, to, on_done, err) < 0)
         return NULL;
-    size_t base = strlen(service_url);
-    while (base > 0 && service_url[base - 1] == '/')
+    if (!path || path[0] != '/') {
+        /* anything else could move the authority: "https://host" + "@evil/..." */
+        set_err(err, "connector: a read path must start with '/'");
+        return NULL;
+    }
+    size_t base = strlen(to->service_url);
+    while (base > 0 && to->service_url[base - 1] == '/')
         base--;
-    char *url = xasprintf("%.*s%s", (int)base, service_url, path);
+    char *url = xasprintf("%.*s%s", (int)base, to->service_url, path);
     if (!url) {
         set_err(err, "connector: out of memory");
         return NULL;
     }
-    return start_call(c, OP_GET, "GET", url, NULL, 0, NULL, on_done, ud, err);
+    return start_call(c, to, OP_GET, "GET", url, NULL, 0, NULL, on_done, ud, err);
 }

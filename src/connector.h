@@ -1,5 +1,6 @@
-/* connector.h — Bot Connector REST calls (create conversation, send, reply, update, delete) as C
- * functions over http_client; parses results and the connector's error body into a stable code. */
+/* connector.h — Bot Connector REST calls (create conversation, send, reply, update, delete, reads)
+ * as C functions over http_client, each checked against the service URL trust where the token is
+ * attached; parses results and the connector's error body into a stable code. */
 #ifndef HERALD_CONNECTOR_H
 #define HERALD_CONNECTOR_H
 
@@ -8,6 +9,7 @@
 typedef struct connector connector;
 typedef struct connector_call connector_call;
 typedef struct http_client http_client;
+typedef struct trust trust;
 
 /* Outcome of one call. All strings are owned by the result and freed after on_done returns. */
 typedef struct connector_result {
@@ -41,6 +43,7 @@ typedef void (*connector_done_fn)(const connector_result *res, void *ud);
 #define CONNECTOR_NETWORK      "network"      /* connection refused/reset, DNS, TLS */
 #define CONNECTOR_BAD_RESPONSE "bad_response" /* 2xx whose body lacks what the call needs */
 #define CONNECTOR_AUTH         "auth"         /* no outbound token could be had */
+#define CONNECTOR_UNTRUSTED    "untrusted_service_url" /* the service URL may not receive the token */
 
 struct event_base;
 
@@ -70,26 +73,42 @@ typedef struct connector_token_source {
 } connector_token_source;
 void connector_set_token_source(connector *c, const connector_token_source *ts);
 
+/* Outside dev mode every call is checked here, at the moment the bearer token would be attached,
+ * whoever made it and wherever its URL came from (a live send, an outbox row of a previous run, a
+ * broadcast): trust_allows(t, dest's service_url, seal_id, seal). A refused call never reaches
+ * the network or the token source; the URL (never the token) is logged and on_done runs later
+ * with code "untrusted_service_url". NULL: no check (dev mode). Returns 0, or -1 when the
+ * connector has no cfg->base to deliver refusals on. */
+int connector_set_trust(connector *c, const trust *t);
+
+/* Where a call goes. service_url is the conversation's base URL
+ * ("https://smba.trafficmanager.net/amer/"); seal (or NULL) is a stored trust_seal of
+ * (seal_id, service_url) that vouches for it beyond what this process has seen. */
+typedef struct connector_dest {
+    const char *service_url;
+    const char *seal_id;
+    const char *seal;
+} connector_dest;
+
 /* Each call returns a handle valid until on_done runs, or NULL with *err set (on_done not run).
- * service_url is the conversation's base URL ("https://smba.trafficmanager.net/amer/"): the path
- * is appended after trimming trailing '/'s; ids are percent-encoded (RFC 3986 unreserved).
- * json is the request body (an Activity or ConversationParameters), copied. */
-connector_call *connector_send(connector *c, const char *service_url, const char *conversation_id,
+ * The path is appended to to->service_url after trimming trailing '/'s; ids are percent-encoded
+ * (RFC 3986 unreserved). json is the request body (an Activity or ConversationParameters), copied. */
+connector_call *connector_send(connector *c, const connector_dest *to, const char *conversation_id,
                                const char *reply_to_id, const char *json, size_t json_len,
                                connector_done_fn on_done, void *ud, char **err);
-connector_call *connector_update(connector *c, const char *service_url, const char *conversation_id,
+connector_call *connector_update(connector *c, const connector_dest *to, const char *conversation_id,
                                  const char *activity_id, const char *json, size_t json_len,
                                  connector_done_fn on_done, void *ud, char **err);
-connector_call *connector_delete(connector *c, const char *service_url, const char *conversation_id,
+connector_call *connector_delete(connector *c, const connector_dest *to, const char *conversation_id,
                                  const char *activity_id, connector_done_fn on_done, void *ud,
                                  char **err);
-connector_call *connector_create_conversation(connector *c, const char *service_url,
+connector_call *connector_create_conversation(connector *c, const connector_dest *to,
                                               const char *json, size_t json_len,
                                               connector_done_fn on_done, void *ud, char **err);
 
 /* GET {service_url}{path} (path already encoded, starting with "/v3/..."); res->body holds the
  * answer. For rosters, channels and team details. */
-connector_call *connector_get(connector *c, const char *service_url, const char *path,
+connector_call *connector_get(connector *c, const connector_dest *to, const char *path,
                               connector_done_fn on_done, void *ud, char **err);
 
 /* Aborts a call; on_done is never run. */

@@ -528,7 +528,8 @@ static int core_get(lua_State *L)
         return luaL_error(L, "out of memory");
     }
     op->t = t;
-    op->call = connector_get(rt->conn, ref.service_url, path, on_get_done, op, &err);
+    connector_dest to = {ref.service_url, ref.id, ref.service_url_seal};
+    op->call = connector_get(rt->conn, &to, path, on_get_done, op, &err);
     store_reference_clear(&ref);
     if (!op->call) {
         get_op_free(op);

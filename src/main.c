@@ -299,7 +299,7 @@ static int setup_auth(runtime *rt, const config *cfg, char **err)
     }
     rt->trust = trust_new(cfg->proactive_url, cfg->trusted_service_urls, key, key_len);
     OPENSSL_cleanse(key, sizeof key);
-    if (!rt->trust) {
+    if (!rt->trust || connector_set_trust(rt->conn, rt->trust) < 0) {
         *err = strdup("out of memory");
         return -1;
     }
@@ -475,7 +475,7 @@ static int run(config *cfg, char *const *argv)
                         .max_age_ms = (int64_t)cfg->outbox_max_age_s * 1000,
                         .backoff_base_ms = cfg->retry_base_ms, .backoff_max_ms = cfg->retry_max_ms,
                         .retention_ms = (int64_t)cfg->outbox_retention_s * 1000,
-                        .max_in_flight = cfg->outbox_max_in_flight};
+                        .max_in_flight = cfg->outbox_max_in_flight, .trust = rt.trust};
     rt.outbox = outbox_new(rt.base, rt.store, rt.conn, &oc, &err);
     if (!rt.outbox) {
         log_error("cannot start the outbox: %s", err);

@@ -9,6 +9,7 @@
 #include "log.h"
 #include "store.h"
 #include "store_outbox.h"
+#include "trust.h"
 
 #include <event2/event.h>
 #include <jansson.h>
@@ -27,6 +28,7 @@ typedef struct ob_op {
     int64_t id;
     enum outbox_kind kind;
     char *conversation_id, *service_url, *target_id, *msg_key, *body;
+    char *seal;                   /* the row's seal of service_url, or NULL (see seal_url) */
     size_t body_len;
     int flags;
     int attempts;
@@ -356,6 +358,7 @@ static void op_free(ob_op *op)
 {
     free(op->conversation_id);
     free(op->service_url);
+    free(op->seal);
     free(op->target_id);
     free(op->msg_key);
     free(op->body);
@@ -554,23 +557,27 @@ static void attempt(outbox *o, ob_queue *q)
         gov_record(&q->tenant->lim, now_mono, 1000);
     }
     char *err = NULL;
+    /* the URL came from the database: the connector checks it (and this seal) before the token
+     * is attached, and a refusal ends the operation "rejected" / untrusted_service_url */
+    connector_dest to = {op->service_url, op->conversation_id ? op->conversation_id : q->key,
+                         op->seal};
     switch (op->kind) {
     case OUTBOX_SEND:
     case OUTBOX_REPLY:
-        op->call = connector_send(o->conn, op->service_url, op->conversation_id,
+        op->call = connector_send(o->conn, &to, op->conversation_id,
                                   op->kind == OUTBOX_REPLY ? op->target_id : NULL, op->body,
                                   op->body_len, on_connector_done, op, &err);
         break;
     case OUTBOX_UPDATE:
-        op->call = connector_update(o->conn, op->service_url, op->conversation_id, op->target_id,
+        op->call = connector_update(o->conn, &to, op->conversation_id, op->target_id,
                                     op->body, op->body_len, on_connector_done, op, &err);
         break;
     case OUTBOX_DELETE:
-        op->call = connector_delete(o->conn, op->service_url, op->conversation_id, op->target_id,
+        op->call = connector_delete(o->conn, &to, op->conversation_id, op->target_id,
                                     on_connector_done, op, &err);
         break;
     case OUTBOX_CREATE:
-        op->call = connector_create_conversation(o->conn, op->service_url, op->body, op->body_len,
+        op->call = connector_create_conversation(o->conn, &to, op->body, op->body_len,
                                                  on_connector_done, op, &err);
         break;
     }
@@ -864,8 +871,8 @@ static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
 
 static ob_op *op_new(outbox *o, int64_t id, enum outbox_kind kind, const char *queue,
                      const char *tenant, const char *conv, const char *service_url,
-                     const char *target, const char *key, const char *body, size_t body_len,
-                     int flags)
+                     const char *seal, const char *target, const char *key, const char *body,
+                     size_t body_len, int flags)
 {
     ob_op *op = calloc(1, sizeof *op);
     if (!op)
@@ -874,6 +881,7 @@ static ob_op *op_new(outbox *o, int64_t id, enum outbox_kind kind, const char *q
     op->kind = kind;
     op->conversation_id = dup_or_null(conv);
     op->service_url = dup_or_null(service_url);
+    op->seal = dup_or_null(seal);
     op->target_id = dup_or_null(target);
     op->msg_key = dup_or_null(key);
     op->flags = flags;
@@ -886,7 +894,8 @@ static ob_op *op_new(outbox *o, int64_t id, enum outbox_kind kind, const char *q
         op->body_len = body_len;
     }
     op->q = queue_get(o, queue, tenant);
-    if (!op->q || !op->service_url || (body && !op->body) || (conv && !op->conversation_id)) {
+    if (!op->q || !op->service_url || (body && !op->body) || (conv && !op->conversation_id) ||
+        (seal && !op->seal)) {
         op_free(op);
         return NULL;
     }
@@ -904,7 +913,8 @@ static int load_op(const store_op *s, void *ud)
         if (strcmp(s->kind, kind_names[i]) == 0)
             kind = (enum outbox_kind)i;
     ob_op *op = op_new(o, s->id, kind, s->queue, s->tenant_id, s->conversation_id, s->service_url,
-                       s->target_id, s->msg_key, s->body, s->body ? strlen(s->body) : 0, s->flags);
+                       s->service_url_seal, s->target_id, s->msg_key, s->body,
+                       s->body ? strlen(s->body) : 0, s->flags);
     if (!op) {
         log_error("outbox: cannot load op %lld", (long long)s->id);
         return 0;
@@ -1031,6 +1041,29 @@ void outbox_free(outbox *o)
     free(o);
 }
 
+/* A new row's service URL is sealed when it is trusted right now: by what this process knows
+ * (the cloud's host, configured prefixes, validated activities) or by the seal of the stored
+ * conversation it belongs to. The seal lets a later process attempt the row without trusting the
+ * database; a row without one is attempted only to a URL that process trusts by itself. */
+static int seal_url(outbox *o, const outbox_spec *spec, const char *seal_id, char out[65])
+{
+    const trust *t = o->cfg.trust;
+    if (!t)
+        return 0;
+    int ok = trust_allows(t, spec->service_url, NULL, NULL);
+    if (!ok && spec->conversation_id) {
+        store_reference ref;
+        char *err = NULL;
+        if (store_get_reference(o->st, spec->conversation_id, &ref, &err) == 1) {
+            ok = strcmp(ref.service_url, spec->service_url) == 0 &&
+                 trust_allows(t, ref.service_url, ref.id, ref.service_url_seal);
+            store_reference_clear(&ref);
+        }
+        free(err);
+    }
+    return ok && trust_seal(t, seal_id, spec->service_url, out) == 0;
+}
+
 int64_t outbox_enqueue(outbox *o, const outbox_spec *spec, outbox_done_fn done, void *ud,
                        outbox_watch **watch, char **err)
 {
@@ -1054,12 +1087,15 @@ int64_t outbox_enqueue(outbox *o, const outbox_spec *spec, outbox_done_fn done, 
     row.next_attempt_at = spec->not_before_ms > now ? spec->not_before_ms : now;
     row.created_at = now;
     row.expires_at = row.next_attempt_at + o->cfg.max_age_ms;
+    char seal[65];
+    row.service_url_seal = seal_url(o, spec, spec->conversation_id ? spec->conversation_id : queue,
+                                    seal) ? seal : NULL;
     outbox_touch_batch(o);
     if (store_outbox_insert(o->so, &row, err) < 0)
         return -1;
     ob_op *op = op_new(o, row.id, spec->kind, queue, spec->tenant_id, spec->conversation_id,
-                       spec->service_url, spec->target_id, spec->msg_key, spec->body,
-                       spec->body_len, spec->flags);
+                       spec->service_url, row.service_url_seal, spec->target_id, spec->msg_key,
+                       spec->body, spec->body_len, spec->flags);
     if (!op) {
         *err = strdup("outbox: out of memory");
         return -1;

@@ -7,6 +7,7 @@
 #include <stdint.h>
 
 struct event_base;
+struct trust;
 typedef struct store store;
 typedef struct connector connector;
 typedef struct outbox outbox;
@@ -25,6 +26,7 @@ typedef struct outbox_config {
     int64_t backoff_max_ms;       /* default 60000 */
     int64_t retention_ms;         /* finished operations are kept this long, default 7 days */
     int64_t max_in_flight;        /* attempts out at once across all conversations, default 256 */
+    const struct trust *trust;    /* seals new rows' service URLs; NULL in dev mode */
 } outbox_config;
 
 typedef struct outbox_spec {

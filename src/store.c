@@ -174,6 +174,9 @@ static const struct migration {
     MIGRATION(7,
         "ALTER TABLE broadcasts ADD COLUMN key TEXT;"
         "CREATE UNIQUE INDEX broadcasts_key ON broadcasts(key) WHERE key IS NOT NULL;"),
+    /* An operation's service URL sealed as the conversation's is (trust.c): a row edited or
+     * inserted behind herald's back cannot send the bearer token anywhere new. */
+    MIGRATION(8, "ALTER TABLE outbox ADD COLUMN service_url_seal TEXT;"),
 };
 
 #define LATEST_VERSION ((int)(sizeof migrations / sizeof migrations[0]))

@@ -19,8 +19,9 @@ struct store_outbox {
 static const store_statement statements[] = {
     {offsetof(store_outbox, insert),
      "INSERT INTO outbox (kind, queue, conversation_id, service_url, tenant_id, target_id, msg_key,"
-     " body, flags, state, attempts, next_attempt_at, created_at, expires_at, category)"
-     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', 0, ?10, ?11, ?12, ?13)"},
+     " body, flags, state, attempts, next_attempt_at, created_at, expires_at, category,"
+     " service_url_seal)"
+     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, 'queued', 0, ?10, ?11, ?12, ?13, ?14)"},
     {offsetof(store_outbox, count_category),
      "SELECT count(*), min(created_at) FROM outbox WHERE conversation_id = ?1 AND category = ?2"
      " AND created_at >= ?3 AND state IN ('queued', 'sent')"},
@@ -35,7 +36,7 @@ static const store_statement statements[] = {
      "INSERT INTO outbox_attempts (op_id, at, status, code, error) VALUES (?1, ?2, ?3, ?4, ?5)"},
     {offsetof(store_outbox, load),
      "SELECT id, kind, queue, conversation_id, service_url, tenant_id, target_id, msg_key, body,"
-     " flags, attempts, next_attempt_at, created_at, expires_at"
+     " flags, attempts, next_attempt_at, created_at, expires_at, service_url_seal"
      " FROM outbox WHERE state = 'queued' ORDER BY id"},
     {offsetof(store_outbox, key_get),
      "SELECT activity_id FROM message_keys WHERE conversation_id = ?1 AND key = ?2"},
@@ -125,6 +126,7 @@ int store_outbox_insert(store_outbox *o, store_op *op, char **err)
     sqlite3_bind_int64(st, 11, op->created_at);
     sqlite3_bind_int64(st, 12, op->expires_at);
     store_bind_text(st, 13, op->category);
+    store_bind_text(st, 14, op->service_url_seal);
     if (store_step(o->db, st, "insert outbox operation", err) < 0)
         return -1;
     op->id = sqlite3_last_insert_rowid(o->db);
@@ -205,6 +207,7 @@ int store_outbox_load(store_outbox *o, int (*fn)(const store_op *op, void *ud), 
         op.next_attempt_at = sqlite3_column_int64(st, 11);
         op.created_at = sqlite3_column_int64(st, 12);
         op.expires_at = sqlite3_column_int64(st, 13);
+        op.service_url_seal = (const char *)sqlite3_column_text(st, 14);
         n++;
         if (fn(&op, ud))
             break;

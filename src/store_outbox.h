@@ -14,6 +14,7 @@ typedef struct store_op {
     const char *queue;            /* ordering key */
     const char *conversation_id;
     const char *service_url;
+    const char *service_url_seal; /* trust_seal of (conversation_id or queue, service_url), or NULL */
     const char *tenant_id;
     const char *target_id;
     const char *msg_key;

@@ -20,7 +20,9 @@ void trust_note_validated(trust *t, const char *service_url);
  * (65 bytes). Returns 0, or -1 when no key is configured. */
 int trust_seal(const trust *t, const char *conversation_id, const char *service_url, char out[65]);
 
-/* 1 when a token may go to service_url; seal is the stored reference's seal (or NULL). */
+/* 1 when a token may go to service_url: it is https (plain http only on a loopback host) and the
+ * cloud's host, under a configured prefix, seen in a validated activity, or vouched for by seal,
+ * the stored trust_seal of (conversation_id, service_url) (either may be NULL). */
 int trust_allows(const trust *t, const char *service_url, const char *conversation_id,
                  const char *seal);
 

@@ -2,6 +2,7 @@
  * end to end against an in-process fake Bot Connector (evhttp on 127.0.0.1, same event_base). */
 #include "connector.h"
 #include "http_client.h"
+#include "trust.h"
 #include "unit.h"
 
 #include <arpa/inet.h>
@@ -445,6 +446,9 @@ static const char *service_url(const char *path)
     return b;
 }
 
+/* A destination with no seal. */
+#define TO(url) (&(connector_dest){.service_url = (url)})
+
 #define ACTIVITY "{\"type\":\"message\",\"text\":\"hi\"}"
 
 static void test_send(void)
@@ -455,7 +459,7 @@ static void test_send(void)
     next_headers[0] = "X-Correlating-OperationId";
     next_headers[1] = "op-42";
     char *err = NULL;
-    connector_call *call = connector_send(conn, service_url("/amer/"), "a:1 b/c@d;e=f,g~._-", NULL,
+    connector_call *call = connector_send(conn, TO(service_url("/amer/")), "a:1 b/c@d;e=f,g~._-", NULL,
                                           ACTIVITY, strlen(ACTIVITY), on_got, &g, &err);
     CHECK(call != NULL);
     CHECK(err == NULL);
@@ -480,7 +484,7 @@ static void test_send(void)
     /* With a token, and a service URL without the trailing slash and with several. */
     connector_set_token(conn, "tok-abc.def");
     respond(200, "{\"id\":\"2\"}");
-    CHECK(connector_send(conn, service_url("/amer"), "19:x@thread.tacv2", NULL, ACTIVITY,
+    CHECK(connector_send(conn, TO(service_url("/amer")), "19:x@thread.tacv2", NULL, ACTIVITY,
                          strlen(ACTIVITY), on_got, &g, NULL));
     CHECK(run_until(&g.calls, 1, 3000));
     CHECK_STR(seen.uri, "/amer/v3/conversations/19%3Ax%40thread.tacv2/activities");
@@ -489,7 +493,7 @@ static void test_send(void)
     CHECK_STR(g.activity_id, "2");
     got_clear(&g);
     connector_set_token(conn, NULL);
-    CHECK(connector_send(conn, service_url("/amer///"), "c", "", ACTIVITY, strlen(ACTIVITY), on_got,
+    CHECK(connector_send(conn, TO(service_url("/amer///")), "c", "", ACTIVITY, strlen(ACTIVITY), on_got,
                          &g, NULL));
     CHECK(run_until(&g.calls, 1, 3000));
     CHECK_STR(seen.uri, "/amer/v3/conversations/c/activities"); /* "" reply_to_id: a plain send */
@@ -504,7 +508,7 @@ static void test_default_user_agent(void)
     connector *c2 = connector_new(http, NULL);
     got g = {0};
     respond(200, "{\"id\":\"1\"}");
-    CHECK(connector_send(c2, service_url("/"), "c", NULL, "{}", 2, on_got, &g, NULL));
+    CHECK(connector_send(c2, TO(service_url("/")), "c", NULL, "{}", 2, on_got, &g, NULL));
     CHECK(run_until(&g.calls, 1, 3000));
     CHECK_STR(seen.uri, "/v3/conversations/c/activities");
     CHECK(strncmp(seen.user_agent, "herald/", 7) == 0);
@@ -512,7 +516,7 @@ static void test_default_user_agent(void)
     connector_free(c2);
     /* A token with a CR/LF would inject a header: it is dropped, not sent. */
     connector_set_token(conn, "tok\r\nX-Evil: 1");
-    CHECK(connector_send(conn, service_url("/"), "c", NULL, "{}", 2, on_got, &g, NULL));
+    CHECK(connector_send(conn, TO(service_url("/")), "c", NULL, "{}", 2, on_got, &g, NULL));
     CHECK(run_until(&g.calls, 1, 3000));
     CHECK_INT(seen.has_authorization, 0);
     got_clear(&g);
@@ -524,7 +528,7 @@ static void test_reply_update_delete(void)
     setup();
     got g = {0};
     respond(201, "{\"id\":\"r1\"}");
-    CHECK(connector_send(conn, service_url("/emea/"), "a:conv", "1699:x y", ACTIVITY, strlen(ACTIVITY),
+    CHECK(connector_send(conn, TO(service_url("/emea/")), "a:conv", "1699:x y", ACTIVITY, strlen(ACTIVITY),
                          on_got, &g, NULL));
     CHECK(run_until(&g.calls, 1, 3000));
     CHECK_STR(seen.method, "POST");
@@ -533,7 +537,7 @@ static void test_reply_update_delete(void)
     got_clear(&g);
 
     respond(200, "{\"id\":\"u1\"}");
-    CHECK(connector_update(conn, service_url("/emea/"), "a:conv", "act/1", ACTIVITY, strlen(ACTIVITY),
+    CHECK(connector_update(conn, TO(service_url("/emea/")), "a:conv", "act/1", ACTIVITY, strlen(ACTIVITY),
                            on_got, &g, NULL));
     CHECK(run_until(&g.calls, 1, 3000));
     CHECK_STR(seen.method, "PUT");
@@ -545,7 +549,7 @@ static void test_reply_update_delete(void)
     got_clear(&g);
 
     respond(200, ""); /* update answered with no body: the id we sent */
-    CHECK(connector_update(conn, service_url("/emea/"), "a:conv", "act/1", ACTIVITY, strlen(ACTIVITY),
+    CHECK(connector_update(conn, TO(service_url("/emea/")), "a:conv", "act/1", ACTIVITY, strlen(ACTIVITY),
                            on_got, &g, NULL));
     CHECK(run_until(&g.calls, 1, 3000));
     CHECK_INT(g.ok, 1);
@@ -553,7 +557,7 @@ static void test_reply_update_delete(void)
     got_clear(&g);
 
     respond(200, "");
-    CHECK(connector_delete(conn, service_url("/emea/"), "a:conv", "act:2", on_got, &g, NULL));
+    CHECK(connector_delete(conn, TO(service_url("/emea/")), "a:conv", "act:2", on_got, &g, NULL));
     CHECK(run_until(&g.calls, 1, 3000));
     CHECK_STR(seen.method, "DELETE");
     CHECK_STR(seen.uri, "/emea/v3/conversations/a%3Aconv/activities/act%3A2");
@@ -566,14 +570,14 @@ static void test_reply_update_delete(void)
     got_clear(&g);
 
     respond(204, NULL);
-    CHECK(connector_delete(conn, service_url("/emea/"), "a:conv", "act:3", on_got, &g, NULL));
+    CHECK(connector_delete(conn, TO(service_url("/emea/")), "a:conv", "act:3", on_got, &g, NULL));
     CHECK(run_until(&g.calls, 1, 3000));
     CHECK_INT(g.ok, 1);
     CHECK_INT(g.status, 204);
     got_clear(&g);
 
     respond(501, "{\"error\":{\"code\":\"DeleteActivityAPINotImplemented\",\"message\":\"Not implemented\"}}");
-    CHECK(connector_delete(conn, service_url("/emea/"), "a:conv", "act:4", on_got, &g, NULL));
+    CHECK(connector_delete(conn, TO(service_url("/emea/")), "a:conv", "act:4", on_got, &g, NULL));
     CHECK(run_until(&g.calls, 1, 3000));
     CHECK_INT(g.ok, 0);
     CHECK_STR(g.code, CONNECTOR_REJECTED);
@@ -590,7 +594,7 @@ static void test_create_conversation(void)
                          "\"activity\":{\"type\":\"message\",\"text\":\"Hello channel\"}}";
     respond(201, "{\"id\":\"19:abc@thread.tacv2;messageid=1700000000000\",\"activityId\":\"1700000000000\","
                  "\"serviceUrl\":\"https://smba.trafficmanager.net/emea/\"}");
-    CHECK(connector_create_conversation(conn, service_url("/amer/"), params, strlen(params), on_got, &g, NULL));
+    CHECK(connector_create_conversation(conn, TO(service_url("/amer/")), params, strlen(params), on_got, &g, NULL));
     CHECK(run_until(&g.calls, 1, 3000));
     CHECK_STR(seen.method, "POST");
     CHECK_STR(seen.uri, "/amer/v3/conversations");
@@ -603,7 +607,7 @@ static void test_create_conversation(void)
     got_clear(&g);
 
     respond(201, "{\"id\":\"a:1qhNL\"}");
-    CHECK(connector_create_conversation(conn, service_url("/amer/"), "{}", 2, on_got, &g, NULL));
+    CHECK(connector_create_conversation(conn, TO(service_url("/amer/")), "{}", 2, on_got, &g, NULL));
     CHECK(run_until(&g.calls, 1, 3000));
     CHECK_INT(g.ok, 1);
     CHECK_STR(g.conversation_id, "a:1qhNL");
@@ -620,7 +624,7 @@ static void test_bad_response(void)
     static const char *const bodies[] = {"", "{}", "{\"id\":\"\"}", "{\"id\":7}", "<html>ok</html>", "[\"id\"]"};
     for (size_t i = 0; i < sizeof bodies / sizeof bodies[0]; i++) {
         respond(201, bodies[i]);
-        CHECK(connector_send(conn, service_url("/"), "c", NULL, "{}", 2, on_got, &g, NULL));
+        CHECK(connector_send(conn, TO(service_url("/")), "c", NULL, "{}", 2, on_got, &g, NULL));
         CHECK(run_until(&g.calls, 1, 3000));
         CHECK_INT(g.ok, 0);
         CHECK_INT(g.status, 201);
@@ -630,7 +634,7 @@ static void test_bad_response(void)
         got_clear(&g);
     }
     respond(200, "{\"activityId\":\"1\"}");
-    CHECK(connector_create_conversation(conn, service_url("/"), "{}", 2, on_got, &g, NULL));
+    CHECK(connector_create_conversation(conn, TO(service_url("/")), "{}", 2, on_got, &g, NULL));
     CHECK(run_until(&g.calls, 1, 3000));
     CHECK_INT(g.ok, 0);
     CHECK_STR(g.code, CONNECTOR_BAD_RESPONSE);
@@ -645,7 +649,7 @@ static void test_errors_end_to_end(void)
     respond(404, "{\"error\":{\"code\":\"ConversationNotFound\",\"message\":\"Conversation not found\"}}");
     next_headers[0] = "X-Correlating-OperationId";
     next_headers[1] = "corr-404";
-    CHECK(connector_send(conn, service_url("/amer/"), "a:gone", NULL, "{}", 2, on_got, &g, NULL));
+    CHECK(connector_send(conn, TO(service_url("/amer/")), "a:gone", NULL, "{}", 2, on_got, &g, NULL));
     CHECK(run_until(&g.calls, 1, 3000));
     CHECK_INT(g.ok, 0);
     CHECK_INT(g.status, 404);
@@ -660,7 +664,7 @@ static void test_errors_end_to_end(void)
     respond(429, "{\"error\":{\"code\":\"Throttled\",\"message\":\"Too many requests.\"}}");
     next_headers[0] = "Retry-After";
     next_headers[1] = "2";
-    CHECK(connector_send(conn, service_url("/amer/"), "a:busy", NULL, "{}", 2, on_got, &g, NULL));
+    CHECK(connector_send(conn, TO(service_url("/amer/")), "a:busy", NULL, "{}", 2, on_got, &g, NULL));
     CHECK(run_until(&g.calls, 1, 3000));
     CHECK_STR(g.code, CONNECTOR_THROTTLED);
     CHECK_STR(g.retry_after, "2");
@@ -668,7 +672,7 @@ static void test_errors_end_to_end(void)
 
     respond(403, "{\"errorCode\":209,\"message\":\"{\\r\\n  \\\"subCode\\\": \\\"MessageWritesBlocked\\\",\\r\\n"
                  "  \\\"details\\\": \\\"Thread is blocked from message writes.\\\"\\r\\n}\"}");
-    CHECK(connector_send(conn, service_url("/amer/"), "a:blocked", NULL, "{}", 2, on_got, &g, NULL));
+    CHECK(connector_send(conn, TO(service_url("/amer/")), "a:blocked", NULL, "{}", 2, on_got, &g, NULL));
     CHECK(run_until(&g.calls, 1, 3000));
     CHECK_STR(g.code, CONNECTOR_BLOCKED);
     CHECK_STR(g.sub_code, "MessageWritesBlocked");
@@ -684,7 +688,7 @@ static void test_transport_failures(void)
     /* The fake holds /hang/... requests without answering. */
     connector_config cfg = {.request_timeout_ms = 200};
     connector *fast = connector_new(http, &cfg);
-    CHECK(connector_send(fast, service_url("/hang/"), "c", NULL, "{}", 2, on_got, &g, NULL));
+    CHECK(connector_send(fast, TO(service_url("/hang/")), "c", NULL, "{}", 2, on_got, &g, NULL));
     CHECK(run_until(&g.calls, 1, 3000));
     CHECK_INT(g.ok, 0);
     CHECK_INT(g.status, 0);
@@ -700,7 +704,7 @@ static void test_transport_failures(void)
     getsockname(fd, (struct sockaddr *)&sin, &len);
     char u[64], want[128];
     snprintf(u, sizeof u, "http://127.0.0.1:%d/", ntohs(sin.sin_port));
-    CHECK(connector_delete(conn, u, "c", "a", on_got, &g, NULL));
+    CHECK(connector_delete(conn, TO(u), "c", "a", on_got, &g, NULL));
     CHECK(run_until(&g.calls, 1, 3000));
     CHECK_STR(g.code, CONNECTOR_NETWORK);
     snprintf(want, sizeof want, "connector network error: Failed to connect to 127.0.0.1 port %d",
@@ -716,29 +720,29 @@ static void test_cancel_and_free(void)
 {
     setup();
     got a = {0}, b = {0}, d = {0};
-    connector_call *ca = connector_send(conn, service_url("/"), "c", NULL, "{}", 2, on_got, &a, NULL);
+    connector_call *ca = connector_send(conn, TO(service_url("/")), "c", NULL, "{}", 2, on_got, &a, NULL);
     CHECK(ca != NULL);
     connector_cancel(ca);
-    connector_call *cb = connector_send(conn, service_url("/hang/"), "c", NULL, "{}", 2, on_got, &b, NULL);
+    connector_call *cb = connector_send(conn, TO(service_url("/hang/")), "c", NULL, "{}", 2, on_got, &b, NULL);
     CHECK(cb != NULL);
     CHECK(run_until(&n_hung, 1, 3000));
     connector_cancel(cb);
     CHECK_INT(http_client_pending(http), 0);
     respond(200, "{\"id\":\"1\"}");
-    CHECK(connector_send(conn, service_url("/"), "c", NULL, "{}", 2, on_got, &d, NULL));
+    CHECK(connector_send(conn, TO(service_url("/")), "c", NULL, "{}", 2, on_got, &d, NULL));
     CHECK(run_until(&d.calls, 1, 3000));
     CHECK_INT(a.calls, 0);
     CHECK_INT(b.calls, 0);
     got_clear(&d);
     /* Freed with calls in flight: no callback, nothing leaked. */
     connector *c2 = connector_new(http, NULL);
-    CHECK(connector_send(c2, service_url("/hang/"), "c", NULL, "{}", 2, on_got, &a, NULL));
-    CHECK(connector_update(c2, service_url("/"), "c", "1", "{}", 2, on_got, &a, NULL));
+    CHECK(connector_send(c2, TO(service_url("/hang/")), "c", NULL, "{}", 2, on_got, &a, NULL));
+    CHECK(connector_update(c2, TO(service_url("/")), "c", "1", "{}", 2, on_got, &a, NULL));
     CHECK_INT(http_client_pending(http), 2);
     connector_free(c2);
     CHECK_INT(http_client_pending(http), 0);
     respond(200, "{\"id\":\"2\"}");
-    CHECK(connector_send(conn, service_url("/"), "c", NULL, "{}", 2, on_got, &d, NULL));
+    CHECK(connector_send(conn, TO(service_url("/")), "c", NULL, "{}", 2, on_got, &d, NULL));
     CHECK(run_until(&d.calls, 1, 3000));
     got_clear(&d);
     CHECK_INT(a.calls, 0);
@@ -750,37 +754,91 @@ static void test_argument_errors(void)
     setup();
     got g = {0};
     char *err = NULL;
-    CHECK(connector_send(conn, service_url("/"), NULL, NULL, "{}", 2, on_got, &g, &err) == NULL);
+    CHECK(connector_send(conn, TO(service_url("/")), NULL, NULL, "{}", 2, on_got, &g, &err) == NULL);
     CHECK(err != NULL);
     free(err);
     err = NULL;
-    CHECK(connector_send(conn, service_url("/"), "", NULL, "{}", 2, on_got, &g, &err) == NULL);
+    CHECK(connector_send(conn, TO(service_url("/")), "", NULL, "{}", 2, on_got, &g, &err) == NULL);
     free(err);
     err = NULL;
-    CHECK(connector_update(conn, service_url("/"), "c", NULL, "{}", 2, on_got, &g, &err) == NULL);
+    CHECK(connector_update(conn, TO(service_url("/")), "c", NULL, "{}", 2, on_got, &g, &err) == NULL);
     free(err);
     err = NULL;
-    CHECK(connector_delete(conn, service_url("/"), "c", "", on_got, &g, &err) == NULL);
+    CHECK(connector_delete(conn, TO(service_url("/")), "c", "", on_got, &g, &err) == NULL);
     free(err);
     err = NULL;
-    CHECK(connector_create_conversation(conn, "///", "{}", 2, on_got, &g, &err) == NULL);
+    CHECK(connector_create_conversation(conn, TO("///"), "{}", 2, on_got, &g, &err) == NULL);
     CHECK(err && strstr(err, "service URL") != NULL);
     free(err);
     err = NULL;
-    CHECK(connector_send(conn, "ftp://x/", "c", NULL, "{}", 2, on_got, &g, &err) == NULL);
+    CHECK(connector_send(conn, TO("ftp://x/"), "c", NULL, "{}", 2, on_got, &g, &err) == NULL);
     CHECK(err != NULL);
     free(err);
     /* A production client (https only) refuses a plain-http service URL at start. */
     http_client *strict = http_client_new(base, NULL, NULL);
     connector *sc = connector_new(strict, NULL);
     err = NULL;
-    CHECK(connector_send(sc, service_url("/"), "c", NULL, "{}", 2, on_got, &g, &err) == NULL);
+    CHECK(connector_send(sc, TO(service_url("/")), "c", NULL, "{}", 2, on_got, &g, &err) == NULL);
     CHECK(err && strstr(err, "https") != NULL);
     free(err);
     connector_free(sc);
     http_client_free(strict);
     CHECK_INT(g.calls, 0);
     CHECK_INT(seen.count, 0);
+    teardown();
+}
+
+/* With a trust set, every call is checked where the token is attached: the loopback fake is not
+ * the cloud's host, so only a valid seal lets a call through; refusals never reach the network. */
+static void test_trust_checked_at_the_call(void)
+{
+    setup();
+    connector *tc = connector_new(http, &(connector_config){.base = base, .request_timeout_ms = 5000});
+    trust *t = trust_new("https://smba.trafficmanager.net/teams/", NULL, (const unsigned char *)"k", 1);
+    CHECK_INT(connector_set_trust(conn, t), -1);   /* no base to deliver a refusal on */
+    CHECK_INT(connector_set_trust(tc, t), 0);
+    const char *url = service_url("/amer/");
+    char seal[65], other[65];
+    CHECK_INT(trust_seal(t, "a:c", url, seal), 0);
+    CHECK_INT(trust_seal(t, "a:c", service_url("/emea/"), other), 0);
+    const connector_dest refused[] = {
+        {url, NULL, NULL}, {url, "a:c", NULL}, {url, "a:c", other}, {url, "a:d", seal},
+        {url, "a:c", "0000000000000000000000000000000000000000000000000000000000000000"},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        got g = {0};
+        char *err = NULL;
+        CHECK(connector_send(tc, &refused[i], "a:c", NULL, "{}", 2, on_got, &g, &err) != NULL);
+        CHECK(err == NULL);
+        CHECK_INT(g.calls, 0);                       /* delivered on a later turn */
+        CHECK(run_until(&g.calls, 1, 3000));
+        CHECK_STR(g.code, CONNECTOR_UNTRUSTED);
+        CHECK_INT(g.status, 0);
+        CHECK(g.message && strstr(g.message, "is not trusted") != NULL);
+        got_clear(&g);
+    }
+    got g = {0};
+    CHECK(connector_get(tc, &(connector_dest){url, "a:c", NULL}, "/v3/x", on_got, &g, NULL));
+    CHECK(run_until(&g.calls, 1, 3000));
+    CHECK_STR(g.code, CONNECTOR_UNTRUSTED);
+    got_clear(&g);
+    /* a refused call can be cancelled before its refusal is delivered */
+    connector_cancel(connector_delete(tc, TO(url), "a:c", "1", on_got, &g, NULL));
+    CHECK_INT(seen.count, 0);
+    respond(201, "{\"id\":\"9\"}");
+    CHECK(connector_send(tc, &(connector_dest){url, "a:c", seal}, "a:c", NULL, "{}", 2, on_got, &g,
+                         NULL));
+    CHECK(run_until(&g.calls, 1, 3000));
+    CHECK_INT(g.ok, 1);
+    CHECK_INT(seen.count, 1);
+    got_clear(&g);
+    /* a read path cannot move the authority */
+    char *err = NULL;
+    CHECK(connector_get(conn, TO(url), "@127.0.0.2/v3", on_got, &g, &err) == NULL);
+    CHECK(err != NULL);
+    free(err);
+    connector_free(tc);
+    trust_free(t);
     teardown();
 }
 
@@ -802,4 +860,5 @@ UNIT_MAIN("connector",
           CASE(test_errors_end_to_end),
           CASE(test_transport_failures),
           CASE(test_cancel_and_free),
-          CASE(test_argument_errors))
+          CASE(test_argument_errors),
+          CASE(test_trust_checked_at_the_call))

@@ -58,6 +58,20 @@ commands.delete = function(ev, w)
   out("delete", w[2], ok, msg, code)
 end
 
+-- later CONV: a fire-and-forget send to a stored conversation (logs the outbox op id)
+commands.later = function(ev, w)
+  local id, msg, code = teams.send(w[2], "later", { wait = false })
+  out("later", w[2], id, msg, code)
+end
+
+-- bcast TAG CONV1,CONV2,...: a broadcast to stored conversations (logs the broadcast id)
+commands.bcast = function(ev, w)
+  local convs = {}
+  for c in (w[3] or ""):gmatch("[^,]+") do convs[#convs + 1] = c end
+  local id, msg, code = teams.broadcast { to = { conversations = convs }, message = "bcast" }
+  out("bcast", w[2], id, msg, code)
+end
+
 -- stats: how many handler runs so far (this one included)
 commands.stats = function(ev)
   local id, msg, code = ev:reply("runs=" .. runs)
