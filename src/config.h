@@ -79,6 +79,9 @@ typedef struct config {
     long retry_max_ms;            /* HERALD_RETRY_MAX_MS, default 60000 */
     long outbox_max_in_flight;    /* HERALD_OUTBOX_MAX_IN_FLIGHT: attempts out at once, default 256 */
     long outbox_retention_s;      /* HERALD_OUTBOX_RETENTION_S: finished operations kept, default 7 days */
+    long max_queued_per_conversation; /* HERALD_MAX_QUEUED_PER_CONVERSATION: outstanding ops, 1000 */
+    long max_queued_per_tenant;   /* HERALD_MAX_QUEUED_PER_TENANT, default 10000 */
+    long max_queued_total;        /* HERALD_MAX_QUEUED_TOTAL, default 50000 */
 } config;
 
 /* One numeric setting: config_load reads name from the environment, refuses a value outside

@@ -225,6 +225,61 @@ static void cancel_out_op(void *arg)
     out_op_free(op);
 }
 
+/* What a generation is charged for the operations it queued. Operations outlive their generation
+ * (they are durable), so each holds the account, and the account forgets its vm when it closes. */
+typedef struct charge_account {
+    vm *v;
+    long refs;
+} charge_account;
+
+static void account_unref(charge_account *a)
+{
+    if (--a->refs == 0)
+        free(a);
+}
+
+static void account_close(void *ext)
+{
+    charge_account *a = ext;
+    a->v = NULL;
+    account_unref(a);
+}
+
+static void uncharge(void *ud, size_t bytes)
+{
+    charge_account *a = ud;
+    if (a->v)
+        vm_charge(a->v, -(ptrdiff_t)bytes);
+    account_unref(a);
+}
+
+/* Bounds a script's queued operations: the outbox's counts, and its memory against the script's
+ * cap. Returns 1 with spec's release set (the caller owns one charge of bytes until
+ * outbox_enqueue takes it over), or 0 with *why (malloc'd, may be NULL). */
+static int admit(lua_State *L, outbox_spec *spec, size_t *bytes, char **why)
+{
+    runtime *rt = rt_of(L);
+    if (!outbox_admit(rt->outbox, spec, why))
+        return 0;
+    vm *v = vm_of(L);
+    charge_account *a = vm_ext(v, VM_EXT_CHARGES);
+    if (!a && (a = calloc(1, sizeof *a))) {
+        a->v = v;
+        a->refs = 1;
+        vm_set_ext(v, VM_EXT_CHARGES, a, account_close);
+    }
+    *bytes = outbox_spec_bytes(spec);
+    if (!a || vm_charge(v, (ptrdiff_t)*bytes) < 0) {
+        *why = strdup("queue full: the script's memory cap (HERALD_LUA_MEMORY_MB) has no room for "
+                      "another queued operation; try again once some have finished");
+        return 0;
+    }
+    a->refs++;
+    spec->release = uncharge;
+    spec->release_ud = a;
+    return 1;
+}
+
 /* Enqueues spec. With wait, yields until the final state; else returns the operation id now.
  * owned (may be NULL) backs spec's strings and is released here, before the yield: in Lua 5.4 a
  * yield from C longjmps, so nothing after it in the caller would run. */
@@ -232,12 +287,25 @@ static int enqueue(lua_State *L, outbox_spec *spec, int wait, store_reference *o
 {
     runtime *rt = rt_of(L);
     task *t = wait ? task_check(L, "teams.send/update/delete") : NULL;
+    size_t bytes = 0;
+    char *why = NULL;
+    if (!admit(L, spec, &bytes, &why)) {
+        if (owned)
+            store_reference_clear(owned);
+        log_debug("refused to queue an operation: %s", why ? why : "queue full");
+        lua_pushnil(L);
+        lua_pushstring(L, why ? why : "queue full");
+        lua_pushliteral(L, "queue_full");
+        free(why);
+        return 3;
+    }
     out_op *op = NULL;
     if (wait) {
         op = calloc(1, sizeof *op);
         if (!op) {
             if (owned)
                 store_reference_clear(owned);
+            spec->release(spec->release_ud, bytes);
             return luaL_error(L, "out of memory");
         }
         op->t = t;
@@ -251,6 +319,7 @@ static int enqueue(lua_State *L, outbox_spec *spec, int wait, store_reference *o
         store_reference_clear(owned);
     if (id < 0) {
         free(op);
+        spec->release(spec->release_ud, bytes);
         lua_pushnil(L);
         lua_pushstring(L, err ? err : "cannot queue the operation");
         lua_pushliteral(L, "store");

@@ -475,7 +475,10 @@ static int run(config *cfg, char *const *argv)
                         .max_age_ms = (int64_t)cfg->outbox_max_age_s * 1000,
                         .backoff_base_ms = cfg->retry_base_ms, .backoff_max_ms = cfg->retry_max_ms,
                         .retention_ms = (int64_t)cfg->outbox_retention_s * 1000,
-                        .max_in_flight = cfg->outbox_max_in_flight, .trust = rt.trust};
+                        .max_in_flight = cfg->outbox_max_in_flight, .trust = rt.trust,
+                        .max_queued_per_conversation = cfg->max_queued_per_conversation,
+                        .max_queued_per_tenant = cfg->max_queued_per_tenant,
+                        .max_queued_total = cfg->max_queued_total};
     rt.outbox = outbox_new(rt.base, rt.store, rt.conn, &oc, &err);
     if (!rt.outbox) {
         log_error("cannot start the outbox: %s", err);

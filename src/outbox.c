@@ -35,6 +35,10 @@ typedef struct ob_op {
     int64_t due_mono;             /* not before this (retry backoff) */
     int64_t expires_wall;
     int committed;                /* its row is durable: it may be attempted */
+    int counted;                  /* in its queue's and tenant's outstanding counts */
+    void (*release)(void *ud, size_t bytes);
+    void *release_ud;
+    size_t charged;
     outbox_done_fn done;
     void *ud;
     connector_call *call;
@@ -47,6 +51,7 @@ struct ob_queue {
     char *key;
     ob_op *head, *tail;
     int in_flight;
+    int64_t outstanding;          /* operations in it (outbox_admit) */
     int64_t ready_at;             /* heap key (monotonic) */
     int heap_idx;                 /* -1 when not in the heap */
     int waiting;                  /* in its tenant's wait list */
@@ -66,6 +71,7 @@ struct ob_tenant {
     ob_queue *wait_head, *wait_tail;
     struct event *timer;
     double factor;                /* < 1 after a 429: the tenant's rate is reduced for a while */
+    int64_t outstanding;          /* operations in its queues (outbox_admit) */
     int64_t factor_since;
     outbox *o;
     ob_tenant *hnext;
@@ -207,15 +213,23 @@ static void arm_heap_timer(outbox *o)
 
 /* ---- queues, tenants, ledger -------------------------------------------------------------- */
 
+static ob_tenant *tenant_find(outbox *o, const char *id)
+{
+    for (ob_tenant *t = o->tenants[hash_str(id ? id : "")]; t; t = t->hnext)
+        if (strcmp(t->id, id ? id : "") == 0)
+            return t;
+    return NULL;
+}
+
 static ob_tenant *tenant_get(outbox *o, const char *id)
 {
     if (!id)
         id = "";
+    ob_tenant *t = tenant_find(o, id);
+    if (t)
+        return t;
     unsigned b = hash_str(id);
-    for (ob_tenant *t = o->tenants[b]; t; t = t->hnext)
-        if (strcmp(t->id, id) == 0)
-            return t;
-    ob_tenant *t = calloc(1, sizeof *t);
+    t = calloc(1, sizeof *t);
     if (!t || !(t->id = strdup(id))) {
         free(t);
         return NULL;
@@ -227,13 +241,21 @@ static ob_tenant *tenant_get(outbox *o, const char *id)
     return t;
 }
 
-static ob_queue *queue_get(outbox *o, const char *key, const char *tenant)
+static ob_queue *queue_find(outbox *o, const char *key)
 {
-    unsigned b = hash_str(key);
-    for (ob_queue *q = o->queues[b]; q; q = q->hnext)
+    for (ob_queue *q = o->queues[hash_str(key)]; q; q = q->hnext)
         if (strcmp(q->key, key) == 0)
             return q;
-    ob_queue *q = calloc(1, sizeof *q);
+    return NULL;
+}
+
+static ob_queue *queue_get(outbox *o, const char *key, const char *tenant)
+{
+    ob_queue *q = queue_find(o, key);
+    if (q)
+        return q;
+    unsigned b = hash_str(key);
+    q = calloc(1, sizeof *q);
     if (!q || !(q->key = strdup(key))) {
         free(q);
         return NULL;
@@ -354,8 +376,15 @@ static void on_commit(evutil_socket_t fd, short what, void *arg)
 
 /* ---- finishing ----------------------------------------------------------------------------- */
 
+/* Every way an operation leaves memory comes here: its counts and its script's charge go with it. */
 static void op_free(ob_op *op)
 {
+    if (op->counted) {
+        op->q->outstanding--;
+        op->q->tenant->outstanding--;
+    }
+    if (op->release)
+        op->release(op->release_ud, op->charged);
     free(op->conversation_id);
     free(op->service_url);
     free(op->seal);
@@ -902,6 +931,9 @@ static ob_op *op_new(outbox *o, int64_t id, enum outbox_kind kind, const char *q
     if (op->q->tail) op->q->tail->next = op; else op->q->head = op;
     op->q->tail = op;
     o->stats.queued++;
+    op->counted = 1;
+    op->q->outstanding++;
+    op->q->tenant->outstanding++;
     return op;
 }
 
@@ -946,6 +978,9 @@ outbox *outbox_new(struct event_base *base, store *st, connector *conn, const ou
     if (o->cfg.backoff_max_ms <= 0) o->cfg.backoff_max_ms = 60000;
     if (o->cfg.retention_ms <= 0) o->cfg.retention_ms = 7LL * 86400 * 1000;
     if (o->cfg.max_in_flight <= 0) o->cfg.max_in_flight = 256;
+    if (o->cfg.max_queued_per_conversation <= 0) o->cfg.max_queued_per_conversation = 1000;
+    if (o->cfg.max_queued_per_tenant <= 0) o->cfg.max_queued_per_tenant = 10000;
+    if (o->cfg.max_queued_total <= 0) o->cfg.max_queued_total = 50000;
     o->queues = calloc(NBUCKETS, sizeof *o->queues);
     o->tenants = calloc(NBUCKETS, sizeof *o->tenants);
     o->ledger = calloc(NBUCKETS, sizeof *o->ledger);
@@ -1104,11 +1139,50 @@ int64_t outbox_enqueue(outbox *o, const outbox_spec *spec, outbox_done_fn done, 
     op->due_mono = mono_ms() + (row.next_attempt_at - now);
     op->done = done;
     op->ud = ud;
+    op->release = spec->release;
+    op->release_ud = spec->release_ud;
+    op->charged = outbox_spec_bytes(spec);
     if (watch)
         *watch = (outbox_watch *)op;
     if (o->uncommitted_tail) o->uncommitted_tail->unext = op; else o->uncommitted = op;
     o->uncommitted_tail = op;
     return row.id;
+}
+
+int outbox_admit(outbox *o, const outbox_spec *spec, char **why)
+{
+    const char *key = spec->queue ? spec->queue : spec->conversation_id;
+    ob_queue *q = key ? queue_find(o, key) : NULL;
+    ob_tenant *t = tenant_find(o, spec->tenant_id);
+    int64_t n;
+    const char *where, *setting;
+    if ((n = (int64_t)o->stats.queued) >= o->cfg.max_queued_total)
+        where = "in total", setting = "TOTAL";
+    else if (t && (n = t->outstanding) >= o->cfg.max_queued_per_tenant)
+        where = "for this tenant", setting = "PER_TENANT";
+    else if (q && (n = q->outstanding) >= o->cfg.max_queued_per_conversation)
+        where = "for this conversation", setting = "PER_CONVERSATION";
+    else
+        return 1;
+    if (asprintf(why, "queue full: %lld operations are already outstanding %s "
+                      "(HERALD_MAX_QUEUED_%s); try again once some have finished",
+                 (long long)n, where, setting) < 0)
+        *why = NULL;
+    return 0;
+}
+
+size_t outbox_spec_bytes(const outbox_spec *spec)
+{
+    /* what op_new copies, each block with an allocator header's worth on top */
+    enum { BLOCK = 16 };
+    size_t n = sizeof(ob_op) + BLOCK + 65 + BLOCK;   /* the op and its seal */
+    const char *strs[] = {spec->conversation_id, spec->service_url, spec->target_id, spec->msg_key};
+    for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++)
+        if (strs[i])
+            n += strlen(strs[i]) + 1 + BLOCK;
+    if (spec->body)
+        n += spec->body_len + 1 + BLOCK;
+    return n;
 }
 
 void outbox_unwatch(outbox_watch *w)

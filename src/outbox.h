@@ -27,6 +27,9 @@ typedef struct outbox_config {
     int64_t retention_ms;         /* finished operations are kept this long, default 7 days */
     int64_t max_in_flight;        /* attempts out at once across all conversations, default 256 */
     const struct trust *trust;    /* seals new rows' service URLs; NULL in dev mode */
+    /* outstanding (queued or in flight) operations outbox_admit allows: per queue (conversation),
+     * per tenant and in total; defaults 1000, 10000, 50000 */
+    int64_t max_queued_per_conversation, max_queued_per_tenant, max_queued_total;
 } outbox_config;
 
 typedef struct outbox_spec {
@@ -42,6 +45,10 @@ typedef struct outbox_spec {
     int flags;
     const char *category;         /* recorded for frequency caps and reports */
     int64_t not_before_ms;        /* wall ms: first attempt no earlier (a deferred message), 0 now */
+    /* When outbox_enqueue succeeds, release(release_ud, outbox_spec_bytes(spec)) runs once when
+     * the operation's memory is freed (final state or outbox_free): a script is charged for it. */
+    void (*release)(void *ud, size_t bytes);
+    void *release_ud;
 } outbox_spec;
 
 typedef struct outbox_result {
@@ -81,6 +88,14 @@ typedef struct outbox_watch outbox_watch;
  * stop waiting. Returns the operation id, or -1 with *err set. */
 int64_t outbox_enqueue(outbox *o, const outbox_spec *spec, outbox_done_fn done, void *ud,
                        outbox_watch **watch, char **err);
+
+/* The bounds on what is outstanding, asked before a script's operation is queued (a broadcast's
+ * are bounded by its window): 1 when spec may be queued now, else 0 with *why (malloc'd) naming
+ * the bound that is full. Operations resumed after a restart count too. */
+int outbox_admit(outbox *o, const outbox_spec *spec, char **why);
+
+/* The memory an operation like spec holds in herald until it is final. */
+size_t outbox_spec_bytes(const outbox_spec *spec);
 
 /* Stops waiting (its task went away) before done ran; the operation itself goes on. */
 void outbox_unwatch(outbox_watch *w);

@@ -627,3 +627,16 @@ int vm_load_script(vm *v, const char *path, char **err)
     v->cfg.slice_ms = slice;
     return rc;
 }
+
+int vm_charge(vm *v, ptrdiff_t bytes)
+{
+    if (bytes >= 0) {
+        if ((size_t)bytes > v->cfg.memory_limit || v->mem_used > v->cfg.memory_limit - (size_t)bytes)
+            return -1;
+        v->mem_used += (size_t)bytes;
+    } else {
+        size_t b = (size_t)-bytes;
+        v->mem_used = b > v->mem_used ? 0 : v->mem_used - b;
+    }
+    return 0;
+}

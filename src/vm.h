@@ -84,7 +84,7 @@ const char *vm_file(const vm *v, int i);   /* NULL past the end */
 
 /* One extension slot per binding family (timers): freed by vm_free after the generation's tasks
  * are cancelled and before the state closes. */
-enum vm_ext_slot { VM_EXT_TIMERS, VM_EXT_COUNT };
+enum vm_ext_slot { VM_EXT_TIMERS, VM_EXT_CHARGES, VM_EXT_COUNT };
 void *vm_ext(vm *v, enum vm_ext_slot slot);
 void vm_set_ext(vm *v, enum vm_ext_slot slot, void *ext, void (*free_fn)(void *ext));
 
@@ -93,5 +93,9 @@ int vm_hook_count(vm *v);
 
 /* Pushes a traceback-adding message handler (used by both doors). */
 int vm_traceback(lua_State *L);
+
+/* Memory the host holds on the script's behalf (its queued operations) counts against the cap:
+ * a charge that would pass it fails (-1, nothing charged); a release (bytes < 0) always succeeds. */
+int vm_charge(vm *v, ptrdiff_t bytes);
 
 #endif
