@@ -123,7 +123,7 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg);
 
 static int run(broadcaster *b, sqlite3_stmt *st, char **err)
 {
-    return store_step(b->db, st, "broadcast", err);
+    return store_step(b->rt->store, st, "broadcast", err);
 }
 
 static job *find_job(broadcaster *b, int64_t id)
@@ -333,7 +333,8 @@ static void maybe_done(broadcaster *b, job *j)
 /* Fills j's window from its pending recipients. */
 static void pump(broadcaster *b, job *j)
 {
-    if (j->paused || j->queued >= WINDOW / 2)
+    /* while the store is degraded a recipient's row could not be written: broadcast_store_recovered */
+    if (j->paused || j->queued >= WINDOW / 2 || !store_writable(b->rt->store))
         return;
     int want = WINDOW - j->queued;
     typedef struct row { int64_t seq; char *conv, *user, *tenant, *body; } row;
@@ -382,15 +383,16 @@ static void on_finished(enum outbox_kind kind, const outbox_result *res, void *u
     store_bind_text(st, 4, kind == OUTBOX_CREATE ? res->conversation_id : NULL);
     int64_t id = 0;
     char user[200] = "", tenant[100] = "";
-    if (sqlite3_step(st) == SQLITE_ROW) {
+    /* kept: the outcome of a send that happened must reach the job even while the store is
+     * degraded (the job's in-memory count is then recounted when the store recovers) */
+    if (store_step_kept_row(b->rt->store, st, "broadcast outcome", NULL) == 1) {
         id = sqlite3_column_int64(st, 0);
         if (sqlite3_column_text(st, 3))
             snprintf(user, sizeof user, "%s", sqlite3_column_text(st, 3));
         if (sqlite3_column_text(st, 4))
             snprintf(tenant, sizeof tenant, "%s", sqlite3_column_text(st, 4));
+        store_reset(st);
     }
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
     if (!id)
         return;
     if (kind == OUTBOX_CREATE && res->conversation_id) {
@@ -470,6 +472,21 @@ broadcaster *broadcast_new(runtime *rt, char **err)
         pump(b, j);
     }
     return b;
+}
+
+void broadcast_store_recovered(broadcaster *b)
+{
+    /* outcomes recorded while degraded were kept without being read back: recount, then refill */
+    for (job *j = b->jobs; j; j = j->next) {
+        sqlite3_bind_int64(b->count_queued, 1, j->id);
+        if (sqlite3_step(b->count_queued) == SQLITE_ROW)
+            j->queued = sqlite3_column_int(b->count_queued, 0);
+        store_reset(b->count_queued);
+    }
+    for (job *j = b->jobs, *next; j; j = next) {
+        next = j->next;
+        pump(b, j);
+    }
 }
 
 void broadcast_free(broadcaster *b)

@@ -26,6 +26,9 @@ typedef struct broadcast_progress {
 
 broadcaster *broadcast_new(runtime *rt, char **err);
 void broadcast_free(broadcaster *b);
+/* The store takes writes again: recount each job's recipients in the outbox (outcomes recorded
+ * while it was degraded were not read back) and refill the windows held meanwhile. */
+void broadcast_store_recovered(broadcaster *b);
 
 /* A preparation: a job row in state "preparing" that only its creator writes to. Its recipients
  * go in over as many loop turns as the creator likes (each turn's rows commit with the turn); one

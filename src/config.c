@@ -233,6 +233,8 @@ static const config_limit limits[] = {
     ROW("HERALD_JWKS_REFRESH_FLOOR_S", 1, 86400, 300, "s", CONFIG_LONG, jwks_refresh_floor_s),
     ROW("HERALD_JWKS_TIMEOUT_MS", 1000, 60000, 10000, "ms", CONFIG_LONG, jwks_timeout_ms),
     ROW("HERALD_NOTIFY_REPLAY_MAX", 1, 100000, 10000, "signatures", CONFIG_LONG, notify_replay_max),
+    /* quick_check reads every page (about 1 s per GB cached, 20 s cold): bigger files skip it */
+    ROW("HERALD_DB_CHECK_MAX_MB", 1, 1L << 20, 256, "MB", CONFIG_LONG, db_check_max_mb),
 };
 #undef ROW
 

@@ -82,6 +82,7 @@ typedef struct config {
     long max_queued_per_conversation; /* HERALD_MAX_QUEUED_PER_CONVERSATION: outstanding ops, 1000 */
     long max_queued_per_tenant;   /* HERALD_MAX_QUEUED_PER_TENANT, default 10000 */
     long max_queued_total;        /* HERALD_MAX_QUEUED_TOTAL, default 50000 */
+    long db_check_max_mb;         /* HERALD_DB_CHECK_MAX_MB: quick_check at start up to this size */
 } config;
 
 /* One numeric setting: config_load reads name from the environment, refuses a value outside

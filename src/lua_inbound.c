@@ -26,12 +26,22 @@
 #include <string.h>
 #include <strings.h>
 
+/* One accepted-or-refused activity. Its task starts at once but waits in the gate until the batch
+ * holding its reference commits: only then is it accepted (recorded as seen, run, answered 200 at
+ * the latest by the response deadline); a batch that fails refuses it with 503 so Teams sends it
+ * again, and an activity refused for any reason is never recorded as seen. */
 typedef struct inbound {
     runtime *rt;
     http_exchange *x;             /* NULL once answered */
     struct event *deadline;
     int invoke;
+    task *t;
+    store_waiter waiter;          /* the commit of the reference */
+    const char *hook;             /* "install" | "uninstall" | NULL: what dispatch runs */
+    const char *refused;          /* cancelled before it ran: answered 503 with this reason */
+    int redelivered;              /* cancelled before it ran: a copy was accepted in the same batch */
     char conversation[160];       /* for log lines */
+    char *conv_id, *activity_id;  /* the redelivery key, in the allocation after this struct */
 } inbound;
 
 /* An activity whose token names a key we are fetching: kept whole and run again when the keys
@@ -171,7 +181,16 @@ static void on_task_done(task *t, enum task_status status, int nres, const char 
 {
     inbound *ib = ud;
     runtime *rt = ib->rt;
-    if (status == TASK_ERROR) {
+    if (status == TASK_CANCELLED && ib->redelivered) {
+        rt->redelivered++;
+        log_info("redelivered activity acknowledged, not run again conversation=%s id=%s",
+                 ib->conversation, ib->activity_id);
+        answer(ib, 200, NULL, 0);
+    } else if (status == TASK_CANCELLED && ib->refused) {
+        char body[96];
+        int n = snprintf(body, sizeof body, "{\"error\":\"%s\"}", ib->refused);
+        answer(ib, 503, body, (size_t)n);
+    } else if (status == TASK_ERROR) {
         rt->handler_errors++;
         log_error("handler failed task=%s conversation=%s error=%s", task_label(t), ib->conversation,
                   message);
@@ -276,6 +295,89 @@ static int authenticate(runtime *rt, http_exchange *x, const char *body, size_t 
     return 0;
 }
 
+/* ---- the commit gate ------------------------------------------------------------------------ */
+
+static void gate_cancel(void *op)
+{
+    inbound *ib = op;
+    store_unwait(ib->rt->store, &ib->waiter);   /* on_task_done answers and frees ib */
+}
+
+/* The gate's result: the hook dispatch runs. A NULL L is a cancel while ready; ib is not ours. */
+static int push_hook(lua_State *L, void *op)
+{
+    inbound *ib = op;
+    if (!L)
+        return 0;
+    if (ib->hook)
+        lua_pushstring(L, ib->hook);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+/* gate(ib) → hook: yields until the batch holding the activity's reference has committed. */
+static int inbound_gate(lua_State *L)
+{
+    inbound *ib = lua_touserdata(L, 1);
+    task_check(L, "the inbound gate");
+    return task_yield(L, ib, gate_cancel);
+}
+
+static void on_reference_committed(store_waiter *w, int committed)
+{
+    inbound *ib = (inbound *)(void *)((char *)w - offsetof(inbound, waiter));
+    runtime *rt = ib->rt;
+    if (!committed) {
+        log_warn("activity refused with 503: its conversation could not be stored; Teams will "
+                 "send it again conversation=%s", ib->conversation);
+        ib->refused = "storage unavailable";
+        task_cancel(ib->t, "the conversation could not be stored");
+        return;
+    }
+    if (ib->activity_id && redelivery_check(rt->seen, ib->conv_id, ib->activity_id, vm_now_ms(),
+                                            (int64_t)rt->cfg->redelivery_window_s * 1000)) {
+        ib->redelivered = 1;      /* two copies in one batch: the first one runs */
+        task_cancel(ib->t, "redelivered");
+        return;
+    }
+    rt->activities++;
+    ib->deadline = evtimer_new(rt->base, on_deadline, ib);
+    if (ib->deadline)
+        clock_timer_add(ib->deadline, rt->cfg->response_deadline_ms);
+    else
+        answer(ib, 200, NULL, 0);
+    task_wake(ib->t, push_hook, ib);
+}
+
+/* Pushes the task body: function(ib, dispatch, activity) that passes the gate, then runs
+ * dispatch(activity, hook) (nothing when the script never required "teams"). Made once per
+ * generation's state. Returns 0 (nothing pushed) when it cannot be made. */
+static int push_gated(lua_State *L)
+{
+    if (lua_getfield(L, LUA_REGISTRYINDEX, "herald.gated_dispatch") == LUA_TFUNCTION)
+        return 1;
+    lua_pop(L, 1);
+    static const char chunk[] =
+        "local gate = ...\n"
+        "return function(ib, dispatch, activity)\n"
+        "  local hook = gate(ib)\n"
+        "  if dispatch then return dispatch(activity, hook) end\n"
+        "end\n";
+    if (luaL_loadbufferx(L, chunk, sizeof chunk - 1, "=herald.inbound", "t") != LUA_OK) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    lua_pushcfunction(L, inbound_gate);
+    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    lua_pushvalue(L, -1);
+    lua_setfield(L, LUA_REGISTRYINDEX, "herald.gated_dispatch");
+    return 1;
+}
+
 void inbound_activity(http_exchange *x, const char *body, size_t len, void *arg)
 {
     runtime *rt = arg;
@@ -331,13 +433,28 @@ void inbound_activity(http_exchange *x, const char *body, size_t len, void *arg)
         return;
     }
     const char *activity_id = get_str(L, a, "id", NULL, NULL);
-    if (activity_id && redelivery_check(rt->seen, conv, activity_id, vm_now_ms(),
-                                        (int64_t)rt->cfg->redelivery_window_s * 1000)) {
+    if (activity_id && redelivery_seen(rt->seen, conv, activity_id, vm_now_ms(),
+                                       (int64_t)rt->cfg->redelivery_window_s * 1000)) {
         rt->redelivered++;
         log_info("redelivered activity acknowledged, not run again conversation=%s id=%s", conv,
                  activity_id);
         lua_settop(L, top);
         http_exchange_reply(x, 200, NULL, NULL, 0);
+        return;
+    }
+    /* Refused before anything is written: a stored install signal whose hook never ran would
+     * make Teams' redelivery look like the second signal of the same install. */
+    if (!store_writable(rt->store)) {
+        log_debug("activity refused with 503: the store is not writable conversation=%s", conv);
+        lua_settop(L, top);
+        reply_error(rt, x, 503, "storage unavailable");
+        return;
+    }
+    if (task_count(rt->vm) >= rt->cfg->max_tasks) {
+        log_error("cannot start a handler conversation=%s error=too many tasks (%d alive, limit "
+                  "HERALD_MAX_TASKS)", conv, task_count(rt->vm));
+        lua_settop(L, top);
+        reply_error(rt, x, 503, "too busy");
         return;
     }
 
@@ -380,35 +497,8 @@ void inbound_activity(http_exchange *x, const char *body, size_t len, void *arg)
         else if (members_include(L, a, "membersRemoved", ref.bot_id))
             signal = STORE_SIGNAL_UNINSTALL;
     }
-    int run_hook = 0, zone_changed = 0;
-    char *err = NULL;
-    outbox_touch_batch(rt->outbox);            /* one commit per loop turn, not per activity */
-    if (store_put_reference_zone(rt->store, &ref, signal, runtime_wall_ms(),
-                                 (int64_t)rt->cfg->install_window_s * 1000, &run_hook,
-                                 &zone_changed, &err) < 0) {
-        log_error("cannot store the conversation reference conversation=%s error=%s", conv,
-                  err ? err : "?");
-        free(err);
-        lua_settop(L, top);
-        reply_error(rt, x, 503, "storage unavailable");
-        return;
-    }
-    rt->activities++;
-    if (zone_changed && rt->scheduler)
-        scheduler_zone_changed(rt->scheduler, conv);
-    if (signal != STORE_SIGNAL_UNINSTALL && outbox_ledger_state(rt->outbox, conv))
-        outbox_heard_from(rt->outbox, conv);
-    const char *hook = NULL;
-    if (run_hook)
-        hook = signal == STORE_SIGNAL_INSTALL ? "install" : "uninstall";
-
-    if (lua_getfield(L, LUA_REGISTRYINDEX, "herald.dispatch") != LUA_TFUNCTION) {
-        lua_settop(L, top);
-        log_debug("no dispatcher: the script never required \"teams\"");
-        http_exchange_reply(x, 200, NULL, NULL, 0);
-        return;
-    }
-    inbound *ib = calloc(1, sizeof *ib);
+    size_t clen = strlen(conv) + 1, alen = activity_id ? strlen(activity_id) + 1 : 0;
+    inbound *ib = calloc(1, sizeof *ib + clen + alen);
     if (!ib) {
         lua_settop(L, top);
         reply_error(rt, x, 503, "out of memory");
@@ -417,8 +507,37 @@ void inbound_activity(http_exchange *x, const char *body, size_t len, void *arg)
     ib->rt = rt;
     ib->x = x;
     ib->invoke = strcmp(type, "invoke") == 0;
+    ib->waiter.fn = on_reference_committed;
+    ib->conv_id = (char *)(ib + 1);
+    memcpy(ib->conv_id, conv, clen);
+    if (activity_id) {
+        ib->activity_id = ib->conv_id + clen;
+        memcpy(ib->activity_id, activity_id, alen);
+    }
     snprintf(ib->conversation, sizeof ib->conversation, "%s", conv);
-    const char *label = label_for(type, hook);
+
+    int run_hook = 0, zone_changed = 0;
+    char *err = NULL;
+    outbox_touch_batch(rt->outbox);            /* one commit per loop turn, not per activity */
+    if (!store_in_batch(rt->store) ||
+        store_put_inbound(rt->store, &ref, signal, runtime_wall_ms(),
+                          (int64_t)rt->cfg->install_window_s * 1000, &run_hook, &zone_changed,
+                          &err) < 0) {
+        log_error("cannot store the conversation reference conversation=%s error=%s", conv,
+                  err ? err : store_last_error(rt->store) ? store_last_error(rt->store) : "?");
+        free(err);
+        free(ib);
+        lua_settop(L, top);
+        reply_error(rt, x, 503, "storage unavailable");
+        return;
+    }
+    if (zone_changed && rt->scheduler)
+        scheduler_zone_changed(rt->scheduler, conv);
+    if (signal != STORE_SIGNAL_UNINSTALL && outbox_ledger_state(rt->outbox, conv))
+        outbox_heard_from(rt->outbox, conv);
+    if (run_hook)
+        ib->hook = signal == STORE_SIGNAL_INSTALL ? "install" : "uninstall";
+
     char culprit[QUARANTINE_KEY_MAX];
     snprintf(culprit, sizeof culprit, "%s %s", conv, activity_id ? activity_id : "-");
     long long since = quarantine_since(vm_script_hash(rt->vm), "activity", culprit);
@@ -432,30 +551,37 @@ void inbound_activity(http_exchange *x, const char *body, size_t len, void *arg)
         http_exchange_reply(x, 200, NULL, NULL, 0);
         return;
     }
+
+    if (!push_gated(L)) {
+        free(ib);
+        lua_settop(L, top);
+        reply_error(rt, x, 503, "out of memory");
+        return;
+    }
+    lua_pushlightuserdata(L, ib);
+    if (lua_getfield(L, LUA_REGISTRYINDEX, "herald.dispatch") != LUA_TFUNCTION) {
+        log_debug("no dispatcher: the script never required \"teams\"");
+        lua_pop(L, 1);
+        lua_pushnil(L);
+    }
+    lua_pushvalue(L, a);                       /* [activity gated ib dispatch activity] */
     task_blame(rt->vm, "activity", culprit);
-    lua_pushvalue(L, a);                       /* [activity dispatch activity] */
-    if (hook)
-        lua_pushstring(L, hook);
-    else
-        lua_pushnil(L);                        /* [activity dispatch activity hook] */
     int started;
-    task *t = task_spawn(rt->vm, label, 2, on_task_done, ib, &started, &err);
+    task *t = task_spawn(rt->vm, label_for(type, ib->hook), 3, on_task_done, ib, &started, &err);
     lua_settop(L, top);
     if (!started) {
-        log_error("cannot start a handler conversation=%s error=%s", ib->conversation, err ? err : "?");
+        /* rare past the check above (out of memory); the stored reference stays */
+        log_error("cannot start a handler conversation=%s error=%s", ib->conversation,
+                  err ? err : "?");
         free(err);
         reply_error(rt, x, 503, "too busy");
         free(ib);
         return;
     }
-    if (t) {                                   /* still running: answer at the deadline at latest */
-        ib->deadline = evtimer_new(rt->base, on_deadline, ib);
-        if (ib->deadline) {
-            clock_timer_add(ib->deadline, rt->cfg->response_deadline_ms);
-        } else {
-            answer(ib, 200, NULL, 0);
-        }
-    }
+    if (!t)
+        return;                   /* the gate failed at once: on_task_done has answered */
+    ib->t = t;
+    store_wait_commit(rt->store, &ib->waiter);
 }
 
 /* ---- POST /api/notify/{name} --------------------------------------------------------------- */

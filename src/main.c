@@ -151,7 +151,9 @@ static char *admin(const char *what, const char *body, size_t len, int *status, 
                  "# TYPE herald_outbox_throttled_total counter\nherald_outbox_throttled_total %llu\n"
                  "# TYPE herald_outbox_resends_total counter\nherald_outbox_resends_total %llu\n"
                  "# TYPE herald_outbox_commits_total counter\nherald_outbox_commits_total %lld\n"
-                 "# TYPE herald_jwks_fetches_total counter\nherald_jwks_fetches_total %llu\n",
+                 "# TYPE herald_jwks_fetches_total counter\nherald_jwks_fetches_total %llu\n"
+                 "# TYPE herald_store_writable gauge\nherald_store_writable %d\n"
+                 "# TYPE herald_store_failures_total counter\nherald_store_failures_total %llu\n",
                  (unsigned long long)rt->activities, (unsigned long long)rt->handler_errors,
                  (unsigned long long)rt->redelivered, (unsigned long long)rt->rejected,
                  (unsigned long long)rt->unauthorized, all_tasks(rt), vm_memory(rt->vm),
@@ -160,7 +162,8 @@ static char *admin(const char *what, const char *body, size_t len, int *status, 
                  (unsigned long long)sn.os.sent, (unsigned long long)sn.os.failed,
                  (unsigned long long)sn.os.retries, (unsigned long long)sn.os.throttled,
                  (unsigned long long)sn.os.resends, (long long)sn.os.commits,
-                 (unsigned long long)sn.ai.key_fetches) < 0)
+                 (unsigned long long)sn.ai.key_fetches, store_writable(rt->store),
+                 (unsigned long long)sn.os.store_failures) < 0)
         return NULL;
     return s;
 }
@@ -309,18 +312,25 @@ static int setup_auth(runtime *rt, const config *cfg, char **err)
     return 0;
 }
 
+/* A string as JSON ("null" for NULL), malloc'd: errors may hold any character. */
+static char *json_text(const char *v)
+{
+    json_t *e = v ? json_string(v) : NULL;
+    char *out = e ? json_dumps(e, JSON_ENCODE_ANY) : NULL;
+    json_decref(e);
+    return out ? out : strdup("null");
+}
+
 static char *health_json(void *ud)
 {
     runtime *rt = ud;
     char *s = NULL;
     snapshot sn;
     take_snapshot(rt, &sn);
-    char *last_error = NULL;   /* JSON-encoded: a script error may hold any character */
-    if (sn.rs.last_error) {
-        json_t *e = json_string(sn.rs.last_error);
-        last_error = e ? json_dumps(e, JSON_ENCODE_ANY) : NULL;
-        json_decref(e);
-    }
+    char *last_error = sn.rs.last_error ? json_text(sn.rs.last_error) : NULL;
+    /* readiness: a store that cannot be written refuses new work, so the process is degraded */
+    int writable = store_writable(rt->store);
+    char *store_error = json_text(store_last_error(rt->store));
     if (asprintf(&s,
                  "{\"status\":\"%s\",\"script_quarantined\":%s,\"watchdog_restarts\":%d,\"uptime_ms\":%lld,\"tasks\":%d,\"lua_memory_bytes\":%zu,"
                  "\"activities\":%llu,\"handler_errors\":%llu,\"redelivered\":%llu,"
@@ -329,8 +339,11 @@ static char *health_json(void *ud)
                  "\"reload\":{\"generation\":%d,\"reloads\":%d,\"failures\":%d,"
                  "\"retired\":%d,\"last_error\":%s},\"outbox\":{\"queued\":%llu,"
                  "\"in_flight\":%llu,\"sent\":%llu,\"failed\":%llu,\"retries\":%llu,"
-                 "\"throttled\":%llu,\"resends\":%llu,\"commits\":%lld}}",
-                 rt->stopping ? "stopping" : sn.rs.last_error || rt->script_quarantined ? "degraded" : "ok",
+                 "\"throttled\":%llu,\"resends\":%llu,\"commits\":%lld},\"store\":{\"writable\":%s,"
+                 "\"last_error\":%s,\"unwritable_ms\":%lld,\"kept_writes\":%zu,"
+                 "\"failures\":%llu}}",
+                 rt->stopping ? "stopping"
+                 : sn.rs.last_error || rt->script_quarantined || !writable ? "degraded" : "ok",
                  rt->script_quarantined ? "true" : "false", watchdog_restarts(),
                  (long long)(vm_now_ms() - rt->started_ms), all_tasks(rt), vm_memory(rt->vm), (unsigned long long)rt->activities,
                  (unsigned long long)rt->handler_errors, (unsigned long long)rt->redelivered,
@@ -341,10 +354,26 @@ static char *health_json(void *ud)
                  (unsigned long long)sn.os.in_flight, (unsigned long long)sn.os.sent,
                  (unsigned long long)sn.os.failed, (unsigned long long)sn.os.retries,
                  (unsigned long long)sn.os.throttled, (unsigned long long)sn.os.resends,
-                 (long long)sn.os.commits) < 0)
+                 (long long)sn.os.commits,
+                 writable ? "true" : "false", store_error ? store_error : "null",
+                 (long long)(rt->outbox ? outbox_store_degraded_ms(rt->outbox) : -1),
+                 store_kept_writes(rt->store), (unsigned long long)sn.os.store_failures) < 0)
         s = NULL;
     free(last_error);
+    free(store_error);
     return s;
+}
+
+/* Work held while the store could not be written goes on once it can. */
+static void on_store_change(void *ud, int writable)
+{
+    runtime *rt = ud;
+    if (!writable)
+        return;
+    if (rt->scheduler)
+        scheduler_poke(rt->scheduler);
+    if (rt->broadcaster)
+        broadcast_store_recovered(rt->broadcaster);
 }
 
 /* Shutdown is done when no task and no exchange is left; polled because tasks end in many places. */
@@ -404,7 +433,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
 
 static int run(config *cfg, char *const *argv)
 {
-    int rc = 1;
+    int rc = 1, lock_fd = -2;
     char *err = NULL;
     runtime rt = {0};
     struct event *sigpipe_ev = NULL;
@@ -437,18 +466,32 @@ static int run(config *cfg, char *const *argv)
         log_error("%s", err);
         goto out;
     }
-    /* before the database: the socket's lock is what keeps a second herald off the same files */
+    /* before anything touches the database's files: a second process would take over queued
+     * sends and both would deliver them (the admin socket's lock does not cover a second herald
+     * given its own --admin-socket) */
+    lock_fd = store_lock(cfg->db_path, &err);
+    if (lock_fd == -1) {
+        log_error("%s", err);
+        goto out;
+    }
     admin_sock = http_admin_socket_open(cfg->admin_socket, &err);
     if (!admin_sock) {
         log_error("%s", err);
         goto out;
     }
-    rt.store = store_open(cfg->db_path, &err);
+    int64_t open_ms = vm_now_ms();
+    rt.store = store_open_checked(cfg->db_path, cfg->db_check_max_mb, &err);
     if (!rt.store) {
         log_error("cannot open the database %s: %s", cfg->db_path, err);
         goto out;
     }
+    log_debug("database %s opened and checked in %lld ms", cfg->db_path,
+              (long long)(vm_now_ms() - open_ms));
     rt.seen = redelivery_new(100000);
+    if (!rt.seen) {
+        log_error("cannot set up the redelivery filter (out of memory, or no SipHash in OpenSSL)");
+        goto out;
+    }
     rt.notify = notify_auth_new((size_t)cfg->notify_replay_max, runtime_wall_ms() / 1000);
     if (!rt.notify) {
         log_error("cannot allocate the notify replay cache (HERALD_NOTIFY_REPLAY_MAX=%ld)",
@@ -530,6 +573,7 @@ static int run(config *cfg, char *const *argv)
         log_error("cannot start broadcasts: %s", err);
         goto out;
     }
+    outbox_on_store_change(rt.outbox, on_store_change, &rt);
     if (cfg->test_clock)
         log_warn("HERALD_TEST_CLOCK=1: POST /-/clock can move this process's wall clock (tests only)");
     http_server_config sc = {.host = cfg->listen_host, .port = cfg->listen_port,
@@ -595,6 +639,7 @@ out:
     free(qpath);
     notify_auth_free(rt.notify);
     store_close(rt.store);
+    store_unlock(lock_fd, cfg->db_path);
     event_base_free(rt.base);
     return rc;
 }

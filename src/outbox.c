@@ -59,6 +59,8 @@ struct ob_queue {
     ob_queue *dnext;
     int slot_waiting;             /* ready, but the outbox has max_in_flight attempts out */
     ob_queue *snext;
+    int held;                     /* ready, but the store cannot record an attempt's outcome */
+    ob_queue *held_next;
     gov_limiter lim;
     ob_tenant *tenant;
     ob_queue *tnext;              /* tenant wait list */
@@ -102,6 +104,12 @@ struct outbox {
     ob_queue *slot_head, *slot_tail;  /* queues waiting for an attempt slot, FIFO */
     struct event *resched_ev;
     struct event *purge_timer;
+    struct event *store_timer;    /* probes the store while it is degraded */
+    int64_t store_backoff_ms;
+    int64_t degraded_since;       /* monotonic ms of the failure, 0 while the store is writable */
+    ob_queue *held_head, *held_tail;  /* queues waiting for the store, FIFO */
+    void (*store_fn)(void *ud, int writable);
+    void *store_ud;
     outbox_stats stats;
     outbox_hook_fn hook;
     void *hook_ud;
@@ -275,7 +283,8 @@ static ob_queue *queue_get(outbox *o, const char *key, const char *tenant)
 /* An idle, empty queue whose windows have all passed holds nothing worth its memory. */
 static void queue_maybe_drop(outbox *o, ob_queue *q)
 {
-    if (q->head || q->in_flight || q->waiting || q->deferred || q->slot_waiting || q->heap_idx >= 0)
+    if (q->head || q->in_flight || q->waiting || q->deferred || q->slot_waiting || q->held ||
+        q->heap_idx >= 0)
         return;
     if (q->lim.len && q->lim.t && mono_ms() - gov_conversation_windows[3].ms <
                                       q->lim.t[(q->lim.head + q->lim.len - 1) % q->lim.cap])
@@ -327,34 +336,49 @@ const char *outbox_ledger_state(outbox *o, const char *conversation_id)
     return e ? e->state : NULL;
 }
 
-/* ---- batch ------------------------------------------------------------------------------- */
+/* ---- batch and store health --------------------------------------------------------------- */
 
-void outbox_touch_batch(outbox *o)
-{
-    if (!store_in_batch(o->st)) {
-        char *err = NULL;
-        if (store_batch_begin(o->st, &err) < 0) {
-            log_error("outbox: cannot open a batch: %s", err);
-            free(err);
-            return;
-        }
-        event_active(o->commit_ev, 0, 0);
-    }
-}
+/* A failed commit is never taken for a commit: the batch's operations stay uncommitted (not
+ * attempted), the store keeps their rows for replay, no new attempt starts (its outcome could
+ * not be recorded), and a timer probes the store with backoff until a write succeeds. */
+#define STORE_PROBE_FIRST_MS 100
+#define STORE_PROBE_MAX_MS 2000
 
 static void schedule(outbox *o, ob_queue *q);
+static void defer_schedule(outbox *o, ob_queue *q);
 
-void outbox_commit(outbox *o)
+void outbox_on_store_change(outbox *o, void (*fn)(void *ud, int writable), void *ud)
 {
-    if (store_in_batch(o->st)) {
-        char *err = NULL;
-        if (store_batch_commit(o->st, &err) < 0) {
-            /* the rows are gone with the rollback: their waiters learn it now */
-            log_error("outbox: commit failed: %s", err);
-            free(err);
-        }
-        o->stats.commits++;
+    o->store_fn = fn;
+    o->store_ud = ud;
+}
+
+int64_t outbox_store_degraded_ms(const outbox *o)
+{
+    return o->degraded_since ? mono_ms() - o->degraded_since : -1;
+}
+
+static void store_failed(outbox *o, const char *err)
+{
+    if (!o->degraded_since) {
+        o->degraded_since = mono_ms();
+        if (!o->degraded_since)
+            o->degraded_since = 1;
+        o->stats.store_failures++;
+        o->store_backoff_ms = STORE_PROBE_FIRST_MS;
+        log_error("store: writes are failing (%s); new work is refused (activities get 503, sends "
+                  "return \"store\") and no attempt starts until a write succeeds again",
+                  err ? err : "?");
+        if (o->store_fn)
+            o->store_fn(o->store_ud, 0);
     }
+    if (!clock_timer_pending(o->store_timer))
+        clock_timer_add(o->store_timer, o->store_backoff_ms);
+}
+
+/* The open batch (or the replayed one) is durable: its operations may go. */
+static void start_committed(outbox *o)
+{
     ob_op *op = o->uncommitted;
     o->uncommitted = o->uncommitted_tail = NULL;
     while (op) {
@@ -365,6 +389,74 @@ void outbox_commit(outbox *o)
             schedule(o, op->q);
         op = next;
     }
+}
+
+static void store_recovered(outbox *o, size_t kept, size_t anomalies)
+{
+    log_info("store: writable again after %lld ms; %zu kept write(s) committed",
+             (long long)(mono_ms() - o->degraded_since), kept);
+    if (anomalies)
+        log_warn("store: %zu kept write(s) no longer applied on replay and were dropped", anomalies);
+    o->degraded_since = 0;
+    o->stats.commits++;
+    start_committed(o);
+    while (o->held_head) {
+        ob_queue *q = o->held_head;
+        o->held_head = q->held_next;
+        q->held_next = NULL;
+        q->held = 0;
+        defer_schedule(o, q);
+    }
+    o->held_tail = NULL;
+    if (o->store_fn)
+        o->store_fn(o->store_ud, 1);
+}
+
+static void on_store_timer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    outbox *o = arg;
+    size_t kept = store_kept_writes(o->st), anomalies = 0;
+    char *err = NULL;
+    if (store_probe(o->st, &anomalies, &err) == 0) {
+        store_recovered(o, kept, anomalies);
+        return;
+    }
+    log_debug("store: still not writable: %s", err ? err : "?");
+    free(err);
+    o->store_backoff_ms *= 2;
+    if (o->store_backoff_ms > STORE_PROBE_MAX_MS)
+        o->store_backoff_ms = STORE_PROBE_MAX_MS;
+    clock_timer_add(o->store_timer, o->store_backoff_ms);
+}
+
+void outbox_touch_batch(outbox *o)
+{
+    /* degraded: writes are refused or kept for replay, and the probe timer is running */
+    if (store_in_batch(o->st) || !store_writable(o->st))
+        return;
+    char *err = NULL;
+    if (store_batch_begin(o->st, &err) < 0) {
+        store_failed(o, err);
+        free(err);
+        return;
+    }
+    event_active(o->commit_ev, 0, 0);
+}
+
+void outbox_commit(outbox *o)
+{
+    int in_batch = store_in_batch(o->st);
+    char *err = NULL;
+    if (store_batch_commit(o->st, &err) < 0) {
+        store_failed(o, err);
+        free(err);
+        return;
+    }
+    if (in_batch)
+        o->stats.commits++;
+    start_committed(o);
 }
 
 static void on_commit(evutil_socket_t fd, short what, void *arg)
@@ -538,6 +630,14 @@ static void retry(outbox *o, ob_op *op, long status, const char *code, const cha
 static void attempt(outbox *o, ob_queue *q)
 {
     ob_op *op = q->head;
+    if (!store_writable(o->st)) {
+        /* the outcome could not be recorded, and a crash would send it again: wait for the store */
+        q->held = 1;
+        q->held_next = NULL;
+        if (o->held_tail) o->held_tail->held_next = q; else o->held_head = q;
+        o->held_tail = q;
+        return;
+    }
     /* bounded concurrency: beyond it libcurl would only hold the transfers in a pending list it
      * rescans on every event, which stalls the loop during a burst of thousands */
     /* a reply answers someone waiting in the chat: it never queues behind bulk sends */
@@ -693,7 +793,7 @@ static void dispatch(outbox *o, ob_queue *q)
 /* Decides when q's head may go: now, or later through the heap. */
 static void schedule(outbox *o, ob_queue *q)
 {
-    if (!q->head || q->in_flight || q->waiting || q->slot_waiting || !q->head->committed)
+    if (!q->head || q->in_flight || q->waiting || q->slot_waiting || q->held || !q->head->committed)
         return;
     int64_t now = mono_ms();
     int64_t ready = q->head->due_mono;
@@ -988,7 +1088,8 @@ outbox *outbox_new(struct event_base *base, store *st, connector *conn, const ou
     o->commit_ev = event_new(base, -1, 0, on_commit, o);
     o->resched_ev = event_new(base, -1, 0, on_resched, o);
     o->purge_timer = event_new(base, -1, EV_PERSIST, on_purge, o);
-    if (!o->purge_timer || !o->resched_ev || !o->queues || !o->tenants || !o->ledger || !o->heap_timer || !o->commit_ev ||
+    o->store_timer = evtimer_new(base, on_store_timer, o);
+    if (!o->purge_timer || !o->store_timer || !o->resched_ev || !o->queues || !o->tenants || !o->ledger || !o->heap_timer || !o->commit_ev ||
         !(o->so = store_outbox_open(st, err))) {
         if (!*err)
             *err = strdup("out of memory");
@@ -1060,6 +1161,18 @@ void outbox_free(outbox *o)
         if (store_batch_commit(o->st, &err) < 0)
             free(err);
     }
+    if (o->st && !store_writable(o->st)) {
+        /* a last try: what is lost here is bookkeeping of sends that went out (they may go again
+         * after the restart) and operations never attempted (their tasks were told nothing) */
+        size_t kept = store_kept_writes(o->st);
+        char *err = NULL;
+        if (store_probe(o->st, NULL, &err) < 0)
+            log_error("store: stopping with %zu write(s) that could not be committed: %s", kept,
+                      err ? err : "?");
+        free(err);
+    }
+    if (o->store_timer)
+        clock_timer_free(o->store_timer);
     store_outbox_close(o->so);
     if (o->heap_timer)
         clock_timer_free(o->heap_timer);

@@ -100,10 +100,19 @@ size_t outbox_spec_bytes(const outbox_spec *spec);
 /* Stops waiting (its task went away) before done ran; the operation itself goes on. */
 void outbox_unwatch(outbox_watch *w);
 
-/* Commits the open batch and starts what it made durable. Called at the end of a loop turn. */
+/* Commits the open batch and starts what it made durable. Called at the end of a loop turn. A
+ * failed commit leaves the batch's operations unattempted until the store recovers (see
+ * store.h, Durability): the outbox then probes the store with backoff (100 ms doubling to 2 s),
+ * starts no attempt meanwhile, and on success starts them all. */
 void outbox_commit(outbox *o);
 /* Opens (if needed) the batch and schedules its commit for the end of this loop turn. */
 void outbox_touch_batch(outbox *o);
+
+/* fn(ud, 0) when the store stops taking writes, fn(ud, 1) when it takes them again (work held
+ * meanwhile, such as due schedules and broadcast recipients, can go on). */
+void outbox_on_store_change(outbox *o, void (*fn)(void *ud, int writable), void *ud);
+/* How long the store has not been writable, in ms; -1 while it is. */
+int64_t outbox_store_degraded_ms(const outbox *o);
 
 /* A conversation was heard from: clears its blocked/gone mark. */
 void outbox_heard_from(outbox *o, const char *conversation_id);
@@ -114,6 +123,7 @@ typedef struct outbox_stats {
     uint64_t queued, in_flight, sent, failed, retries, throttled;
     uint64_t resends;             /* copies libcurl sent again by itself: possible duplicates */
     int64_t commits;
+    uint64_t store_failures;      /* times the store stopped taking writes */
 } outbox_stats;
 void outbox_get_stats(const outbox *o, outbox_stats *out);
 

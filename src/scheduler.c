@@ -85,7 +85,7 @@ static int64_t now_s(void) { return runtime_wall_ms() / 1000; }
 
 static int exec(scheduler *s, sqlite3_stmt *st, char **err)
 {
-    return store_step(s->db, st, "schedules", err);
+    return store_step(s->rt->store, st, "schedules", err);
 }
 
 /* The zone a schedule runs in: its own, the owner conversation's when "user", else the default. */
@@ -311,6 +311,11 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     scheduler *s = arg;
+    if (!store_writable(s->rt->store)) {
+        /* a firing could not be recorded; reads may lag kept writes: wait for scheduler_poke */
+        s->armed_for = 0;
+        return;
+    }
     int n = fire_due(s);
     if (n == FIRE_BATCH) {
         /* more are due: continue on the next loop turn, after pending inbound requests */

@@ -1,12 +1,19 @@
 /* store.c — the SQLite database behind herald: connection pragmas, versioned schema migrations,
- * the prepared statements made once at open, and conversation references with their install state. */
+ * the prepared statements made once at open, conversation references with their install state,
+ * and durability: the group-commit batch, the degraded state with its replay of kept writes, the
+ * start-up checks and the one-process lock. */
 #include "store.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <sqlite3.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* Each migration runs in its own transaction together with the user_version bump, so a crash leaves
  * the schema at a whole version. Append new migrations; never edit a released one. The version
@@ -309,13 +316,27 @@ static const size_t ref_key_fields[] = {
     " AND (?6 OR installed = 1)" \
     " ORDER BY id LIMIT ?7"
 
+/* A write kept for replay: its SQL with the values expanded in, and the rowid it made (0 when it
+ * inserted nothing), so a replay that would hand out a different id is noticed. */
+typedef struct kept_write {
+    char *sql;                    /* sqlite3_malloc'd */
+    int64_t rowid;
+} kept_write;
+
 struct store {
     sqlite3 *db;
     sqlite3_stmt *savepoint, *release, *rollback_to;
     int batch;     /* a group-commit transaction is open (store_batch_begin) */
     sqlite3_stmt *begin, *commit, *rollback, *version, *state, *upsert, *update, *get, *find_user,
-        *find_channel, *find_tenant, *list;
+        *find_channel, *find_tenant, *list, *probe;
     int listing;   /* the list statement is stepping: a nested list would reset it under fn */
+    int degraded;  /* a storage failure; cleared by store_probe */
+    int unkept;    /* writes now belong to an inbound put: not kept for replay */
+    char last_error[400];
+    kept_write *kept;             /* the open batch's writes, then (degraded) those to replay */
+    size_t nkept, kept_cap;
+    store_waiter *waiters;        /* told the outcome of the open batch's commit */
+    store_waiter *notifying;      /* being told now (notify) */
 };
 
 static const store_statement statements[] = {
@@ -398,6 +419,275 @@ static int run(store *s, sqlite3_stmt *stmt, const char *what, char **err)
     return 0;
 }
 
+/* ---- durability ------------------------------------------------------------------------- */
+
+/* Errors that say the database cannot take writes now, as opposed to a write that is wrong. */
+static int storage_error(int rc)
+{
+    switch (rc & 0xff) {
+    case SQLITE_FULL:
+    case SQLITE_IOERR:
+    case SQLITE_READONLY:
+    case SQLITE_CANTOPEN:
+    case SQLITE_NOMEM:
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_PROTOCOL:
+    case SQLITE_PERM:
+        return 1;
+    }
+    return 0;
+}
+
+static void clear_kept(store *s, size_t from)
+{
+    for (size_t i = from; i < s->nkept; i++)
+        sqlite3_free(s->kept[i].sql);
+    s->nkept = from;
+    /* a burst's array is not worth keeping for ever */
+    if (!from && s->kept_cap > 4096) {
+        free(s->kept);
+        s->kept = NULL;
+        s->kept_cap = 0;
+    }
+}
+
+/* Takes ownership of sql (sqlite3_malloc'd) even on failure. */
+static int keep_write(store *s, char *sql, int64_t rowid)
+{
+    if (s->nkept == s->kept_cap) {
+        size_t cap = s->kept_cap ? s->kept_cap * 2 : 64;
+        kept_write *k = realloc(s->kept, cap * sizeof *k);
+        if (!k) {
+            sqlite3_free(sql);
+            return -1;
+        }
+        s->kept = k;
+        s->kept_cap = cap;
+    }
+    s->kept[s->nkept++] = (kept_write){sql, rowid};
+    return 0;
+}
+
+/* Leaves the batch for the degraded state: the transaction is rolled back (its kept writes are
+ * replayed by store_probe), and why is recorded. message is sqlite's, read right after the error. */
+static void degrade(store *s, const char *what, const char *message)
+{
+    if (!s->degraded)
+        snprintf(s->last_error, sizeof s->last_error, "%s: %s", what, message);
+    s->degraded = 1;
+    s->batch = 0;
+    if (!sqlite3_get_autocommit(s->db))
+        sqlite3_exec(s->db, SQL_ROLLBACK, NULL, NULL, NULL);
+}
+
+enum { WRITE_ERROR = -1, WRITE_DONE = 0, WRITE_ROW = 1, WRITE_KEPT = 2 };
+
+/* The one door for writes. In a batch: runs st and keeps its SQL (values expanded) until the
+ * commit. Degraded (no batch can be open): keeps st's SQL for replay without running it when keep,
+ * else refuses. Healthy outside a batch (tests, tools): runs st on its own. With want_row a ROW
+ * result leaves st unreset for the caller. */
+static int write_step(store *s, sqlite3_stmt *st, int keep, int want_row, const char *what,
+                      char **err)
+{
+    if (s->degraded && !s->batch) {
+        if (!keep) {
+            set_err(err, "store: not writable: %s", s->last_error);
+            done(st);
+            return WRITE_ERROR;
+        }
+        char *sql = sqlite3_expanded_sql(st);
+        done(st);
+        if (!sql || keep_write(s, sql, 0) < 0) {
+            set_err(err, "store: %s: out of memory keeping a write", what);
+            return WRITE_ERROR;
+        }
+        return WRITE_KEPT;
+    }
+    char *sql = NULL;
+    if (s->batch && !s->unkept && !(sql = sqlite3_expanded_sql(st))) {
+        set_err(err, "store: %s: out of memory", what);
+        done(st);
+        return WRITE_ERROR;
+    }
+    int64_t before = sqlite3_last_insert_rowid(s->db);
+    int rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW || rc == SQLITE_DONE) {
+        int64_t after = sqlite3_last_insert_rowid(s->db);
+        if (rc == SQLITE_DONE || !want_row)
+            done(st);
+        if (sql && keep_write(s, sql, after != before ? after : 0) < 0) {
+            /* the write stands in the transaction but could not be replayed: refuse the batch */
+            degrade(s, what, "out of memory keeping a write");
+            set_err(err, "store: %s: out of memory", what);
+            if (rc == SQLITE_ROW && want_row)
+                done(st);
+            return WRITE_ERROR;
+        }
+        return rc == SQLITE_ROW && want_row ? WRITE_ROW : WRITE_DONE;
+    }
+    char message[300];
+    snprintf(message, sizeof message, "%s", sqlite3_errmsg(s->db));
+    set_err(err, "store: %s: %s", what, message);
+    done(st);
+    if (s->batch && (storage_error(rc) || sqlite3_get_autocommit(s->db))) {
+        degrade(s, what, message);
+        if (keep && sql && keep_write(s, sql, 0) == 0) {
+            if (err) {
+                free(*err);
+                *err = NULL;
+            }
+            return WRITE_KEPT;
+        }
+        return WRITE_ERROR;
+    }
+    sqlite3_free(sql);
+    return WRITE_ERROR;
+}
+
+int store_writable(const store *s) { return !s->degraded; }
+const char *store_last_error(const store *s) { return s->degraded ? s->last_error : NULL; }
+size_t store_kept_writes(const store *s) { return s->degraded ? s->nkept : 0; }
+
+/* Tells every waiter of the batch that just ended. A waiter's fn may unwait others (cancelling a
+ * task ends its request), so they are taken off one at a time from a list of their own. */
+static void notify(store *s, int committed)
+{
+    s->notifying = s->waiters;
+    s->waiters = NULL;
+    for (store_waiter *w = s->notifying; w; w = w->next)
+        w->queued = 2;
+    while (s->notifying) {
+        store_waiter *w = s->notifying;
+        s->notifying = w->next;
+        if (s->notifying)
+            s->notifying->prev = NULL;
+        w->prev = w->next = NULL;
+        w->queued = 0;
+        w->fn(w, committed);
+    }
+}
+
+void store_wait_commit(store *s, store_waiter *w)
+{
+    w->prev = NULL;
+    w->next = s->waiters;
+    if (s->waiters)
+        s->waiters->prev = w;
+    s->waiters = w;
+    w->queued = 1;
+}
+
+void store_unwait(store *s, store_waiter *w)
+{
+    if (!w->queued)
+        return;
+    store_waiter **head = w->queued == 1 ? &s->waiters : &s->notifying;
+    if (w->prev) w->prev->next = w->next; else *head = w->next;
+    if (w->next) w->next->prev = w->prev;
+    w->prev = w->next = NULL;
+    w->queued = 0;
+}
+
+int store_probe(store *s, size_t *anomalies, char **err)
+{
+    size_t odd = 0;
+    if (anomalies)
+        *anomalies = 0;
+    if (!s->degraded)
+        return 0;
+    char message[300];
+    const char *what = "begin";
+    int rc = sqlite3_step(s->begin);
+    done(s->begin);
+    if (rc != SQLITE_DONE)
+        goto fail;
+    for (size_t i = 0; i < s->nkept; i++) {
+        what = "replay a kept write";
+        rc = sqlite3_exec(s->db, s->kept[i].sql, NULL, NULL, NULL);
+        if (rc != SQLITE_OK) {
+            if (storage_error(rc) || sqlite3_get_autocommit(s->db))
+                goto fail;
+            odd++;                /* it can no longer apply: dropping it beats retrying for ever */
+            continue;
+        }
+        if (s->kept[i].rowid && sqlite3_last_insert_rowid(s->db) != s->kept[i].rowid)
+            odd++;
+    }
+    what = "probe write";
+    rc = sqlite3_step(s->probe);
+    done(s->probe);
+    if (rc != SQLITE_DONE)
+        goto fail;
+    what = "commit";
+    rc = sqlite3_step(s->commit);
+    done(s->commit);
+    if (rc != SQLITE_DONE)
+        goto fail;
+    clear_kept(s, 0);
+    s->degraded = 0;
+    s->last_error[0] = 0;
+    if (anomalies)
+        *anomalies = odd;
+    return 0;
+fail:
+    snprintf(message, sizeof message, "%s", sqlite3_errmsg(s->db));
+    if (!sqlite3_get_autocommit(s->db))
+        sqlite3_exec(s->db, SQL_ROLLBACK, NULL, NULL, NULL);
+    snprintf(s->last_error, sizeof s->last_error, "%s: %s", what, message);
+    set_err(err, "store: not writable: %s", s->last_error);
+    return -1;
+}
+
+int store_lock(const char *path, char **err)
+{
+    if (!path || strcmp(path, ":memory:") == 0)
+        return -2;
+    char lock[4096];
+    if ((size_t)snprintf(lock, sizeof lock, "%s.lock", path) >= sizeof lock) {
+        set_err(err, "store: database path too long");
+        return -1;
+    }
+    int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        set_err(err, "store: cannot create the lock file %s: %s", lock, strerror(errno));
+        return -1;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        int e = errno;
+        char pid[32] = "";
+        ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
+        pid[n > 0 ? n : 0] = 0;
+        pid[strcspn(pid, "\n")] = 0;
+        if (e == EWOULDBLOCK)
+            set_err(err, "another herald (pid %s) is running on %s", *pid ? pid : "?", path);
+        else
+            set_err(err, "store: cannot lock %s: %s", lock, strerror(e));
+        close(fd);
+        return -1;
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n) {
+        /* the lock holds without the pid in it; only the message of a refused second start is poorer */
+    }
+    return fd;
+}
+
+void store_unlock(int fd, const char *path)
+{
+    (void)path;
+    if (fd < 0)
+        return;
+    /* the file stays: unlinking it would let a starting process lock an inode nobody else sees */
+    if (ftruncate(fd, 0) < 0) {
+        /* nothing to do: the pid only informs */
+    }
+    close(fd);
+}
+
 /* Used only during open, before the persistent statements exist (migrations may change the
  * schema they compile against). */
 static int exec(store *s, const char *sql, const char *what, char **err)
@@ -471,7 +761,38 @@ fail:
     return -1;
 }
 
+/* The database is usable before anything is served: a corrupted file is refused at start, not at
+ * the first write (which would fail requests Teams cannot resend), with quick_check's first
+ * complaint. It reads every page, about 1 s per GB from the page cache and 20 s per GB from a
+ * cold disk (measured), so files above the limit skip it and corruption there degrades the store
+ * when a write meets it. */
+static int quick_check(store *s, const char *path, long check_max_mb, char **err)
+{
+    struct stat st;
+    if (check_max_mb <= 0 || strcmp(path, ":memory:") == 0 || stat(path, &st) != 0 ||
+        st.st_size > (off_t)check_max_mb << 20)
+        return 0;
+    sqlite3_stmt *stmt = NULL;
+    int rc = sqlite3_prepare_v2(s->db, "PRAGMA quick_check(1)", -1, &stmt, NULL);
+    if (rc == SQLITE_OK)
+        rc = sqlite3_step(stmt);
+    const char *verdict = rc == SQLITE_ROW ? (const char *)sqlite3_column_text(stmt, 0) : NULL;
+    if (!verdict || strcmp(verdict, "ok") != 0) {
+        set_err(err, "store: %s is corrupted (PRAGMA quick_check: %s); restore a backup or move "
+                "it aside", path, verdict ? verdict : sqlite3_errmsg(s->db));
+        sqlite3_finalize(stmt);
+        return -1;
+    }
+    sqlite3_finalize(stmt);
+    return 0;
+}
+
 store *store_open(const char *path, char **err)
+{
+    return store_open_checked(path, 0, err);
+}
+
+store *store_open_checked(const char *path, long check_max_mb, char **err)
 {
     if (err)
         *err = NULL;
@@ -492,11 +813,17 @@ store *store_open(const char *path, char **err)
         goto fail;
     }
     sqlite3_extended_result_codes(s->db, 1);
-    /* Another process (a second herald, the sqlite3 shell) may hold the write lock briefly. */
-    sqlite3_busy_timeout(s->db, 5000);
+    /* Only while opening, before the loop runs: a shell holding the lock for a moment should not
+     * fail the start. Afterwards herald never waits (see the end of this function). */
+    sqlite3_busy_timeout(s->db, 2000);
     /* A double-quoted typo would otherwise silently become a string literal. */
     sqlite3_db_config(s->db, SQLITE_DBCONFIG_DQS_DML, 0, (int *)NULL);
     sqlite3_db_config(s->db, SQLITE_DBCONFIG_DQS_DDL, 0, (int *)NULL);
+    /* SQLite quietly opens a file it may not write read-only; every write would then fail. */
+    if (sqlite3_db_readonly(s->db, "main") == 1) {
+        set_err(err, "store: %s is read-only; herald needs to write it", path);
+        goto fail;
+    }
 
     /* Checked before anything writes: switching a newer database to WAL would already change it. */
     int version = 0;
@@ -513,6 +840,8 @@ store *store_open(const char *path, char **err)
         exec(s, "PRAGMA synchronous = NORMAL", "set synchronous", err) < 0 ||
         exec(s, "PRAGMA foreign_keys = ON", "enable foreign keys", err) < 0)
         goto fail;
+    if (quick_check(s, path, check_max_mb, err) < 0)
+        goto fail;
     if (migrate(s, path, err) < 0)
         goto fail;
 
@@ -525,6 +854,27 @@ store *store_open(const char *path, char **err)
         set_err(err, "store: write statements are out of step with store_reference's fields");
         goto fail;
     }
+    /* The probe rewrites the header's user_version with its own value: one real page through the
+     * WAL, so it fails where any write would (read-only directory, full disk, I/O error). PRAGMA
+     * takes no parameters; the number is ours. */
+    char probe[64];
+    snprintf(probe, sizeof probe, "PRAGMA user_version = %d", LATEST_VERSION);
+    if (sqlite3_prepare_v3(s->db, probe, -1, SQLITE_PREPARE_PERSISTENT, &s->probe, NULL) != SQLITE_OK) {
+        set_db_err(s, err, "prepare the write probe");
+        goto fail;
+    }
+    if (run(s, s->begin, "write probe", err) < 0 || run(s, s->probe, "write probe", err) < 0 ||
+        run(s, s->commit, "write probe", err) < 0) {
+        char *why = err ? *err : NULL;
+        if (err)
+            *err = NULL;
+        set_err(err, "store: %s cannot be written (%s)", path, why ? why : "?");
+        free(why);
+        goto fail;
+    }
+    /* From here on a lock held by another process is an error handled on the loop (a 503, a
+     * retried batch), never a wait that stalls every request. */
+    sqlite3_busy_timeout(s->db, 0);
     return s;
 fail:
     store_close(s);
@@ -536,9 +886,12 @@ void store_close(store *s)
     if (!s)
         return;
     store_finalize_set(s, statements, STATEMENTS);
+    sqlite3_finalize(s->probe);
+    clear_kept(s, 0);
+    free(s->kept);
     if (s->db) {
         /* Keeps the planner's statistics current for the OR lookups; cheap when nothing changed. */
-        if (s->upsert)
+        if (s->upsert && !s->degraded)
             sqlite3_exec(s->db, "PRAGMA optimize", NULL, NULL, NULL);
         sqlite3_close(s->db);
     }
@@ -572,9 +925,27 @@ int store_put_reference(store *s, const store_reference *ref, enum store_install
     return store_put_reference_zone(s, ref, signal, now_ms, window_ms, run_hook, NULL, err);
 }
 
+static int put(store *s, const store_reference *ref, enum store_install_signal signal,
+               int64_t now_ms, int64_t window_ms, int *run_hook, int *zone_changed, int replay,
+               char **err);
+
 int store_put_reference_zone(store *s, const store_reference *ref, enum store_install_signal signal,
                              int64_t now_ms, int64_t window_ms, int *run_hook, int *zone_changed,
                              char **err)
+{
+    return put(s, ref, signal, now_ms, window_ms, run_hook, zone_changed, 1, err);
+}
+
+int store_put_inbound(store *s, const store_reference *ref, enum store_install_signal signal,
+                      int64_t now_ms, int64_t window_ms, int *run_hook, int *zone_changed,
+                      char **err)
+{
+    return put(s, ref, signal, now_ms, window_ms, run_hook, zone_changed, 0, err);
+}
+
+static int put(store *s, const store_reference *ref, enum store_install_signal signal,
+               int64_t now_ms, int64_t window_ms, int *run_hook, int *zone_changed, int replay,
+               char **err)
 {
     int hook = 0, rc;
     if (run_hook)
@@ -594,11 +965,16 @@ int store_put_reference_zone(store *s, const store_reference *ref, enum store_in
         set_err(err, "store: unknown install signal %d", (int)signal);
         return -1;
     }
+    if (s->degraded) {
+        set_err(err, "store: not writable: %s", s->last_error);
+        return -1;
+    }
     /* IMMEDIATE takes the write lock before the read, so the state we decide on cannot change
      * under us between the SELECT and the UPSERT. */
     /* Inside a group-commit batch a savepoint gives the same all-or-nothing without a commit. */
     if (run(s, s->batch ? s->savepoint : s->begin, "begin", err) < 0)
         return -1;
+    size_t kept_before = s->nkept;
 
     sqlite3_bind_text(s->state, 1, ref->id, -1, SQLITE_STATIC);
     rc = sqlite3_step(s->state);
@@ -637,7 +1013,10 @@ int store_put_reference_zone(store *s, const store_reference *ref, enum store_in
     bind_int64_or_null(write, REF_STRINGS + 2, signal == STORE_SIGNAL_INSTALL, now_ms);
     sqlite3_bind_int64(write, REF_STRINGS + 3, now_ms);
     bind_int64_or_null(write, REF_STRINGS + 4, signal == STORE_SIGNAL_UNINSTALL, now_ms);
-    if (run(s, write, "store conversation", err) < 0)
+    s->unkept = !replay;
+    rc = write_step(s, write, 0, 0, "store conversation", err);
+    s->unkept = 0;
+    if (rc < 0)
         goto fail;
     if (run(s, s->batch ? s->release : s->commit, "commit", err) < 0)
         goto fail;
@@ -650,6 +1029,7 @@ fail:
     if (s->batch) {
         run(s, s->rollback_to, "rollback to savepoint", NULL);
         run(s, s->release, "release savepoint", NULL);
+        clear_kept(s, kept_before);   /* undone, so not to be replayed either */
         return -1;
     }
     /* Harmless if the failed COMMIT already ended the transaction; needed so the next BEGIN works. */
@@ -853,17 +1233,23 @@ void store_bind_text(sqlite3_stmt *st, int i, const char *v)
         sqlite3_bind_null(st, i);
 }
 
-int store_step(sqlite3 *db, sqlite3_stmt *st, const char *what, char **err)
+int store_step(store *s, sqlite3_stmt *st, const char *what, char **err)
 {
-    int rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    if (rc != SQLITE_DONE && rc != SQLITE_ROW) {
-        set_err(err, "store: %s: %s", what, sqlite3_errmsg(db));
-        return -1;
-    }
-    return 0;
+    return write_step(s, st, 0, 0, what, err) < 0 ? -1 : 0;
 }
+
+int store_step_kept(store *s, sqlite3_stmt *st, const char *what, char **err)
+{
+    return write_step(s, st, 1, 0, what, err) < 0 ? -1 : 0;
+}
+
+int store_step_kept_row(store *s, sqlite3_stmt *st, const char *what, char **err)
+{
+    int rc = write_step(s, st, 1, 1, what, err);
+    return rc == WRITE_ROW ? 1 : rc < 0 ? -1 : 0;
+}
+
+void store_reset(sqlite3_stmt *st) { done(st); }
 
 /* ---- group commit ------------------------------------------------------------------------ */
 
@@ -871,23 +1257,45 @@ int store_batch_begin(store *s, char **err)
 {
     if (s->batch)
         return 0;
-    if (run(s, s->begin, "begin batch", err) < 0)
+    if (s->degraded) {
+        set_err(err, "store: not writable: %s", s->last_error);
         return -1;
+    }
+    int rc = sqlite3_step(s->begin);
+    if (rc != SQLITE_DONE) {
+        char message[300];
+        snprintf(message, sizeof message, "%s", sqlite3_errmsg(s->db));
+        done(s->begin);
+        set_err(err, "store: begin batch: %s", message);
+        degrade(s, "begin batch", message);
+        return -1;
+    }
+    done(s->begin);
     s->batch = 1;
     return 0;
 }
 
 int store_batch_commit(store *s, char **err)
 {
-    if (!s->batch)
-        return 0;
-    s->batch = 0;
-    if (run(s, s->commit, "commit batch", err) < 0) {
-        if (!sqlite3_get_autocommit(s->db))
-            run(s, s->rollback, "rollback", NULL);
-        return -1;
+    int committed = !s->degraded;
+    if (s->batch) {
+        int rc = sqlite3_step(s->commit);
+        if (rc == SQLITE_DONE) {
+            done(s->commit);
+            s->batch = 0;
+            clear_kept(s, 0);
+        } else {
+            char message[300];
+            snprintf(message, sizeof message, "%s", sqlite3_errmsg(s->db));
+            done(s->commit);
+            degrade(s, "commit batch", message);
+            committed = 0;
+        }
     }
-    return 0;
+    notify(s, committed);
+    if (!committed)
+        set_err(err, "store: not writable: %s", s->last_error);
+    return committed ? 0 : -1;
 }
 
 int store_in_batch(const store *s) { return s->batch; }

@@ -1,6 +1,8 @@
 /* store_outbox.c — prepared statements over the outbox, attempts, message keys and ledger tables
  * (schema in store.c's migration 3). Writes run inside the store's group-commit batch when one is
- * open, so a burst of sends costs one commit. */
+ * open, so a burst of sends costs one commit. A new operation is refused while the store is
+ * degraded; what happens to operations already under way (attempts, final states, keys, ledger)
+ * is kept for replay instead, so a send that went out is never forgotten. */
 #include "store_outbox.h"
 #include "store.h"
 
@@ -11,6 +13,7 @@
 #include <string.h>
 
 struct store_outbox {
+    store *s;
     sqlite3 *db;
     sqlite3_stmt *insert, *retry, *finish, *attempt, *load, *key_get, *key_put, *ledger_mark,
         *ledger_clear, *ledger_load, *purge_ops, *purge_attempts, *count_category;
@@ -86,6 +89,7 @@ store_outbox *store_outbox_open(store *s, char **err)
         set_err(err, "out of memory");
         return NULL;
     }
+    o->s = s;
     o->db = store_db(s);
     if (store_prepare_set(o->db, o, statements, NSTATEMENTS, err) < 0) {
         store_outbox_close(o);
@@ -127,7 +131,7 @@ int store_outbox_insert(store_outbox *o, store_op *op, char **err)
     sqlite3_bind_int64(st, 12, op->expires_at);
     store_bind_text(st, 13, op->category);
     store_bind_text(st, 14, op->service_url_seal);
-    if (store_step(o->db, st, "insert outbox operation", err) < 0)
+    if (store_step(o->s, st, "insert outbox operation", err) < 0)
         return -1;
     op->id = sqlite3_last_insert_rowid(o->db);
     return 0;
@@ -142,7 +146,7 @@ static int record_attempt(store_outbox *o, int64_t op_id, int64_t at, int status
     status_or_null(st, 3, status);
     store_bind_text(st, 4, code);
     store_bind_text(st, 5, error);
-    return store_step(o->db, st, "record attempt", err);
+    return store_step_kept(o->s, st, "record attempt", err);
 }
 
 int store_outbox_note_attempt(store_outbox *o, int64_t op_id, int64_t at, const char *code,
@@ -163,7 +167,7 @@ int store_outbox_retry(store_outbox *o, int64_t op_id, int attempts, int64_t at,
     status_or_null(st, 4, status);
     store_bind_text(st, 5, code);
     store_bind_text(st, 6, error);
-    return store_step(o->db, st, "update outbox operation", err);
+    return store_step_kept(o->s, st, "update outbox operation", err);
 }
 
 int store_outbox_finish(store_outbox *o, int64_t op_id, const char *state, int attempts,
@@ -183,7 +187,7 @@ int store_outbox_finish(store_outbox *o, int64_t op_id, const char *state, int a
     store_bind_text(st, 7, error);
     store_bind_text(st, 8, result_id);
     store_bind_text(st, 9, result_extra);
-    return store_step(o->db, st, "finish outbox operation", err);
+    return store_step_kept(o->s, st, "finish outbox operation", err);
 }
 
 int store_outbox_load(store_outbox *o, int (*fn)(const store_op *op, void *ud), void *ud,
@@ -248,7 +252,7 @@ int store_key_put(store_outbox *o, const char *conversation_id, const char *key,
     store_bind_text(st, 2, key);
     store_bind_text(st, 3, activity_id);
     sqlite3_bind_int64(st, 4, now);
-    return store_step(o->db, st, "store message key", err);
+    return store_step_kept(o->s, st, "store message key", err);
 }
 
 int store_ledger_mark(store_outbox *o, const char *conversation_id, const char *state,
@@ -260,7 +264,7 @@ int store_ledger_mark(store_outbox *o, const char *conversation_id, const char *
     store_bind_text(st, 3, code);
     store_bind_text(st, 4, message);
     sqlite3_bind_int64(st, 5, at);
-    return store_step(o->db, st, "mark ledger", err);
+    return store_step_kept(o->s, st, "mark ledger", err);
 }
 
 int store_ledger_clear(store_outbox *o, const char *conversation_id, int64_t at, char **err)
@@ -268,7 +272,7 @@ int store_ledger_clear(store_outbox *o, const char *conversation_id, int64_t at,
     sqlite3_stmt *st = o->ledger_clear;
     store_bind_text(st, 1, conversation_id);
     sqlite3_bind_int64(st, 2, at);
-    return store_step(o->db, st, "clear ledger", err);
+    return store_step_kept(o->s, st, "clear ledger", err);
 }
 
 int store_ledger_load(store_outbox *o, int (*fn)(const char *conversation_id, const char *state,
@@ -293,12 +297,12 @@ int store_outbox_purge(store_outbox *o, int64_t before, int limit, char **err)
 {
     sqlite3_bind_int64(o->purge_ops, 1, before);
     sqlite3_bind_int(o->purge_ops, 2, limit);
-    if (store_step(o->db, o->purge_ops, "purge finished operations", err) < 0)
+    if (store_step(o->s, o->purge_ops, "purge finished operations", err) < 0)
         return -1;
     int n = sqlite3_changes(o->db);
     sqlite3_bind_int64(o->purge_attempts, 1, before);
     sqlite3_bind_int(o->purge_attempts, 2, limit * 2);
-    if (store_step(o->db, o->purge_attempts, "purge attempts", err) < 0)
+    if (store_step(o->s, o->purge_attempts, "purge attempts", err) < 0)
         return -1;
     return n + sqlite3_changes(o->db);
 }
