@@ -534,14 +534,14 @@ static int write_step(store *s, sqlite3_stmt *st, int keep, int want_row, const 
     done(st);
     if (s->batch && (storage_error(rc) || sqlite3_get_autocommit(s->db))) {
         degrade(s, what, message);
-        if (keep && sql && keep_write(s, sql, 0) == 0) {
-            if (err) {
+        if (keep && sql) {
+            int kept = keep_write(s, sql, 0) == 0;      /* takes sql either way */
+            if (kept && err) {
                 free(*err);
                 *err = NULL;
             }
-            return WRITE_KEPT;
+            return kept ? WRITE_KEPT : WRITE_ERROR;
         }
-        return WRITE_ERROR;
     }
     sqlite3_free(sql);
     return WRITE_ERROR;
