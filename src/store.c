@@ -787,6 +787,25 @@ static int quick_check(store *s, const char *path, long check_max_mb, char **err
     return 0;
 }
 
+/* Says what an open failure means for the operator: a damaged file, or a file system that cannot
+ * take writes (with the system's reason, e.g. "No space left on device"). */
+static void explain_open_failure(store *s, const char *path, char **err)
+{
+    int code = sqlite3_extended_errcode(s->db), primary = code & 0xff;
+    int sys = sqlite3_system_errno(s->db);
+    char *was = *err, *now = NULL;
+    if ((primary == SQLITE_CORRUPT || primary == SQLITE_NOTADB) && !strstr(was, "corrupted"))
+        set_err(&now, "store: %s is corrupted or not a database (%s); restore a backup or move it "
+                "aside", path, was);
+    else if ((primary == SQLITE_IOERR || primary == SQLITE_CANTOPEN || primary == SQLITE_FULL ||
+              primary == SQLITE_READONLY) && sys)
+        set_err(&now, "%s (%s)", was, strerror(sys));
+    if (now) {
+        free(was);
+        *err = now;
+    }
+}
+
 store *store_open(const char *path, char **err)
 {
     return store_open_checked(path, 0, err);
@@ -877,6 +896,8 @@ store *store_open_checked(const char *path, long check_max_mb, char **err)
     sqlite3_busy_timeout(s->db, 0);
     return s;
 fail:
+    if (s->db && err && *err)
+        explain_open_failure(s, path, err);
     store_close(s);
     return NULL;
 }
