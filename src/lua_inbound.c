@@ -422,6 +422,8 @@ void inbound_activity(http_exchange *x, const char *body, size_t len, void *arg)
         why = "missing serviceUrl";
     else if (strlen(conv) > 1024 || strlen(service_url) > 2048)
         why = "conversation.id or serviceUrl too long";
+    else
+        why = trust_service_url_invalid(service_url);
     if (why) {
         lua_settop(L, top);
         reply_error(rt, x, 400, why);

@@ -144,6 +144,45 @@ int trust_seal(const trust *t, const char *conversation_id, const char *service_
     return 0;
 }
 
+/* A service URL is where herald POSTs, so anything but a web origin (file:, javascript:, data:,
+ * a bare word) is refused where it enters, not when a send fails on it later. */
+const char *trust_service_url_invalid(const char *url)
+{
+    if (!url || !*url)
+        return "serviceUrl is empty";
+    for (const unsigned char *c = (const unsigned char *)url; *c; c++)
+        if (*c <= 0x20 || *c == 0x7f)
+            return "serviceUrl contains spaces or control characters";
+    size_t scheme = strncasecmp(url, "https://", 8) == 0 ? 8
+                    : strncasecmp(url, "http://", 7) == 0 ? 7 : 0;
+    if (!scheme)
+        return "serviceUrl must be an http or https URL";
+    const char *host = url + scheme;
+    size_t authority = strcspn(host, "/?#");
+    if (memchr(host, '@', authority))
+        return "serviceUrl must not carry credentials";
+    size_t name = authority;
+    if (*host == '[') {
+        const char *close = memchr(host, ']', authority);
+        if (!close || close == host + 1)
+            return "serviceUrl has a malformed host";
+        name = (size_t)(close - host) + 1;
+    } else {
+        const char *colon = memchr(host, ':', authority);
+        if (colon)
+            name = (size_t)(colon - host);
+    }
+    if (name == 0)
+        return "serviceUrl has no host";
+    if (name < authority) {       /* a port: ':' then 1-5 digits */
+        const char *port = host + name;
+        size_t digits = authority - name - 1;
+        if (*port != ':' || digits < 1 || digits > 5 || strspn(port + 1, "0123456789") < digits)
+            return "serviceUrl has a malformed port";
+    }
+    return NULL;
+}
+
 int trust_allows(const trust *t, const char *service_url, const char *conversation_id,
                  const char *seal)
 {

@@ -20,6 +20,11 @@ void trust_note_validated(trust *t, const char *service_url);
  * (65 bytes). Returns 0, or -1 when no key is configured. */
 int trust_seal(const trust *t, const char *conversation_id, const char *service_url, char out[65]);
 
+/* The one shape check for a service URL, wherever one comes from (an activity, dev mode included):
+ * http or https, a host, no credentials, no spaces or control characters. Returns NULL when url
+ * may be used, else the reason (a static string naming the problem, safe in a JSON string). */
+const char *trust_service_url_invalid(const char *url);
+
 /* 1 when a token may go to service_url: it is https (plain http only on a loopback host) and the
  * cloud's host, under a configured prefix, seen in a validated activity, or vouched for by seal,
  * the stored trust_seal of (conversation_id, service_url) (either may be NULL). */
