@@ -391,7 +391,7 @@ void lua_timer_cancel_all(vm *v)
 static scheduler *sched_of(lua_State *L) { return ((runtime *)vm_host(vm_of(L)))->scheduler; }
 
 /* put{id, handler, kind, expr, tz, conversation, payload (JSON), missed} → next (unix s) |
- * nil, message, "bad_schedule" */
+ * nil, message, "bad_schedule" | nil, message, "store" (the database cannot be written) */
 static int sched_put(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -414,7 +414,10 @@ static int sched_put(lua_State *L)
     if (next < 0) {
         lua_pushnil(L);
         lua_pushstring(L, err ? err : "bad schedule");
-        lua_pushliteral(L, "bad_schedule");
+        if (err && strncmp(err, "store:", 6) == 0)
+            lua_pushliteral(L, "store");
+        else
+            lua_pushliteral(L, "bad_schedule");
         free(err);
         return 3;
     }

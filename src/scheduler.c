@@ -248,9 +248,13 @@ static int fire_due(scheduler *s)
     sqlite3_clear_bindings(s->due);
     if (n)
         outbox_touch_batch(s->rt->outbox);
+    /* a firing whose advance cannot be written would fire again: wait for the store */
+    int hold = n && !store_in_batch(s->rt->store);
     for (int i = 0; i < n; i++) {
         due_row *r = &rows[i];
         char *err = NULL;
+        if (hold)
+            goto next_row;
         if (!has_handler(s->rt->vm, r->handler)) {
             char why[300];
             snprintf(why, sizeof why, "no handler '%s' in the live script (kept; retried when one "
@@ -285,7 +289,10 @@ static int fire_due(scheduler *s)
         store_bind_text(s->advance, 4, result);
         sqlite3_bind_int(s->advance, 5, skip || err ? 0 : 1);
         sqlite3_bind_int64(s->advance, 6, now);
-        exec(s, s->advance, NULL);
+        if (exec(s, s->advance, NULL) < 0 && !store_writable(s->rt->store)) {
+            free(err);
+            goto next_row;
+        }
         if (!skip && !err) {
             s->stats.fired++;
             spawn(s, r->handler, r->id, r->payload, r->conv, r->next, now);
@@ -303,7 +310,7 @@ static int fire_due(scheduler *s)
         free(r->payload);
         free(r->missed);
     }
-    return n;
+    return hold ? 0 : n;
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)

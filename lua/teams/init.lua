@@ -499,7 +499,8 @@ local SCHEDULE_FIELDS = {
 ---   every = 3600 (seconds) or "15m"/"2h"/"1d" (optionally "1d@2026-11-22T09:00")
 ---   cron = "0 9 * * 1-5", tz = "America/New_York" | "user"
 --- tz = "user" follows the owner conversation's time zone as captured from its activities.
---- Returns id, next fire (unix seconds), or nil, message, "bad_schedule".
+--- Returns id, next fire (unix seconds), or nil, message, "bad_schedule" (or "store": the
+--- database cannot be written now).
 local function schedule(spec)
   if type(spec) ~= "table" then error("teams.schedule expects a table", 2) end
   for k in pairs(spec) do
