@@ -449,6 +449,12 @@ class SecondProcessTest(DurabilityBase):
         with open(f"/proc/{pid}/fdinfo/{fds[0]}") as f:
             flags = int(next(l for l in f if l.startswith("flags:")).split()[1], 8)
         self.assertTrue(flags & 0o2000000, "the lock fd is not close-on-exec")
+        # a second herald with an admin socket of its own is refused by the database's lock
+        rc, out, err = run_cli(["run", "--dev", "--listen", "127.0.0.1:0", "--db", h.db,
+                                "--admin-socket", h.db + ".other.sock", BOT], timeout=tf(20))
+        self.assertEqual(rc, 1, err)
+        self.assertIn(f"another herald (pid {pid}) is running on {h.db}", err)
+        self.assertFalse(os.path.exists(h.db + ".other.sock"))
         for args in (["outbox", "--json"], ["blocked", "--json"], ["deliveries", "--json"],
                      ["schedules", "--json"], ["broadcast", "list"]):
             rc, out, err = run_cli(args + ["--db", h.db], timeout=tf(20))
