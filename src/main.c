@@ -622,6 +622,8 @@ out:
     http_server_free(rt.server);
     http_admin_socket_close(admin_sock);   /* after the server that listened on it */
     outbox_free(rt.outbox);         /* commits what the last turn wrote */
+    if (rt.store && store_kept_writes(rt.store) && rc == 0)
+        rc = 1;                     /* writes were lost (logged): a supervisor should know */
     connector_free(rt.conn);
     auth_out_free(rt.auth_out);
     auth_in_free(rt.auth_in);

@@ -1166,7 +1166,7 @@ void outbox_free(outbox *o)
          * after the restart) and operations never attempted (their tasks were told nothing) */
         size_t kept = store_kept_writes(o->st);
         char *err = NULL;
-        if (store_probe(o->st, NULL, &err) < 0)
+        if (store_probe(o->st, NULL, &err) < 0 && kept)
             log_error("store: stopping with %zu write(s) that could not be committed: %s", kept,
                       err ? err : "?");
         free(err);

@@ -280,6 +280,30 @@ class DiskFullTest(DurabilityBase):
         self.assertNotIn("resuming", h2.log)
         h2.stop()
 
+    def test_stopped_while_full_repeats_at_most_the_attempts_in_flight(self):
+        ns = self.namespace(8)
+        env = {"HERALD_SHUTDOWN_GRACE_MS": "300", "HERALD_OUTBOX_MAX_IN_FLIGHT": "2"}
+        h = self.ns_herald(ns, env)
+        self.post_ok(h, self.acts.message("a:control", "trickle S 0.01"))
+        self.fc.wait_until(lambda r: len(self.sent_texts("S ")) >= 20, tf(20), "the trickle to run")
+        ns.fill()
+        wait_health(h, lambda j: not j.get("store", {}).get("writable", True), tf(10),
+                    "the store degraded")
+        h.terminate()
+        self.assertEqual(h.wait_exit(tf(30)), 1, "a stop that loses kept writes must not exit 0")
+        self.assertRegex(h.log, r"store: stopping with \d+ write\(s\) that could not be committed")
+        h.assert_clean(expect_code=1)
+        ns.free()
+        h2 = self.ns_herald(ns, env)
+        h2.wait_log(r"resuming \d+ queued operation|listening on", tf(5))
+        time.sleep(tf(2))
+        h2.stop()
+        texts = [x for x, _ in self.sent_texts("S ")]
+        repeated = {t for t in texts if texts.count(t) > 1}
+        # only an attempt that was out when the commit failed can go twice: at most
+        # HERALD_OUTBOX_MAX_IN_FLIGHT of them
+        self.assertLessEqual(len(repeated), 2, sorted(repeated))
+
     def test_full_disk_at_start_is_refused(self):
         ns = self.namespace(4)
         h = self.ns_herald(ns)
