@@ -978,6 +978,8 @@ static void on_purge(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     outbox *o = arg;
+    if (!store_writable(o->st))
+        return;                   /* the next round purges; nothing is urgent about it */
     int64_t before = wall_ms() - o->cfg.retention_ms;
     for (int round = 0; round < 10; round++) {
         char *err = NULL;
