@@ -444,11 +444,15 @@ broadcaster *broadcast_new(runtime *rt, char **err)
     /* a preparation the last process died in has no creator left: it never starts */
     outbox_touch_batch(rt->outbox);
     sqlite3_bind_int64(b->abandon_all, 1, clock_wall_ms());
-    while (sqlite3_step(b->abandon_all) == SQLITE_ROW)
-        log_warn("broadcast %lld abandoned: herald stopped while it was being prepared; nothing of "
-                 "it is sent", (long long)sqlite3_column_int64(b->abandon_all, 0));
-    sqlite3_reset(b->abandon_all);
-    sqlite3_clear_bindings(b->abandon_all);
+    /* through the store, so a failed first commit replays it; the update is whole at the first
+     * row, the rest only reads what RETURNING collected */
+    if (store_step_kept_row(rt->store, b->abandon_all, "abandon preparations", NULL) == 1) {
+        do
+            log_warn("broadcast %lld abandoned: herald stopped while it was being prepared; "
+                     "nothing of it is sent", (long long)sqlite3_column_int64(b->abandon_all, 0));
+        while (sqlite3_step(b->abandon_all) == SQLITE_ROW);
+        store_reset(b->abandon_all);
+    }
     event_active(b->sweep_ev, 0, 0);
     /* resume: running and paused jobs come back; their queued recipients are in the outbox */
     while (sqlite3_step(b->running) == SQLITE_ROW) {

@@ -357,22 +357,28 @@ class CorruptionTest(DurabilityBase):
 
     def test_corrupted_database_is_refused_at_start(self):
         h = self.start_herald(BOT, env=self.ENV)
+        h.stop()
+        with sqlite3.connect(h.db) as db:       # past 1 MB, for the size limit below
+            db.execute("CREATE TABLE ballast (b)")
+            db.execute("INSERT INTO ballast VALUES (zeroblob(1500000))")
+        h = self.start_herald(BOT, env=self.ENV, db=h.db)
         for i in range(40):
             self.post_ok(h, self.acts.message(f"a:c-{i}", "x" * 2000))
         h.stop()
         size = os.path.getsize(h.db)
-        with open(h.db, "r+b") as f:          # garbage over the b-tree pages, header left intact
-            f.seek(size // 2)
-            f.write(b"\xa5" * (size // 2 - 4096))
+        self.assertGreater(size, 1 << 20)
+        with open(h.db, "r+b") as f:          # garbage over herald's newest pages, at the end
+            f.seek(size - 24 * 4096)
+            f.write(b"\xa5" * (20 * 4096))
         h2 = Herald(BOT, env=self.ENV, db=h.db)
         self._heralds.append(h2)
         with self.assertRaises(AssertionError) as cm:
             h2.start()
         self.assertIn(f"store: {h.db} is corrupted", str(cm.exception))
         self.assertEqual(h2.exit_code, 1)
-        # the check is bounded by size: with HERALD_DB_CHECK_MAX_MB=0 it does not run (herald
-        # may still trip over the damage later, but not in quick_check)
-        h3 = Herald(BOT, env={**self.ENV, "HERALD_DB_CHECK_MAX_MB": "0"}, db=h.db)
+        # the check is bounded by size: past HERALD_DB_CHECK_MAX_MB it does not run (herald may
+        # still trip over the damage later, but not in quick_check)
+        h3 = Herald(BOT, env={**self.ENV, "HERALD_DB_CHECK_MAX_MB": "1"}, db=h.db)
         self._heralds.append(h3)
         try:
             h3.start()
