@@ -158,11 +158,73 @@ static const char *get_timezone(lua_State *L, int t)
     return tz;
 }
 
+/* An answer held until what its handler wrote is durable: a caller told "done" (Teams' 200, a
+ * notify result listing what was sent) must not lose that work to a crash a moment later. The
+ * batch of the current loop turn commits at the end of the turn, so the wait is short. */
+typedef struct held_answer {
+    store_waiter w;               /* first: the waiter is the answer */
+    runtime *rt;
+    http_exchange *x;
+    int status;
+    const char *type;
+    struct held_answer *prev, *next;
+    size_t len;
+    char body[];
+} held_answer;
+
+static void held_send(held_answer *h)
+{
+    if (h->prev) h->prev->next = h->next; else h->rt->held = h->next;
+    if (h->next) h->next->prev = h->prev;
+    http_exchange_reply(h->x, h->status, h->type, h->len ? h->body : NULL, h->len);
+    free(h);
+}
+
+/* committed 0: the store is degraded and keeps the batch's writes to replay them when it
+ * recovers (store.h); the handler did run, so its answer stands. */
+static void on_answer_committed(store_waiter *w, int committed)
+{
+    (void)committed;
+    held_send((held_answer *)(void *)w);
+}
+
+static void reply_durable(runtime *rt, http_exchange *x, int status, const char *type,
+                          const char *body, size_t len)
+{
+    held_answer *h = store_in_batch(rt->store) ? calloc(1, sizeof *h + len + 1) : NULL;
+    if (!h) {
+        http_exchange_reply(x, status, type, body, len);
+        return;
+    }
+    h->rt = rt;
+    h->x = x;
+    h->status = status;
+    h->type = type;
+    h->len = body ? len : 0;
+    if (h->len)
+        memcpy(h->body, body, len);
+    h->next = rt->held;
+    if (rt->held)
+        rt->held->prev = h;
+    rt->held = h;
+    h->w.fn = on_answer_committed;
+    store_wait_commit(rt->store, &h->w);
+}
+
+void inbound_release_answers(void *arg)
+{
+    runtime *rt = arg;
+    while (rt->held) {
+        store_unwait(rt->store, &rt->held->w);
+        held_send(rt->held);
+    }
+}
+
 static void answer(inbound *ib, int status, const char *body, size_t len)
 {
     if (!ib->x)
         return;
-    http_exchange_reply(ib->x, status, body ? "application/json; charset=utf-8" : NULL, body, len);
+    reply_durable(ib->rt, ib->x, status, body ? "application/json; charset=utf-8" : NULL, body, len);
     ib->x = NULL;
 }
 
@@ -621,7 +683,7 @@ static void notify_answer(notify_call *n, int status, const char *body)
 {
     if (!n->x)
         return;
-    http_exchange_reply(n->x, status, "application/json; charset=utf-8", body, strlen(body));
+    reply_durable(n->rt, n->x, status, "application/json; charset=utf-8", body, strlen(body));
     n->x = NULL;
 }
 

@@ -619,6 +619,9 @@ out:
     broadcast_free(rt.broadcaster);
     reloader_free(rt.reloader);     /* retired generations first: their tasks may answer exchanges */
     vm_free(rt.vm);                 /* cancels tasks, which may still answer exchanges */
+    if (rt.outbox)
+        outbox_commit(rt.outbox);   /* what the last handlers wrote, before their answers go */
+    inbound_release_answers(&rt);
     http_server_free(rt.server);
     http_admin_socket_close(admin_sock);   /* after the server that listened on it */
     outbox_free(rt.outbox);         /* commits what the last turn wrote */

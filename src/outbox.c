@@ -442,6 +442,20 @@ void outbox_touch_batch(outbox *o)
         free(err);
         return;
     }
+#ifdef HERALD_TEST_HOOKS
+    /* Tests only (the ASan build): HERALD_TEST_COMMIT_DELAY_MS=N holds each group commit N ms,
+     * so a test can kill herald between a handler's writes and their commit. */
+    static long delay = -1;
+    if (delay < 0) {
+        const char *d = getenv("HERALD_TEST_COMMIT_DELAY_MS");
+        delay = d ? atol(d) : 0;
+    }
+    if (delay > 0) {
+        struct timeval tv = {delay / 1000, (delay % 1000) * 1000};
+        event_add(o->commit_ev, &tv);
+        return;
+    }
+#endif
     event_active(o->commit_ev, 0, 0);
 }
 

@@ -41,6 +41,7 @@ typedef struct runtime {
     auth_out *auth_out;           /* NULL in dev mode */
     trust *trust;                 /* NULL in dev mode: every service URL is allowed */
     pending_auth *pending;        /* activities waiting for signing keys */
+    struct held_answer *held;     /* answers waiting for the commit of what their handler wrote */
     notify_auth *notify;          /* /api/notify signatures seen (replay cache); NULL: none taken */
     int stopping;                 /* SIGTERM received: new activities get 503 */
     int script_quarantined;       /* the script's top level stalled the host: serve nothing (503) */
@@ -59,6 +60,9 @@ void notify_request(struct http_exchange *x, const char *name, const char *body,
 
 /* lua_inbound.c: answers every activity still waiting for signing keys with 503 (shutdown). */
 void inbound_abandon_pending(void *rt);
+
+/* lua_inbound.c: sends every answer still waiting for a commit (shutdown, before the server goes). */
+void inbound_release_answers(void *rt);
 
 /* lua_teams.c: registers the `herald.core` preload in the generation's state. */
 void lua_teams_install(vm *v);

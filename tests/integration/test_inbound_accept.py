@@ -83,3 +83,30 @@ class ServiceUrlTest(HeraldTestCase):
         with sqlite3.connect(f"file:{h.db}?mode=ro", uri=True) as db:
             ids = {r[0] for r in db.execute("SELECT id FROM conversations")}
         self.assertEqual(ids, {f"a:good-{i}" for i in range(len(good))})
+
+
+@require_binary
+class AnswerAfterCommitTest(HeraldTestCase):
+    """An answer means "done": what the handler wrote is committed before the caller hears it, so a
+    kill -9 the moment the answer arrives loses nothing. HERALD_TEST_COMMIT_DELAY_MS (ASan build
+    only) holds every group commit, which opens the window an answer sent too early would fall in."""
+
+    N = 20
+
+    def test_kill_right_after_the_answer_loses_no_send(self):
+        h = self.start_herald(bot("outbox_bot.lua"), env={"HERALD_TEST_COMMIT_DELAY_MS": "400",
+                                                          "HERALD_RESPONSE_DEADLINE_MS": "60000"})
+        value = {"cmd": "blast", "n": self.N, "m": 4, "tag": "k", "wait": False}
+        st, body = h.post_activity(self.acts.invoke("a:ctl", "outbox", value), timeout=tf(30))
+        self.assertEqual(st, 200, body)
+        self.assertEqual(json.loads(body).get("ops"), self.N, body)
+        h.proc.kill()                      # at once: the answer is all the caller knows
+        h.wait_exit(tf(10))
+        h2 = self.start_herald(bot("outbox_bot.lua"), db=h.db)
+        want = {f"k {i} {i % 4}" for i in range(self.N)}
+
+        def delivered(reqs):
+            got = {(r.get("json") or {}).get("text") for r in reqs if r["method"] == "POST"}
+            return want <= got
+        self.fc.wait_until(delivered, tf(20), f"all {self.N} sends the answer reported")
+        h2.stop()
