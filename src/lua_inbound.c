@@ -324,23 +324,23 @@ static int authenticate(runtime *rt, http_exchange *x, const char *body, size_t 
                                        service_url, channel_id, runtime_wall_ms() / 1000, &reason);
     if (r == AUTH_PENDING) {
         /* park the activity (its body copied: the server reuses its buffer) until keys arrive */
-        pending_auth *p = malloc(sizeof *p);
-        if (p && (p->body = malloc(len + 1)) &&
-            auth_in_wait(rt->auth_in, retry_after_keys, p) == AUTH_PENDING) {
-            memcpy(p->body, body, len);
-            p->body[len] = 0;
-            p->len = len;
-            p->rt = rt;
-            p->x = x;
-            p->next = rt->pending;
-            rt->pending = p;
-            return 0;
-        }
-        if (p)
-            free(p->body);
-        free(p);
+        pending_auth *p = calloc(1, sizeof *p);
+        char *copy = p ? malloc(len + 1) : NULL;
         r = AUTH_UNAVAILABLE;
         reason = "out of memory";
+        if (copy) {
+            memcpy(copy, body, len);
+            copy[len] = 0;
+            *p = (pending_auth){.body = copy, .len = len, .rt = rt, .x = x};
+            if (auth_in_wait(rt->auth_in, retry_after_keys, p) == AUTH_PENDING) {
+                p->next = rt->pending;
+                rt->pending = p;
+                return 0;
+            }
+            reason = "the signing key fetch could not start";
+        }
+        free(copy);
+        free(p);
     }
     if (r == AUTH_OK) {
         trust_note_validated(rt->trust, service_url);
