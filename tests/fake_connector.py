@@ -45,7 +45,8 @@ jitter). The tenant of a request: set_tenant()'s map by conversation id, else a 
 segment in the serviceUrl prefix, else "default". Creates (POST /v3/conversations) count for the
 tenant only. Order of checks: inject()ed faults, then the limits, then random_faults(), then the
 normal answer. counts() tells what was received per status and per conversation; throttled is
-the number of 429s the limits produced.
+the number of 429s the limits produced. The limits read fc.clock() (default time.monotonic); a
+self-test may set a fake clock to step time exactly.
 
 Rosters and teams (reads; additive — routes that used to answer 404 only):
 
@@ -67,12 +68,21 @@ Rosters and teams (reads; additive — routes that used to answer 404 only):
     Unknown ids: 404 {"error":{"code":"ConversationNotFound"}} (teams: "NotFound").
     page_requests(id) lists the (pageSize, continuationToken) of each pagedmembers request seen.
 
+Holding (for tests that must stop a flow at a known point instead of racing it):
+
+    gate = fc.hold(method="POST")        # matching requests wait, unanswered and unrecorded
+    gate.wait_held(1)                    # at least one is waiting now
+    gate.release()                       # they go on: faults, limits, then the normal answer
+stop() releases every hold. wait_until()/wait_for() timeouts are multiplied by
+HERALD_TEST_TIME_FACTOR (the factor of tests/integration/harness.py's tf(), default 1).
+
 Standalone: python3 tests/fake_connector.py --port N   (prints its URL, logs requests to stdout)
 """
 
 import argparse
 import json
 import math
+import os
 import random
 import re
 import socket
@@ -109,6 +119,9 @@ SLOW = "slow"    # random_faults() choice ("slow", seconds): answer normally aft
 # Teams' per bot per conversation windows for sends/creates (PROTOCOL.md §5.1): (seconds, max ops).
 TEAMS_CONVERSATION_WINDOWS = ((1.0, 7), (2.0, 8), (30.0, 60), (3600.0, 1800))
 _TENANT_IN_PREFIX = re.compile(r"/t/([^/]+)")
+
+# The documented allowance for slow machines (tests/integration/harness.py: tf()).
+TIME_FACTOR = float(os.environ.get("HERALD_TEST_TIME_FACTOR", "1") or "1")
 
 _ROUTE = re.compile(r"^(?P<prefix>.*?)/v3/conversations"
                     r"(?:/(?P<conv>[^/]+)/activities(?:/(?P<act>[^/]+))?)?/?$")
@@ -153,6 +166,47 @@ class Fault:
         return f"Fault({self.match!r}, {self.status!r}, times={self.times}, hits={self.hits})"
 
 
+class Hold:
+    """Requests matching (as for inject()) wait here, unanswered and unrecorded, until release()."""
+
+    def __init__(self, match, method, limit_s):
+        self.matcher = Fault(match, None, method=method)
+        self.limit_s = limit_s
+        self.held = 0                # requests waiting now
+        self.total = 0               # requests that have waited
+        self._open = threading.Event()
+        self._cond = threading.Condition()
+
+    def matches(self, method, raw, decoded, conv):
+        return not self._open.is_set() and self.matcher.matches(method, raw, decoded, conv)
+
+    def wait(self):
+        with self._cond:
+            self.held += 1
+            self.total += 1
+            self._cond.notify_all()
+        # bounded, so a test that forgets to release cannot hang the fake's threads forever
+        self._open.wait(self.limit_s)
+        with self._cond:
+            self.held -= 1
+            self._cond.notify_all()
+
+    def wait_held(self, n=1, timeout=10.0):
+        """Waits until at least n requests are waiting; returns how many are."""
+        deadline = time.monotonic() + timeout * TIME_FACTOR
+        with self._cond:
+            while self.held < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"fake connector: {self.held} request(s) held, expected {n} "
+                                         f"within {timeout * TIME_FACTOR}s")
+                self._cond.wait(min(left, 0.1))
+            return self.held
+
+    def release(self):
+        self._open.set()
+
+
 class FakeConnector:
     def __init__(self, host="127.0.0.1", port=0, verbose=False, teams_limits=False, tenant_rps=50,
                  conversation_windows=TEAMS_CONVERSATION_WINDOWS, retry_after=None, slack_ms=0.0,
@@ -162,6 +216,7 @@ class FakeConnector:
         self.verbose = verbose
         self.requests = []
         self._faults = []
+        self._holds = []
         # Teams-like limits (off unless teams_limits)
         self.teams_limits = teams_limits
         self.tenant_rps = tenant_rps
@@ -173,6 +228,7 @@ class FakeConnector:
         self._conv_ops = {}          # conversation id -> accepted op times (monotonic)
         self._tenant_ops = {}        # tenant -> accepted op times
         self.throttled = 0           # 429s produced by the limits
+        self.clock = time.monotonic  # the limits' clock (seconds); a test may put a fake one here
         self._random = None          # (rate, choices, rng, match, methods)
         self._counts_status = {}
         self._counts_conv = {}
@@ -203,6 +259,8 @@ class FakeConnector:
         return self
 
     def stop(self):
+        for g in list(self._holds):
+            g.release()
         if self._server:
             self._server.shutdown()
             self._server.server_close()
@@ -225,6 +283,16 @@ class FakeConnector:
         with self._cond:
             self._faults.insert(0, f)
         return f
+
+    def hold(self, match="re:.", method=None, limit_s=120.0):
+        """Holds matching requests (match and method as for inject(); default: every request)
+        unanswered until the returned Hold's release(); then they are handled as usual. Hold.held
+        counts the requests waiting, Hold.wait_held(n) waits for n of them. limit_s bounds each
+        wait (a forgotten release)."""
+        g = Hold(match, method, limit_s)
+        with self._cond:
+            self._holds.append(g)
+        return g
 
     def clear_faults(self):
         with self._cond:
@@ -302,7 +370,7 @@ class FakeConnector:
         tenant = self.tenant_for(conv, prefix)
         slack = self.slack_ms / 1000.0
         with self._cond:
-            now = time.monotonic()
+            now = self.clock()
             wait = 0.0
             ct = self._conv_ops.setdefault(conv, []) if conv else None
             if ct is not None:
@@ -448,7 +516,8 @@ class FakeConnector:
     # ---- waiting ---------------------------------------------------------------------------------
     def wait_until(self, pred, timeout=10.0, what="condition"):
         """Waits until pred(requests) is truthy; returns its value. Raises AssertionError on
-        timeout, listing what was recorded."""
+        timeout (times HERALD_TEST_TIME_FACTOR), listing what was recorded."""
+        timeout *= TIME_FACTOR
         deadline = time.monotonic() + timeout
         with self._cond:
             while True:
@@ -578,13 +647,17 @@ class _Handler(BaseHTTPRequestHandler):
         raw, _, query = raw_full.partition("?")
         decoded = urllib.parse.unquote(raw)
         body_bytes = self._read_body()
+        m = _ROUTE.match(raw)
+        conv = urllib.parse.unquote(m.group("conv")) if m and m.group("conv") else None
+        with fc._cond:
+            holds = [g for g in fc._holds if g.matches(method, raw, decoded, conv)]
+        for g in holds:
+            g.wait()
         body = body_bytes.decode("utf-8", errors="replace")
         try:
             parsed = json.loads(body) if body.strip() else None
         except ValueError:
             parsed = None
-        m = _ROUTE.match(raw)
-        conv = urllib.parse.unquote(m.group("conv")) if m and m.group("conv") else None
         act = urllib.parse.unquote(m.group("act")) if m and m.group("act") else None
         headers = {k.lower(): v for k, v in self.headers.items()}
         rec = {

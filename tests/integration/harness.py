@@ -9,6 +9,15 @@
 HERALD_BIN (env) names the binary; default build/asan/herald. Each Herald gets its own temp dir
 (database h.db, stderr.log, stdout.log); h.log is the stderr text so far. The admin endpoints
 (/metrics, /-/…) answer only on the admin socket beside the database: h.admin_request(...).
+
+Time: HERALD_TEST_TIME_FACTOR (env, default 1) is the one allowance for slow machines. The waiting
+helpers here and in fake_connector.py / token_service.py multiply their timeout by it themselves
+(Herald.start, wait_log, wait_exit, stop, request / post_activity / admin_request / healthz / raw,
+run_cli, wait_requests, assert_no_more's settle, fc.wait_until / wait_for, ts.wait_until): pass
+them plain seconds. A test scales its own bounds with tf(seconds): polling deadlines, sleeps that
+give something time to (not) happen, latency asserts. Tests assert outcomes, never which of two
+timers or threads wins; where a flow must stop at a known point, fc.hold() holds the connector's
+answers instead of racing the flow.
 """
 import http.client
 import itertools
@@ -86,8 +95,9 @@ def http_request(conn, method, path, body=None, headers=None):
 
 
 # The one documented allowance for slow machines: every time bound a test waits for is multiplied by
-# HERALD_TEST_TIME_FACTOR (default 1; ASan builds and contended CPUs may want 3). Tests assert
-# outcomes, never which of two timers wins; this only stretches how long they wait for an outcome.
+# HERALD_TEST_TIME_FACTOR (default 1; the suite passes at 1 on 2 contended cores; a much slower
+# machine, valgrind or qemu may want 3). Tests assert outcomes, never which of two timers wins; this
+# only stretches how long they wait for an outcome. fake_connector.py reads the same variable.
 TIME_FACTOR = float(os.environ.get("HERALD_TEST_TIME_FACTOR", "1") or "1")
 
 
@@ -151,7 +161,8 @@ def line_of(path, needle):
 
 def run_cli(args, env=None, timeout=20, cwd=None):
     """Runs HERALD_BIN with args to completion; returns (exit code, stdout, stderr). A process
-    still running after timeout is killed and reported as an AssertionError."""
+    still running after tf(timeout) is killed and reported as an AssertionError."""
+    timeout = tf(timeout)
     p = subprocess.Popen([HERALD_BIN] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          env=base_env(env), cwd=cwd or ROOT, stdin=subprocess.DEVNULL)
     try:
@@ -202,6 +213,7 @@ class Herald:
         self._out = open(self.stdout_path, "wb")
         self.proc = subprocess.Popen(self.command(), stdout=self._out, stderr=self._err,
                                      stdin=subprocess.DEVNULL, env=base_env(self.env_extra), cwd=ROOT)
+        timeout = tf(timeout)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             m = LISTEN_RE.search(self.log) or LISTEN_RE.search(self.stdout)
@@ -227,11 +239,20 @@ class Herald:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
+    def cpu_seconds(self):
+        """CPU time (user + system, every thread) herald has used so far, from /proc/PID/stat.
+        Unlike wall time it does not grow while the machine runs something else, so bounds on
+        it (the CPU slice) hold on a busy machine too."""
+        with open(f"/proc/{self.proc.pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def terminate(self, sig=signal.SIGTERM):
         if self.alive():
             self.proc.send_signal(sig)
 
     def wait_exit(self, timeout=30):
+        timeout = tf(timeout)
         try:
             self.exit_code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -292,6 +313,7 @@ class Herald:
 
     def wait_log(self, pattern, timeout=10):
         """Waits until the stderr text matches regex pattern; returns the match."""
+        timeout = tf(timeout)
         rx = re.compile(pattern)
         deadline = time.monotonic() + timeout
         while True:
@@ -307,7 +329,7 @@ class Herald:
     def request(self, method, path, body=None, headers=None, timeout=30):
         """One request to the public listener on a fresh connection; returns (status, body text,
         headers dict)."""
-        return http_request(http.client.HTTPConnection(self.host, self.port, timeout=timeout),
+        return http_request(http.client.HTTPConnection(self.host, self.port, timeout=tf(timeout)),
                             method, path, body, headers)
 
     @property
@@ -317,7 +339,7 @@ class Herald:
 
     def admin_request(self, method, path, body=None, headers=None, timeout=30):
         """One request to the admin socket (/metrics, /-/reload, /-/broadcast, /-/clock)."""
-        return http_request(UnixHTTPConnection(self.admin_socket, timeout=timeout), method, path, body,
+        return http_request(UnixHTTPConnection(self.admin_socket, timeout=tf(timeout)), method, path, body,
                             headers)
 
     def metrics(self):
@@ -365,7 +387,7 @@ class Herald:
         """Sends raw bytes on a new socket; returns everything the server sent before closing
         (b"" when it closed without answering). Raises socket.timeout when it neither answers
         nor closes within timeout."""
-        s = socket.create_connection((self.host, self.port), timeout=timeout)
+        s = socket.create_connection((self.host, self.port), timeout=tf(timeout))
         try:
             try:
                 s.sendall(data)
@@ -583,7 +605,8 @@ class HeraldTestCase(unittest.TestCase):
         return self.fc.wait_for(n, timeout)
 
     def assert_no_more(self, n, settle=0.5):
-        time.sleep(settle)
+        """Nothing beyond n connector requests arrives within tf(settle) seconds."""
+        time.sleep(tf(settle))
         got = self.fc.snapshot()
         self.assertEqual(len(got), n, f"expected exactly {n} connector request(s), got {self.fc.summary()}")
         return got

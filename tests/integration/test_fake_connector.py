@@ -99,6 +99,27 @@ class FakeConnectorTest(unittest.TestCase):
         with self.assertRaises(AssertionError):
             self.fc.wait_for(5, 0.2)
 
+    def test_hold_until_released(self):
+        import threading
+        fc = self.fc
+        gate = fc.hold(method="POST")
+        got = {}
+        t = threading.Thread(target=lambda: got.update(
+            r=call(fc, "POST", "/v3/conversations/a%3Aheld/activities", {"type": "message"})))
+        t.start()
+        self.assertEqual(gate.wait_held(1), 1)
+        st, _, _ = call(fc, "PUT", "/v3/conversations/a%3Aheld/activities/1", {"type": "message"})
+        self.assertEqual(st, 200, "only the held method waits")
+        self.assertEqual([r["method"] for r in fc.snapshot()], ["PUT"], "a held request is not recorded yet")
+        self.assertTrue(t.is_alive())
+        gate.release()
+        t.join(10)
+        self.assertEqual(got["r"][0], 201)
+        self.assertEqual([r["method"] for r in fc.wait_for(2)], ["PUT", "POST"])
+        self.assertEqual((gate.held, gate.total), (0, 1))
+        st, _, _ = call(fc, "POST", "/v3/conversations/a%3Aheld/activities", {"type": "message"})
+        self.assertEqual(st, 201, "a released hold holds nothing more")
+
     def test_standalone(self):
         script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fake_connector.py")
         p = subprocess.Popen([sys.executable, script, "--port", "0"], stdout=subprocess.PIPE, text=True)

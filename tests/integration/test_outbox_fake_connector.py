@@ -4,7 +4,6 @@ import http.client
 import json
 import os
 import sys
-import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -39,15 +38,17 @@ class TeamsLimitsFakeTest(unittest.TestCase):
 
     def test_conversation_windows_and_retry_after(self):
         with FakeConnector(teams_limits=True) as fc:
+            now = [1000.0]                 # the limits' clock, stepped by the test: no real waiting
+            fc.clock = lambda: now[0]
             st = [post(fc, send_path("a:c"))[0] for _ in range(7)]
             self.assertEqual(st, [201] * 7)
-            t0 = time.monotonic()
+            now[0] += 0.5
             st, body, hdrs = post(fc, send_path("a:c"))
             self.assertEqual(st, 429)
             self.assertEqual(json.loads(body)["error"]["code"], "Throttled")
             self.assertEqual(hdrs.get("retry-after"), "1")
             self.assertEqual(post(fc, send_path("a:other"))[0], 201)   # per conversation
-            time.sleep(max(0.0, 1.02 - (time.monotonic() - t0)))
+            now[0] += 0.52
             self.assertEqual(post(fc, send_path("a:c"))[0], 201)          # 8th after 1 s
             self.assertEqual(post(fc, send_path("a:c"))[0], 429)          # 8/2 s now full
             c = fc.counts()

@@ -154,7 +154,7 @@ class SandboxEscapeTest(HeraldTestCase):
 
     def probe(self, h, name, code, killed=False):
         code = code.replace("$MARKER", self.marker)
-        st, body = h.post_activity(self.acts.invoke("a:escape", "probe", {"code": code}), timeout=tf(20))
+        st, body = h.post_activity(self.acts.invoke("a:escape", "probe", {"code": code}), timeout=20)
         self.assertEqual(st, 500 if killed else 200, f"{name}: {st} {body!r}\n{h.log[-2000:]}")
         return json.loads(body)
 
@@ -195,13 +195,13 @@ class SandboxEscapeTest(HeraldTestCase):
         for i, (name, code) in enumerate(TAMPER):
             r = self.probe(h, name, code + f'\nlocal ev = ...\nreturn ev:reply("after {name}")')
             self.assertTrue(r.get("ok"), f"{name}: the reply failed after tampering: {r}\n{h.log[-2000:]}")
-            self.wait_requests(i + 1, timeout=tf(10))
+            self.wait_requests(i + 1, timeout=10)
             self.assert_responsive(h, name)
         texts = [json.loads(r["body"]).get("text") for r in self.outbound("POST")]
         self.assertEqual(texts, [f"after {name}" for name, _ in TAMPER])
         # and the host's own dispatch still works for a plain message after all of it
         self.post_ok(h, self.acts.message("a:escape", "still here"))
-        self.wait_requests(len(TAMPER) + 1, timeout=tf(10))
+        self.wait_requests(len(TAMPER) + 1, timeout=10)
         h.stop()
 
     def test_tampering_before_require_teams(self):
@@ -218,7 +218,7 @@ class SandboxEscapeTest(HeraldTestCase):
             """))
         h = self.start_herald(script, env=self.env)
         self.post_ok(h, self.acts.message("a:early", "hi"))
-        self.wait_requests(1, timeout=tf(10))
+        self.wait_requests(1, timeout=10)
         self.assertEqual(json.loads(self.outbound("POST")[0]["body"])["text"], "early ok: hi")
         h.stop()
 
@@ -234,11 +234,11 @@ class SandboxEscapeTest(HeraldTestCase):
                 end)
             """))
         h = self.start_herald(script, env=dict(self.env, HERALD_TASK_DEADLINE_MS="300"))
-        st, _ = h.post_activity(self.acts.message("a:close", "hang on cancel"), timeout=tf(20))
+        st, _ = h.post_activity(self.acts.message("a:close", "hang on cancel"), timeout=20)
         self.assertEqual(st, 503)   # cancelled at its deadline, before answering
-        h.wait_log(r"ran past its deadline", timeout=tf(10))
+        h.wait_log(r"ran past its deadline", timeout=10)
         self.assert_responsive(h, "a __close loop during cancel")
-        st, _ = h.post_activity(self.acts.message("a:close", "again"), timeout=tf(20))
+        st, _ = h.post_activity(self.acts.message("a:close", "again"), timeout=20)
         self.assertEqual(st, 503)
         self.assertIn("CPU slice exceeded", h.log)
         h.stop()

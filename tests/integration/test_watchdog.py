@@ -87,7 +87,7 @@ class WatchdogTest(HeraldTestCase):
     def post_dropped(self, h, activity):
         """Posts what stalls the host: the connection closes unanswered when herald restarts."""
         try:
-            st, _ = h.post_activity(activity, timeout=tf(30))
+            st, _ = h.post_activity(activity, timeout=30)
             self.fail(f"expected the connection to drop, got {st}")
         except (ConnectionError, OSError) as e:
             return e
@@ -107,12 +107,12 @@ class WatchdogTest(HeraldTestCase):
         q = self.quarantine(h)
         self.assertEqual([(e["kind"], e["key"]) for e in q], [("activity", "a:w1 " + stall["id"])])
         # Teams redelivers what was never answered: acknowledged, not run again
-        st, _ = h.post_activity(stall, timeout=tf(10))
+        st, _ = h.post_activity(stall, timeout=10)
         self.assertEqual(st, 200)
         self.assertIn("activity not run: it stalled the host before and is quarantined", h.log)
         # and the bot goes on as before
         self.post_ok(h, self.acts.message("a:w1", "after"))
-        self.fc.wait_until(lambda r: "echo: after" in self.texts(r), tf(10), "the reply after the restart")
+        self.fc.wait_until(lambda r: "echo: after" in self.texts(r), 10, "the reply after the restart")
         self.assertEqual(self.texts(), ["echo: hello", "echo: after"])
         h.stop()
 
@@ -122,7 +122,7 @@ class WatchdogTest(HeraldTestCase):
         self.post_dropped(h, self.acts.message("a:w2", "stall"))
         self.wait_restart(h)
         want = {f"burst {i}" for i in range(1, 31)}
-        self.fc.wait_until(lambda r: want <= set(self.texts(r)), tf(30), "every queued send delivered")
+        self.fc.wait_until(lambda r: want <= set(self.texts(r)), 30, "every queued send delivered")
         got = [t for t in self.texts() if t.startswith("burst")]
         dups = len(got) - len(set(got))
         self.assertLessEqual(dups, 1, f"duplicates beyond the one in flight: {got}")
@@ -133,12 +133,12 @@ class WatchdogTest(HeraldTestCase):
     def test_a_stalling_schedule_is_skipped_after_the_restart(self):
         h = self.start()
         try:   # the first firing may stall the host before this answer is written
-            h.post_activity(self.acts.message("a:w3", "schedule"), timeout=tf(30))
+            h.post_activity(self.acts.message("a:w3", "schedule"), timeout=30)
         except (ConnectionError, OSError):
             pass
-        h.wait_log(r"watchdog: restarting herald in place", timeout=tf(30))
+        h.wait_log(r"watchdog: restarting herald in place", timeout=30)
         self.wait_restart(h)
-        h.wait_log(r"schedule s-stall skipped: its handler stalled the host", timeout=tf(15))
+        h.wait_log(r"schedule s-stall skipped: its handler stalled the host", timeout=15)
         time.sleep(tf(1.5))
         self.assertEqual(len(re.findall(r"watchdog: restarting", h.log)), 1, "the schedule looped the restart")
         self.assertEqual([(e["kind"], e["key"]) for e in self.quarantine(h)], [("schedule", "s-stall")])
@@ -154,21 +154,21 @@ class WatchdogTest(HeraldTestCase):
         self.assertEqual([e["kind"] for e in self.quarantine(h)], ["timer"])
         self.assertRegex(self.quarantine(h)[0]["key"], r"bot\.lua:\d+$")
         self.post_ok(h, self.acts.message("a:w4", "timer"))
-        self.fc.wait_until(lambda r: "timer: quarantined" in self.texts(r), tf(10), "timer refused")
+        self.fc.wait_until(lambda r: "timer: quarantined" in self.texts(r), 10, "timer refused")
         h.stop()
 
     def test_a_stalling_notify_payload_is_refused_after_the_restart(self):
         h = self.start()
         body = json.dumps({"stall": True})
         try:
-            h.request("POST", "/api/notify/stall", body, timeout=tf(30))
+            h.request("POST", "/api/notify/stall", body, timeout=30)
             self.fail("expected the connection to drop")
         except (ConnectionError, OSError):
             pass
         self.wait_restart(h)
-        st, text, _ = h.request("POST", "/api/notify/stall", body, timeout=tf(10))
+        st, text, _ = h.request("POST", "/api/notify/stall", body, timeout=10)
         self.assertEqual(st, 422, text)
-        st, text, _ = h.request("POST", "/api/notify/stall", json.dumps({"stall": False}), timeout=tf(10))
+        st, text, _ = h.request("POST", "/api/notify/stall", json.dumps({"stall": False}), timeout=10)
         self.assertEqual(st, 200, text)
         h.stop()
 
@@ -181,28 +181,35 @@ class WatchdogTest(HeraldTestCase):
         self.pid = h.proc.pid
         self.wait_restart(h)
         self.assertIn("is quarantined: its top level stalled the host", h.log)
-        st, _ = h.post_activity(self.acts.message("a:w5", "hi"), timeout=tf(10))
+        st, _ = h.post_activity(self.acts.message("a:w5", "hi"), timeout=10)
         self.assertEqual(st, 503)       # Teams retries: nothing is lost while the script is fixed
         health = json.loads(h.healthz()[1])
         self.assertEqual((health["status"], health["script_quarantined"]), ("degraded", True))
         with open(script, "w") as f:
             f.write('local teams = require "teams"\nteams.on_message(function(ev) ev:reply("v2") end)\n')
-        h.wait_log(r"reload \(file changed\): generation \d+ live", timeout=tf(10))
+        h.wait_log(r"reload \(file changed\): generation \d+ live", timeout=10)
         self.post_ok(h, self.acts.message("a:w5", "hi"))
-        self.fc.wait_until(lambda r: "v2" in self.texts(r), tf(10), "the fixed script answers")
+        self.fc.wait_until(lambda r: "v2" in self.texts(r), 10, "the fixed script answers")
         self.assertFalse(json.loads(h.healthz()[1])["script_quarantined"])
         h.stop()
 
     def test_sigterm_during_a_stall_exits(self):
-        h = self.start()
+        # a grace far above the time the test needs to see the stall: the SIGTERM lands inside it
+        h = self.start(env={"HERALD_WATCHDOG_GRACE_MS": "1000"})
         s = socket.create_connection((h.host, h.port))
         body = json.dumps(self.acts.message("a:w6", "stall")).encode()
+        cpu0 = h.cpu_seconds()
         s.sendall(b"POST /api/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                   b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-        time.sleep(0.3)                 # inside the pattern matcher now
+        # inside the pattern matcher once herald has burnt 0.3 s of CPU on this one message (its
+        # parse and dispatch take milliseconds); the watchdog acts only at 0.2 + 1 s
+        deadline = time.monotonic() + tf(30)
+        while h.cpu_seconds() - cpu0 < 0.3:
+            self.assertLess(time.monotonic(), deadline, "the stall never started")
+            time.sleep(0.02)
         t0 = time.monotonic()
         h.terminate(signal.SIGTERM)
-        code = h.wait_exit(timeout=tf(30))
+        code = h.wait_exit(timeout=30)
         s.close()
         self.assertEqual(code, 1)
         self.assertIn("watchdog: a stop was requested; exiting (1) instead of restarting", h.log)
@@ -215,7 +222,7 @@ class WatchdogTest(HeraldTestCase):
             self.post_dropped(h, self.acts.message("a:w7", "stall"))
             self.wait_restart(h, i + 1)
         self.post_dropped(h, self.acts.message("a:w7", "stall"))
-        self.assertEqual(h.wait_exit(timeout=tf(30)), 1)
+        self.assertEqual(h.wait_exit(timeout=30), 1)
         self.assertIn("watchdog: 5 restarts within 600 s; giving up", h.log)
         h.assert_clean(expect_code=1)
 
