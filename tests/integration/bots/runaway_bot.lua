@@ -76,6 +76,12 @@ runaway.park = function(ev)
   return { parked = "woke" }
 end
 
+runaway.park_on_reply = function(ev)   -- parked until the test's connector answers the reply
+  parked = coroutine.running()
+  ev:reply("parked")
+  return { parked = "woke" }
+end
+
 runaway.hijack = function()
   local status = coroutine.status(parked)
   local ok, err = coroutine.resume(parked, "forged")
