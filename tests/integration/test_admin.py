@@ -161,10 +161,13 @@ class AdminSocketTest(HeraldTestCase):
         self.assertIn('"ok":false', out)
 
     def test_admin_socket_stays_up_while_draining_and_refuses_a_reload(self):
-        h = self.start_herald(ADMIN_BOT)
+        h = self.start_herald(ADMIN_BOT, env={"HERALD_RESPONSE_DEADLINE_MS": "60000"})
         done = {}
+        # the handler's send is held at the connector: herald drains until the test releases it
+        gate = self.fc.hold(method="POST")
+        conv = {"id": "a:drain", "service_url": self.fc.url + self.PREFIX}
         t = threading.Thread(target=lambda: done.update(r=h.request(
-            "POST", "/api/notify/slow", json.dumps({"s": 2}).encode())))
+            "POST", "/api/notify/slow", json.dumps({"s": 0.1, "conv": conv}).encode())))
         t.start()
         self.addCleanup(t.join)
         deadline = time.monotonic() + tf(10)
@@ -176,6 +179,7 @@ class AdminSocketTest(HeraldTestCase):
         st, body, _ = h.admin_request("POST", "/-/reload", body=b"")
         self.assertEqual((st, json.loads(body)), (503, {"reloaded": False, "error": "herald is stopping"}))
         self.assertEqual(h.metrics()["herald_generation"], 1)
+        gate.release()
         t.join(tf(30))
         self.assertEqual(done["r"][0], 200, done)
         self.assertEqual(h.wait_exit(), 0)

@@ -4,7 +4,7 @@ import re
 import time
 import unittest
 
-from harness import HeraldTestCase, bot, line_of, require_binary
+from harness import HeraldTestCase, bot, line_of, require_binary, tf
 
 MAIN = bot("main_bot.lua")
 
@@ -18,8 +18,8 @@ class RuntimeTest(HeraldTestCase):
         st, body = h.post_activity(a)
         elapsed = time.monotonic() - t0
         self.assertEqual(st, 200, body)
-        self.assertLess(elapsed, 1.0, f"response took {elapsed:.2f}s with a 300 ms deadline")
-        self.assertEqual(self.fc.snapshot(), [], "reply arrived before the handler slept")
+        # at the 300 ms deadline, well before the handler's 3 s sleep ends
+        self.assertLess(elapsed, tf(2.0), f"response took {elapsed:.2f}s with a 300 ms deadline")
         req = self.wait_requests(1, timeout=15)[0]
         self.assertGreaterEqual(req["time"] - t0, 2.8)
         self.assertEqual(req["json"]["text"], "slept 3")
@@ -54,25 +54,28 @@ class RuntimeTest(HeraldTestCase):
     def test_sigterm_waits_for_in_flight_handler(self):
         h = self.start_herald(MAIN, env={"HERALD_RESPONSE_DEADLINE_MS": "200"})
         a = self.acts.message("a:term", "sleep 1.5")
+        # the connector holds the handler's reply, so the handler is in flight at the SIGTERM
+        gate = self.fc.hold(method="POST")
         st, _ = h.post_activity(a)
         self.assertEqual(st, 200)
-        self.assertEqual(self.fc.snapshot(), [])
-        t0 = time.monotonic()
         h.terminate()
+        h.wait_log(r"SIGTERM received")
+        gate.release()
         code = h.wait_exit(timeout=20)
         self.assertEqual(code, 0, h.log[-2000:])
         h.assert_clean(0)
+        # herald waited for it (the grace is 10 s), and its reply went out
+        self.assertIn("SIGTERM received: no new connections; finishing 1 task(s)", h.log)
         reqs = self.fc.snapshot()
         self.assertEqual(len(reqs), 1, f"in-flight reply lost at shutdown: {self.fc.summary()}")
         self.assertEqual(reqs[0]["json"]["text"], "slept 1.5")
-        self.assertLess(time.monotonic() - t0, 15)
 
     def test_sigterm_idle_exits_promptly(self):
         h = self.start_herald(MAIN)
         t0 = time.monotonic()
         h.terminate()
         self.assertEqual(h.wait_exit(timeout=10), 0, h.log[-2000:])
-        self.assertLess(time.monotonic() - t0, 5)
+        self.assertLess(time.monotonic() - t0, tf(5), "idle, it waited as if for a handler")
         h.assert_clean(0)
 
     def test_sigint_also_graceful(self):
@@ -85,14 +88,18 @@ class RuntimeTest(HeraldTestCase):
         h.assert_clean(0)
 
     def test_redelivery_window_expires(self):
-        h = self.start_herald(MAIN, env={"HERALD_REDELIVERY_WINDOW_S": "1"})
+        window = max(2, round(tf(2)))
+        h = self.start_herald(MAIN, env={"HERALD_REDELIVERY_WINDOW_S": str(window)})
         a = self.acts.message("a:window", "again", id="window-1")
+        t0 = time.monotonic()
         self.post_ok(h, a)
+        t1 = time.monotonic()                 # herald saw it between t0 and t1
         self.wait_requests(1)
         self.post_ok(h, a)
-        time.sleep(0.3)
-        self.assertEqual(len(self.fc.snapshot()), 1, "redelivered inside the window ran the handler")
-        time.sleep(1.5)
+        inside = time.monotonic() - t0
+        self.assertLess(inside, window, "the redelivery came after the window: nothing tested")
+        self.assert_no_more(1, settle=0.3)
+        time.sleep(max(0.0, window + 0.2 - (time.monotonic() - t1)))
         self.post_ok(h, a)
         self.wait_requests(2)
 
@@ -120,7 +127,7 @@ class ConnectorTimeoutTest(HeraldTestCase):
         reqs = self.fc.wait_until(lambda r: [x for x in r if x["conversation_id"] == "a:ctl-timeout"] or None,
                                   timeout=60, what="probe reply")
         self.assertEqual(reqs[0]["json"]["text"], "probe id=nil code=timeout")
-        self.assertLess(time.monotonic() - t0, 30)
+        self.assertLess(time.monotonic() - t0, tf(30))
 
 
 if __name__ == "__main__":

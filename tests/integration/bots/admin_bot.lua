@@ -5,7 +5,8 @@
 --                                                 paused at once, so its state only changes when a
 --                                                 control reaches it
 --   status    { id }           → teams.broadcast.status(id)
---   slow      { s }            sleeps s seconds → { slept = s }
+--   slow      { s, conv }      sleeps s seconds, then sends "slept" to conv ({ id, service_url })
+--                                 if given → { slept = s }
 local teams = require "teams"
 
 teams.on_install(function() end)
@@ -24,5 +25,6 @@ end)
 
 teams.on_notify("slow", function(ev)
   teams.sleep(ev.payload.s)
+  if ev.payload.conv then teams.send(ev.payload.conv, "slept") end
   return { slept = ev.payload.s }
 end)
