@@ -10,7 +10,7 @@ import threading
 import time
 import unittest
 
-from harness import (AUTH_APP_ID, AuthHeraldTestCase, bot, require_binary, run_cli)
+from harness import (AUTH_APP_ID, AuthHeraldTestCase, bot, require_binary, run_cli, tf)
 from token_service import (DEFAULT_TENANTS, GOV_ISSUER, ISSUERS, PUBLIC_ISSUER, SCOPES, RsaKey,
                            TokenService, b64url, channel_claims, mint_token)
 
@@ -23,6 +23,35 @@ def unsigned_token(claims, kid, alg="RS256"):
     the signature never look at it)."""
     h = b64url(json.dumps({"alg": alg, "typ": "JWT", "kid": kid}))
     return f"{h}.{b64url(json.dumps(claims))}.{b64url(os.urandom(256))}"
+
+
+def socket_inodes(h):
+    """Inodes of the sockets herald has open now."""
+    out = set()
+    d = f"/proc/{h.proc.pid}/fd"
+    for fd in os.listdir(d):
+        try:
+            link = os.readlink(os.path.join(d, fd))
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            out.add(link[8:-1])
+    return out
+
+
+def read_connections(h, before=()):
+    """herald's accepted connections on its listening port (sockets opened since before) whose
+    request it has read: established, with nothing left in the receive queue."""
+    mine = socket_inodes(h) - set(before)
+    port = f"{h.port:04X}"
+    found = []
+    with open("/proc/net/tcp") as f:
+        for line in f.readlines()[1:]:
+            cols = line.split()
+            local, state, queues, inode = cols[1], cols[3], cols[4], cols[9]
+            if local.endswith(":" + port) and state == "01" and inode in mine and int(queues.split(":")[1], 16) == 0:
+                found.append(inode)
+    return found
 
 
 @require_binary
@@ -284,6 +313,8 @@ class InboundAuthTest(AuthHeraldTestCase):
                 t.join()
 
         run(1.5, "a")            # within the floor of the start-up fetch: no refetch at all
+        self.assertLess(time.monotonic() - started, floor - 0.3,
+                        "the first flood outlasted the refetch floor: nothing tested")
         self.assertEqual(self.ts.jwks_fetches, 1, "refetched within the floor of the start-up fetch")
         time.sleep(max(0, floor + 0.3 - (time.monotonic() - started)))
         t0 = time.monotonic()
@@ -342,10 +373,15 @@ class InboundAuthTest(AuthHeraldTestCase):
             except Exception as e:  # noqa: BLE001 — a dropped connection is the failure reported below
                 results.append(f"no answer: {e!r}")
 
+        conns = socket_inodes(h)
         threads = [threading.Thread(target=post, args=(i,)) for i in range(3)]
         for t in threads:
             t.start()
-        time.sleep(0.5)
+        # all three read by herald (and so parked, waiting for the 4 s key fetch) before the SIGTERM
+        deadline = time.monotonic() + tf(10)
+        while len(read_connections(h, conns)) < 3:
+            self.assertLess(time.monotonic(), deadline, "herald never read the three activities")
+            time.sleep(0.02)
         h.terminate()
         for t in threads:
             t.join()

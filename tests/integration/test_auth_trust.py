@@ -8,7 +8,7 @@ import sqlite3
 import time
 import unittest
 
-from harness import AuthHeraldTestCase, FakeConnector, require_binary
+from harness import AuthHeraldTestCase, FakeConnector, require_binary, tf
 
 RESULT = r"AUTHBOT {cmd} tag={tag} id=(\S+) code=(\S+) msg=(.*)"
 
@@ -30,7 +30,7 @@ class ServiceUrlTrustTest(AuthHeraldTestCase):
         before = len(re.findall(RESULT.format(cmd=cmd, tag=re.escape(tag)), h.log))
         st, body = h.post_activity(self.acts.message(conv, text))
         self.assertEqual(st, 200, f"{st} {body!r}\n{h.log[-1500:]}")
-        deadline = time.monotonic() + 15
+        deadline = time.monotonic() + tf(15)
         while True:
             found = re.findall(RESULT.format(cmd=cmd, tag=re.escape(tag)), h.log)
             if len(found) > before:
@@ -75,7 +75,7 @@ class ServiceUrlTrustTest(AuthHeraldTestCase):
             with self.subTest(call=cmd):
                 _, code, msg = self.command(h, y, text, cmd, x)
                 self.assertEqual(code, "untrusted_service_url", msg)
-        time.sleep(0.3)
+        time.sleep(tf(0.3))                   # nothing reaches the attacker late
         self.assertEqual(self.attacker.snapshot(), [], "the attacker's endpoint was contacted")
         self.assertIn("refused to send the bot's token to an untrusted service URL", h.log)
         # also with the seal of another (genuine) row, and with a made-up seal
@@ -100,7 +100,7 @@ class ServiceUrlTrustTest(AuthHeraldTestCase):
         self.assertEqual(code, "nil", msg)
         _, code, msg = self.command(h2, y, f"probe {x}", "probe", x)
         self.assertEqual(code, "untrusted_service_url", msg)
-        time.sleep(0.3)
+        time.sleep(tf(0.3))                   # nothing reaches the attacker late
         self.assertEqual(self.attacker.snapshot(), [])
 
     def test_seal_is_keyed_by_the_secret(self):
@@ -153,7 +153,7 @@ class ServiceUrlTrustTest(AuthHeraldTestCase):
                 conv = f"a:script-ref-{i}"
                 _, code, msg = self.command(h, y, f"proberef {conv} {url}", "proberef", conv)
                 self.assertEqual(code, "untrusted_service_url", msg)
-        time.sleep(0.3)
+        time.sleep(tf(0.3))                   # nothing reaches the attacker late
         self.assertEqual(a.snapshot(), [], "the attacker's endpoint was contacted")
         # the validated URL itself is fine in a reference table
         _, code, msg = self.command(h, y, f"proberef a:script-ok {self.acts.service_url}", "proberef",
@@ -177,7 +177,7 @@ class ServiceUrlTrustTest(AuthHeraldTestCase):
         self.assertEqual(code, "untrusted_service_url", msg)
         _, code, msg = self.command(h, y, f"probe {x}", "probe", x)
         self.assertEqual(code, "nil", msg)
-        time.sleep(0.3)
+        time.sleep(tf(0.3))                   # nothing reaches the attacker late
         self.assertEqual(self.attacker.snapshot(), [])
 
     def test_configured_trusted_prefix(self):

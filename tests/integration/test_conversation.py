@@ -1,7 +1,6 @@
 """Inbound activities → exact outbound Bot Connector exchanges (API_DRAFT.md, PROTOCOL.md §3-4, §6)."""
 import json
 import os
-import time
 import unittest
 
 from harness import (BOT_ID, TENANT, HeraldTestCase, bot, fake_connector, require_binary)
@@ -194,7 +193,7 @@ class ConversationTest(HeraldTestCase):
         for a in self.acts.team_install("19:abc@thread.tacv2"):
             self.post_ok(self.h, a)
         self.wait_requests(1)
-        time.sleep(0.3)
+        self.assert_no_more(1, settle=0.3)   # the welcome(s), nothing else
         self.fc.clear()
         conv = "a:ctl-2"
         a = self.acts.message(conv, "thread 19:abc@thread.tacv2")
@@ -217,7 +216,7 @@ class ConversationTest(HeraldTestCase):
             for a in self.acts.personal_install(conv, user=self.acts.user(user)):
                 self.post_ok(self.h, a)
         self.wait_requests(2)
-        time.sleep(0.3)
+        self.assert_no_more(2, settle=0.3)   # the welcome(s), nothing else
         self.fc.clear()
         self.fc.inject("a:blocked-user", 403, body=fake_connector.MESSAGE_WRITES_BLOCKED)
         self.fc.inject("a:gone-user", 404, body=fake_connector.CONVERSATION_NOT_FOUND)
@@ -295,7 +294,7 @@ class ConversationTest(HeraldTestCase):
         for a in installs:
             self.post_ok(self.h, a)
         self.wait_requests(3)
-        time.sleep(0.3)
+        self.assert_no_more(3, settle=0.3)   # the welcome(s), nothing else
         self.fc.clear()
 
         def ask(text):

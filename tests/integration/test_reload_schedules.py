@@ -5,7 +5,7 @@ import json
 import time
 import unittest
 
-from harness import require_binary
+from harness import require_binary, tf
 from test_reload import ReloadCase
 
 V1 = """\
@@ -42,15 +42,17 @@ class ReloadSchedulesTest(ReloadCase):
         # the conversation must be stored before the schedule sends to it
         st, _ = h.post_activity(self.acts.message(self.conv, "hello"))
         self.assertEqual(st, 200)
+        t_setup = time.monotonic()
         st, body = self.invoke(h, "setup")
         self.assertEqual((st, json.loads(body)["version"]), (200, "v1"))
         self.bot.write(V2)
         h.wait_log(r"generation 2 live", timeout=10)
         self.assertEqual(self.version(h), "v2")
-        deadline = time.time() + 6
-        while time.time() < deadline and self.texts().count("v2 tick") < 2:
+        deadline = time.monotonic() + tf(6)
+        while time.monotonic() < deadline and self.texts().count("v2 tick") < 2:
             time.sleep(0.1)
-        time.sleep(0.5)
+        # v1's timer was due 1.5 s after the setup: give a wrong firing's send time to arrive
+        time.sleep(max(0.0, t_setup + 1.5 + tf(1.0) - time.monotonic()))
         texts = self.texts()
         self.assertGreaterEqual(texts.count("v2 tick"), 2, texts)
         self.assertNotIn("v1 timer fired", texts, "a timer of the old generation fired after the switch")
