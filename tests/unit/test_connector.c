@@ -381,10 +381,12 @@ static void teardown(void)
 
 static void on_guard(evutil_socket_t fd, short what, void *arg) { *(int *)arg = 1; }
 
+/* Runs the loop until *counter reaches target or unit_tf_ms(ms) pass. */
 static int run_until(const int *counter, int target, int ms)
 {
     int expired = 0;
     struct event *guard = evtimer_new(base, on_guard, &expired);
+    ms = unit_tf_ms(ms);
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     evtimer_add(guard, &tv);
     while (*counter < target && !expired)

@@ -4,6 +4,7 @@
 #define HERALD_UNIT_H
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int unit_failed_checks;
@@ -18,6 +19,15 @@ static int unit_failed_checks;
 #define CHECK_INT(a, b) do { long long a_ = (long long)(a), b_ = (long long)(b); if (a_ != b_) { \
     fprintf(stderr, "    %s:%d: CHECK_INT failed: %s == %lld, expected %lld\n", __FILE__, __LINE__, \
             #a, a_, b_); unit_failed_checks++; } } while (0)
+
+/* ms scaled by HERALD_TEST_TIME_FACTOR (default 1), the tests' one allowance for slow machines: for
+ * how long a test waits for an outcome, never for which of two timers wins. */
+static inline int unit_tf_ms(int ms)
+{
+    const char *f = getenv("HERALD_TEST_TIME_FACTOR");
+    double x = f && *f ? atof(f) : 1.0;
+    return (int)(ms * (x > 0 ? x : 1.0));
+}
 
 typedef struct unit_case { const char *name; void (*fn)(void); } unit_case;
 
