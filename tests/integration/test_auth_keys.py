@@ -62,11 +62,11 @@ class KeyFetchTest(AuthHeraldTestCase):
         time.sleep(1.1)                         # past the floor since the start-up fetch ended
         t0 = time.monotonic()
         st, _ = self.post(h, "a:slowkid", "attack", "Bearer " + unknown_kid_token(self.acts.service_url, "nope"),
-                          timeout=tf(15))
+                          timeout=15)
         took = time.monotonic() - t0
         self.assertEqual(st, 401)
         self.assertLess(took, tf(6), "the request waited for more than one fetch")
-        time.sleep(2.0)                         # a looping recheck would have fetched again by now
+        time.sleep(tf(2.0))                     # a looping recheck would have fetched again by now
         self.assertEqual(self.ts.jwks_fetches, 2, self.ts.key_attempts())
         self.assertIn('reason="unknown signing key (kid)"', h.log)
 
@@ -84,7 +84,7 @@ class KeyFetchTest(AuthHeraldTestCase):
             while time.monotonic() < end:
                 i += 1
                 tok = unknown_kid_token(self.acts.service_url, f"flood-{tag}-{i}")
-                st, _ = self.post(h, f"a:flood-{tag}", "attack", "Bearer " + tok, timeout=tf(15))
+                st, _ = self.post(h, f"a:flood-{tag}", "attack", "Bearer " + tok, timeout=15)
                 with lock:
                     statuses.append(st)
 
@@ -103,20 +103,20 @@ class KeyFetchTest(AuthHeraldTestCase):
                              f"{refetches} refetches in {dur:.1f}s for {len(statuses)} requests")
 
     def test_request_waiting_for_keys_is_answered_within_the_fetch_timeout(self):
-        self.ts.keys_delay = 3.0
+        self.ts.keys_delay = tf(3.0)            # far beyond the 1 s fetch timeout
         h = self.start_auth_herald(env={"HERALD_JWKS_TIMEOUT_MS": "1000"})
         t0 = time.monotonic()
-        st, body = self.post(h, "a:wait", "quiet waited", timeout=tf(20))
+        st, body = self.post(h, "a:wait", "quiet waited", timeout=20)
         took = time.monotonic() - t0
         self.assertEqual(st, 503, body)
-        self.assertLess(took, 2.9, "the request waited for the slow key service, not the timeout")
+        self.assertLess(took, tf(2.9), "the request waited for the slow key service, not the timeout")
         self.assertNotIn("AUTHBOT run", h.log)
-        h.wait_log(r"cannot refresh the channel's signing keys: .*retrying in \d+ ms", tf(5))
+        h.wait_log(r"cannot refresh the channel's signing keys: .*retrying in \d+ ms", 5)
         # the key service recovers: the background retry brings the keys without a request
         self.ts.keys_delay = 0
         self.ts.wait_until(lambda s: s.jwks_fetches >= 1 and any(
-            a["path"] == "jwks" for a in s.key_log if a["time"] > t0), timeout=tf(15), what="a retried fetch")
-        h.wait_log(r"channel signing keys refreshed", tf(5))
+            a["path"] == "jwks" for a in s.key_log if a["time"] > t0), timeout=15, what="a retried fetch")
+        h.wait_log(r"channel signing keys refreshed", 5)
         st, body = self.post(h, "a:wait", "quiet later")
         self.assertEqual(st, 200, f"{st} {body!r}\n{h.log[-1500:]}")
 
@@ -124,10 +124,10 @@ class KeyFetchTest(AuthHeraldTestCase):
         self.ts.keys_outage = 503
         h = self.start_auth_herald(auth=self.ts.herald_env(floor=300))
         # no request is sent: every attempt after the first comes from the background retry
-        self.ts.wait_until(lambda s: s.metadata_fetches >= 3, timeout=tf(10), what="three failed attempts")
+        self.ts.wait_until(lambda s: s.metadata_fetches >= 3, timeout=10, what="three failed attempts")
         self.ts.keys_outage = None
-        self.ts.wait_until(lambda s: s.jwks_fetches >= 1, timeout=tf(15), what="the keys after the outage")
-        h.wait_log(r"channel signing keys refreshed", tf(5))
+        self.ts.wait_until(lambda s: s.jwks_fetches >= 1, timeout=15, what="the keys after the outage")
+        h.wait_log(r"channel signing keys refreshed", 5)
         times = [a["time"] for a in self.ts.key_attempts("metadata")]
         gaps = [b - a for a, b in zip(times, times[1:])]
         self.assertGreaterEqual(len(gaps), 3, self.ts.key_attempts())
@@ -145,16 +145,16 @@ class KeyFetchTest(AuthHeraldTestCase):
     def test_success_resets_the_backoff(self):
         self.ts.keys_outage = 503
         h = self.start_auth_herald(auth=self.ts.herald_env(floor=1))
-        self.ts.wait_until(lambda s: s.metadata_fetches >= 3, timeout=tf(10), what="three failed attempts")
+        self.ts.wait_until(lambda s: s.metadata_fetches >= 3, timeout=10, what="three failed attempts")
         self.ts.keys_outage = None                 # the next step would be 2 s, then 4 s
-        self.ts.wait_until(lambda s: s.jwks_fetches >= 1, timeout=tf(15), what="the keys after the outage")
-        h.wait_log(r"channel signing keys refreshed", tf(5))
+        self.ts.wait_until(lambda s: s.jwks_fetches >= 1, timeout=15, what="the keys after the outage")
+        h.wait_log(r"channel signing keys refreshed", 5)
         self.ts.keys_outage = 503
         time.sleep(1.2)                            # past the floor: an unknown kid may fetch
         n = len(self.ts.key_attempts("metadata"))
         st, _ = self.post(h, "a:reset", "attack", "Bearer " + unknown_kid_token(self.acts.service_url, "x"))
         self.assertEqual(st, 401)
-        self.ts.wait_until(lambda s: len(s.key_attempts("metadata")) >= n + 2, timeout=tf(10),
+        self.ts.wait_until(lambda s: len(s.key_attempts("metadata")) >= n + 2, timeout=10,
                            what="the prodded fetch and its background retry")
         times = [a["time"] for a in self.ts.key_attempts("metadata")][n:n + 2]
         # after a reset the retry comes 0.5–0.75 s later; without one it would be 4 s or more

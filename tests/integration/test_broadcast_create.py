@@ -96,7 +96,7 @@ class BroadcastCreationTest(BroadcastCase):
         h.wait_log(r"broadcast %d abandoned: herald stopped while it was being prepared" % last)
         # the caller retries with the same key: one job, every recipient once
         bid = self.ctl(cmd="broadcast", to={"tenant": "tc"}, text="once", key="release-42")["id"]
-        s = self.wait_state(bid, timeout=tf(60))
+        s = self.wait_state(bid, timeout=60)
         self.assertEqual((s["total"], s["sent"]), (n, n), s)
         self.delivered_once({f"a:tc-{i}" for i in range(n)})
         # and again: the key names the job that exists; nothing new is created or sent
@@ -140,7 +140,7 @@ class BroadcastCreationTest(BroadcastCase):
             dups = 0
         else:       # it had started: it goes on after the restart
             (bid,) = js
-        s = self.wait_state(bid, timeout=tf(90), h=h2)
+        s = self.wait_state(bid, timeout=90, h=h2)
         self.assertEqual((s["total"], s["sent"], s["pending"], s["queued"]), (n, n, 0, 0), s)
         self.delivered_once(expected, allow_dups=0 if state == "preparing" else 1000)
 
@@ -152,7 +152,7 @@ class BroadcastCreationTest(BroadcastCase):
         h4 = self.start(db=h.db)
         self.wait_swept(h.db)
         bid = self.ctl(h4, cmd="broadcast", to={"scope": "personal"}, text="b", key="b")["id"]
-        s = self.wait_state(bid, timeout=tf(90), h=h4)
+        s = self.wait_state(bid, timeout=90, h=h4)
         self.assertEqual((s["total"], s["sent"]), (n, n), s)
         self.delivered_once(expected)
         self.assertEqual(collections.Counter(st for st, _, _ in jobs(h.db).values()),
@@ -181,7 +181,7 @@ class BroadcastCreationTest(BroadcastCase):
         self.assertEqual(self.fc.snapshot(), [])
         # the next one is whole
         bid = self.ctl(cmd="broadcast", to={"tenant": "te"}, text="y", personal=True)["id"]
-        s = self.wait_state(bid, timeout=tf(30))
+        s = self.wait_state(bid, timeout=30)
         self.assertEqual((s["total"], s["sent"]), (1200, 1200), s)
         self.delivered_once({f"a:te-{i}" for i in range(1200)})
 
@@ -197,7 +197,7 @@ class BroadcastCreationTest(BroadcastCase):
             t.join()
         ids = {json.loads(text)["id"] for st, text in answers}
         self.assertEqual(len(ids), 1, answers)
-        s = self.wait_state(ids.pop(), timeout=tf(60))
+        s = self.wait_state(ids.pop(), timeout=60)
         self.assertEqual((s["total"], s["sent"]), (3000, 3000), s)
         self.delivered_once({f"a:tk-{i}" for i in range(3000)})
         js = self.wait_swept(h.db)

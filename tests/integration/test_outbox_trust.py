@@ -76,7 +76,7 @@ class OutboxRowTrustTest(AuthHeraldTestCase):
             self.fc.inject(conv, 503, body={"error": {"code": "ServiceUnavailable", "message": "x"}})
         how(convs)
         self.fc.wait_until(lambda rs: {r["conversation_id"] for r in rs if r["status"] == 503} >= set(convs),
-                           timeout=tf(15), what="a first (503) attempt for each conversation")
+                           timeout=15, what="a first (503) attempt for each conversation")
 
     def restart_due_now(self, h):
         """Stops h, makes every queued row due, lets the connector answer again; returns h's db."""

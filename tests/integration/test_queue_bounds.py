@@ -84,7 +84,7 @@ class QueueBoundsTest(HeraldTestCase):
         self.assertIn("HERALD_MAX_QUEUED_PER_TENANT", res["a:C"][2])
         self.assertIn("HERALD_MAX_QUEUED_TOTAL", res["a:E"][2])
         self.assertEqual(self.rows(h.db), 20, "a refused send wrote a row")
-        self.fc.wait_for(20, timeout=tf(10))
+        self.fc.wait_for(20, timeout=10)
         # bounds count what is outstanding: once delivered, there is room again
         deadline = time.monotonic() + tf(15)
         while json_outbox(h)["queued"] and time.monotonic() < deadline:
@@ -107,7 +107,7 @@ class QueueBoundsTest(HeraldTestCase):
                 self.command(h, f"burst {url} {plan} 20000", r"FLOOD burst end")
                 got = re.findall(pattern, h.log)[before:]
                 self.assertEqual(sum(int(ok) for _, ok, _ in got), 900, got)
-                self.fc.wait_for(900 * (round_ + 1), timeout=tf(60))
+                self.fc.wait_for(900 * (round_ + 1), timeout=60)
                 deadline = time.monotonic() + tf(15)
                 while json_outbox(h)["queued"] and time.monotonic() < deadline:
                     time.sleep(0.05)
@@ -134,7 +134,7 @@ class QueueBoundsTest(HeraldTestCase):
         # the operations outlive the generation that was charged for them: a reload closes it, and
         # they are freed at shutdown without touching it (tearDown: exit 0, sanitizer-clean)
         h.terminate(signal.SIGHUP)
-        h.wait_log(r"reload: generation 1 closed", timeout=tf(10))
+        h.wait_log(r"reload: generation 1 closed", timeout=10)
 
     def test_a_flood_of_sends_keeps_the_host_bounded(self):
         hang = HangingServer()

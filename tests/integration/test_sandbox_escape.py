@@ -257,7 +257,7 @@ class SandboxEscapeTest(HeraldTestCase):
             """))
         h = self.start_herald(script, env=self.env)
         self.post_ok(h, self.acts.message("a:close-err", "x"))
-        h.wait_log(r"closed after: .*handler broke", timeout=tf(10))
+        h.wait_log(r"closed after: .*handler broke", timeout=10)
         h.stop()
 
 
