@@ -186,7 +186,7 @@ class DiskFullTest(DurabilityBase):
         self.post_ok(h, self.acts.message("a:control", "trickle A 0.03"))
         self.post_ok(h, self.acts.message("a:control", "trickle B 0.05 wait"))
         self.fc.wait_until(lambda r: len(self.sent_texts("A ")) >= 10 and len(self.sent_texts("B ")) >= 5,
-                           tf(20), "the trickles to run")
+                           20, "the trickles to run")
 
         ns.fill()
         j = wait_health(h, lambda j: not j.get("store", {}).get("writable", True), tf(10), "the store degraded")
@@ -216,12 +216,12 @@ class DiskFullTest(DurabilityBase):
         j = wait_health(h, lambda j: j.get("store", {}).get("writable"), tf(10), "the store writable again")
         self.assertEqual(j["status"], "ok")
         self.assertIsNone(j["store"]["last_error"])
-        h.wait_log(r"store: writable again after \d+ ms", tf(5))
+        h.wait_log(r"store: writable again after \d+ ms", 5)
 
         # Teams sends the refused activities again: each runs once now, and is stored
         for a in during:
             self.post_ok(h, a)
-        self.fc.wait_until(lambda r: len(self.sent_texts("echo: hello")) >= len(during), tf(15),
+        self.fc.wait_until(lambda r: len(self.sent_texts("echo: hello")) >= len(during), 15,
                            "the echo of every redelivered activity")
         for a in during:                 # a second redelivery is acknowledged, not run
             self.post_ok(h, a)
@@ -249,7 +249,7 @@ class DiskFullTest(DurabilityBase):
             ok = {t: {i for i, r in results[t].items() if r.get("ok") is not None} for t in results}
             got = {t: [x for x, _ in self.sent_texts(t + " ")] for t in results}
             return all(len(got[t]) >= len(ok[t]) for t in results) and (ok, got)
-        ok, got = self.fc.wait_until(lambda r: settled(), tf(20), "every accepted send delivered")
+        ok, got = self.fc.wait_until(lambda r: settled(), 20, "every accepted send delivered")
         time.sleep(tf(0.5))
         got = {t: [x for x, _ in self.sent_texts(t + " ")] for t in results}
         for tag in ("A", "B"):
@@ -285,17 +285,17 @@ class DiskFullTest(DurabilityBase):
         env = {"HERALD_SHUTDOWN_GRACE_MS": "300", "HERALD_OUTBOX_MAX_IN_FLIGHT": "2"}
         h = self.ns_herald(ns, env)
         self.post_ok(h, self.acts.message("a:control", "trickle S 0.01"))
-        self.fc.wait_until(lambda r: len(self.sent_texts("S ")) >= 20, tf(20), "the trickle to run")
+        self.fc.wait_until(lambda r: len(self.sent_texts("S ")) >= 20, 20, "the trickle to run")
         ns.fill()
         wait_health(h, lambda j: not j.get("store", {}).get("writable", True), tf(10),
                     "the store degraded")
         h.terminate()
-        self.assertEqual(h.wait_exit(tf(30)), 1, "a stop that loses kept writes must not exit 0")
+        self.assertEqual(h.wait_exit(30), 1, "a stop that loses kept writes must not exit 0")
         self.assertRegex(h.log, r"store: stopping with \d+ write\(s\) that could not be committed")
         h.assert_clean(expect_code=1)
         ns.free()
         h2 = self.ns_herald(ns, env)
-        h2.wait_log(r"resuming \d+ queued operation|listening on", tf(5))
+        h2.wait_log(r"resuming \d+ queued operation|listening on", 5)
         time.sleep(tf(2))
         h2.stop()
         texts = [x for x, _ in self.sent_texts("S ")]
@@ -396,7 +396,7 @@ class BusyLockTest(DurabilityBase):
     def test_held_lock_never_stalls_the_loop_and_nothing_is_lost(self):
         h = self.start_herald(BOT, env=self.ENV)
         self.post_ok(h, self.acts.message("a:control", "trickle L 0.05"))
-        self.fc.wait_until(lambda r: len(self.sent_texts("L ")) >= 3, tf(15), "the trickle to run")
+        self.fc.wait_until(lambda r: len(self.sent_texts("L ")) >= 3, 15, "the trickle to run")
 
         hold_s = tf(4)
         locked = threading.Event()
@@ -438,7 +438,7 @@ class BusyLockTest(DurabilityBase):
         for a in refused:                         # Teams' retries
             self.post_ok(h, a)
         self.fc.wait_until(lambda r: len(self.sent_texts("echo: during the lock")) >= len(refused),
-                           tf(15), "the refused activities to run once retried")
+                           15, "the refused activities to run once retried")
         st, _ = self.invoke(h, "stop", {"tag": "L"})
         self.assertEqual(st, 200)
         deadline = time.monotonic() + tf(15)
@@ -449,7 +449,7 @@ class BusyLockTest(DurabilityBase):
             self.assertLess(time.monotonic(), deadline)
             time.sleep(0.1)
         ok = sorted(f"L {i}" for i, r in rep["results"].items() if r.get("ok") is not None)
-        self.fc.wait_until(lambda r: len(self.sent_texts("L ")) >= len(ok), tf(15), "all sends")
+        self.fc.wait_until(lambda r: len(self.sent_texts("L ")) >= len(ok), 15, "all sends")
         time.sleep(tf(0.3))
         self.assertEqual(sorted(x for x, _ in self.sent_texts("L ")), ok)
         echoes = [x for x, _ in self.sent_texts("echo: during the lock")]
@@ -462,7 +462,7 @@ class SecondProcessTest(DurabilityBase):
     def test_second_herald_on_the_same_database_is_refused_and_reports_still_work(self):
         h = self.start_herald(BOT, env=self.ENV)
         self.post_ok(h, self.acts.message("a:r-1", "hi"))
-        self.fc.wait_for(1, tf(10))
+        self.fc.wait_for(1, 10)
         second = Herald(BOT, env=self.ENV, db=h.db)
         self._heralds.append(second)
         with self.assertRaises(AssertionError) as cm:
@@ -481,13 +481,13 @@ class SecondProcessTest(DurabilityBase):
         self.assertTrue(flags & 0o2000000, "the lock fd is not close-on-exec")
         # a second herald with an admin socket of its own is refused by the database's lock
         rc, out, err = run_cli(["run", "--dev", "--listen", "127.0.0.1:0", "--db", h.db,
-                                "--admin-socket", h.db + ".other.sock", BOT], timeout=tf(20))
+                                "--admin-socket", h.db + ".other.sock", BOT], timeout=20)
         self.assertEqual(rc, 1, err)
         self.assertIn(f"another herald (pid {pid}) is running on {h.db}", err)
         self.assertFalse(os.path.exists(h.db + ".other.sock"))
         for args in (["outbox", "--json"], ["blocked", "--json"], ["deliveries", "--json"],
                      ["schedules", "--json"], ["broadcast", "list"]):
-            rc, out, err = run_cli(args + ["--db", h.db], timeout=tf(20))
+            rc, out, err = run_cli(args + ["--db", h.db], timeout=20)
             self.assertEqual(rc, 0, f"herald {' '.join(args)}: {err}")
         self.assertTrue(h.alive())
         h.stop()

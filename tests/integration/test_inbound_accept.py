@@ -22,19 +22,22 @@ class RedeliveryAfterRefusalTest(HeraldTestCase):
 
     def test_redelivery_after_503_runs_once(self):
         h = self.start_herald(BOT, env={"HERALD_MAX_TASKS": "1", "HERALD_RESPONSE_DEADLINE_MS": "200"})
-        # the one task slot is busy for a while
-        self.post_ok(h, self.acts.message("a:hold", "hold %s" % tf(2)))
+        # the one task slot is busy until the test lets its reply through
+        gate = self.fc.hold(method="POST")
+        self.post_ok(h, self.acts.message("a:hold", "hold 0"))
+        gate.wait_held(1)
         m = self.acts.message("a:m", "hello once")
         st, body = h.post_activity(m)
         self.assertEqual(st, 503, body)
         self.assertIn("too busy", body)
+        gate.release()
         deadline = time.monotonic() + tf(15)
         while json.loads(h.healthz()[1])["tasks"] > 0:
             self.assertLess(time.monotonic(), deadline, "the holding task never ended")
             time.sleep(0.05)
         # Teams' retry of the refused activity (same id) runs it
         self.post_ok(h, m)
-        self.fc.wait_until(lambda r: self.echoes("hello once"), tf(10), "the retried activity's echo")
+        self.fc.wait_until(lambda r: self.echoes("hello once"), 10, "the retried activity's echo")
         # and a redelivery of the accepted one does not run it again
         self.post_ok(h, m)
         time.sleep(tf(0.5))
@@ -97,16 +100,16 @@ class AnswerAfterCommitTest(HeraldTestCase):
         h = self.start_herald(bot("outbox_bot.lua"), env={"HERALD_TEST_COMMIT_DELAY_MS": "400",
                                                           "HERALD_RESPONSE_DEADLINE_MS": "60000"})
         value = {"cmd": "blast", "n": self.N, "m": 4, "tag": "k", "wait": False}
-        st, body = h.post_activity(self.acts.invoke("a:ctl", "outbox", value), timeout=tf(30))
+        st, body = h.post_activity(self.acts.invoke("a:ctl", "outbox", value), timeout=30)
         self.assertEqual(st, 200, body)
         self.assertEqual(json.loads(body).get("ops"), self.N, body)
         h.proc.kill()                      # at once: the answer is all the caller knows
-        h.wait_exit(tf(10))
+        h.wait_exit(10)
         h2 = self.start_herald(bot("outbox_bot.lua"), db=h.db)
         want = {f"k {i} {i % 4}" for i in range(self.N)}
 
         def delivered(reqs):
             got = {(r.get("json") or {}).get("text") for r in reqs if r["method"] == "POST"}
             return want <= got
-        self.fc.wait_until(delivered, tf(20), f"all {self.N} sends the answer reported")
+        self.fc.wait_until(delivered, 20, f"all {self.N} sends the answer reported")
         h2.stop()

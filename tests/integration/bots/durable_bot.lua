@@ -4,7 +4,8 @@
 --   message "trickle TAG GAP_S [wait]"  sends "TAG i" to conversation "a:TAG-i" (a reference table
 --        with this activity's serviceUrl) for i = 1, 2, ... every GAP_S seconds until invoke "stop"
 --        names TAG; fire-and-forget unless "wait". What each teams.send returned is recorded.
---   message "hold S"                    sleeps S seconds (keeps a task busy)
+--   message "hold S"                    sleeps S seconds, then replies "held" (keeps a task busy;
+--                                       a test holding the connector's answers keeps it longer)
 --   any other message                   ev:reply("echo: " .. text)
 --   invoke "report" {tag}               → { done, results = { ["i"] = { ok = op or id, code } } }
 --   invoke "stop" {tag}                 stops that trickle
@@ -35,6 +36,7 @@ teams.on_message(function(ev)
   local s = ev.text:match("^hold (%S+)$")
   if s then
     teams.sleep(tonumber(s))
+    ev:reply("held")
     return
   end
   ev:reply("echo: " .. ev.text)
