@@ -341,6 +341,7 @@ class Scenario:
         self.events = []                               # what the plan did, for the summary
         self.seq = collections.Counter()
         self.accepted = {}                             # marker → op id
+        self.answered_at = {}                          # marker → when its batch was answered
         self.refused = {}                              # marker → code
         self.unknown = set()
         self.unsent = set()                            # the ctl call could not even connect
@@ -348,8 +349,8 @@ class Scenario:
         self.broadcasts = {}                           # key → job id
         self.creation_kills = []
         self.firing_kills = 0
-        self.second = None
-        self.store_errors_seen = {}
+        self.seconds = []                              # what each second herald did
+        self.store_errors_seen = collections.Counter()   # store errors herald logged / fsyncs failed
         self.failures = []
         self.phases = []                               # [what, from, to] (monotonic)
 
@@ -453,7 +454,9 @@ class Scenario:
                 continue
             if st == 200 and isinstance(body, dict) and isinstance(body.get("r"), list) \
                     and len(body["r"]) == len(marks):
+                now = time.monotonic()
                 for mk, (op, code) in zip(marks, body["r"]):
+                    self.answered_at[mk] = now
                     if op:
                         self.accepted[mk] = op
                     else:
@@ -581,7 +584,7 @@ class Scenario:
         if killed:
             self.start()
         self.phases[-1][2] = time.monotonic()
-        self.store_errors_seen["full"] = seen
+        self.store_errors_seen["full"] += seen
         self.events.append(f"disk full {time.monotonic() - t0:.1f}s, herald logged {seen} store "
                            f"error(s){', killed in it' if killed else ''}")
         self.say(f"disk has space again (herald logged {seen} store error(s))")
@@ -599,7 +602,7 @@ class Scenario:
         self.storage.set_fsync(False)
         self.phases[-1][2] = time.monotonic()
         n = self.storage.injected()["fsync"] - before
-        self.store_errors_seen["fsync"] = n
+        self.store_errors_seen["fsync"] += n
         self.events.append(f"fsync failing {time.monotonic() - t0:.1f}s, {n} fsync(s) failed")
         self.say(f"fsync works again ({n} fsync call(s) failed meanwhile)")
 
@@ -615,19 +618,21 @@ class Scenario:
             started = False
         if started:
             h2.kill()
-            self.second = f"a second herald STARTED on the same database (pid {h2.proc.pid})"
+            what = f"a second herald STARTED on the same database (pid {h2.proc.pid})"
         else:
             m = re.search(r"another herald[^\n]*", h2.log)
             ok = h2.exit_code == 1 and m is not None and first.alive()
-            self.second = ("refused: " + m.group(0)) if ok else \
+            what = ("refused: " + m.group(0)) if ok else \
                 (f"not refused as expected: exit {h2.exit_code}, first alive {first.alive()}, "
                  f"stderr:\n{h2.log[-2000:]}")
-        self.say(f"second herald: {self.second}")
+        self.say(f"second herald: {what}")
         # the first goes on: one more batch answered by it
         deadline = time.monotonic() + tf(30)
         while self.batches["answered"] == n0 and time.monotonic() < deadline and self.current is first:
             time.sleep(0.05)
-        self.second_then_served = self.batches["answered"] > n0
+        if self.batches["answered"] == n0:
+            what += "; but the first answered no batch after it"
+        self.seconds.append(what)
 
     # ---- the run --------------------------------------------------------------------------------
     PLAN = ["kill", "kill", "kill", "bcast_create", "sched_kill", "storm", "storm", "disk_full",
@@ -649,7 +654,8 @@ class Scenario:
             for h in self.incarnations:
                 h.kill()
             self.fc.stop()
-            keep = getattr(self, "keep", False) or bool(self.failures)
+            keep = getattr(self, "keep", False) or bool(self.failures) or \
+                bool(getattr(self, "result", None) and self.problems())
             self.storage.close(keep=keep)
             if not keep:
                 for h in self.incarnations:
@@ -861,9 +867,10 @@ class Scenario:
             nd = sum(1 for x in copies[mk] if x.get("dropped"))
             allowance += nd
             conv_allow[mk[1]] += nd
-            for t in sorted(x["time"] for x in copies[mk])[-u:]:
-                k = max((i for i, kt in enumerate(kill_times) if kt < t), default=None)
-                per_kill[k] += 1
+            # the copy herald finally recorded is the last, sent by the incarnation after the kill
+            # at which this operation was out: that kill is the latest before it
+            t = max(x["time"] for x in copies[mk])
+            per_kill[max((i for i, kt in enumerate(kill_times) if kt < t), default=None)] += 1
         nkills = len(self.kills)
         dup_bad = []
         if unexplained_total > nkills * MAX_IN_FLIGHT + allowance:
@@ -873,7 +880,12 @@ class Scenario:
         if over:
             dup_bad.append(f"conversations with more unexplained duplicates than kills: {over}")
         if None in per_kill:
-            dup_bad.append(f"{per_kill[None]} unexplained duplicate(s) before the first kill")
+            dup_bad.append(f"{per_kill[None]} operation(s) with duplicates herald's records do not explain, "
+                           f"all before the first kill")
+        crowded = {f"kill #{k + 1}": n for k, n in per_kill.items() if k is not None and n > MAX_IN_FLIGHT}
+        if crowded:
+            dup_bad.append(f"more operations repeated after a kill than HERALD_OUTBOX_MAX_IN_FLIGHT={MAX_IN_FLIGHT} "
+                           f"could have had out: {crowded}")
 
         self.result = {
             "lost": lost_m, "lost_broadcast": lost_b, "partial_firings": partial, "phantom": phantom,
@@ -893,6 +905,7 @@ class Scenario:
             "status_429": sum(1 for r in recs if r["status"] == 429), "drops": drops,
             "herald_sent": n_sent, "herald_resent": resent, "herald_runs": runs,
             "herald_attempts": sum(o["attempts"] for o in ops),
+            "abandoned": sum(1 for j in self.bjobs if j.get("state") == "abandoned"),
         }
         if os.environ.get("JEPSEN_DUMP"):
             import pickle
@@ -908,34 +921,46 @@ class Scenario:
             f"jepsen: seed={self.seed} {'short' if self.short else f'soak {self.minutes} min'} "
             f"rounds={self.rounds} msgs={n['markers']} (accepted {n['accepted']}, refused {n['refused']}, "
             f"unknown {n['unknown']} of which {n['unknown_delivered']} arrived) firings={n['firings']} "
-            f"broadcasts={n['broadcasts']}x{self.nr} kills={len(self.kills)} (creation {len(self.creation_kills)}, "
+            f"broadcasts={n['broadcasts']}x{self.nr} (abandoned {n['abandoned']}) kills={len(self.kills)} (creation {len(self.creation_kills)}, "
             f"firing {self.firing_kills}) faults: random={n['random_faults']} 429={n['status_429']} "
-            f"dropped={n['drops']} disk={self.storage.disk} full-errors={self.store_errors_seen.get('full')} "
-            f"fsync-failed={self.store_errors_seen.get('fsync')} second={'refused' if self.second and self.second.startswith('refused') else 'NOT refused'} | "
+            f"dropped={n['drops']} disk={self.storage.disk} full-errors={self.store_errors_seen['full']} "
+            f"fsync-failed={self.store_errors_seen['fsync']} second={self.second_verdict()} | "
             f"lost={len(lost_m) + len(lost_b) + len(partial)} dup={n['dup']} (herald-explained {n['dup_explained']}, "
-            f"crash window {n['dup_crash_window']} ≤ {len(self.kills)}×{MAX_IN_FLIGHT}, max/kill {n['dup_per_kill_max']}) "
+            f"crash window {n['dup_crash_window']} ≤ {len(self.kills)}×{MAX_IN_FLIGHT}, max {n['dup_per_kill_max']} op(s)/kill) "
             f"reordered={len(reordered)} phantom={len(phantom)} | herald: sent={n['herald_sent']} "
             f"attempts={n['herald_attempts']} resent={n['herald_resent']} runs={n['herald_runs']}")
         print(self.summary, file=self.out, flush=True)
         for e in self.events:
             self.say(e)
 
+    def second_verdict(self):
+        """"refused" when every second herald was refused and the first went on."""
+        bad = [w for w in self.seconds if not w.startswith("refused") or "; but" in w]
+        return "refused" if self.seconds and not bad else f"FAILED: {bad or 'never tried'}"
+
     def problems(self, *keys):
         """{name: evidence} of the named checks that failed (all when none named)."""
         return {k: v for k, v in self.result.items() if (not keys or k in keys) and v}
 
     def evidence(self, mks, limit=8):
-        """The fake's records of some markers, for a failure message."""
-        want = set(list(mks)[:limit])
+        """What the driver and the fake know of some markers, the kills and the fault phases (times
+        in seconds from the start), for a failure message."""
+        want = list(mks)[:limit]
         lines = []
-        for r in self.recs:
-            mk = marker(r)
-            if mk in want:
-                lines.append(f"  {mk} t={r['time']:.3f} {r['status']}{' dropped' if r.get('dropped') else ''}"
-                             f"{' fault=' + str(r.get('random_fault')) if r.get('random_fault') is not None else ''}")
-        kills = "\n".join(f"  kill at t={t:.3f}: {why}" for t, why in self.kills)
-        logs = "\n".join(f"  {h.tmp}" for h in self.incarnations)
-        return "\n".join(lines) + f"\n{kills}\nherald logs (kept):\n{logs}"
+        for mk in want:
+            acc = self.answered_at.get(mk)
+            lines.append(f"  {mk}: op {self.accepted.get(mk)}, answered at "
+                         f"{'-' if acc is None else f'{acc - self.t0:.3f}'}")
+            for r in self.recs:
+                if marker(r) == mk:
+                    lines.append(f"    fake t={r['time'] - self.t0:.3f} {r['status']}"
+                                 f"{' dropped' if r.get('dropped') else ''}"
+                                 f"{' fault=' + str(r.get('random_fault')) if r.get('random_fault') is not None else ''}")
+        lines += [f"  kill at {t - self.t0:.3f}: {why}" for t, why in self.kills]
+        lines += [f"  {what} from {a - self.t0:.3f} to {b - self.t0 if b else float('nan'):.3f}"
+                  for what, a, b in self.phases]
+        lines.append("herald logs (kept): " + " ".join(h.tmp for h in self.incarnations))
+        return "\n".join(lines)
 
 
 def main():
@@ -951,8 +976,8 @@ def main():
         print(f"jepsen: seed={s.seed} ABORTED: {e}", file=sys.stderr)
         return 2
     bad = s.problems()
-    if s.second is None or not s.second.startswith("refused"):
-        bad["second_herald"] = s.second
+    if s.second_verdict() != "refused":
+        bad["second_herald"] = s.second_verdict()
     for k, v in bad.items():
         print(f"FAILED {k}: {v if isinstance(v, str) else v[:20]}", file=sys.stderr)
         if k in ("lost", "phantom"):
