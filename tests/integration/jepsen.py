@@ -16,13 +16,16 @@ Faults (the plan is a seeded shuffle; a soak repeats it):
   - 25 % of POSTs fail at random at the fake: 500, 503, RESET, ACCEPT_RESET (acted on, then the
     connection dropped: libcurl may send it again), ACCEPT_CLOSE, or slow answers;
   - 429 storms: every POST of one tenant answered 429 with Retry-After: 1 for 1 to 2.5 s;
-  - kill -9 at random points, and at two chosen ones: while a broadcast is being created
-    (HERALD_TEST_CRASH_BROADCAST in the ASan build; a short random delay after the call in a build
-    without test hooks) and while a schedule firing's sends are in flight (the fake holds one of
-    them unanswered and the kill lands then); every restart is on the same database;
-  - a full disk (a tmpfs in a private mount namespace when mount works: real ENOSPC; else the
-    LD_PRELOAD shim tests/fault_shim.c) and a failing fsync (the shim: EIO), herald running
-    through both and recovering by itself;
+  - kill -9 at random points (half of them while a ctl call is out), and at three chosen ones:
+    while a broadcast is being created (HERALD_TEST_CRASH_BROADCAST in the ASan build; a short
+    random delay after the call in a build without test hooks), while a schedule firing's sends are
+    in flight (the fake holds one of them unanswered and the kill lands then), and while the disk
+    is full; every restart is on the same database;
+  - a full disk (a tmpfs in a private mount namespace, test_durability's, when mount works: real
+    ENOSPC; else the LD_PRELOAD shim tests/fault_shim.c) that herald runs through and recovers
+    from by itself (/healthz store writable again), and a failing fsync (the shim: EIO; with
+    synchronous=NORMAL only checkpoints sync, so if none came within 4 s a graceful restart makes
+    one at close);
   - a second herald started on the same database: refused, and the first goes on.
 Account (after herald drained: /healthz outbox queued 0, in_flight 0, every broadcast done):
   - accepted: a marker whose send returned an operation id in an answered ctl call; refused: the
@@ -35,10 +38,17 @@ Account (after herald drained: /healthz outbox queued 0, in_flight 0, every broa
     increasing sequence numbers (m: seq, s: due). Must be 0.
   - duplicated: 201 copies beyond the first. herald explains a copy when the operation's own record
     (outbox_attempts) has an attempt after which Teams may hold the message: a network error or a
-    timeout (the request may have arrived), or a re-send libcurl made; the rest is the crash window: attempts that were out (or answered but not yet committed) when herald was
-    killed. It must stay within HERALD_OUTBOX_MAX_IN_FLIGHT per kill, and within one per kill per
-    conversation (a conversation has one attempt out at a time) plus the copies the fake itself
-    accepted and dropped (a libcurl re-send of those may not have been counted before the kill).
+    timeout (the request may have arrived), or a re-send libcurl made. The rest is the crash window
+    of a kill: attempts out (at most HERALD_OUTBOX_MAX_IN_FLIGHT, one per conversation) and attempts
+    answered in the loop turn whose commit the kill prevented (they were out at the turn's start,
+    so at most as many again; a next attempt of the same conversation can start in that turn
+    before the commit, so two per conversation). WINDOW = 2 x HERALD_OUTBOX_MAX_IN_FLIGHT per kill;
+    what a run shows is printed (ops per kill), and is usually within the first half. Checked: no
+    operation with such copies before the first kill; per kill at most WINDOW operations repeated
+    (each counted at the latest kill before its last copy, the copy herald recorded); in all at
+    most kills x WINDOW copies, per conversation at most two per kill, in both cases plus the
+    copies the fake accepted and dropped (libcurl's re-send of one of those, during an attempt out
+    at a kill, was never counted).
   - herald's report agrees with the fake: `herald deliveries --json` has one sent operation per
     distinct marker the fake accepted and nothing in another state; each sent operation's result id
     is a 201 the fake gave for that very marker (for m markers: the operation id the send returned);
@@ -52,7 +62,6 @@ evidence (markers, fake records, herald log tails) rather than relying on a repl
 """
 import argparse
 import collections
-import errno
 import http.client
 import json
 import os
@@ -70,10 +79,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from harness import HERALD_BIN, ROOT, Herald, base_env, bot, sanitizer_problems, tf  # noqa: E402
 import fake_connector as fcm  # noqa: E402
+# the tmpfs in a private mount namespace is test_durability's (one copy of it)
+from test_durability import CAN_MOUNT, MOUNT_WHY, Namespace  # noqa: E402
 
 BOT = bot("jepsen_bot.lua")
 SHIM = os.path.join(ROOT, "build", "fault_shim.so")
 MAX_IN_FLIGHT = 8
+WINDOW = 2 * MAX_IN_FLIGHT      # operations a kill can leave sent but unrecorded (see the account)
 SCHED_ID = "jepsen-tick"
 SCHED_CONVS = [f"a:js-{k}" for k in range(3)]
 CHOICES = (500, 503, fcm.RESET, fcm.ACCEPT_RESET, fcm.ACCEPT_CLOSE, (fcm.SLOW, 0.3))
@@ -105,70 +117,6 @@ def has_test_hooks(binary=HERALD_BIN):
 
 # ---- where the database lives, and how its disk fails -------------------------------------------
 
-def _can_mount():
-    d = tempfile.mkdtemp(prefix="herald-nsprobe-")
-    try:
-        r = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
-                            'mount -t tmpfs -o size=1m tmpfs "$0" && touch "$0/x"', d],
-                           capture_output=True, timeout=10)
-        return r.returncode == 0, r.stderr.decode(errors="replace").strip() or f"exit {r.returncode}"
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return False, str(e)
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
-
-
-class Namespace:
-    """A private mount namespace kept alive by a sleeping process, with a tmpfs of size_mb at
-    self.dir; herald runs in it through nsenter, the driver reaches it through /proc/PID/root."""
-
-    def __init__(self, size_mb):
-        self.dir = tempfile.mkdtemp(prefix="herald-tmpfs-")
-        script = 'mount -t tmpfs -o size=%dm tmpfs "$0" && echo ready && exec sleep 100000' % size_mb
-        self.proc = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c",
-                                      script, self.dir], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-        line = self.proc.stdout.readline()
-        if line.strip() != b"ready":
-            raise AssertionError(f"tmpfs namespace did not start: {self.proc.stderr.read()!r}")
-
-    def path(self, name=""):
-        return os.path.join(f"/proc/{self.proc.pid}/root", self.dir.lstrip("/"), name)
-
-    def inner(self, name=""):
-        return os.path.join(self.dir, name)
-
-    def prefix(self):
-        return ["nsenter", "-t", str(self.proc.pid), "-m", "--"]
-
-    def fill(self):
-        """Fills the tmpfs until write() fails with ENOSPC; returns the bytes written."""
-        total = 0
-        with open(self.path("filler"), "wb", buffering=0) as f:
-            for chunk in (1 << 20, 4096, 512, 1):
-                block = b"\0" * chunk
-                while True:
-                    try:
-                        f.write(block)
-                        total += chunk
-                    except OSError as e:
-                        if e.errno != errno.ENOSPC:
-                            raise
-                        break
-        return total
-
-    def free(self):
-        os.unlink(self.path("filler"))
-
-    def close(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc.stdout.close()
-        self.proc.stderr.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
 class Storage:
     """The database and its faults. A full disk is a real one (a tmpfs filled to the last byte)
     when this process may mount, else the shim's ENOSPC; a failing fsync is always the shim's EIO
@@ -183,7 +131,7 @@ class Storage:
         self.modes = set()
         self.ns = None
         disk = disk or os.environ.get("JEPSEN_DISK") or None
-        ok, why = (_can_mount() if disk in (None, "tmpfs") else (False, "JEPSEN_DISK=shim"))
+        ok, why = (CAN_MOUNT, MOUNT_WHY) if disk in (None, "tmpfs") else (False, "JEPSEN_DISK=shim")
         if disk == "tmpfs" and not ok:
             raise AssertionError(f"JEPSEN_DISK=tmpfs but no tmpfs can be mounted: {why}")
         if ok:
@@ -201,7 +149,7 @@ class Storage:
         return "tmpfs" if self.ns else "shim"
 
     def prefix(self):
-        return self.ns.prefix() if self.ns else []
+        return ["nsenter", "-t", str(self.ns.proc.pid), "-m", "--"] if self.ns else []
 
     def env(self):
         return {"LD_PRELOAD": SHIM, "HERALD_FAULT_PREFIX": self.db, "HERALD_FAULT_CONTROL": self.control,
@@ -264,7 +212,7 @@ class Storage:
     def close(self, keep=False):
         if self.ns and keep:                  # the database outlives its tmpfs, for a post-mortem
             for name in os.listdir(self.ns.path()):
-                if name.startswith("h.db"):
+                if name in ("h.db", "h.db-wal", "h.db-shm"):
                     shutil.copy(self.ns.path(name), self.work)
         if self.ns:
             self.ns.close()
@@ -378,6 +326,15 @@ class Scenario:
         self.say(f"kill -9 #{len(self.kills)} ({why})")
         if restart:
             self.start(env)
+
+    def restart_gracefully(self, why):
+        """SIGTERM (exit 0, sanitizer-clean), then a new herald on the same database."""
+        with self.lock:
+            h = self.current
+            self.current = None
+        h.stop(timeout=tf(60))
+        self.say(f"SIGTERM and restart ({why})")
+        self.start()
 
     @staticmethod
     def _reap(h, code):
@@ -565,29 +522,52 @@ class Scenario:
     def store_errors(self):
         return sum(len(STORE_ERROR.findall(h.log)) for h in self.incarnations)
 
-    def ev_disk_full(self):
+    def disk_full(self):
+        """Fills the disk and waits until herald met it (a write failed: it logged a store error),
+        at least 1.5 s; returns the number of store errors it logged."""
         before = self.store_errors()
         self.storage.set_full(True)
         self.say(f"disk full ({self.storage.full_how})")
         t0 = time.monotonic()
         self.phases.append(["disk full", t0, None])
-        # the phase lasts until herald met the full disk (a write failed), and at least 1.5 s
         deadline = t0 + tf(30)
         while self.store_errors() == before and time.monotonic() < deadline:
             time.sleep(0.05)
-        seen = self.store_errors() - before
         time.sleep(max(0.0, 1.5 - (time.monotonic() - t0)))
-        killed = self.rng.random() < 0.5
-        if killed:
-            self.kill("while the disk is full", restart=False)
-        self.storage.set_full(False)
-        if killed:
-            self.start()
-        self.phases[-1][2] = time.monotonic()
+        seen = self.store_errors() - before
         self.store_errors_seen["full"] += seen
+        return seen
+
+    def disk_freed(self):
+        self.storage.set_full(False)
+        self.phases[-1][2] = time.monotonic()
+        self.say("the disk has space again")
+
+    def ev_disk_full(self):
+        # herald runs through it and recovers by itself: /healthz says the store is writable again
+        t0 = time.monotonic()
+        seen = self.disk_full()
+        self.disk_freed()
+        deadline = time.monotonic() + tf(30)
+        while True:
+            store = self.health().get("store")
+            if store is None or store.get("writable"):
+                break
+            if time.monotonic() > deadline:
+                self.failures.append(f"the store did not recover by itself within 30 s of the disk "
+                                     f"being freed: {store}")
+                break
+            time.sleep(0.05)
         self.events.append(f"disk full {time.monotonic() - t0:.1f}s, herald logged {seen} store "
-                           f"error(s){', killed in it' if killed else ''}")
-        self.say(f"disk has space again (herald logged {seen} store error(s))")
+                           f"error(s) and recovered{' (/healthz has no store state)' if store is None else ''}")
+
+    def ev_kill_full(self):
+        # kill -9 while the store cannot commit: what herald accepted before must still go out
+        seen = self.disk_full()
+        self.kill("while the disk is full", restart=False)
+        self.disk_freed()
+        self.start()
+        self.events.append(f"disk full, herald logged {seen} store error(s), killed in it")
 
     def ev_fsync(self):
         before = self.storage.injected()["fsync"]
@@ -595,15 +575,21 @@ class Scenario:
         self.say("fsync fails (EIO)")
         t0 = time.monotonic()
         self.phases.append(["fsync failing", t0, None])
-        deadline = t0 + tf(8)
+        # with synchronous=NORMAL only a checkpoint syncs: one comes when the WAL has grown enough,
+        # and if none came by then, a graceful restart makes one (SQLite checkpoints at close)
+        deadline = t0 + tf(4)
         while self.storage.injected()["fsync"] == before and time.monotonic() < deadline:
             time.sleep(0.05)
+        how = "a checkpoint on the way"
+        if self.storage.injected()["fsync"] == before:
+            self.restart_gracefully("to make SQLite checkpoint while fsync fails")
+            how = "the checkpoint of a graceful stop"
         time.sleep(max(0.0, 1.5 - (time.monotonic() - t0)))
         self.storage.set_fsync(False)
         self.phases[-1][2] = time.monotonic()
         n = self.storage.injected()["fsync"] - before
         self.store_errors_seen["fsync"] += n
-        self.events.append(f"fsync failing {time.monotonic() - t0:.1f}s, {n} fsync(s) failed")
+        self.events.append(f"fsync failing {time.monotonic() - t0:.1f}s, {n} fsync(s) failed (first in {how})")
         self.say(f"fsync works again ({n} fsync call(s) failed meanwhile)")
 
     def ev_second(self):
@@ -635,8 +621,8 @@ class Scenario:
         self.seconds.append(what)
 
     # ---- the run --------------------------------------------------------------------------------
-    PLAN = ["kill", "kill", "kill", "bcast_create", "sched_kill", "storm", "storm", "disk_full",
-            "fsync", "second", "broadcast"]
+    PLAN = ["kill", "kill", "kill", "bcast_create", "sched_kill", "kill_full", "storm", "storm",
+            "disk_full", "fsync", "second", "broadcast"]
 
     def run(self):
         self.t0 = time.monotonic()
@@ -873,25 +859,25 @@ class Scenario:
             per_kill[max((i for i, kt in enumerate(kill_times) if kt < t), default=None)] += 1
         nkills = len(self.kills)
         dup_bad = []
-        if unexplained_total > nkills * MAX_IN_FLIGHT + allowance:
+        if unexplained_total > nkills * WINDOW + allowance:
             dup_bad.append(f"{unexplained_total} duplicate(s) herald's records do not explain: more than "
-                           f"{nkills} kill(s) × {MAX_IN_FLIGHT} in flight (+{allowance} copies dropped by the fake)")
-        over = {c: n for c, n in per_conv.items() if n > nkills + conv_allow[c]}
+                           f"{nkills} kill(s) × {WINDOW} (+{allowance} copies dropped by the fake)")
+        over = {c: n for c, n in per_conv.items() if n > 2 * nkills + conv_allow[c]}
         if over:
-            dup_bad.append(f"conversations with more unexplained duplicates than kills: {over}")
+            dup_bad.append(f"conversations with more unexplained duplicates than two per kill: {over}")
         if None in per_kill:
             dup_bad.append(f"{per_kill[None]} operation(s) with duplicates herald's records do not explain, "
                            f"all before the first kill")
-        crowded = {f"kill #{k + 1}": n for k, n in per_kill.items() if k is not None and n > MAX_IN_FLIGHT}
+        crowded = {f"kill #{k + 1}": n for k, n in per_kill.items() if k is not None and n > WINDOW}
         if crowded:
-            dup_bad.append(f"more operations repeated after a kill than HERALD_OUTBOX_MAX_IN_FLIGHT={MAX_IN_FLIGHT} "
-                           f"could have had out: {crowded}")
+            dup_bad.append(f"more operations repeated after a kill than the window of {WINDOW} "
+                           f"(HERALD_OUTBOX_MAX_IN_FLIGHT={MAX_IN_FLIGHT} out, as many answered): {crowded}")
 
         self.result = {
             "lost": lost_m, "lost_broadcast": lost_b, "partial_firings": partial, "phantom": phantom,
             "stray": stray, "wrong_conversation": wrong_conv, "reordered": reordered,
             "not_sent": not_sent, "report": report_bad, "duplicates": dup_bad,
-            "sanitizer": self.failures,
+            "herald": self.failures,
         }
         self.numbers = {
             "markers": sum(self.seq.values()), "accepted": len(self.accepted), "refused": len(self.refused),
@@ -926,12 +912,15 @@ class Scenario:
             f"dropped={n['drops']} disk={self.storage.disk} full-errors={self.store_errors_seen['full']} "
             f"fsync-failed={self.store_errors_seen['fsync']} second={self.second_verdict()} | "
             f"lost={len(lost_m) + len(lost_b) + len(partial)} dup={n['dup']} (herald-explained {n['dup_explained']}, "
-            f"crash window {n['dup_crash_window']} ≤ {len(self.kills)}×{MAX_IN_FLIGHT}, max {n['dup_per_kill_max']} op(s)/kill) "
+            f"crash window {n['dup_crash_window']} ≤ {len(self.kills)}×{WINDOW}, max {n['dup_per_kill_max']} op(s)/kill of "
+            f"{MAX_IN_FLIGHT} out + {MAX_IN_FLIGHT} answered) "
             f"reordered={len(reordered)} phantom={len(phantom)} | herald: sent={n['herald_sent']} "
             f"attempts={n['herald_attempts']} resent={n['herald_resent']} runs={n['herald_runs']}")
         print(self.summary, file=self.out, flush=True)
         for e in self.events:
             self.say(e)
+        self.say("operations repeated after each kill: " + ", ".join(
+            f"#{i + 1} {n}" for i, n in sorted((k, n) for k, n in per_kill.items() if k is not None)))
 
     def second_verdict(self):
         """"refused" when every second herald was refused and the first went on."""

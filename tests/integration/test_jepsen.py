@@ -1,6 +1,6 @@
 """test_jepsen.py — the fault suite (jepsen.py) run short under `make test`: one seeded run (SEED=N
 repeats its plan) with at least 5 kill -9 (one inside a broadcast's creation, one while a schedule
-firing's sends are out), 25 % network faults, 429 storms, a full disk, a failing fsync and a second
+firing's sends are out, one while the disk is full), 25 % network faults, 429 storms, a full disk, a failing fsync and a second
 herald on the same database; then one test per property of the account, so a failure names what
 broke. `make soak` runs the same for SOAK_MINUTES against the release build."""
 import sys
@@ -32,6 +32,7 @@ class JepsenShortTest(unittest.TestCase):
     def test_faults_were_all_injected(self):
         s = self.scenario
         self.assertGreaterEqual(len(s.kills), 5, s.kills)
+        self.assertTrue(any("disk is full" in why for _, why in s.kills), "no kill while the disk was full")
         self.assertGreaterEqual(len(s.creation_kills), 1, "no kill inside a broadcast's creation")
         self.assertGreaterEqual(s.firing_kills, 1, "no kill while a schedule firing was out")
         self.assertGreater(s.numbers["random_faults"], 0)
@@ -58,6 +59,9 @@ class JepsenShortTest(unittest.TestCase):
 
     def test_herald_report_agrees_with_the_fake(self):
         self.check("report")
+
+    def test_herald_recovers_by_itself_and_stays_sanitizer_clean(self):
+        self.check("herald")
 
     def test_a_second_herald_is_refused_and_the_first_goes_on(self):
         self.assertEqual(self.scenario.second_verdict(), "refused", self.scenario.seconds)
