@@ -42,13 +42,13 @@ Account (after herald drained: /healthz outbox queued 0, in_flight 0, every broa
     of a kill: attempts out (at most HERALD_OUTBOX_MAX_IN_FLIGHT, one per conversation) and attempts
     answered in the loop turn whose commit the kill prevented (they were out at the turn's start,
     so at most as many again; a next attempt of the same conversation can start in that turn
-    before the commit, so two per conversation). WINDOW = 2 x HERALD_OUTBOX_MAX_IN_FLIGHT per kill;
-    what a run shows is printed (ops per kill), and is usually within the first half. Checked: no
-    operation with such copies before the first kill; per kill at most WINDOW operations repeated
-    (each counted at the latest kill before its last copy, the copy herald recorded); in all at
-    most kills x WINDOW copies, per conversation at most two per kill, in both cases plus the
-    copies the fake accepted and dropped (libcurl's re-send of one of those, during an attempt out
-    at a kill, was never counted).
+    before the commit, so two per conversation). WINDOW = 2 x HERALD_OUTBOX_MAX_IN_FLIGHT per kill.
+    Checked: in all at most kills x WINDOW such copies, and per conversation at most two per kill,
+    in both cases plus the copies the fake accepted and dropped (libcurl's re-send of one of those,
+    during an attempt out at a kill, was never counted); and no operation has such copies all
+    before the first kill. Which kill left an operation unrecorded is not always knowable (after the
+    restart it may wait behind a backlog through more kills), so the operations per kill are
+    printed, approximately, rather than checked.
   - herald's report agrees with the fake: `herald deliveries --json` has one sent operation per
     distinct marker the fake accepted and nothing in another state; each sent operation's result id
     is a 201 the fake gave for that very marker (for m markers: the operation id the send returned);
@@ -835,6 +835,7 @@ class Scenario:
         per_conv = collections.Counter()
         conv_allow = collections.Counter()
         per_kill = collections.Counter()
+        early = 0
         by_kind = collections.Counter()
         kill_times = [t for t, _ in self.kills]
         self.unexplained = {}
@@ -853,10 +854,13 @@ class Scenario:
             nd = sum(1 for x in copies[mk] if x.get("dropped"))
             allowance += nd
             conv_allow[mk[1]] += nd
-            # the copy herald finally recorded is the last, sent by the incarnation after the kill
-            # at which this operation was out: that kill is the latest before it
-            t = max(x["time"] for x in copies[mk])
-            per_kill[max((i for i, kt in enumerate(kill_times) if kt < t), default=None)] += 1
+            if not kill_times or max(x["time"] for x in copies[mk]) < kill_times[0]:
+                early += 1
+            # which kill left it unrecorded is not always knowable (after a restart it may wait
+            # behind a backlog through more kills): for the report, the first kill after its
+            # first copy
+            t = min(x["time"] for x in copies[mk])
+            per_kill[min((i for i, kt in enumerate(kill_times) if kt > t), default=None)] += 1
         nkills = len(self.kills)
         dup_bad = []
         if unexplained_total > nkills * WINDOW + allowance:
@@ -865,13 +869,9 @@ class Scenario:
         over = {c: n for c, n in per_conv.items() if n > 2 * nkills + conv_allow[c]}
         if over:
             dup_bad.append(f"conversations with more unexplained duplicates than two per kill: {over}")
-        if None in per_kill:
-            dup_bad.append(f"{per_kill[None]} operation(s) with duplicates herald's records do not explain, "
-                           f"all before the first kill")
-        crowded = {f"kill #{k + 1}": n for k, n in per_kill.items() if k is not None and n > WINDOW}
-        if crowded:
-            dup_bad.append(f"more operations repeated after a kill than the window of {WINDOW} "
-                           f"(HERALD_OUTBOX_MAX_IN_FLIGHT={MAX_IN_FLIGHT} out, as many answered): {crowded}")
+        if early:
+            dup_bad.append(f"{early} operation(s) with duplicates herald's records do not explain, "
+                           f"all copies before the first kill")
 
         self.result = {
             "lost": lost_m, "lost_broadcast": lost_b, "partial_firings": partial, "phantom": phantom,
@@ -912,14 +912,14 @@ class Scenario:
             f"dropped={n['drops']} disk={self.storage.disk} full-errors={self.store_errors_seen['full']} "
             f"fsync-failed={self.store_errors_seen['fsync']} second={self.second_verdict()} | "
             f"lost={len(lost_m) + len(lost_b) + len(partial)} dup={n['dup']} (herald-explained {n['dup_explained']}, "
-            f"crash window {n['dup_crash_window']} ≤ {len(self.kills)}×{WINDOW}, max {n['dup_per_kill_max']} op(s)/kill of "
-            f"{MAX_IN_FLIGHT} out + {MAX_IN_FLIGHT} answered) "
+            f"crash window {n['dup_crash_window']} ≤ {len(self.kills)} kills×{WINDOW}, ~{n['dup_per_kill_max']} op(s) at "
+            f"the worst kill) "
             f"reordered={len(reordered)} phantom={len(phantom)} | herald: sent={n['herald_sent']} "
             f"attempts={n['herald_attempts']} resent={n['herald_resent']} runs={n['herald_runs']}")
         print(self.summary, file=self.out, flush=True)
         for e in self.events:
             self.say(e)
-        self.say("operations repeated after each kill: " + ", ".join(
+        self.say("operations repeated after each kill (approximate: the first kill after their first copy): " + ", ".join(
             f"#{i + 1} {n}" for i, n in sorted((k, n) for k, n in per_kill.items() if k is not None)))
 
     def second_verdict(self):
