@@ -7,8 +7,8 @@ build/herald (python3 tests/integration/jepsen.py --minutes N [--seed S]).
 
 Workload (bots/jepsen_bot.lua, driven through POST /api/notify/ctl):
   - sequenced sends: NM conversations (a:jm-*, tenants tA and tB), markers "m <conv> <seq>" with
-    seq increasing per conversation, sent fire-and-forget in batches from a thread that never stops
-    while the faults happen;
+    seq increasing per conversation, sent fire-and-forget in batches from two threads (each with its
+    own conversations) that never stop while the faults happen;
   - a schedule firing every second that sends "s <conv> <due>" to a:js-0..2 (tenant tS);
   - broadcasts "b <key>" to the R seeded conversations of tenant tC, each under a key (a caller
     that got no answer retries with the same key).
@@ -381,9 +381,17 @@ class Scenario:
         return f"{self.fc.url}/t/{tenant}/"
 
     # ---- the load -----------------------------------------------------------------------------
-    def sender(self):
-        rng = random.Random(self.seed * 7919 + 1)
-        convs = [(f"a:jm-{i}", self.url("tA" if i % 2 else "tB")) for i in range(self.nm)]
+    def count(self, what):
+        with self.lock:
+            self.batches[what] += 1
+
+    def sender(self, idx):
+        """One of SENDERS threads, each with its own conversations (so that seq order is the order
+        of enqueueing: one caller per conversation), so that one blocked call (an answer held
+        while the store recovers) does not stop the load."""
+        rng = random.Random(self.seed * 7919 + 1 + idx)
+        convs = [(f"a:jm-{i}", self.url("tA" if i % 2 else "tB")) for i in range(self.nm)
+                 if i % self.SENDERS == idx]
         while not self.stop_sending.is_set():
             with self.lock:
                 h = self.current
@@ -392,7 +400,7 @@ class Scenario:
                 continue
             items = []
             for _ in range(rng.randint(1, 8)):
-                conv, url = convs[rng.randrange(self.nm)]
+                conv, url = convs[rng.randrange(len(convs))]
                 self.seq[conv] += 1
                 items.append([conv, url, self.seq[conv]])
             marks = [("m", c, s) for c, _, s in items]
@@ -402,12 +410,12 @@ class Scenario:
             except ConnectionRefusedError:
                 # nothing reached herald (it is down): these markers were never offered
                 self.unsent.update(marks)
-                self.batches["refused connection"] += 1
+                self.count("refused connection")
                 time.sleep(0.02)
                 continue
             except (OSError, http.client.HTTPException):
                 self.unknown.update(marks)
-                self.batches["unknown"] += 1
+                self.count("unknown")
                 continue
             if st == 200 and isinstance(body, dict) and isinstance(body.get("r"), list) \
                     and len(body["r"]) == len(marks):
@@ -418,14 +426,14 @@ class Scenario:
                         self.accepted[mk] = op
                     else:
                         self.refused[mk] = code
-                self.batches["answered"] += 1
+                self.count("answered")
             elif st == 503:
                 for mk in marks:
                     self.refused[mk] = "503"
-                self.batches["503"] += 1
+                self.count("503")
             else:
                 self.unknown.update(marks)
-                self.batches[f"status {st}"] += 1
+                self.count(f"status {st}")
             time.sleep(rng.uniform(0.02, 0.12))
 
     # ---- the faults ---------------------------------------------------------------------------
@@ -621,6 +629,7 @@ class Scenario:
         self.seconds.append(what)
 
     # ---- the run --------------------------------------------------------------------------------
+    SENDERS = 2
     PLAN = ["kill", "kill", "kill", "bcast_create", "sched_kill", "kill_full", "storm", "storm",
             "disk_full", "fsync", "second", "broadcast"]
 
@@ -635,8 +644,8 @@ class Scenario:
             raise
         finally:
             self.stop_sending.set() if hasattr(self, "stop_sending") else None
-            if getattr(self, "th", None):
-                self.th.join(tf(120))
+            for th in getattr(self, "threads", ()):
+                th.join(tf(120))
             for h in self.incarnations:
                 h.kill()
             self.fc.stop()
@@ -659,8 +668,10 @@ class Scenario:
         self.fc.random_faults(0.25, CHOICES, seed=self.seed, methods=("POST",))
         self.stop_sending = threading.Event()
         self.calling = threading.Event()
-        self.th = threading.Thread(target=self.sender, name="jepsen-sender", daemon=True)
-        self.th.start()
+        self.threads = [threading.Thread(target=self.sender, args=(i,), name=f"jepsen-sender-{i}", daemon=True)
+                        for i in range(self.SENDERS)]
+        for th in self.threads:
+            th.start()
         rounds = 0
         deadline = None if self.short else time.monotonic() + 60 * self.minutes
         while True:
@@ -682,7 +693,8 @@ class Scenario:
 
     def drain(self):
         self.stop_sending.set()
-        self.th.join(tf(120))
+        for th in self.threads:
+            th.join(tf(120))
         self.fc.random_faults(0)
         self.fc.clear_faults()
         self.storage.set_fsync(False)
