@@ -717,7 +717,6 @@ class Scenario:
             if time.monotonic() > deadline:
                 raise AssertionError(f"herald did not drain: {o}\n{self.current.log[-3000:]}")
             time.sleep(0.1)
-        self.final_health = self.health()
         self.bstatus = {key: self.ctl_ok({"cmd": "bstatus", "id": bid}) for key, bid in self.broadcasts.items()}
         # the fake has seen everything once nothing arrives for a while
         n, t = len(self.fc.snapshot()), time.monotonic()
