@@ -27,8 +27,9 @@ OBJ       := $(patsubst src/%.c,build/obj/%.o,$(SRC)) build/obj/lua_embedded.o
 ASAN_OBJ  := $(patsubst src/%.c,build/asan/obj/%.o,$(SRC)) build/asan/obj/lua_embedded.o
 ASAN_LIB_OBJ := $(filter-out build/asan/obj/main.o,$(ASAN_OBJ))
 UNIT_BIN  := $(patsubst tests/unit/%.c,build/asan/%,$(UNIT_SRC))
+FAULT_SHIM := build/fault_shim.so
 
-.PHONY: all asan unit test run bench clean bootstrap fuzz testing
+.PHONY: all asan unit test run bench clean bootstrap fuzz testing soak
 all: build/herald $(TESTING_SO)
 
 build/herald: $(OBJ)
@@ -70,8 +71,14 @@ testing: $(TESTING_SO)
 build/obj build/asan/obj build/gen build/pic build/lua/herald:
 	mkdir -p $@
 
-asan: build/asan/herald
+asan: build/asan/herald $(FAULT_SHIM)
 unit: $(UNIT_BIN)
+
+# The fault suite's LD_PRELOAD shim (full disk, failing fsync where no tmpfs can be mounted). Not
+# instrumented: it is preloaded into the ASan binary and into build/herald alike.
+$(FAULT_SHIM): tests/fault_shim.c
+	@mkdir -p build
+	$(CC) -std=c11 -Wall -Wextra -Werror -O2 -fPIC -shared -o $@ $< -ldl
 
 bootstrap:
 	@scripts/bootstrap.sh
@@ -90,6 +97,13 @@ bench: bootstrap
 
 clean:
 	rm -rf build
+
+# ---- soak: the fault suite (tests/integration/jepsen.py; make test runs it short under ASan) run
+# for SOAK_MINUTES against the release build. SEED=N repeats a run's plan (it is printed).
+SOAK_MINUTES ?= 10
+soak: bootstrap
+	$(MAKE) --no-print-directory all $(FAULT_SHIM)
+	HERALD_BIN=build/herald python3 tests/integration/jepsen.py --minutes $(SOAK_MINUTES) $(if $(SEED),--seed $(SEED))
 
 # ---- fuzzing: libFuzzer over the JWT parser and claim checks (auth_in_verify_with_jwks) ----------
 # `make fuzz` runs 60 s (FUZZ_TIME=N for longer); tests/run_all.sh does a short run. New inputs go to

@@ -160,38 +160,52 @@ static const char *get_timezone(lua_State *L, int t)
 
 /* An answer held until what its handler wrote is durable: a caller told "done" (Teams' 200, a
  * notify result listing what was sent) must not lose that work to a crash a moment later. The
- * batch of the current loop turn commits at the end of the turn, so the wait is short. */
+ * batch of the current loop turn commits at the end of the turn, so the wait is short, unless the
+ * commit fails: the store then keeps the batch's writes and replays them when it recovers
+ * (store.h), and the answer is parked until then, since a kill -9 before the replay loses those
+ * writes (the fault suite, tests/integration/jepsen.py, lost fire-and-forget sends whose
+ * operation ids a notify answer had reported that way). Answering 503 instead would be wrong the
+ * other way: the writes go out after the recovery. */
 typedef struct held_answer {
     store_waiter w;               /* first: the waiter is the answer */
     runtime *rt;
     http_exchange *x;
     int status;
     const char *type;
+    int parked;                   /* its batch failed: waits for inbound_store_recovered */
     struct held_answer *prev, *next;
     size_t len;
     char body[];
 } held_answer;
 
-static void held_send(held_answer *h)
+static void held_unlink(held_answer *h)
 {
     if (h->prev) h->prev->next = h->next; else h->rt->held = h->next;
     if (h->next) h->next->prev = h->prev;
+}
+
+static void held_send(held_answer *h)
+{
+    held_unlink(h);
     http_exchange_reply(h->x, h->status, h->type, h->len ? h->body : NULL, h->len);
     free(h);
 }
 
-/* committed 0: the store is degraded and keeps the batch's writes to replay them when it
- * recovers (store.h); the handler did run, so its answer stands. */
 static void on_answer_committed(store_waiter *w, int committed)
 {
-    (void)committed;
-    held_send((held_answer *)(void *)w);
+    held_answer *h = (held_answer *)(void *)w;
+    if (committed)
+        held_send(h);
+    else
+        h->parked = 1;
 }
 
 static void reply_durable(runtime *rt, http_exchange *x, int status, const char *type,
                           const char *body, size_t len)
 {
-    held_answer *h = store_in_batch(rt->store) ? calloc(1, sizeof *h + len + 1) : NULL;
+    /* degraded with writes kept: this handler's may be among them (it may have yielded since) */
+    int kept = !store_writable(rt->store) && store_kept_writes(rt->store) > 0;
+    held_answer *h = store_in_batch(rt->store) || kept ? calloc(1, sizeof *h + len + 1) : NULL;
     if (!h) {
         http_exchange_reply(x, status, type, body, len);
         return;
@@ -208,15 +222,38 @@ static void reply_durable(runtime *rt, http_exchange *x, int status, const char 
         rt->held->prev = h;
     rt->held = h;
     h->w.fn = on_answer_committed;
-    store_wait_commit(rt->store, &h->w);
+    if (store_in_batch(rt->store))
+        store_wait_commit(rt->store, &h->w);
+    else
+        h->parked = 1;
+}
+
+void inbound_store_recovered(void *arg)
+{
+    runtime *rt = arg;
+    held_answer *next;
+    for (held_answer *h = rt->held; h; h = next) {
+        next = h->next;
+        if (h->parked)
+            held_send(h);
+    }
 }
 
 void inbound_release_answers(void *arg)
 {
     runtime *rt = arg;
     while (rt->held) {
-        store_unwait(rt->store, &rt->held->w);
-        held_send(rt->held);
+        held_answer *h = rt->held;
+        store_unwait(rt->store, &h->w);
+        if (h->parked && !store_writable(rt->store)) {
+            /* its writes go with this process (logged at exit): not "done" */
+            static const char body[] = "{\"error\":\"storage unavailable\"}";
+            held_unlink(h);
+            http_exchange_reply(h->x, 503, "application/json; charset=utf-8", body, sizeof body - 1);
+            free(h);
+            continue;
+        }
+        held_send(h);
     }
 }
 

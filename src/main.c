@@ -370,6 +370,7 @@ static void on_store_change(void *ud, int writable)
     runtime *rt = ud;
     if (!writable)
         return;
+    inbound_store_recovered(rt);
     if (rt->scheduler)
         scheduler_poke(rt->scheduler);
     if (rt->broadcaster)

@@ -61,8 +61,12 @@ void notify_request(struct http_exchange *x, const char *name, const char *body,
 /* lua_inbound.c: answers every activity still waiting for signing keys with 503 (shutdown). */
 void inbound_abandon_pending(void *rt);
 
-/* lua_inbound.c: sends every answer still waiting for a commit (shutdown, before the server goes). */
+/* lua_inbound.c: sends every answer still waiting for a commit (shutdown, before the server goes);
+ * one parked by a failed commit gets 503 if the store is still degraded (its writes are lost). */
 void inbound_release_answers(void *rt);
+/* lua_inbound.c: the store recovered (its kept writes are committed): sends the answers parked
+ * by a failed commit. */
+void inbound_store_recovered(void *rt);
 
 /* lua_teams.c: registers the `herald.core` preload in the generation's state. */
 void lua_teams_install(vm *v);

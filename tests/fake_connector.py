@@ -294,6 +294,12 @@ class FakeConnector:
             self._holds.append(g)
         return g
 
+    def remove_fault(self, fault):
+        """Withdraws one fault returned by inject() (no error if it is already gone)."""
+        with self._cond:
+            if fault in self._faults:
+                self._faults.remove(fault)
+
     def clear_faults(self):
         with self._cond:
             self._faults.clear()
@@ -318,8 +324,9 @@ class FakeConnector:
         """Fails a fraction rate of the requests (after inject()ed faults and the limits), picking
         uniformly from choices: an HTTP status (answered with a Teams error body), RESET, or
         (SLOW, seconds) for a normal answer after a delay. seed makes the draw sequence
-        repeatable. match: None (every request) or as for inject(); methods: e.g. ("POST",).
-        rate 0 turns it off."""
+        repeatable. ACCEPT_RESET / ACCEPT_CLOSE are choices too: the request is acted on, then
+        the connection dropped unanswered. match: None (every request) or as for inject();
+        methods: e.g. ("POST",). rate 0 turns it off."""
         with self._cond:
             if not rate:
                 self._random = None
@@ -677,14 +684,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._reset()
                 return
             if fault.status in (ACCEPT_RESET, ACCEPT_CLOSE):
-                got = fc._read(method, raw, query) if m is None else None
-                status, out = got if got is not None else self._route(method, m, conv, act, parsed)
-                rec["status"], rec["response"], rec["dropped"] = status, out.decode("utf-8", "replace"), True
-                fc._record(rec)
-                if fault.status == ACCEPT_RESET:
-                    self._reset()
-                else:
-                    self.close_connection = True      # handle() returns: the socket closes, FIN
+                self._accept_and_drop(rec, fault.status, method, m, conv, act, parsed, raw, query)
                 return
             if fault.status is not None:
                 b = fault.body
@@ -711,6 +711,9 @@ class _Handler(BaseHTTPRequestHandler):
                 fc._record(rec)
                 self._reset()
                 return
+            elif rf in (ACCEPT_RESET, ACCEPT_CLOSE):
+                self._accept_and_drop(rec, rf, method, m, conv, act, parsed, raw, query)
+                return
             else:
                 body = SERVICE_ERROR if rf >= 500 else {"error": {"code": "PreconditionFailed" if rf == 412
                                                                   else "Error", "message": "injected"}}
@@ -719,6 +722,19 @@ class _Handler(BaseHTTPRequestHandler):
         got = fc._read(method, raw, query) if m is None else None
         status, out = got if got is not None else self._route(method, m, conv, act, parsed)
         self._answer(rec, status, out, {})
+
+    def _accept_and_drop(self, rec, how, method, m, conv, act, parsed, raw, query):
+        """Acts on the request like Teams, records it (dropped), then drops the connection (how:
+        ACCEPT_RESET or ACCEPT_CLOSE) instead of answering."""
+        fc = self.connector
+        got = fc._read(method, raw, query) if m is None else None
+        status, out = got if got is not None else self._route(method, m, conv, act, parsed)
+        rec["status"], rec["response"], rec["dropped"] = status, out.decode("utf-8", "replace"), True
+        fc._record(rec)
+        if how == ACCEPT_RESET:
+            self._reset()
+        else:
+            self.close_connection = True      # handle() returns: the socket closes, FIN
 
     def _route(self, method, m, conv, act, parsed):
         fc = self.connector

@@ -107,6 +107,7 @@ fi
 if ls tests/integration/test_*.py >/dev/null 2>&1; then
     log="$LOGDIR/integration.log"
     echo "-- python3 tests/integration/run_tests.py (unittest discover -s tests/integration -v)"
+    # the fault suite (test_jepsen, ~30 s) included; the limit (scaled) only guards against hangs
     run_logged 900 "$log" python3 tests/integration/run_tests.py
     rc=$?
     counts=$(last_counts "$log")

@@ -6,9 +6,10 @@ included: http and https only.
 """
 import json
 import sqlite3
+import threading
 import time
 
-from harness import HeraldTestCase, bot, require_binary, tf
+from harness import Herald, HeraldTestCase, bot, require_binary, tf
 
 BOT = bot("durable_bot.lua")
 
@@ -113,3 +114,104 @@ class AnswerAfterCommitTest(HeraldTestCase):
             return want <= got
         self.fc.wait_until(delivered, 20, f"all {self.N} sends the answer reported")
         h2.stop()
+
+
+@require_binary
+class AnswerWhileDegradedTest(HeraldTestCase):
+    """An answer whose handler wrote into a batch that then failed to commit waits until the store
+    has recovered and replayed those writes: a kill -9 before that loses them, so the caller must
+    not have heard "done". Found by the fault suite (jepsen.py, JEPSEN_DISK=shim, seeds 13 and 32:
+    fire-and-forget sends whose operation ids a notify answer had reported never went out after a
+    kill -9 while the disk was full). The full disk is the LD_PRELOAD shim's (tests/fault_shim.c):
+    the next write to the database fails, which is the commit of the notify's own batch."""
+
+    def setUp(self):
+        super().setUp()
+        import jepsen
+        self.jepsen = jepsen
+        self.storage = jepsen.Storage(disk="shim")
+        self.url = self.fc.url + "/t/tx/"
+
+    def tearDown(self):
+        try:
+            super().tearDown()
+        finally:
+            self.storage.close()
+
+    def herald(self):
+        h = Herald(self.jepsen.BOT, db=self.storage.db,
+                   env={**self.jepsen.ENV, **self.storage.env(), "HERALD_SHUTDOWN_GRACE_MS": "500"})
+        self._heralds.append(h)
+        h.start()
+        return h
+
+    def send_async(self, h, tag, n=5):
+        """POST /api/notify/ctl sending "m a:<tag>-i 1" fire-and-forget, from a thread; the box
+        gets (status, body) or the exception."""
+        box = []
+        body = json.dumps({"cmd": "send", "items": [[f"a:{tag}-{i}", self.url, 1] for i in range(n)]})
+
+        def run():
+            try:
+                st, text, _ = h.request("POST", "/api/notify/ctl", body.encode(), timeout=tf(60))
+                box.append((st, text))
+            except OSError as e:
+                box.append(e)
+        th = threading.Thread(target=run, daemon=True)
+        th.start()
+        return th, box
+
+    def wait_writable(self, h, want):
+        deadline = time.monotonic() + tf(15)
+        while json.loads(h.healthz()[1])["store"]["writable"] != want:
+            self.assertLess(time.monotonic(), deadline, f"/healthz store writable never {want}")
+            time.sleep(0.02)
+
+    def delivered(self, tag):
+        return {(r.get("json") or {}).get("text") for r in self.fc.snapshot()
+                if r["method"] == "POST" and r["status"] == 201 and r["conversation_id"].startswith(f"a:{tag}-")}
+
+    def test_answer_waits_for_the_replay_of_a_failed_commit(self):
+        # killed while degraded: whatever the caller heard must still go out after the restart
+        h = self.herald()
+        self.storage.set_full(True)
+        th, box = self.send_async(h, "k")
+        self.wait_writable(h, False)
+        th.join(tf(1))                       # an answer given at the failed commit is here by now
+        h.proc.kill()
+        h.wait_exit(tf(10))
+        th.join(tf(10))
+        self.storage.set_full(False)
+        h2 = self.herald()
+        answered = box and isinstance(box[0], tuple) and box[0][0] == 200
+        if answered:
+            ops = [op for op, _ in json.loads(box[0][1])["r"] if op]
+            want = {f"m a:k-{i} 1" for i in range(len(ops))}
+            deadline = time.monotonic() + tf(10)
+            while not want <= self.delivered("k") and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.assertEqual(self.delivered("k"), want, "the answer reported operations that were lost")
+        self.assertFalse(answered, f"answered while its batch was not committed: {box}")
+
+        # the store recovers by itself: the parked answer goes then, and its sends go out
+        self.storage.set_full(True)
+        th, box = self.send_async(h2, "r")
+        self.wait_writable(h2, False)
+        self.assertEqual(box, [], "answered while degraded")
+        self.storage.set_full(False)
+        th.join(tf(15))
+        self.assertEqual(box[0][0], 200, box)
+        self.assertEqual(len([op for op, _ in json.loads(box[0][1])["r"] if op]), 5, box)
+        self.fc.wait_until(lambda r: len(self.delivered("r")) == 5, tf(15), "the 5 sends of the answer")
+
+        # stopped while degraded: the writes go with the process (exit 1), and the caller never
+        # hears "done" (503, or the connection closes at exit)
+        self.storage.set_full(True)
+        th, box = self.send_async(h2, "s")
+        self.wait_writable(h2, False)
+        h2.terminate()
+        self.assertEqual(h2.wait_exit(tf(30)), 1, h2.log[-2000:])
+        h2.assert_clean(expect_code=1)
+        th.join(tf(10))
+        self.assertTrue(isinstance(box[0], OSError) or box[0][0] == 503, box)
+        self.storage.set_full(False)
