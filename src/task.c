@@ -218,15 +218,19 @@ task *task_spawn(vm *v, const char *label, int nargs, task_done_fn done, void *u
     return resume(t, nargs) ? NULL : t;
 }
 
-/* Continuation of every yielding binding: refuses a resume that did not come from task.c (a
- * script that captured coroutine.running() and resumed it itself). */
+/* Continuation of every yielding binding. The sandbox's coroutine.resume refuses a handler's
+ * coroutine; should a resume that did not come from task.c get here anyway, it yields straight back
+ * and the handler stays parked on its operation. (Raising an error instead let a pcall in the
+ * handler catch it and run on under the script's resume, where its next teams call replaced the
+ * pending operation, and the first one later woke a freed task.) */
 static int yield_done(lua_State *L, int status, lua_KContext ctx)
 {
     (void)status;
-    (void)ctx;
     task *t = task_of(L);
-    if (!t || !t->resuming)
-        return luaL_error(L, "a handler's coroutine was resumed by the script; only herald may resume it");
+    if (!t || !t->resuming) {
+        lua_settop(L, (int)ctx);              /* drop what the script passed to its resume */
+        return lua_yieldk(L, 0, ctx, yield_done);
+    }
     return lua_gettop(L) - (int)ctx;
 }
 

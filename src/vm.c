@@ -319,6 +319,37 @@ static int guard_move(lua_State *L)
     return lua_gettop(L);
 }
 
+/* coroutine.resume and coroutine.close refuse the threads herald runs itself: a handler's own
+ * coroutine (another handler could capture it) and the main thread (a script's top level sees it as
+ * coroutine.running()). Resumed by a script, the main thread ran script code as a coroutine and was
+ * left yielded under the host's feet; closed, its stack was reset while the host used it. Upvalue 1
+ * is the original. */
+static int guard_thread_op(lua_State *L, const char *what)
+{
+    lua_State *co = lua_tothread(L, 1);
+    if (co) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+        int main = lua_tothread(L, -1) == co;
+        lua_pop(L, 1);
+        if (main || task_of(co)) {
+            lua_pushboolean(L, 0);
+            if (main)
+                lua_pushfstring(L, "the main thread belongs to herald; a script may not %s it", what);
+            else
+                lua_pushfstring(L, "a handler's coroutine was %sd by the script; only herald may %s it",
+                                what, what);
+            return 2;
+        }
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+    return lua_gettop(L);
+}
+
+static int guard_resume(lua_State *L) { return guard_thread_op(L, "resume"); }
+static int guard_close(lua_State *L) { return guard_thread_op(L, "close"); }
+
 /* print writes to herald's log (info), never to stdout: a bot's output belongs with its logs, and
  * a full stdout pipe must not block the loop. */
 static int vm_print(lua_State *L)
@@ -475,6 +506,8 @@ static int open_sandbox(vm *v, char **err)
     }
     install_guard(L, LUA_STRLIBNAME, "rep", guard_rep);
     install_guard(L, LUA_TABLIBNAME, "move", guard_move);
+    install_guard(L, LUA_COLIBNAME, "resume", guard_resume);
+    install_guard(L, LUA_COLIBNAME, "close", guard_close);
     lua_register(L, "print", vm_print);
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);   /* [preload] */
     lua_pushcfunction(L, luaopen_cjson);
