@@ -59,13 +59,9 @@ static int locate_target(lua_State *L, int arg, target *tg)
 {
     memset(tg, 0, sizeof *tg);
     if (lua_type(L, arg) == LUA_TTABLE) {
-        lua_getfield(L, arg, "id");
-        lua_getfield(L, arg, "service_url");
-        lua_getfield(L, arg, "tenant");
-        tg->id = lua_tostring(L, -3);
-        tg->service_url = lua_tostring(L, -2);
-        tg->tenant = lua_tostring(L, -1);
-        lua_pop(L, 3);                         /* strings stay alive in the table */
+        tg->id = lua_field_string(L, arg, "id");
+        tg->service_url = lua_field_string(L, arg, "service_url");
+        tg->tenant = lua_field_string(L, arg, "tenant");
         if (!tg->id || !*tg->id)
             luaL_argerror(L, arg, "conversation table needs a non-empty 'id'");
         if (!tg->service_url || !*tg->service_url) {
@@ -346,15 +342,16 @@ static void read_cat(lua_State *L, int i, send_cat *c)
     memset(c, 0, sizeof *c);
     if (lua_type(L, i) != LUA_TTABLE)
         return;
-    lua_getfield(L, i, "category");
-    c->category = lua_tostring(L, -1);
-    lua_getfield(L, i, "cap_max");
+    c->category = lua_field_string(L, i, "category");
+    lua_pushliteral(L, "cap_max");
+    lua_rawget(L, i);
     c->cap_max = (long)lua_tointeger(L, -1);
-    lua_getfield(L, i, "cap_per");
+    lua_pushliteral(L, "cap_per");
+    lua_rawget(L, i);
     c->cap_per_ms = (int64_t)(lua_tonumber(L, -1) * 1000);
-    lua_getfield(L, i, "cap_over");
-    c->cap_drop = lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), "drop") == 0;
-    lua_pop(L, 4);
+    lua_pop(L, 2);
+    const char *over = lua_field_string(L, i, "cap_over");
+    c->cap_drop = over && strcmp(over, "drop") == 0;
 }
 
 /* Opt-outs and the frequency cap for a categorised send. Returns 1 to go on (with *not_before set
@@ -398,17 +395,18 @@ static void read_opts(lua_State *L, int i, const char **key, int *wait, int *fla
     if (lua_isnoneornil(L, i))
         return;
     luaL_checktype(L, i, LUA_TTABLE);
-    lua_getfield(L, i, "key");
-    if (!lua_isnil(L, -1)) {
+    /* raw reads: no script code runs while the key string is held (see lua_field_string) */
+    lua_pushliteral(L, "key");
+    if (lua_rawget(L, i) != LUA_TNIL) {
         luaL_argcheck(L, lua_type(L, -1) == LUA_TSTRING && lua_rawlen(L, -1) > 0, i,
                       "'key' must be a non-empty string");
         *key = lua_tostring(L, -1);
     }
-    lua_getfield(L, i, "wait");
-    if (!lua_isnil(L, -1))
+    lua_pushliteral(L, "wait");
+    if (lua_rawget(L, i) != LUA_TNIL)
         *wait = lua_toboolean(L, -1);
-    lua_getfield(L, i, "send_if_missing");
-    if (lua_toboolean(L, -1))
+    lua_pushliteral(L, "send_if_missing");
+    if (lua_rawget(L, i) != LUA_TNIL && lua_toboolean(L, -1))
         *flags |= OUTBOX_SEND_IF_MISSING;
     lua_pop(L, 3);                             /* the table keeps the key string alive */
 }
@@ -762,11 +760,15 @@ static int list_one(const store_reference *r, void *ud)
     return 0;
 }
 
+/* Raw and strings only: the string must stay alive in the table after the pop. A value an __index
+ * returned, or a number converted on the stack, is held by nothing once popped, and the next
+ * allocation may free it while the caller still reads it. */
 const char *lua_field_string(lua_State *L, int t, const char *k)
 {
-    lua_getfield(L, t, k);
-    const char *s = lua_tostring(L, -1);
-    lua_pop(L, 1);                              /* the table keeps the string alive */
+    t = lua_absindex(L, t);
+    lua_pushstring(L, k);
+    const char *s = lua_rawget(L, t) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
+    lua_pop(L, 1);
     return s;
 }
 

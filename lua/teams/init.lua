@@ -57,6 +57,9 @@ local function check_opts(opts, fname, allowed)
   if opts.key ~= nil and (type(opts.key) ~= "string" or opts.key == "") then
     error(("teams.%s: 'key' must be a non-empty string"):format(fname), 3)
   end
+  if opts.category ~= nil and type(opts.category) ~= "string" then
+    error(("teams.%s: 'category' must be a string"):format(fname), 3)
+  end
   return opts
 end
 

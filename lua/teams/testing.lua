@@ -597,6 +597,7 @@ end
 
 local function add_rule(self, r)
   local n = #host(self):requests()
+  if r.retry_after ~= nil then r.retry_after = tostring(r.retry_after) end   -- the core reads strings
   host(self):respond(r)
   local times = r.times
   if times == nil then times = -1 end

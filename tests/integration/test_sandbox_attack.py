@@ -15,7 +15,7 @@ import threading
 import time
 import unittest
 
-from harness import HeraldTestCase, require_binary, tf
+from harness import HeraldTestCase, bot, require_binary, tf
 
 
 def free_port():
@@ -48,6 +48,18 @@ class SandboxAttackTest(HeraldTestCase):
         st, body = h.post_activity(self.acts.invoke("a:attack", name, value or {}),
                                    timeout=timeout or tf(20))
         return st, (json.loads(body) if body else None)
+
+    def start_probe_bot(self, env=None):
+        e = {"HERALD_TASK_SLICE_MS": "200", "BOT_MARKER": os.path.join(self.dir, "ESCAPED")}
+        e.update(env or {})
+        return self.start_herald(bot("escape_probe.lua"), env=e)
+
+    def probe(self, h, code, timeout=None):
+        """Runs code in a handler of bots/escape_probe.lua; returns its JSON answer."""
+        st, body = h.post_activity(self.acts.invoke("a:attack", "probe", {"code": code}),
+                                   timeout=timeout or tf(20))
+        self.assertEqual(st, 200, f"{st} {body!r}\n{h.log[-3000:]}")
+        return json.loads(body)
 
     def assert_alive(self, h, after):
         self.assertTrue(h.alive(), f"herald died after {after}:\n{h.log[-3000:]}")
@@ -121,6 +133,53 @@ class SandboxAttackTest(HeraldTestCase):
         self.post_ok(h, self.acts.message("a:attack", "after"))
         self.wait_requests(1, timeout=tf(10))
         self.assert_alive(h, "resuming the main thread")
+
+    # -- what the C bindings read --------------------------------------------------------------------
+
+    def test_bindings_never_hold_a_string_only_a_metamethod_returned(self):
+        # C read option, filter, reference and recipient tables with lua_getfield and kept the
+        # string after popping it ("the table keeps it alive"); an __index result is held by
+        # nothing, and the __index of the next field collected it (heap-use-after-free).
+        collect = "collectgarbage(); collectgarbage()"
+        attacks = {
+            "reply options": """
+                local ev = ...
+                return ev:reply("hi", setmetatable({}, { __index = function(t, k)
+                  if k == "key" then return ("k"):rep(20) .. math.random() end
+                  if k == "category" then %(c)s end
+                end }))""",
+            "conversations filter": """
+                local n = 0
+                for ref in teams.conversations(setmetatable({}, { __index = function(t, k)
+                  if k == "tenant" then return ("t"):rep(40) .. math.random() end
+                  %(c)s
+                end })) do n = n + 1 end
+                return n""",
+            "a personalised broadcast's recipient": """
+                local ev = ...
+                return teams.broadcast { to = { conversations = { ev.conversation } },
+                  message = function(r)
+                    setmetatable(r, { __index = function(t, k)
+                      if k == "user" then return ("u"):rep(30) .. math.random() end
+                      if k == "tenant" then %(c)s end
+                    end })
+                    return "hi"
+                  end }""",
+            "a reference table": """
+                local ev = ...
+                return teams.send(setmetatable({}, { __index = function(t, k)
+                  if k == "id" then return ev.conversation .. "" end
+                  %(c)s
+                end }), "hi")""",
+            "a number where a category string goes": """
+                local ev = ...
+                return ev:send("hi", { category = setmetatable({}, { __index = function() %(c)s end }) })""",
+        }
+        h = self.start_probe_bot()
+        self.post_ok(h, self.acts.message("a:attack", "hello"))   # a stored conversation
+        for name, code in attacks.items():
+            self.probe(h, textwrap.dedent(code % {"c": collect}))
+            self.assert_alive(h, name)
 
 
 if __name__ == "__main__":
