@@ -20,6 +20,49 @@ typedef struct entry {
 static entry *entries;
 static int nentries;
 
+/* Bytes of the UTF-8 sequence starting at s (at most n available), 0 when it is not valid UTF-8. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+    if (s[0] < 0x80)
+        return 1;
+    size_t len = s[0] >= 0xF0 ? 4 : s[0] >= 0xE0 ? 3 : s[0] >= 0xC2 ? 2 : 0;
+    if (!len || len > n || s[0] > 0xF4)
+        return 0;
+    unsigned cp = s[0] & (0x3F >> (len - 1));
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3F);
+    }
+    static const unsigned min[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < min[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return len;
+}
+
+/* A key as the file holds it: the first QUARANTINE_KEY_MAX - 1 bytes (what the watchdog keeps of a
+ * culprit), each byte that is not part of valid UTF-8 written as \xHH, since a JSON line is UTF-8
+ * (jansson refused such a key, so a schedule id or chunk name with one was never quarantined and
+ * looped the restart). Every append and every lookup goes through it. out holds CANON_MAX bytes. */
+#define CANON_MAX (4 * QUARANTINE_KEY_MAX)
+static void canon(const char *key, char *out)
+{
+    const unsigned char *s = (const unsigned char *)key;
+    size_t n = strnlen(key, QUARANTINE_KEY_MAX - 1), o = 0;
+    for (size_t i = 0; i < n;) {
+        size_t len = utf8_len(s + i, n - i);
+        if (len) {
+            memcpy(out + o, s + i, len);
+            o += len;
+            i += len;
+        } else {
+            o += (size_t)snprintf(out + o, 5, "\\x%02X", s[i]);
+            i++;
+        }
+    }
+    out[o] = 0;
+}
+
 void quarantine_clear(void)
 {
     for (int i = 0; i < nentries; i++) {
@@ -78,8 +121,12 @@ int quarantine_load(const char *path)
 
 long long quarantine_since(const char *script_hash, const char *kind, const char *key)
 {
+    if (!nentries)
+        return 0;
+    char k[CANON_MAX];
+    canon(key, k);
     for (int i = 0; i < nentries; i++)
-        if (strcmp(entries[i].kind, kind) == 0 && strcmp(entries[i].key, key) == 0 &&
+        if (strcmp(entries[i].kind, kind) == 0 && strcmp(entries[i].key, k) == 0 &&
             strcmp(entries[i].hash, script_hash) == 0)
             return entries[i].at_ms ? entries[i].at_ms : 1;
     return 0;
@@ -93,9 +140,12 @@ int quarantine_has(const char *script_hash, const char *kind, const char *key)
 int quarantine_append(const char *path, const char *script_hash, const char *kind, const char *key,
                       long long at_ms, long cpu_ms, const char *script_path)
 {
+    char k[CANON_MAX], p[CANON_MAX];
+    canon(key, k);
+    canon(script_path ? script_path : "", p);
     json_t *j = json_pack("{s:I, s:s, s:s, s:s, s:I, s:s}", "at", (json_int_t)at_ms, "script",
-                          script_hash, "kind", kind, "key", key, "cpu_ms", (json_int_t)cpu_ms,
-                          "path", script_path ? script_path : "");
+                          script_hash, "kind", kind, "key", k, "cpu_ms", (json_int_t)cpu_ms,
+                          "path", p);
     char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (!s) {
