@@ -160,7 +160,7 @@ static int resume(task *t, int nargs)
     const char *msg = lua_tostring(t->T, -1);
     if (!msg)
         msg = lua_pushfstring(t->T, "(error object is a %s value)", luaL_typename(t->T, -1));
-    luaL_traceback(L, t->T, msg, 0);          /* main: [traceback] */
+    vm_push_traceback(L, t->T, msg, 0);       /* main: [traceback] */
     finish(t, TASK_ERROR, 0, lua_tostring(L, -1));
     lua_pop(L, 1);
     return 1;

@@ -195,6 +195,20 @@ void vm_slice_leave(vm *v, const vm_slice *saved)
     v->tripped = saved->tripped;
 }
 
+/* luaL_traceback names a frame's function by searching every table in package.loaded (the script's
+ * _G and string among them), for each frame: a script with a million globals made every traceback
+ * cost seconds, and a failed task's traceback is built outside any slice. With the registry's
+ * loaded table swapped for an empty one it costs the frames alone; names come from the call site. */
+void vm_push_traceback(lua_State *L, lua_State *of, const char *msg, int level)
+{
+    lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);      /* [loaded] */
+    lua_newtable(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    luaL_traceback(L, of, msg, level);                         /* [loaded tb] */
+    lua_insert(L, -2);                                         /* [tb loaded] */
+    lua_setfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);      /* [tb] */
+}
+
 int vm_traceback(lua_State *L)
 {
     const char *msg = lua_tostring(L, 1);
@@ -204,7 +218,7 @@ int vm_traceback(lua_State *L)
         else
             msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
     }
-    luaL_traceback(L, L, msg, 1);
+    vm_push_traceback(L, L, msg, 1);
     return 1;
 }
 
@@ -368,6 +382,13 @@ static int vm_print(lua_State *L)
     return 0;
 }
 
+/* tripped() → whether the running slice is spent (the sandbox's xpcall asks). */
+static int slice_tripped(lua_State *L)
+{
+    lua_pushboolean(L, vm_of(L)->tripped);
+    return 1;
+}
+
 /* Replaces lib[name] with guard(original). Net stack effect: 0. */
 static void install_guard(lua_State *L, const char *lib, const char *name, lua_CFunction guard)
 {
@@ -378,7 +399,7 @@ static void install_guard(lua_State *L, const char *lib, const char *name, lua_C
     lua_pop(L, 1);
 }
 
-/* Runs with (loadtext, script_dir, unsafe, env_allow) after the standard libraries are open, and
+/* Runs with (loadtext, script_dir, unsafe, env_allow, tripped) after the standard libraries are open, and
  * returns the host environment. Why Lua: the policy reads as a list, and it runs once per
  * generation, so speed does not matter.
  *
@@ -389,7 +410,7 @@ static void install_guard(lua_State *L, const char *lib, const char *name, lua_C
  * script code ran, unreachable from the script, so tampering with globals, with the string table or
  * with cjson breaks only the script's own code. */
 static const char sandbox_prelude[] =
-    "local loadtext, dir, unsafe, env_allow = ...\n"
+    "local loadtext, dir, unsafe, env_allow, tripped = ...\n"
     "local _load, select, error, type, pairs, rawget = load, select, error, type, pairs, rawget\n"
     "local setmetatable, getmetatable, tostring = setmetatable, getmetatable, tostring\n"
     "local find, concat, searchpath, hrequire = string.find, table.concat, package.searchpath, require\n"
@@ -423,6 +444,25 @@ static const char sandbox_prelude[] =
     "  local r = setmetatable(t, mt)\n"
     "  return r\n"
     "end\n"
+    /* the teams module too: it hands scripts objects whose metatables it sets */
+    "host.setmetatable = _G.setmetatable\n"
+    /* the collector's pace is the host's: with pause 0 and a huge step every allocation runs a full
+     * collection, most of them the host's own, outside any slice */
+    "local gc = collectgarbage\n"
+    "collectgarbage = function(opt, ...)\n"
+    "  if opt == nil or opt == 'collect' or opt == 'count' or opt == 'step' or opt == 'isrunning' then\n"
+    "    return gc(opt, ...)\n"
+    "  end\n"
+    "  error(\"collectgarbage: '\" .. tostring(opt) .. \"' is not allowed in herald scripts (the \"\n"
+    "        .. 'collector settings are the host\\'s)', 2)\n"
+    "end\n"
+    /* a message handler runs where the error was raised; when the CPU slice raised it that is inside
+     * the hook, where Lua has turned hooks off, so the script's handler would run unbounded */
+    "local _xpcall = xpcall\n"
+    "xpcall = function(f, msgh, ...)\n"
+    "  if type(msgh) ~= 'function' then return _xpcall(f, msgh, ...) end\n"
+    "  return _xpcall(f, function(m) if tripped() then return m end return msgh(m) end, ...)\n"
+    "end\n"
     "if unsafe then package.path = path .. ';' .. package.path return host end\n"
     "local getenv, allowed = os.getenv, {}\n"
     "for name in (env_allow or ''):gmatch('[^,%s]+') do allowed[name] = true end\n"
@@ -432,9 +472,17 @@ static const char sandbox_prelude[] =
     "         if allowed[name] or find(name, '^BOT_') then return getenv(name) end\n"
     "         return nil\n"
     "       end }\n"
+    "local function allowed_name(name)\n"
+    "  return type(name) == 'string' and find(name, '^[%w_][%w_%.%-]*$') and not find(name, '%.%.')\n"
+    "end\n"
     "local loaded, preload = {}, {}\n"
     "local pkg = { path = path, cpath = '', config = package.config, loaded = loaded,\n"
-    "              preload = preload, searchpath = searchpath }\n"
+    "              preload = preload }\n"
+    /* only the script's directory: any other path made it an oracle for files anywhere */
+    "pkg.searchpath = function(name)\n"
+    "  if not allowed_name(name) then return nil, 'module name not allowed' end\n"
+    "  return searchpath(name, path)\n"
+    "end\n"
     "for _, name in pairs { 'string', 'table', 'math', 'utf8', 'coroutine' } do\n"
     "  loaded[name] = _G[name]\n"
     "end\n"
@@ -442,8 +490,31 @@ static const char sandbox_prelude[] =
     /* the shared modules: the script's cjson is an instance of its own, so changing its functions
      * or options cannot change how herald encodes */
     "preload.teams = function() return hrequire 'teams' end\n"
-    "preload['teams.message'] = function() return hrequire 'teams.message' end\n"
-    "preload.cjson = function() return hrequire('cjson').new() end\n"
+    /* a copy: the teams module calls through its own table */
+    "preload['teams.message'] = function() return copy(hrequire 'teams.message') end\n"
+    /* cjson recurses on the C stack once per level, and a sparse array without limits writes a
+     * null per missing index into memory outside the Lua cap */
+    "local function within(n, lo, hi) return n == nil or (type(n) == 'number' and n >= lo and n <= hi) end\n"
+    "local function script_cjson()\n"
+    "  local c = hrequire('cjson').new()\n"
+    "  for _, name in pairs { 'encode_max_depth', 'decode_max_depth' } do\n"
+    "    local set = c[name]\n"
+    "    c[name] = function(n)\n"
+    "      if not within(n, 1, 1000) then error('cjson.' .. name .. ': herald allows 1 to 1000', 2) end\n"
+    "      return set(n)\n"
+    "    end\n"
+    "  end\n"
+    "  local sparse = c.encode_sparse_array\n"
+    "  c.encode_sparse_array = function(convert, ratio, safe)\n"
+    "    if not (within(ratio, 1, 10) and within(safe, 0, 65536)) then\n"
+    "      error('cjson.encode_sparse_array: herald allows a ratio of 1 to 10 and a safe index up to 65536', 2)\n"
+    "    end\n"
+    "    return sparse(convert, ratio, safe)\n"
+    "  end\n"
+    "  c.new = script_cjson\n"
+    "  return c\n"
+    "end\n"
+    "preload.cjson = script_cjson\n"
     "pkg.searchers = {\n"
     "  function(name)\n"
     "    local f = rawget(pkg.preload, name)\n"
@@ -451,7 +522,7 @@ static const char sandbox_prelude[] =
     "    return f, ':preload:'\n"
     "  end,\n"
     "  function(name)\n"
-    "    if not find(name, '^[%w_][%w_%.%-]*$') or find(name, '%.%.') then\n"
+    "    if not allowed_name(name) then\n"
     "      return '\\n\\tmodule name ' .. name .. ' is not allowed (letters, digits, _ - and .)'\n"
     "    end\n"
     /* the captured path, not package.path: a script must not point require elsewhere */
@@ -530,7 +601,8 @@ static int open_sandbox(vm *v, char **err)
         lua_pushstring(L, v->env_allow);
     else
         lua_pushnil(L);
-    if (vm_pcall(v, 4, 1, err) < 0)
+    lua_pushcfunction(L, slice_tripped);
+    if (vm_pcall(v, 5, 1, err) < 0)
         return -1;
     lua_setfield(L, LUA_REGISTRYINDEX, VM_HOSTENV);               /* [] */
     return 0;

@@ -98,4 +98,7 @@ int vm_traceback(lua_State *L);
  * a charge that would pass it fails (-1, nothing charged); a release (bytes < 0) always succeeds. */
 int vm_charge(vm *v, ptrdiff_t bytes);
 
+/* luaL_traceback(L, of, msg, level) at a cost that does not grow with the script's globals. */
+void vm_push_traceback(lua_State *L, lua_State *of, const char *msg, int level);
+
 #endif

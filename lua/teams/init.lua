@@ -562,8 +562,11 @@ teams.mention = message.mention
 ---------------------------------------------------------------------------------------------
 -- events
 
-local Event = { __metatable = false }
-Event.__index = Event
+-- The metatable is not the method table: with __index = itself, ev.__index handed a script the
+-- metatable every later event is given, and a __gc put there became a finalizer herald ran with
+-- hooks off (an endless one hung the loop at the next reload).
+local Event = {}
+local EVENT_MT = { __index = Event, __metatable = false }
 
 --- Replies in the conversation the activity came from, threaded to it.
 function Event:reply(msg, opts)
@@ -650,7 +653,7 @@ local function new_event(a)
     event_type = str(cd.eventType),
     team = team and { id = str(team.id), name = str(team.name), aad_group_id = str(team.aadGroupId) },
     channel = channel and { id = str(channel.id), name = str(channel.name) },
-  }, Event)
+  }, EVENT_MT)
   if a.type == "message" then ev.text = strip_mention(a) end
   return ev
 end
@@ -741,8 +744,8 @@ function teams.on_notify(name, fn)
   hooks["notify:" .. name] = fn
 end
 
-local ScheduleEvent = { __metatable = false }
-ScheduleEvent.__index = ScheduleEvent
+local ScheduleEvent = {}
+local SCHEDULE_EVENT_MT = { __index = ScheduleEvent, __metatable = false }
 function ScheduleEvent:send(msg, opts)
   if not self.conversation then error("this schedule has no conversation to send to", 2) end
   return teams.send(self.conversation, msg, opts)
@@ -754,7 +757,7 @@ sched.set_dispatch(function(handler, id, payload, conv, due, now)
   local ev = setmetatable({
     schedule = id, handler = handler, conversation = conv, due = due, fired_at = now,
     payload = payload and cjson.decode(payload) or nil,
-  }, ScheduleEvent)
+  }, SCHEDULE_EVENT_MT)
   if ev.payload ~= nil then ev.payload = integers(ev.payload, 0) end
   return fn(ev)
 end)

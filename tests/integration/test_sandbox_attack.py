@@ -134,6 +134,40 @@ class SandboxAttackTest(HeraldTestCase):
         self.wait_requests(1, timeout=tf(10))
         self.assert_alive(h, "resuming the main thread")
 
+    # -- finalizers --------------------------------------------------------------------------------
+
+    def test_an_events_metatable_is_out_of_reach_so_no_finalizer_can_be_planted(self):
+        # Event.__index was Event itself, so ev.__index handed out the metatable every later event
+        # gets from the teams module's own setmetatable; a __gc put there made each new event a
+        # finalizer Lua runs with hooks off. An endless one hung the loop for good at the next
+        # reload (lua_close runs every finalizer; no slice, no watchdog). Schedule events alike.
+        h = self.start("""
+            local teams = require "teams"
+            local function plant(ev)
+              return pcall(function() ev.__index.__gc = function() while true do end end end)
+            end
+            teams.on_invoke(function(ev)
+              if ev.name == "schedule" then
+                assert(teams.schedule { id = "plant", handler = "plant", every = 1 })
+                return {}
+              end
+              return { planted = plant(ev) }
+            end)
+            teams.on_schedule("plant", function(ev)
+              teams.log("info", "planted from a schedule event: " .. tostring(plant(ev)))
+              teams.schedule.cancel("plant")
+            end)
+        """)
+        st, r = self.invoke(h, "plant")
+        self.assertEqual((st, r), (200, {"planted": False}))
+        self.invoke(h, "schedule")
+        h.wait_log(r"planted from a schedule event: (true|false)", timeout=tf(10))
+        self.assertIn("planted from a schedule event: false", h.log)
+        self.invoke(h, "again")               # a new event: with a planted __gc, a finalizer
+        h.proc.send_signal(signal.SIGHUP)
+        h.wait_log(r"reload: generation 1 closed", timeout=tf(10))
+        self.assert_alive(h, "a reload")
+
     # -- what the C bindings read --------------------------------------------------------------------
 
     def test_bindings_never_hold_a_string_only_a_metamethod_returned(self):
@@ -180,6 +214,103 @@ class SandboxAttackTest(HeraldTestCase):
         for name, code in attacks.items():
             self.probe(h, textwrap.dedent(code % {"c": collect}))
             self.assert_alive(h, name)
+
+    # -- the loop stalled outside any slice ----------------------------------------------------------
+
+    def test_a_failed_handlers_traceback_does_not_grow_with_the_scripts_globals(self):
+        # luaL_traceback looks each frame's function up in every table of package.loaded, _G
+        # among them; a task's traceback is built after its slice, so 600,000 globals made every
+        # failing handler stall the loop for seconds, with no slice and no watchdog to stop it.
+        h = self.start("""
+            local teams = require "teams"
+            teams.on_invoke(function(ev)
+              if ev.name == "fill" then
+                local base = #(_G.filled or "")
+                for i = base + 1, base + 200000 do _G["global_" .. i] = true end
+                _G.filled = ("x"):rep(base + 200000)
+                return { n = #_G.filled }
+              end
+              local function deep(n) if n == 0 then error("boom") end return (deep(n - 1)) end
+              deep(20)
+            end)
+        """, env={"HERALD_TASK_SLICE_MS": "3000"})
+        for _ in range(3):
+            st, r = self.invoke(h, "fill")
+            self.assertEqual(st, 200, h.log[-2000:])
+        for _ in range(2):
+            t0 = time.monotonic()
+            st, _ = self.invoke(h, "fail")
+            took = time.monotonic() - t0
+            self.assertEqual(st, 500)
+            self.assertLess(took, tf(1.5), f"a failing handler held the loop {took:.1f} s")
+        self.assertIn("boom", h.log)
+
+    @unittest.expectedFailure
+    def test_a_collection_the_host_triggers_is_bounded_like_script_code(self):
+        # KNOWN HOLE, left for the lead (a design change, not a local fix). Lua's collector runs in
+        # whatever code allocates; much of that is the host outside any slice (decoding an
+        # activity, a task's thread, a traceback), where the watchdog does not look. The atomic
+        # phase is one C call, and converging ephemeron tables (weak keys) is quadratic in a chain's
+        # length: 60,000 random-ordered entries cost 10-25 s per collection, and the chain lives
+        # on. A __mode cannot be refused (a script adds it to a metatable later). Fixes: let the
+        # collector run only under a slice (lua_gc STOP between slices, RESTART in
+        # vm_slice_enter; mind that RESTART zeroes the debt), or have the watchdog time every turn
+        # of the loop, not only script runs. Either bounds the stall by slice + grace.
+        h = self.start_probe_bot(env={"HERALD_WATCHDOG_GRACE_MS": "1000"})
+        self._heralds.remove(h)               # stopped here: a stalled host fails tearDown's checks
+        try:
+            self.probe(h, """
+                local n = 60000
+                local e = setmetatable({}, { __mode = "k" })
+                local keys = {}
+                for i = 1, n do keys[i] = {} end
+                for i = n, 2, -1 do local j = math.random(i); keys[i], keys[j] = keys[j], keys[i] end
+                for i = 1, n - 1 do e[keys[i]] = keys[i + 1] end
+                _G.kept = { e, keys[1] }
+                collectgarbage()
+                return n""")
+            for i in range(6):                # the host's decode allocates, the handler hardly
+                a = self.acts.message("a:attack", f"m{i}")
+                a["channelData"]["padding"] = [{"k": j} for j in range(30000)]
+                t0 = time.monotonic()
+                try:
+                    h.post_activity(a, timeout=tf(4))
+                except (ConnectionError, OSError):
+                    pass                      # the watchdog restarted herald: bounded, fine
+                self.assertLess(time.monotonic() - t0, tf(4), f"message {i}: the loop stalled")
+        finally:
+            h.kill()
+            h.cleanup()
+
+    # -- the watchdog --------------------------------------------------------------------------------
+
+    def test_a_culprit_key_that_is_not_utf8_is_quarantined_and_does_not_loop_the_restart(self):
+        # A schedule id is any bytes. jansson refuses a string that is not UTF-8, so the watchdog
+        # could not record the quarantine ("cannot record the quarantine"): after the restart the
+        # schedule fired again, stalled again, and so on until 5 restarts ended herald.
+        stall = 'string.find(string.rep("a", 3000), string.rep("a*", 8) .. "b")'
+        h = self.start("""
+            local teams = require "teams"
+            teams.on_schedule("stall", function(ev) %s end)
+            teams.on_message(function(ev)
+              assert(teams.schedule { id = "bad\\255id", handler = "stall", every = 1 })
+              ev:reply("scheduled")
+            end)
+        """ % stall, env={"HERALD_WATCHDOG_GRACE_MS": "300"}, listen=f"127.0.0.1:{free_port()}")
+        pid = h.proc.pid
+        try:
+            h.post_activity(self.acts.message("a:attack", "schedule"), timeout=tf(30))
+        except (ConnectionError, OSError):
+            pass                              # the first firing may stall the host first
+        h.wait_log(r"schedule bad.id skipped: its handler stalled the host", timeout=tf(30))
+        time.sleep(tf(1.5))
+        self.assertEqual(len(re.findall(r"watchdog: restarting herald", h.log)), 1, h.log[-3000:])
+        self.assertNotIn("cannot record the quarantine", h.log)
+        self.assertEqual(h.proc.pid, pid)
+        with open(h.db + ".quarantine") as f:
+            entries = [json.loads(line) for line in f if line.strip()]
+        self.assertEqual([(e["kind"], e["key"]) for e in entries], [("schedule", "bad\\xFFid")])
+        self.assert_alive(h, "a quarantined schedule")
 
 
 if __name__ == "__main__":

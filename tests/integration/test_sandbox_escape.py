@@ -126,11 +126,41 @@ PROBES = [
         local ev = ...
         return ev:reply(setmetatable({}, {__index = %s}))""" % LOOP), "killed"),
     ("print_is_logged", 'print("printed-by-probe", 42); return "ok"', "value:ok"),
+    # -- found by test_sandbox_attack's attacker (each failed before its fix) ----------------------
+    # the event's metatable was its own __index: a __gc put there finalized every later event
+    ("event_index_is_not_its_metatable", "local ev = ...; return ev.__index", "value:nil"),
+    ("event_metatable_gc_via_index", "local ev = ...; ev.__index.__gc = %s" % LOOP, "error"),
+    # collector settings: pause 0 and a huge step made every allocation, the host's too, a full
+    # collection outside any slice
+    ("gc_incremental_params", 'return collectgarbage("incremental", 1, 100, 50)', "error:not allowed"),
+    ("gc_generational", 'return collectgarbage("generational")', "error:not allowed"),
+    ("gc_stop", 'return collectgarbage("stop")', "error:not allowed"),
+    ("gc_setpause", 'return collectgarbage("setpause", 0)', "error:not allowed"),
+    ("gc_collect_count_step", 'return collectgarbage() == 0 and collectgarbage("count") > 0 '
+                              'and collectgarbage("step") ~= nil and collectgarbage("isrunning")', "value:true"),
+    # cjson recursed on the C stack past any depth a script set (ASan stack-overflow)
+    ("cjson_decode_depth", 'local c = require "cjson"; c.decode_max_depth(2^31 - 1); '
+                           'return c.decode(("["):rep(400000))', "error"),
+    ("cjson_encode_depth_new_instance", 'local c = require("cjson").new(); c.encode_max_depth(2^31 - 1); '
+                                        'local t = {} for i = 1, 300000 do t = {t} end return c.encode(t)', "error"),
+    ("cjson_sparse_unbounded", 'local c = require "cjson"; c.encode_sparse_array(false, 0); '
+                               'return #c.encode({[1 << 30] = 1})', "error"),
+    ("cjson_settings_in_bounds", 'local c = require "cjson"; c.decode_max_depth(10); c.encode_sparse_array(true, 3, 20); '
+                                 'return c.encode({[100] = 1}) == \'{"100":1}\'', "value:true"),
+    # package.searchpath took any path: an oracle for which files exist anywhere
+    ("searchpath_outside", 'return package.searchpath("passwd", "/etc/?")', "value:nil"),
+    ("searchpath_traversal", 'return package.searchpath("x", package.path, ".", "/../../../../../../../etc/")', "value:nil"),
+    # an xpcall message handler the CPU slice raised into runs with hooks off
+    ("xpcall_handler_loop", "return xpcall(error, %s)" % LOOP, "killed"),
+    ("xpcall_handler_still_runs", 'return select(2, xpcall(error, function(m) return "handled " .. m end, "x"))',
+     "value:handled x"),
 ]
 
 # Run in order in one process: each tampers with the script's own world, and the teams module
 # must not notice. Each ends with a reply the fake connector must receive.
 TAMPER = [
+    # require "teams.message" handed the script the module table the teams module calls through
+    ("teams_message_emptied", 'local m = require "teams.message"; for k in pairs(m) do m[k] = nil end'),
     ("string_format_gone", 'string.format = nil; string.rep = nil; string.find = nil'),
     ("string_methods_gone", 'for k in pairs(string) do string[k] = nil end'),
     ("cjson_broken", 'local c = require "cjson"; c.encode = function() error("broken") end; c.decode = c.encode'),
