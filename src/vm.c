@@ -341,6 +341,10 @@ static int guard_move(lua_State *L)
 static int guard_thread_op(lua_State *L, const char *what)
 {
     lua_State *co = lua_tothread(L, 1);
+    /* a coroutine the slice killed died inside the hook, and Lua left its hooks off: its <close>
+     * handlers would run unbounded */
+    if (co && what[0] == 'c' && vm_of(L)->tripped)
+        return luaL_error(L, "CPU slice exceeded: not closing a coroutine after it");
     if (co) {
         lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
         int main = lua_tothread(L, -1) == co;
@@ -458,6 +462,22 @@ static const char sandbox_prelude[] =
     "end\n"
     /* a message handler runs where the error was raised; when the CPU slice raised it that is inside
      * the hook, where Lua has turned hooks off, so the script's handler would run unbounded */
+    /* Lua's wrap closes a coroutine that failed from C, with the hooks the failure left: off, if
+     * the CPU slice killed it. This one closes through the guarded coroutine.close. */
+    "local create, resume, close, status = coroutine.create, coroutine.resume, coroutine.close, coroutine.status\n"
+    "local function wrapped(co, ok, ...)\n"
+    "  if ok then return ... end\n"
+    "  local err = ...\n"
+    "  if status(co) == 'dead' then\n"
+    "    local closed, cerr = close(co)\n"
+    "    if not closed then err = cerr end\n"
+    "  end\n"
+    "  error(err, type(err) == 'string' and 2 or 0)\n"
+    "end\n"
+    "coroutine.wrap = function(f)\n"
+    "  local co = create(f)\n"
+    "  return function(...) return wrapped(co, resume(co, ...)) end\n"
+    "end\n"
     "local _xpcall = xpcall\n"
     "xpcall = function(f, msgh, ...)\n"
     "  if type(msgh) ~= 'function' then return _xpcall(f, msgh, ...) end\n"

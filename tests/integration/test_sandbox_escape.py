@@ -152,6 +152,13 @@ PROBES = [
     ("searchpath_traversal", 'return package.searchpath("x", package.path, ".", "/../../../../../../../etc/")', "value:nil"),
     # an xpcall message handler the CPU slice raised into runs with hooks off
     ("xpcall_handler_loop", "return xpcall(error, %s)" % LOOP, "killed"),
+    # coroutine.wrap closed a coroutine the slice killed with the hooks that death left: off
+    ("wrap_close_after_kill", "coroutine.wrap(function() local x <close> = setmetatable({}, {__close = %s}) "
+                              "while true do end end)()" % LOOP, "killed"),
+    ("wrap_still_closes_on_error", 'local closed; local f = coroutine.wrap(function() '
+                                   'local x <close> = setmetatable({}, {__close = function() closed = true end}) '
+                                   'error("boom") end); local ok, e = pcall(function() f() end); '
+                                   'return tostring(closed) .. " " .. e', "value:true probe:1: probe:1: boom"),
     ("xpcall_handler_still_runs", 'return select(2, xpcall(error, function(m) return "handled " .. m end, "x"))',
      "value:handled x"),
 ]
