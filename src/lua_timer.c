@@ -142,53 +142,57 @@ static void on_timer_task_done(task *t, enum task_status status, int nres, const
         log_error("timer handler failed error=%s", message);
 }
 
-/* Starts the task of one firing: fn(args...) from the timer's registry table. */
-static void fire(timers *ts, ltimer *t)
+/* Starts the task of one firing: fn(args...) from the timer's registry table. A timer that fires
+ * once is freed before its callback runs (its handle then says it is no longer pending), so a
+ * callback that cancels it, or any other timer, frees nothing the caller still holds. */
+static void fire(timers *ts, ltimer *t, int once)
 {
     lua_State *L = vm_state(ts->v);
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);    /* [spec] */
     int spec = lua_gettop(L);
-    for (int i = 1; i <= t->nargs + 1; i++)
+    int nargs = t->nargs;
+    for (int i = 1; i <= nargs + 1; i++)
         lua_rawgeti(L, spec, i);                   /* [spec fn args...] */
     lua_remove(L, spec);                           /* [fn args...] */
+    task_blame(ts->v, "timer", t->where);
+    if (once)
+        timer_free(ts, t);
     int started;
     char *err = NULL;
-    task_blame(ts->v, "timer", t->where);
-    task_spawn(ts->v, "timer", t->nargs, on_timer_task_done, NULL, &started, &err);
+    task_spawn(ts->v, "timer", nargs, on_timer_task_done, NULL, &started, &err);
     if (!started) {
         log_error("timer could not start its task: %s", err ? err : "?");
         free(err);
     }
 }
 
+/* Fires the timers that were due when the callback began, in (deadline, sequence) order, taking
+ * each from the heap just before it runs: a callback may cancel any timer, itself included, so
+ * nothing is held across a firing (a list of due timers collected up front held freed ones). Timers
+ * made or re-armed meanwhile wait for the next turn, and so does the rest once this turn has run a
+ * slice of script code (task_turn_spent). */
 static void on_due(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
     timers *ts = arg;
     int64_t now = mono_ms();
-    ltimer *ready[256];
-    int n = 0;
-    while (ts->len && ts->heap[0]->due <= now && n < 256) {
+    uint64_t seq_end = ts->seq;
+    while (ts->len && ts->heap[0]->due <= now && ts->heap[0]->seq < seq_end) {
+        if (task_turn_spent(ts->v)) {
+            clock_timer_add(ts->ev, 0);
+            return;
+        }
         ltimer *t = ts->heap[0];
         heap_remove(ts, t);
-        ready[n++] = t;
-    }
-    /* re-arm the repeating ones first, so a firing that cancels one finds it in the heap */
-    for (int i = 0; i < n; i++) {
-        ltimer *t = ready[i];
-        if (t->interval) {
+        int once = !t->interval;
+        if (!once) {
             t->due = now + t->interval;
             t->seq = ts->seq++;
-            heap_push(ts, t);
+            if (heap_push(ts, t) < 0)
+                once = 1;
         }
-    }
-    for (int i = 0; i < n; i++) {
-        ltimer *t = ready[i];
-        int once = !t->interval;
-        fire(ts, t);
-        if (once)
-            timer_free(ts, t);
+        fire(ts, t, once);
     }
     arm(ts);
 }

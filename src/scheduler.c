@@ -218,7 +218,9 @@ static void spawn(scheduler *s, const char *handler, const char *id, const char 
     }
 }
 
-/* Fires up to FIRE_BATCH due rows; returns how many it handled. */
+/* Fires up to FIRE_BATCH due rows; returns how many it handled, FIRE_BATCH when it stopped early
+ * because this turn has run a slice of script code (task_turn_spent: the rest stay due and fire on
+ * a later turn, after inbound requests). */
 static int fire_due(scheduler *s)
 {
     int64_t now = now_s();
@@ -250,11 +252,14 @@ static int fire_due(scheduler *s)
         outbox_touch_batch(s->rt->outbox);
     /* a firing whose advance cannot be written would fire again: wait for the store */
     int hold = n && !store_in_batch(s->rt->store);
+    int stopped = 0;
     for (int i = 0; i < n; i++) {
         due_row *r = &rows[i];
         char *err = NULL;
-        if (hold)
-            goto next_row;
+        if (!hold && !stopped && task_turn_spent(s->rt->vm))
+            stopped = 1;
+        if (hold || stopped)
+            goto next_row;                /* stopped: still due, a later turn fires it */
         if (!has_handler(s->rt->vm, r->handler)) {
             char why[300];
             snprintf(why, sizeof why, "no handler '%s' in the live script (kept; retried when one "
@@ -310,7 +315,7 @@ static int fire_due(scheduler *s)
         free(r->payload);
         free(r->missed);
     }
-    return hold ? 0 : n;
+    return hold ? 0 : stopped ? FIRE_BATCH : n;
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)

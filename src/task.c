@@ -66,9 +66,26 @@ void task_list_free(task_list *l)
 {
     if (!l)
         return;
-    event_free(l->ready_ev);
+    clock_timer_free(l->ready_ev);
     free(l->blame);
     free(l);
+}
+
+/* The loop's current turn, as libevent's cached time names it: the cache changes only when the
+ * loop polls its sockets, so while it stays the same, callbacks are running back to back. */
+static struct timeval turn_tv;
+static int64_t turn_start_ms;
+
+int task_turn_spent(vm *v)
+{
+    struct timeval tv;
+    event_base_gettimeofday_cached(vm_base(v), &tv);
+    if (tv.tv_sec != turn_tv.tv_sec || tv.tv_usec != turn_tv.tv_usec) {
+        turn_tv = tv;
+        turn_start_ms = clock_mono_ms();
+        return 0;
+    }
+    return clock_mono_ms() - turn_start_ms >= vm_cfg(v)->slice_ms;
 }
 
 task *task_of(lua_State *L) { return *(task **)lua_getextraspace(L); }
@@ -108,9 +125,12 @@ static void finish(task *t, enum task_status status, int nres, const char *messa
     if (status != TASK_OK) {
         /* A handler's <close> variables are closed however it ends: Lua leaves them pending when
          * a coroutine errors or is abandoned. They are script code, so under a slice like any
-         * other. After an error the reset returns that error again, already logged by the owner. */
+         * other. After an error the reset returns that error again, already logged by the owner.
+         * Once this turn of the loop has run a slice of script code they get none (a reload
+         * closing a thousand tasks whose handlers loop held the loop for a thousand slices). */
         vm_slice saved;
-        vm_slice_enter(t->v, t->T, vm_cfg(t->v)->slice_ms, t->culprit, &saved);
+        vm_slice_enter(t->v, t->T, task_turn_spent(t->v) ? 0 : vm_cfg(t->v)->slice_ms, t->culprit,
+                       &saved);
         if (lua_resetthread(t->T) != LUA_OK && status == TASK_CANCELLED)
             log_warn("a <close> handler of cancelled task=%s failed: %s", t->label,
                      lua_type(t->T, -1) == LUA_TSTRING ? lua_tostring(t->T, -1) : "(not a string)");
@@ -239,6 +259,10 @@ static void on_task_deadline(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     task *t = arg;
+    if (task_turn_spent(t->v)) {              /* a storm of deadlines: one slice of <close> a turn */
+        clock_timer_add(t->deadline, 0);
+        return;
+    }
     char reason[128];
     snprintf(reason, sizeof reason, "the task ran past its deadline of %ld ms (HERALD_TASK_DEADLINE_MS)",
              vm_cfg(t->v)->task_deadline_ms);
@@ -277,7 +301,10 @@ void task_wake(task *t, task_push_fn push, void *op)
 }
 
 /* Resumes what was ready when the callback started; tasks woken meanwhile wait for the next
- * turn, so a task that wakes itself in a loop cannot starve inbound requests. */
+ * turn, so a task that wakes itself in a loop cannot starve inbound requests. Once this turn has
+ * run a slice of script code the rest wait for a later turn too (a timer, so the loop polls its
+ * sockets first): each may run a whole slice, and a hundred woken at once held the loop for a
+ * hundred slices. */
 static void ready_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
@@ -285,6 +312,10 @@ static void ready_cb(evutil_socket_t fd, short what, void *arg)
     task_list *l = arg;
     task *last = l->ready_tail;
     while (l->ready_head) {
+        if (task_turn_spent(l->v)) {
+            clock_timer_add(l->ready_ev, 0);
+            return;
+        }
         task *t = l->ready_head;
         int was_last = (t == last);
         ready_remove(l, t);

@@ -44,6 +44,12 @@ task *task_check(lua_State *L, const char *what);
  * caller. Safe from any event-loop callback. The op's canceller is forgotten (the op completed). */
 void task_wake(task *t, task_push_fn push, void *op);
 
+/* 1 when script code has already run a slice's worth of time in this turn of the loop (since it
+ * last polled its sockets). Whoever starts script code from a timer or a queue defers it then, to a
+ * 0 ms timer, which fires after the next poll: each run may take a whole slice, and runs back to
+ * back must not hold inbound requests for the sum. The first call of a turn starts its count. */
+int task_turn_spent(vm *v);
+
 /* Cancels one task: aborts its pending op and ends it with TASK_CANCELLED and reason. */
 void task_cancel(task *t, const char *reason);
 

@@ -282,6 +282,87 @@ class SandboxAttackTest(HeraldTestCase):
             h.kill()
             h.cleanup()
 
+    def test_a_burst_of_runaways_does_not_hold_the_loop_for_the_sum_of_their_slices(self):
+        # Each runaway is killed at its slice, but the timer callback fired every due timer, the
+        # ready list resumed every woken task and the scheduler every due row (200 a turn) in one
+        # go: 60 of them held the loop for 60 slices, and no slice was ever long enough for the
+        # watchdog. Each now stops after a slice's worth and lets the loop poll first.
+        n = 60
+        h = self.start("""
+            local teams = require "teams"
+            local function run_away() while true do end end
+            teams.on_schedule("run_away", run_away)
+            teams.on_invoke(function(ev)
+              for i = 1, %d do
+                if ev.name == "timers" then teams.timer.after(0.3, run_away) end
+                if ev.name == "tasks" then
+                  teams.timer.after(0, function() teams.sleep(0.3) run_away() end)
+                end
+                if ev.name == "schedules" then
+                  assert(teams.schedule { id = "s" .. i, handler = "run_away",
+                                          at = os.date("!%%Y-%%m-%%dT%%H:%%M:%%SZ", os.time() + 1) })
+                end
+              end
+              return {}
+            end)
+        """ % n, env={"HERALD_TASK_SLICE_MS": "50"})
+        def killed_since(before, at_least):
+            deadline = time.monotonic() + tf(30)
+            while h.log.count("CPU slice exceeded") - before < at_least and time.monotonic() < deadline:
+                time.sleep(0.05)
+            return h.log.count("CPU slice exceeded") - before
+
+        for burst in ("timers", "tasks", "schedules"):
+            kills = h.log.count("CPU slice exceeded")
+            self.invoke(h, burst)
+            self.assertGreaterEqual(killed_since(kills, 1), 1, burst)   # the burst has begun
+            t0 = time.monotonic()
+            st, _ = h.healthz()
+            took = time.monotonic() - t0
+            self.assertEqual(st, 200)
+            self.assertLess(took, tf(1.5), f"/healthz waited {took:.1f} s behind a burst of {burst}")
+            self.assertEqual(killed_since(kills, n), n, burst)
+
+    def test_a_storm_of_cancellations_does_not_hold_the_loop_for_the_sum_of_their_slices(self):
+        # A cancelled task's <close> handlers run under a slice of their own. Sixty tasks reaching
+        # their deadline together (one timer callback each, back to back) or closed with their
+        # generation after a reload each ran a whole slice: the sum held the loop, and no single
+        # slice was long enough for the watchdog.
+        n = 60
+        script = """
+            local teams = require "teams"
+            teams.on_invoke(function(ev)
+              for i = 1, %d do
+                teams.timer.after(0, function()
+                  local x <close> = setmetatable({}, { __close = function() while true do end end })
+                  teams.sleep(3600)
+                end)
+              end
+              return {}
+            end)
+        """ % n
+        for storm, env in (("deadline", {"HERALD_TASK_DEADLINE_MS": "800"}),
+                           ("reload", {"HERALD_RELOAD_GRACE_MS": "300"})):
+            h = self.start(script, env=dict(env, HERALD_TASK_SLICE_MS="50"))
+            st, _ = self.invoke(h, "park")
+            self.assertEqual(st, 200)
+            deadline = time.monotonic() + tf(10)
+            while json.loads(h.healthz()[1])["tasks"] < n and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if storm == "reload":
+                h.proc.send_signal(signal.SIGHUP)
+            h.wait_log(r"CPU slice exceeded", timeout=tf(10))   # the storm has begun
+            t0 = time.monotonic()
+            st, body = h.healthz()
+            took = time.monotonic() - t0
+            self.assertEqual(st, 200)
+            self.assertLess(took, tf(1.5), f"/healthz waited {took:.1f} s behind a {storm} storm")
+            deadline = time.monotonic() + tf(30)
+            while json.loads(h.healthz()[1])["tasks"] and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.assertEqual(json.loads(h.healthz()[1])["tasks"], 0, storm)
+            h.stop()
+
     # -- the watchdog --------------------------------------------------------------------------------
 
     def test_a_culprit_key_that_is_not_utf8_is_quarantined_and_does_not_loop_the_restart(self):
