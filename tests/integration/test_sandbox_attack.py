@@ -168,6 +168,23 @@ class SandboxAttackTest(HeraldTestCase):
         h.wait_log(r"reload: generation 1 closed", timeout=tf(10))
         self.assert_alive(h, "a reload")
 
+    def test_a_timer_callback_may_cancel_any_timer_of_its_batch(self):
+        # Due timers were collected into a list before any fired; a callback cancelling a later
+        # one of the same batch freed what the list still held (heap-use-after-free, double free).
+        h = self.start_probe_bot()
+        r = self.probe(h, """
+            local later, every, own
+            teams.timer.after(0.05, function() later:cancel(); every:cancel() end)
+            later = teams.timer.after(0.05, function() _G.later_ran = true end)
+            every = teams.timer.every(0.05, function() _G.every_ran = true end)
+            own = teams.timer.after(0.05, function() _G.own_cancel = own:cancel() end)
+            return true""")
+        self.assertTrue(r["ok"], r)
+        time.sleep(0.4)
+        r = self.probe(h, "return tostring(later_ran) .. tostring(every_ran) .. tostring(own_cancel)")
+        self.assertEqual(r.get("value"), "nilnilfalse", r)
+        self.assert_alive(h, "timers cancelled by their batch")
+
     # -- what the C bindings read --------------------------------------------------------------------
 
     def test_bindings_never_hold_a_string_only_a_metamethod_returned(self):
