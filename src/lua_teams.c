@@ -420,6 +420,8 @@ static int core_send(lua_State *L)
     const char *key;
     int wait, flags;
     read_opts(L, 4, &key, &wait, &flags);
+    if (wait)                                  /* raises: before the target's strings are held */
+        task_check(L, "teams.send/update/delete");
     send_cat cat;
     read_cat(L, 4, &cat);
     target tg;
@@ -447,6 +449,8 @@ static int core_update(lua_State *L)
     int wait, flags;
     read_opts(L, 4, &key, &wait, &flags);
     luaL_argcheck(L, activity_id || key, 2, "an activity id or a key is required");
+    if (wait)
+        task_check(L, "teams.send/update/delete");
     target tg;
     if (!resolve_target(L, 1, &tg))
         return 3;
@@ -465,6 +469,8 @@ static int core_delete(lua_State *L)
     int wait, flags;
     read_opts(L, 3, &key, &wait, &flags);
     luaL_argcheck(L, activity_id || key, 2, "an activity id or a key is required");
+    if (wait)
+        task_check(L, "teams.send/update/delete");
     target tg;
     if (!resolve_target(L, 1, &tg))
         return 3;

@@ -258,16 +258,23 @@ static int start_timer(lua_State *L, int repeat)
         lua_pushliteral(L, "quarantined");
         return 3;
     }
+    /* every allocation that can raise (the memory cap) comes before the timer's own: the handle
+     * starts closed, as liolib's newprefile does, and the ref is released if calloc fails */
     int nargs = lua_gettop(L) - 2;
-    ltimer *t = calloc(1, sizeof *t);
-    if (!t)
-        return luaL_error(L, "out of memory");
-    lua_createtable(L, nargs + 1, 0);              /* [secs fn args... spec] */
+    timer_handle *h = lua_newuserdatauv(L, sizeof *h, 0);   /* [secs fn args... h] */
+    h->t = NULL;
+    lua_createtable(L, nargs + 1, 0);              /* [secs fn args... h spec] */
     for (int i = 0; i <= nargs; i++) {
         lua_pushvalue(L, 2 + i);
         lua_rawseti(L, -2, i + 1);
     }
-    t->ref = vm_ref(v, L);                         /* [secs fn args...] */
+    int ref = vm_ref(v, L);                        /* [secs fn args... h] */
+    ltimer *t = calloc(1, sizeof *t);
+    if (!t) {
+        vm_unref(v, ref);
+        return luaL_error(L, "out of memory");
+    }
+    t->ref = ref;
     t->nargs = nargs;
     memcpy(t->where, where, sizeof where);
     t->interval = repeat ? (int64_t)(secs * 1000.0 + 0.5) : 0;
@@ -282,7 +289,6 @@ static int start_timer(lua_State *L, int repeat)
     }
     if (ts->heap[0] == t)
         arm(ts);
-    timer_handle *h = lua_newuserdatauv(L, sizeof *h, 0);
     h->t = t;
     t->handle = h;
     luaL_setmetatable(L, TIMER_MT);

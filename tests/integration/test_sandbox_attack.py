@@ -134,6 +134,34 @@ class SandboxAttackTest(HeraldTestCase):
         self.wait_requests(1, timeout=tf(10))
         self.assert_alive(h, "resuming the main thread")
 
+    def test_a_binding_that_raises_holds_no_c_memory(self):
+        # teams.timer.after allocated its timer, then the Lua table that can fail at the memory
+        # cap; teams.send resolved the conversation (strings in C), then found it was not in a
+        # handler's own coroutine. Each failing call leaked, as often as a loop liked: C memory
+        # outside the cap (LeakSanitizer at exit).
+        h = self.start_probe_bot(env={"HERALD_LUA_MEMORY_MB": "16", "HERALD_TASK_SLICE_MS": "2000"})
+        self.post_ok(h, self.acts.message("a:attack", "hello"))   # a stored conversation
+        r = self.probe(h, """
+            local keep = {}
+            local function big() keep[#keep + 1] = ("x"):rep(4096) .. #keep end
+            local function small() keep[#keep + 1] = {} end
+            while pcall(big) do end
+            while pcall(small) do end
+            local fails, after = 0, teams.timer.after
+            local function f() end
+            for i = 1, 200 do if not pcall(after, 3600, f) then fails = fails + 1 end end
+            keep = nil
+            return fails""")
+        self.assertTrue(r["ok"], r)
+        r = self.probe(h, """
+            local ev, n = ..., 0
+            coroutine.wrap(function()
+              for i = 1, 100 do if not pcall(teams.send, ev.conversation, "x") then n = n + 1 end end
+            end)()
+            return n""")
+        self.assertEqual(r.get("value"), 100, r)
+        h.stop()                              # LeakSanitizer reports at exit
+
     # -- finalizers --------------------------------------------------------------------------------
 
     def test_an_events_metatable_is_out_of_reach_so_no_finalizer_can_be_planted(self):
