@@ -27,6 +27,7 @@ struct task {
     task_push_fn push;            /* results to push while READY */
     void *push_op;
     int resuming;                 /* set only while task_resume runs T */
+    int killed;                   /* the CPU slice ended it: hooks are off on T (vm_slice_leave) */
     struct event *deadline;       /* armed at the first yield: a task never waits forever */
     int64_t started_ms;
     char *culprit;                /* "kind\tkey": what the watchdog names if this task stalls */
@@ -122,7 +123,11 @@ static void finish(task *t, enum task_status status, int nres, const char *messa
     t->state = TASK_DEAD;
     if (t->done)
         t->done(t, status, nres, message, t->ud);
-    if (status != TASK_OK) {
+    if (status != TASK_OK && t->killed) {
+        /* killed inside Lua's hook, which left hooks off on T: its <close> handlers would run
+         * there with no slice to stop them */
+        log_warn("the <close> handlers of task=%s are not run: the CPU slice killed it", t->label);
+    } else if (status != TASK_OK) {
         /* A handler's <close> variables are closed however it ends: Lua leaves them pending when
          * a coroutine errors or is abandoned. They are script code, so under a slice like any
          * other. After an error the reset returns that error again, already logged by the owner.
@@ -159,7 +164,7 @@ static int resume(task *t, int nargs)
     vm_slice saved;
     vm_slice_enter(v, t->T, vm_cfg(v)->slice_ms, t->culprit, &saved);
     int rc = lua_resume(t->T, L, nargs, &nres);
-    vm_slice_leave(v, &saved);
+    t->killed = vm_slice_leave(v, &saved) && rc != LUA_OK && rc != LUA_YIELD;
     t->resuming = 0;
     if (rc == LUA_YIELD) {
         if (t->op || t->state == TASK_READY) {

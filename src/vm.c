@@ -179,8 +179,9 @@ void vm_slice_enter(vm *v, lua_State *thread, long ms, const char *culprit, vm_s
 
 /* Restores the enclosing slice (none, for the outermost), so host code that runs Lua from inside a
  * binding cannot leave the caller's script running without a deadline. */
-void vm_slice_leave(vm *v, const vm_slice *saved)
+int vm_slice_leave(vm *v, const vm_slice *saved)
 {
+    int tripped = v->tripped;
     watchdog_leave();
     if (v->tripped) {
         lua_sethook(v->L, slice_hook, LUA_MASKCOUNT, VM_HOOK_COUNT);
@@ -193,6 +194,7 @@ void vm_slice_leave(vm *v, const vm_slice *saved)
     v->cpu_start = saved->cpu_start;
     v->deadline = saved->deadline;
     v->tripped = saved->tripped;
+    return tripped;
 }
 
 /* luaL_traceback names a frame's function by searching every table in package.loaded (the script's

@@ -58,7 +58,9 @@ typedef struct vm_slice {
     int enforce, tripped;
 } vm_slice;
 void vm_slice_enter(vm *v, lua_State *thread, long ms, const char *culprit, vm_slice *saved);
-void vm_slice_leave(vm *v, const vm_slice *saved);
+/* Returns 1 when the slice was spent, i.e. the CPU slice killed the run: Lua raised that error
+ * inside its hook, which leaves hooks off on the thread it killed. */
+int vm_slice_leave(vm *v, const vm_slice *saved);
 
 /* Registry refs made through vm_ref are counted so a closing generation can report leaks. */
 int vm_ref(vm *v, lua_State *L);          /* pops the value, returns its ref */

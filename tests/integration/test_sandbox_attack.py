@@ -162,6 +162,29 @@ class SandboxAttackTest(HeraldTestCase):
         self.assertEqual(r.get("value"), 100, r)
         h.stop()                              # LeakSanitizer reports at exit
 
+    def test_a_handler_the_slice_killed_does_not_run_its_close_handlers_unbounded(self):
+        # The slice kills from inside Lua's hook, and Lua leaves hooks off on the thread it kills.
+        # Closing that thread's <close> variables afterwards (a handler's are closed however it
+        # ends) ran a looping one with no slice: the watchdog had to restart herald.
+        h = self.start("""
+            local teams = require "teams"
+            teams.on_message(function(ev)
+              local x <close> = setmetatable({}, { __close = function() while true do end end })
+              while true do end
+            end)
+            teams.on_invoke(function(ev)
+              local closed = false
+              do local y <close> = setmetatable({}, { __close = function() closed = true end }) end
+              return { closed = closed }
+            end)
+        """, env={"HERALD_WATCHDOG_GRACE_MS": "500"}, listen=f"127.0.0.1:{free_port()}")
+        st, _ = h.post_activity(self.acts.message("a:attack", "run away"), timeout=tf(20))
+        self.assertEqual(st, 200)
+        self.assertIn("are not run: the CPU slice killed it", h.log)
+        self.assertNotIn("watchdog: restarting", h.log)
+        self.assertEqual(self.invoke(h, "still closes"), (200, {"closed": True}))
+        self.assert_alive(h, "a killed handler's <close>")
+
     # -- finalizers --------------------------------------------------------------------------------
 
     def test_an_events_metatable_is_out_of_reach_so_no_finalizer_can_be_planted(self):
