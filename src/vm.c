@@ -174,6 +174,8 @@ void vm_slice_enter(vm *v, lua_State *thread, long ms, const char *culprit, vm_s
     v->cpu_start = thread_cpu_ms();
     v->deadline = coarse_now_ms() + ms;
     v->tripped = 0;
+    if (!saved->thread)
+        lua_gc(v->L, LUA_GCRESTART);
     watchdog_enter(culprit, v->script_hash, v->cpu_start, ms);
 }
 
@@ -194,6 +196,8 @@ int vm_slice_leave(vm *v, const vm_slice *saved)
     v->cpu_start = saved->cpu_start;
     v->deadline = saved->deadline;
     v->tripped = saved->tripped;
+    if (!v->thread)
+        lua_gc(v->L, LUA_GCSTOP);
     return tripped;
 }
 
@@ -658,6 +662,12 @@ vm *vm_new(struct event_base *base, const vm_config *cfg, void *host, char **err
         goto fail;
     }
     lua_sethook(v->L, slice_hook, LUA_MASKCOUNT, VM_HOOK_COUNT);
+    /* The collector runs in whatever code allocates, and its atomic phase is one C call whose cost
+     * the script controls (converging a chain of weak-keyed tables is quadratic in its length). It
+     * runs only inside slices, where the watchdog looks: stopped here, restarted by the outermost
+     * vm_slice_enter. Host allocations between slices still count toward the memory in use; a
+     * script allocation past the cap forces a full collection even while it is stopped. */
+    lua_gc(v->L, LUA_GCSTOP);
     /* threads copy the main thread's extra space: it must say "no task" */
     *(void **)lua_getextraspace(v->L) = NULL;
     lua_atpanic(v->L, on_panic);
