@@ -1,9 +1,11 @@
 """test_sandbox_attack.py — attacks on the sandbox, the CPU slice and the watchdog that need a bot of
 their own (a top level that keeps something, two handlers that meet, a reload, a restart), each a
-regression test for a hole it found: the host's threads resumed or closed by a script, C bindings
-reading strings that only a metamethod held, finalizers reached through an event's metatable,
-garbage-collector settings and tracebacks that stall the loop outside any slice, and quarantine keys
-the watchdog could not record. The one-line probes are in test_sandbox_escape.py."""
+regression test for a hole it found: the host's threads resumed or closed by a script; C bindings
+reading strings only a metamethod held, or leaking C memory when they raise; a timer batch holding
+freed timers; finalizers planted through an event's metatable; <close> handlers run where Lua left
+hooks off; runaways and cancellations back to back adding up their slices; tracebacks and
+garbage collections stalling the loop outside any slice; and quarantine keys the watchdog could not
+record. The one-line probes are in test_sandbox_escape.py."""
 import json
 import os
 import re

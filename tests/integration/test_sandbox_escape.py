@@ -159,6 +159,18 @@ PROBES = [
                                    'local x <close> = setmetatable({}, {__close = function() closed = true end}) '
                                    'error("boom") end); local ok, e = pcall(function() f() end); '
                                    'return tostring(closed) .. " " .. e', "value:true probe:1: probe:1: boom"),
+    # tried and held (kept so that they stay held)
+    ("timer_handle_index", "local h = teams.timer.after(3600, function() end); local m = h.__index; h:cancel(); return m",
+     "value:nil"),
+    ("callable_tables_index", "return teams.broadcast.__index or teams.schedule.__index", "value:nil"),
+    ("load_reader_loop", "return load(%s)" % LOOP, "killed"),
+    ("gsub_replacement_index_loop", 'return string.gsub("abc", "%%w", setmetatable({}, {__index = %s}))' % LOOP,
+     "killed"),
+    ("os_date_huge", 'return os.date("%c", 1 << 60)', "error"),
+    ("getenv_tostring_object", 'return os.getenv(setmetatable({}, {__tostring = function() return "CLIENT_SECRET" end}))',
+     "value:nil"),
+    ("concat_c_index", 'return #table.concat(setmetatable({}, {__index = table.concat}), "", 1, 10)', "value:0"),
+    ("string_dump_host_function", "return load(string.dump(teams.send))", "value:nil"),
     ("xpcall_handler_still_runs", 'return select(2, xpcall(error, function(m) return "handled " .. m end, "x"))',
      "value:handled x"),
 ]
