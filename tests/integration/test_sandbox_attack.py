@@ -48,7 +48,7 @@ class SandboxAttackTest(HeraldTestCase):
 
     def invoke(self, h, name, value=None, timeout=None):
         st, body = h.post_activity(self.acts.invoke("a:attack", name, value or {}),
-                                   timeout=timeout or tf(20))
+                                   timeout=timeout or 20)
         return st, (json.loads(body) if body else None)
 
     def start_probe_bot(self, env=None, **kw):
@@ -59,9 +59,16 @@ class SandboxAttackTest(HeraldTestCase):
     def probe(self, h, code, timeout=None):
         """Runs code in a handler of bots/escape_probe.lua; returns its JSON answer."""
         st, body = h.post_activity(self.acts.invoke("a:attack", "probe", {"code": code}),
-                                   timeout=timeout or tf(20))
+                                   timeout=timeout or 20)
         self.assertEqual(st, 200, f"{st} {body!r}\n{h.log[-3000:]}")
         return json.loads(body)
+
+    def held(self, h, fn):
+        """Runs fn() (a request); returns its result and the CPU herald spent meanwhile: how long
+        the loop held it back, in a measure a busy machine does not stretch."""
+        c0 = h.cpu_seconds()
+        r = fn()
+        return r, h.cpu_seconds() - c0
 
     def assert_alive(self, h, after):
         self.assertTrue(h.alive(), f"herald died after {after}:\n{h.log[-3000:]}")
@@ -131,9 +138,9 @@ class SandboxAttackTest(HeraldTestCase):
             self.assertIn("the main thread belongs to herald", r["err"])
         # and a reload closes the generation at once (a parked <close> would run there, unbounded)
         h.proc.send_signal(signal.SIGHUP)
-        h.wait_log(r"reload: generation 1 closed", timeout=tf(10))
+        h.wait_log(r"reload: generation 1 closed", timeout=10)
         self.post_ok(h, self.acts.message("a:attack", "after"))
-        self.wait_requests(1, timeout=tf(10))
+        self.wait_requests(1, timeout=10)
         self.assert_alive(h, "resuming the main thread")
 
     def test_a_binding_that_raises_holds_no_c_memory(self):
@@ -180,7 +187,7 @@ class SandboxAttackTest(HeraldTestCase):
               return { closed = closed }
             end)
         """, env={"HERALD_WATCHDOG_GRACE_MS": "500"}, listen=f"127.0.0.1:{free_port()}")
-        st, _ = h.post_activity(self.acts.message("a:attack", "run away"), timeout=tf(20))
+        st, _ = h.post_activity(self.acts.message("a:attack", "run away"), timeout=20)
         self.assertEqual(st, 200)
         self.assertIn("are not run: the CPU slice killed it", h.log)
         self.assertNotIn("watchdog: restarting", h.log)
@@ -214,11 +221,11 @@ class SandboxAttackTest(HeraldTestCase):
         st, r = self.invoke(h, "plant")
         self.assertEqual((st, r), (200, {"planted": False}))
         self.invoke(h, "schedule")
-        h.wait_log(r"planted from a schedule event: (true|false)", timeout=tf(10))
+        h.wait_log(r"planted from a schedule event: (true|false)", timeout=10)
         self.assertIn("planted from a schedule event: false", h.log)
         self.invoke(h, "again")               # a new event: with a planted __gc, a finalizer
         h.proc.send_signal(signal.SIGHUP)
-        h.wait_log(r"reload: generation 1 closed", timeout=tf(10))
+        h.wait_log(r"reload: generation 1 closed", timeout=10)
         self.assert_alive(h, "a reload")
 
     def test_a_timer_callback_may_cancel_any_timer_of_its_batch(self):
@@ -308,11 +315,9 @@ class SandboxAttackTest(HeraldTestCase):
             st, r = self.invoke(h, "fill")
             self.assertEqual(st, 200, h.log[-2000:])
         for _ in range(2):
-            t0 = time.monotonic()
-            st, _ = self.invoke(h, "fail")
-            took = time.monotonic() - t0
+            (st, _), cpu = self.held(h, lambda: self.invoke(h, "fail"))
             self.assertEqual(st, 500)
-            self.assertLess(took, tf(1.5), f"a failing handler held the loop {took:.1f} s")
+            self.assertLess(cpu, tf(1.5), f"a failing handler held the loop for {cpu:.1f} s of CPU")
         self.assertIn("boom", h.log)
 
     def test_a_collection_the_host_triggers_is_bounded_like_script_code(self):
@@ -339,14 +344,16 @@ class SandboxAttackTest(HeraldTestCase):
             for i in range(6):                # the host's decode allocates, the handler hardly
                 a = self.acts.message("a:attack", f"m{i}")
                 a["channelData"]["padding"] = [{"k": j} for j in range(30000)]
-                t0 = time.monotonic()
-                try:
-                    h.post_activity(a, timeout=tf(4))
-                except (ConnectionError, OSError):
-                    pass                      # the watchdog restarted herald: bounded, fine
-                self.assertLess(time.monotonic() - t0, tf(4), f"message {i}: the loop stalled")
+                def post():
+                    try:
+                        h.post_activity(a, timeout=60)
+                    except (ConnectionError, OSError):
+                        pass                  # the watchdog restarted herald: bounded, fine
+                _, cpu = self.held(h, post)
+                # a slice, the watchdog's grace and a restart at most, not the collection's 10-25 s
+                self.assertLess(cpu, tf(4), f"message {i}: the loop stalled {cpu:.1f} s of CPU")
                 if "watchdog: restarting" in h.log:
-                    h.wait_log(r"(?s)watchdog: restarting.*listening on", timeout=tf(10))
+                    h.wait_log(r"(?s)watchdog: restarting.*listening on", timeout=10)
             self.assertLessEqual(h.log.count("watchdog: restarting"), 1)
             self.assert_alive(h, "a collection of a chain of ephemerons")
         finally:
@@ -387,11 +394,9 @@ class SandboxAttackTest(HeraldTestCase):
             kills = h.log.count("CPU slice exceeded")
             self.invoke(h, burst)
             self.assertGreaterEqual(killed_since(kills, 1), 1, burst)   # the burst has begun
-            t0 = time.monotonic()
-            st, _ = h.healthz()
-            took = time.monotonic() - t0
+            (st, _), cpu = self.held(h, h.healthz)
             self.assertEqual(st, 200)
-            self.assertLess(took, tf(1.5), f"/healthz waited {took:.1f} s behind a burst of {burst}")
+            self.assertLess(cpu, tf(1.0), f"/healthz waited {cpu:.1f} s of CPU behind a burst of {burst}")
             self.assertEqual(killed_since(kills, n), n, burst)
 
     def test_a_storm_of_cancellations_does_not_hold_the_loop_for_the_sum_of_their_slices(self):
@@ -422,12 +427,10 @@ class SandboxAttackTest(HeraldTestCase):
                 time.sleep(0.05)
             if storm == "reload":
                 h.proc.send_signal(signal.SIGHUP)
-            h.wait_log(r"CPU slice exceeded", timeout=tf(10))   # the storm has begun
-            t0 = time.monotonic()
-            st, body = h.healthz()
-            took = time.monotonic() - t0
+            h.wait_log(r"CPU slice exceeded", timeout=10)   # the storm has begun
+            (st, _), cpu = self.held(h, h.healthz)
             self.assertEqual(st, 200)
-            self.assertLess(took, tf(1.5), f"/healthz waited {took:.1f} s behind a {storm} storm")
+            self.assertLess(cpu, tf(1.0), f"/healthz waited {cpu:.1f} s of CPU behind a {storm} storm")
             deadline = time.monotonic() + tf(30)
             while json.loads(h.healthz()[1])["tasks"] and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -451,10 +454,10 @@ class SandboxAttackTest(HeraldTestCase):
         """ % stall, env={"HERALD_WATCHDOG_GRACE_MS": "300"}, listen=f"127.0.0.1:{free_port()}")
         pid = h.proc.pid
         try:
-            h.post_activity(self.acts.message("a:attack", "schedule"), timeout=tf(30))
+            h.post_activity(self.acts.message("a:attack", "schedule"), timeout=30)
         except (ConnectionError, OSError):
             pass                              # the first firing may stall the host first
-        h.wait_log(r"schedule bad.id skipped: its handler stalled the host", timeout=tf(30))
+        h.wait_log(r"schedule bad.id skipped: its handler stalled the host", timeout=30)
         time.sleep(tf(1.5))
         self.assertEqual(len(re.findall(r"watchdog: restarting herald", h.log)), 1, h.log[-3000:])
         self.assertNotIn("cannot record the quarantine", h.log)
