@@ -65,6 +65,23 @@ static void reply_error(runtime *rt, http_exchange *x, int status, const char *r
                         (size_t)(n < (int)sizeof body ? n : (int)sizeof body - 1));
 }
 
+/* Decodes a JSON body into the generation's state: pushes the value (LUA_OK) or a message (an
+ * error code). cjson is library code, but what it allocates lives in the script's heap, so it runs
+ * inside a slice: the collector runs only in slices (vm.c), so garbage from bodies that never
+ * reach a script is collected here, and a collection the script's heap makes slow is the
+ * watchdog's to see. The memory cap applies too: LUA_ERRMEM means "retry later", not bad JSON. */
+static int decode_body(runtime *rt, const char *body, size_t len)
+{
+    lua_State *L = vm_state(rt->vm);
+    vm_slice saved;
+    lua_getfield(L, LUA_REGISTRYINDEX, "herald.decode");
+    lua_pushlstring(L, body, len);
+    vm_slice_enter(rt->vm, L, vm_cfg(rt->vm)->slice_ms, "host\tdecode", &saved);
+    int rc = lua_pcall(L, 1, 1, 0);
+    vm_slice_leave(rt->vm, &saved);
+    return rc;
+}
+
 /* RFC 8259 wants UTF-8 and lua-cjson 2.1 passes any bytes through, so malformed sequences are
  * refused here: overlong forms, surrogates and code points past U+10FFFF included. */
 static int valid_utf8(const unsigned char *s, size_t n)
@@ -494,10 +511,13 @@ void inbound_activity(http_exchange *x, const char *body, size_t len, void *arg)
         reply_error(rt, x, 400, "malformed JSON: invalid UTF-8");
         return;
     }
-    /* cjson is library code, not script code: a plain pcall, no slice hook needed */
-    lua_getfield(L, LUA_REGISTRYINDEX, "herald.decode");
-    lua_pushlstring(L, body, len);
-    if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    int drc = decode_body(rt, body, len);
+    if (drc == LUA_ERRMEM) {
+        lua_settop(L, top);
+        reply_error(rt, x, 503, "out of memory");
+        return;
+    }
+    if (drc != LUA_OK) {
         char reason[200];
         const char *m = lua_tostring(L, -1);
         snprintf(reason, sizeof reason, "malformed JSON: %s", m ? m : "?");
@@ -826,11 +846,11 @@ void notify_request(http_exchange *x, const char *name, const char *body, size_t
     }
     lua_pushstring(L, name);
     if (len) {
-        lua_getfield(L, LUA_REGISTRYINDEX, "herald.decode");
-        lua_pushlstring(L, body, len);
-        if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+        int drc = decode_body(rt, body, len);
+        if (drc != LUA_OK) {
             lua_settop(L, top);
-            reply_error(rt, x, 400, "malformed JSON");
+            reply_error(rt, x, drc == LUA_ERRMEM ? 503 : 400,
+                        drc == LUA_ERRMEM ? "out of memory" : "malformed JSON");
             return;
         }
     } else {

@@ -443,5 +443,22 @@ class InboundAuthTest(AuthHeraldTestCase):
         return d
 
 
+@require_binary
+class UnauthenticatedFloodTest(AuthHeraldTestCase):
+    """Bodies refused before any script runs must not pile up in the script's heap: the collector
+    runs only inside slices (vm.c), so the host decodes inside one."""
+
+    def test_refused_bodies_are_collected(self):
+        h = self.start_auth_herald()
+        a = self.acts.message("a:flood", "x")
+        a["entities"] = [{"type": "junk", "i": i, "s": "abcdefgh"} for i in range(8000)]
+        body = json.dumps(a)               # ~370 KB, ~1.7 MB of Lua tables once decoded
+        for _ in range(40):
+            st, _ = h.post_activity(body, headers={"Authorization": "Bearer not.a.token"})
+            self.assertEqual(st, 401)
+        used = self.health(h)["lua_memory_bytes"]
+        self.assertLess(used, 16 << 20, f"{used} bytes of Lua memory after 40 refused bodies")
+
+
 if __name__ == "__main__":
     unittest.main()
