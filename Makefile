@@ -105,22 +105,38 @@ soak: bootstrap
 	$(MAKE) --no-print-directory all $(FAULT_SHIM)
 	HERALD_BIN=build/herald python3 tests/integration/jepsen.py --minutes $(SOAK_MINUTES) $(if $(SEED),--seed $(SEED))
 
-# ---- fuzzing: libFuzzer over the JWT parser and claim checks (auth_in_verify_with_jwks) ----------
-# `make fuzz` runs 60 s (FUZZ_TIME=N for longer); tests/run_all.sh does a short run. New inputs go to
-# build/fuzz/corpus, findings to build/fuzz/crash-* (tests/fuzz/corpus holds the seeds).
-FUZZ_CC    ?= clang
-FUZZ_FLAGS := -O1 -g -fno-omit-frame-pointer -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-FUZZ_SRC   := src/auth_in.c src/log.c src/http_client.c src/clock.c
-FUZZ_TIME  ?= 60
-FUZZ_ARGS  ?= -max_total_time=$(FUZZ_TIME)
+# ---- fuzzing: one libFuzzer target per parser family (tests/fuzz/fuzz_<name>.c; README "Testing") ---
+# `make fuzz` builds every target with clang and runs each for FUZZ_TIME seconds (default 60);
+# FUZZ_TARGETS="tz schedule" picks some. The library is compiled once with coverage instrumentation
+# into build/fuzz/libherald.a; each target links what it needs. New inputs go to
+# build/fuzz/corpus/<name>, findings to build/fuzz/<name>-crash-* (tests/fuzz/corpus/<name> holds
+# the seeds, tests/fuzz/run.sh prints one verdict line per target). tests/run_all.sh runs each briefly.
+FUZZ_CC      ?= clang
+FUZZ_FLAGS   := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_ALL     := jwt openid connector tz schedule inbound notify
+FUZZ_TARGETS ?= $(FUZZ_ALL)
+FUZZ_TIME    ?= 60
+FUZZ_ARGS    ?=
+FUZZ_WORK    ?= build/fuzz/corpus
+FUZZ_OBJ     := $(patsubst src/%.c,build/fuzz/obj/%.o,$(LIB_SRC)) build/fuzz/obj/lua_embedded.o
+FUZZ_BIN     := $(patsubst %,build/fuzz/fuzz_%,$(FUZZ_TARGETS))
 
-fuzz: build/fuzz/fuzz_jwt
-	@mkdir -p build/fuzz/corpus
-	build/fuzz/fuzz_jwt $(FUZZ_ARGS) -timeout=10 -rss_limit_mb=2048 -artifact_prefix=build/fuzz/ \
-		-print_final_stats=1 build/fuzz/corpus tests/fuzz/corpus
+fuzz: $(FUZZ_BIN)
+	@FUZZ_TIME=$(FUZZ_TIME) FUZZ_ARGS="$(FUZZ_ARGS)" FUZZ_WORK="$(FUZZ_WORK)" tests/fuzz/run.sh $(FUZZ_TARGETS)
 
-build/fuzz/fuzz_jwt: tests/fuzz/fuzz_jwt.c tests/fuzz/fuzz_keys.h $(FUZZ_SRC) $(wildcard src/*.h) | build/fuzz
-	$(FUZZ_CC) $(CFLAGS_COMMON) $(FUZZ_FLAGS) -Isrc -Itests/fuzz -o $@ tests/fuzz/fuzz_jwt.c $(FUZZ_SRC) $(LDLIBS)
+build/fuzz/obj/%.o: src/%.c $(wildcard src/*.h) | build/fuzz/obj
+	$(FUZZ_CC) $(CFLAGS_COMMON) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
 
-build/fuzz:
+build/fuzz/obj/lua_embedded.o: $(EMBED_C) | build/fuzz/obj
+	$(FUZZ_CC) $(CFLAGS_COMMON) $(FUZZ_FLAGS) -c -o $@ $<
+
+build/fuzz/libherald.a: $(FUZZ_OBJ)
+	rm -f $@
+	ar rcs $@ $^
+
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(wildcard tests/fuzz/*.h) build/fuzz/libherald.a
+	$(FUZZ_CC) $(CFLAGS_COMMON) $(FUZZ_FLAGS) -fsanitize=fuzzer -Isrc -Itests/fuzz -o $@ $< \
+		build/fuzz/libherald.a $(LDLIBS)
+
+build/fuzz/obj:
 	mkdir -p $@

@@ -19,6 +19,7 @@ APT_PACKAGES=(
   build-essential pkg-config libevent-dev libcurl4-openssl-dev liblua5.4-dev lua5.4 lua-cjson
   lua-cjson-dev libsqlite3-dev libssl-dev libjansson-dev lua-busted python3 tzdata wrk ca-certificates
   nginx
+  clang libclang-rt-dev
 )
 
 pkg_installed() {

@@ -671,6 +671,18 @@ static int tzif_parse(tz *z, const unsigned char *buf, size_t len, const char **
     return 0;
 }
 
+tz *tz_from_tzif(const char *name, const unsigned char *data, size_t len, char **err)
+{
+    tz *z = tz_new(name);
+    const char *why = "out of memory";
+    if (!z || tzif_parse(z, data, len, &why) < 0) {
+        set_err(err, "time zone '%s': %s", name, why);
+        tz_free(z);
+        return NULL;
+    }
+    return z;
+}
+
 static int read_file(const char *path, unsigned char **out, size_t *len)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -721,13 +733,7 @@ tz *tz_load(const char *name, char **err)
         set_err(err, "unknown time zone '%s' (not in %s)", name, tz_dir);
         return NULL;
     }
-    tz *z = tz_new(name);
-    const char *why = "out of memory";
-    if (!z || tzif_parse(z, buf, len, &why) < 0) {
-        set_err(err, "time zone '%s': %s", name, why);
-        tz_free(z);
-        z = NULL;
-    }
+    tz *z = tz_from_tzif(name, buf, len, err);
     free(buf);
     return z;
 }

@@ -6,6 +6,7 @@
 #ifndef HERALD_TZ_H
 #define HERALD_TZ_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 /* A proleptic Gregorian wall-clock time. month 1-12, day 1-31, hour 0-23, minute 0-59, second 0-59. */
@@ -59,7 +60,11 @@ tz *tz_load(const char *name, char **err);
  * Returns a new zone for tz_free, or NULL with *err set as for tz_load. */
 tz *tz_from_posix(const char *name, const char *rule, char **err);
 
-/* Frees a zone from tz_load or tz_from_posix; NULL is ignored. Never call it on a tz_get zone. */
+/* Builds a zone from the bytes of a TZif file (what tz_load reads from the zoneinfo directory),
+ * named name. Returns a new zone for tz_free, or NULL with *err set as for tz_load. */
+tz *tz_from_tzif(const char *name, const unsigned char *data, size_t len, char **err);
+
+/* Frees a zone from tz_load, tz_from_tzif or tz_from_posix; NULL is ignored. Never call it on a tz_get zone. */
 void tz_free(tz *z);
 
 /* The shared, cached zone for name, loaded on first use and kept until tz_cache_clear.

@@ -7,74 +7,27 @@
  *   odd:  signed — "HEADER_JSON\0PAYLOAD_JSON\0SERVICE_URL\0CHANNEL_ID"; the harness encodes and
  *                  signs (RS256, key fuzz-key-1), so the checks behind the signature are reached
  *                  with fuzzed claims. A result of AUTH_OK is cross-checked against the claims.
- * Build and run: make fuzz (60 s), or a short run from tests/run_all.sh. */
+ * Build and run: make fuzz FUZZ_TARGETS=jwt (60 s), or a short run from tests/run_all.sh. */
 #include "auth_in.h"
 #include "log.h"
 
 #include <jansson.h>
-#include <openssl/bio.h>
 #include <openssl/evp.h>
-#include <openssl/pem.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "fuzz_keys.h"
+#include "fuzz_sign.h"
+#include "fuzz_util.h"
 
 static EVP_PKEY *signing_key;
 static const auth_in_config cfg = {.app_id = FUZZ_APP_ID, .openid_metadata_url = "https://unused.invalid/",
                                    .issuer = FUZZ_ISSUER, .clock_skew_s = 300};
 
-static char *dup_range(const uint8_t *p, size_t n)
-{
-    char *s = malloc(n + 1);
-    if (!s)
-        abort();
-    memcpy(s, p, n);
-    s[n] = 0;
-    return s;
-}
-
-/* Splits [p, p+n) at sep into up to k NUL-terminated strings (missing parts: NULL). */
-static void split(const uint8_t *p, size_t n, char sep, char **out, int k)
-{
-    for (int i = 0; i < k; i++)
-        out[i] = NULL;
-    for (int i = 0; i < k; i++) {
-        const uint8_t *e = i == k - 1 ? NULL : memchr(p, sep, n);
-        size_t len = e ? (size_t)(e - p) : n;
-        out[i] = dup_range(p, len);
-        if (!e)
-            return;
-        n -= len + 1;
-        p = e + 1;
-    }
-}
-
 static char *sign_token(const char *header, const char *payload)
 {
-    char *h64 = auth_b64url_encode((const unsigned char *)header, strlen(header));
-    char *p64 = auth_b64url_encode((const unsigned char *)payload, strlen(payload));
-    size_t sl = strlen(h64) + 1 + strlen(p64);
-    char *signing = malloc(sl + 1);
-    snprintf(signing, sl + 1, "%s.%s", h64, p64);
-    unsigned char sig[512];
-    size_t siglen = sizeof sig;
-    EVP_MD_CTX *md = EVP_MD_CTX_new();
-    if (!md || EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, signing_key) != 1 ||
-        EVP_DigestSign(md, sig, &siglen, (unsigned char *)signing, sl) != 1)
-        abort();
-    EVP_MD_CTX_free(md);
-    char *s64 = auth_b64url_encode(sig, siglen);
-    size_t tl = 7 + sl + 1 + strlen(s64);
-    char *auth = malloc(tl + 1);
-    snprintf(auth, tl + 1, "Bearer %s.%s", signing, s64);
-    free(h64);
-    free(p64);
-    free(signing);
-    free(s64);
-    return auth;
+    return fuzz_sign_token(signing_key, header, payload);
 }
 
 static enum auth_result check(const char *auth, const char *su, const char *ch, const char **reason)
@@ -119,13 +72,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argc;
     (void)argv;
     log_set_level(LOG_ERROR);
-    BIO *b = BIO_new_mem_buf(FUZZ_PRIVATE_KEY_PEM, -1);
-    signing_key = b ? PEM_read_bio_PrivateKey(b, NULL, NULL, NULL) : NULL;
-    BIO_free(b);
-    if (!signing_key) {
-        fprintf(stderr, "fuzz_jwt: cannot read the embedded key\n");
-        abort();
-    }
+    signing_key = fuzz_signing_key();
     /* self-test: the harness is only meaningful if a good token passes and a bad one does not */
     char payload[512];
     snprintf(payload, sizeof payload,
@@ -158,14 +105,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     const char *reason;
     char *parts[4];
     if ((data[0] & 1) == 0) {
-        split(data + 1, size - 1, '\n', parts, 3);
+        fuzz_split(data + 1, size - 1, '\n', parts, 3);
         check(parts[0], parts[1] ? parts[1] : "https://smba.trafficmanager.net/amer/",
               parts[2] ? parts[2] : "msteams", &reason);
         for (int i = 0; i < 3; i++)
             free(parts[i]);
         return 0;
     }
-    split(data + 1, size - 1, '\0', parts, 4);
+    fuzz_split(data + 1, size - 1, '\0', parts, 4);
     if (parts[1]) {
         char *auth = sign_token(parts[0], parts[1]);
         const char *su = parts[2] ? parts[2] : "https://smba.trafficmanager.net/amer/";

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """make_corpus.py — regenerates tests/fuzz/fuzz_keys.h (the fixed JWKS and the test signing key the
-fuzzer embeds) and the seed corpus in tests/fuzz/corpus/ from tests/fuzz/fuzz_key.pem and
+fuzzer embeds) and fuzz_jwt's seed corpus in tests/fuzz/corpus/jwt/ from tests/fuzz/fuzz_key.pem and
 fuzz_key2.pem (throw-away RSA keys made once with `openssl genrsa 2048`; they sign nothing real).
 Run it by hand after changing the keys or the input format of fuzz_jwt.c; the outputs are committed.
 
@@ -52,10 +52,11 @@ def main():
         f.write("static const char FUZZ_JWKS[] =\n    " + c_string(json.dumps(jwks, indent=1) + "\n") + ";\n")
         f.write("static const char FUZZ_PRIVATE_KEY_PEM[] =\n    " + c_string(pem) + ";\n")
 
-    corpus = os.path.join(HERE, "corpus")
+    corpus = os.path.join(HERE, "corpus", "jwt")
     os.makedirs(corpus, exist_ok=True)
-    for name in os.listdir(corpus):
-        os.unlink(os.path.join(corpus, name))
+    for name in os.listdir(corpus):          # the generated seeds; kept regressions stay
+        if name.startswith(("raw-", "signed-")):
+            os.unlink(os.path.join(corpus, name))
 
     def claims(**kw):
         c = {"serviceurl": SU, "nbf": NOW - 5, "exp": NOW + 3600, "iss": ISS, "aud": APP}
