@@ -239,6 +239,24 @@ static int parse_rule_date(const char **p, tz_rule_date *r)
     return 0;
 }
 
+static void rule_year(const tz_rule *r, int64_t y, int64_t *s, int64_t *e);
+
+/* 1 when every transition of year y comes at or before every transition of year y+1. Times up to
+ * +-167 h can write a rule whose DST periods overlap the next year's ("M1.1.0/-83,M12.5.6/167");
+ * such a rule has no consistent reading, so it is refused. 28 years cover every weekday and
+ * leap-year alignment of M and J dates. */
+static int rule_in_year_order(const tz_rule *r)
+{
+    for (int64_t y = 2000; y < 2028; y++) {
+        int64_t s0, e0, s1, e1;
+        rule_year(r, y, &s0, &e0);
+        rule_year(r, y + 1, &s1, &e1);
+        if ((s0 > e0 ? s0 : e0) > (s1 < e1 ? s1 : e1))
+            return 0;
+    }
+    return 1;
+}
+
 static int parse_posix(const char *text, tz_rule *r)
 {
     const char *s = text;
@@ -266,7 +284,7 @@ static int parse_posix(const char *text, tz_rule *r)
     if (*dates++ != ',' || parse_rule_date(&dates, &r->start) < 0 || *dates++ != ',' ||
         parse_rule_date(&dates, &r->end) < 0 || *dates)
         return -1;
-    return 0;
+    return rule_in_year_order(r) ? 0 : -1;
 }
 
 /* The local day (days since epoch) a rule date falls on in year y. */
@@ -307,7 +325,9 @@ static int rule_dst_at(const tz_rule *r, int64_t t)
         return 0;
     int64_t y = rule_year_of(r, t), best = INT64_MIN;
     int dst = 0;
-    for (int64_t yy = y - 1; yy <= y + 1; yy++) {
+    /* both events of year y-1 may fall after t (times near +167 h in late December): then the
+     * latest event at or before t is one of year y-2 */
+    for (int64_t yy = y - 2; yy <= y + 1; yy++) {
         int64_t s, e;
         rule_year(r, yy, &s, &e);
         if (e <= t && e > best) {

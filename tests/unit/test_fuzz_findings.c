@@ -1,0 +1,59 @@
+/* test_fuzz_findings.c — one regression test per bug the fuzz targets (tests/fuzz) found in the
+ * parsers, named after the target and the corpus file that reproduces it there. */
+#include "log.h"
+#include "tz.h"
+#include "unit.h"
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- fuzz_tz ---------------------------------------------------------------------------- */
+
+/* regress-overlapping-dst-periods: a rule whose DST periods overlap the next year's (times near
+ * +-167 h) has no consistent reading; it used to load and then answer offsets that disagreed with
+ * tz_next_transition. */
+static void test_tz_rule_with_overlapping_periods_is_refused(void)
+{
+    char *err = NULL;
+    tz *z = tz_from_posix("X/Overlap", "AAA24BBB-24,M1.1.0/-83,M12.5.6/167", &err);
+    CHECK(z == NULL);
+    CHECK(err && strstr(err, "malformed POSIX TZ rule"));
+    free(err);
+    tz_free(z);
+    /* times near the limits are fine while the years stay in order (RFC 8536's all-year DST) */
+    z = tz_from_posix("X/AllYear", "EST5EDT4,0/0,J365/25", NULL);
+    CHECK(z != NULL);
+    tz_free(z);
+}
+
+/* Found while fixing the above: when both transitions of year y-1 fall in the first days of
+ * year y (times near +167 h on Dec 31), the one in effect on Jan 2 is year y-2's. Southern-style
+ * rule: DST starts J365/160 (Jan 6-7 of the next year) and ends J365/100. */
+static void test_tz_rule_transition_two_years_back(void)
+{
+    tz *z = tz_from_posix("X/Late", "AAA5BBB,J365/160,J365/100", NULL);
+    CHECK(z != NULL);
+    if (!z)
+        return;
+    /* 2026-01-02T00:00Z: last event was the start on 2025-01-06 (year 2024's), end comes 2026-01-04 */
+    int dst = -1;
+    CHECK_INT(tz_offset_at(z, 1767312000, &dst), -4 * 3600);
+    CHECK_INT(dst, 1);
+    int64_t at;
+    int after;
+    CHECK(tz_next_transition(z, 1767312000, &at, &after));
+    CHECK_INT(after, -5 * 3600);
+    CHECK_INT(tz_offset_at(z, at - 1, NULL), -4 * 3600);
+    tz_free(z);
+}
+
+int main(void)
+{
+    log_set_level(LOG_ERROR + 1);
+    static const unit_case cases[] = {
+        CASE(test_tz_rule_with_overlapping_periods_is_refused),
+        CASE(test_tz_rule_transition_two_years_back),
+    };
+    return unit_run("fuzz_findings", cases, (int)(sizeof cases / sizeof cases[0]));
+}
