@@ -499,12 +499,13 @@ int64_t schedule_next(const schedule_spec *spec, int64_t after_utc_s)
         after_utc_s = SCHEDULE_MIN_S - 1;
     switch (spec->kind) {
     case SCHEDULE_AT:
-        return spec->at > after_utc_s ? spec->at : -1;
+        /* a local or offset time in 9999 may fall in year 10000 in UTC */
+        return spec->at > after_utc_s && spec->at <= SCHEDULE_MAX_S ? spec->at : -1;
     case SCHEDULE_EVERY: {
         if (spec->interval < 1)
             return -1;
         if (after_utc_s < spec->anchor)
-            return spec->anchor;
+            return spec->anchor <= SCHEDULE_MAX_S ? spec->anchor : -1;
         int64_t k = (after_utc_s - spec->anchor) / spec->interval + 1;
         int64_t next = spec->anchor + k * spec->interval;
         return next <= SCHEDULE_MAX_S ? next : -1;

@@ -1,6 +1,7 @@
 /* test_fuzz_findings.c — one regression test per bug the fuzz targets (tests/fuzz) found in the
  * parsers, named after the target and the corpus file that reproduces it there. */
 #include "log.h"
+#include "schedule.h"
 #include "tz.h"
 #include "unit.h"
 
@@ -48,12 +49,34 @@ static void test_tz_rule_transition_two_years_back(void)
     tz_free(z);
 }
 
+/* ---- fuzz_schedule ---------------------------------------------------------------------- */
+
+/* regress-at-past-9999-in-utc: a local or offset time late on 9999-12-31 is an instant in year
+ * 10000; schedule_next returned it although it promises -1 beyond 9999. */
+static void test_schedule_at_past_9999_never_fires(void)
+{
+    schedule_spec s;
+    char *err = NULL;
+    CHECK_INT(schedule_parse("at", "9999-12-31T23:59", "America/New_York", &s, &err), 0);
+    CHECK_INT(schedule_next(&s, 0), -1);
+    CHECK_INT(schedule_parse("at", "9999-12-31T23:59:00-05:00", NULL, &s, &err), 0);
+    CHECK_INT(schedule_next(&s, 0), -1);
+    CHECK_INT(schedule_parse("every", "1d@9999-12-31T23:00:00-05:00", NULL, &s, &err), 0);
+    CHECK_INT(schedule_next(&s, 0), -1);
+    /* the last second of 9999 in UTC still fires */
+    CHECK_INT(schedule_parse("at", "9999-12-31T23:59:59Z", NULL, &s, &err), 0);
+    CHECK_INT(schedule_next(&s, 0), 253402300799LL);
+    free(err);
+    tz_cache_clear();
+}
+
 int main(void)
 {
     log_set_level(LOG_ERROR + 1);
     static const unit_case cases[] = {
         CASE(test_tz_rule_with_overlapping_periods_is_refused),
         CASE(test_tz_rule_transition_two_years_back),
+        CASE(test_schedule_at_past_9999_never_fires),
     };
     return unit_run("fuzz_findings", cases, (int)(sizeof cases / sizeof cases[0]));
 }
