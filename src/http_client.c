@@ -166,6 +166,23 @@ static void replace(char **slot, const char *value, size_t len)
     *slot = strndup(value, len);
 }
 
+int http_header_split(const char *line, size_t n, size_t *name_len, const char **value,
+                      size_t *value_len)
+{
+    const char *colon = memchr(line, ':', n);
+    if (!colon)
+        return -1;
+    const char *v = colon + 1, *end = line + n;
+    while (v < end && (*v == ' ' || *v == '\t'))
+        v++;
+    while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    *name_len = (size_t)(colon - line);
+    *value = v;
+    *value_len = (size_t)(end - v);
+    return 0;
+}
+
 /* Called once per header line of every response, including interim ones: a new status line
  * resets what we captured so only the final response's headers are reported. */
 static size_t on_header(char *line, size_t size, size_t nmemb, void *ud)
@@ -179,21 +196,16 @@ static size_t on_header(char *line, size_t size, size_t nmemb, void *ud)
         r->retry_after = r->correlation_id = r->ms_cv = NULL;
         return n;
     }
-    const char *colon = memchr(line, ':', n);
-    if (!colon)
+    size_t name_len, vlen;
+    const char *v;
+    if (http_header_split(line, n, &name_len, &v, &vlen) < 0)
         return n;
-    size_t name_len = (size_t)(colon - line);
-    const char *v = colon + 1, *end = line + n;
-    while (v < end && (*v == ' ' || *v == '\t'))
-        v++;
-    while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
-        end--;
     if (header_is(line, name_len, "Retry-After"))
-        replace(&r->retry_after, v, (size_t)(end - v));
+        replace(&r->retry_after, v, vlen);
     else if (header_is(line, name_len, "X-Correlating-OperationId"))
-        replace(&r->correlation_id, v, (size_t)(end - v));
+        replace(&r->correlation_id, v, vlen);
     else if (header_is(line, name_len, "MS-CV"))
-        replace(&r->ms_cv, v, (size_t)(end - v));
+        replace(&r->ms_cv, v, vlen);
     return n;
 }
 

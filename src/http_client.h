@@ -73,6 +73,12 @@ typedef void (*http_fake_fn)(const char *method, const char *url, const char *co
                              const char *body, size_t body_len, http_fake_answer *answer, void *ud);
 void http_client_set_fake(http_client *c, http_fake_fn fn, void *ud);
 
+/* One response header line as libcurl hands it over ("Name: value\r\n"): the name's length, and
+ * the value without the blanks around it and the line end (a pointer into line). Returns 0, or -1
+ * when the line has no ':' (a status line, the blank line ending the headers). */
+int http_header_split(const char *line, size_t n, size_t *name_len, const char **value,
+                      size_t *value_len);
+
 /* Number of requests in flight. */
 int http_client_pending(const http_client *c);
 

@@ -1353,12 +1353,22 @@ int64_t outbox_parse_retry_after(const char *v, int64_t now_wall_ms)
     double secs = strtod(v, &end);
     while (*end == ' ')
         end++;
+    /* capped before the conversion: "1e300" or "inf" must not overflow int64 */
     if (end != v && !*end && secs >= 0)
-        return (int64_t)(secs * 1000);
-    struct tm tm = {0};
-    const char *p = strptime(v, "%a, %d %b %Y %H:%M:%S GMT", &tm);
-    if (!p)
-        return -1;
-    int64_t at = (int64_t)timegm(&tm) * 1000;
-    return at > now_wall_ms ? at - now_wall_ms : 0;
+        return secs < OUTBOX_RETRY_AFTER_MAX_S ? (int64_t)(secs * 1000)
+                                               : OUTBOX_RETRY_AFTER_MAX_S * 1000;
+    /* an HTTP-date in any of the three forms RFC 9110 has recipients accept */
+    static const char *const forms[] = {"%a, %d %b %Y %H:%M:%S GMT", "%A, %d-%b-%y %H:%M:%S GMT",
+                                        "%a %b %e %H:%M:%S %Y"};
+    for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++) {
+        struct tm tm = {0};
+        const char *p = strptime(v, forms[i], &tm);
+        if (!p || *p)
+            continue;
+        int64_t at = (int64_t)timegm(&tm) * 1000;
+        if (at - now_wall_ms > OUTBOX_RETRY_AFTER_MAX_S * 1000)
+            return OUTBOX_RETRY_AFTER_MAX_S * 1000;
+        return at > now_wall_ms ? at - now_wall_ms : 0;
+    }
+    return -1;
 }

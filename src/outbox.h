@@ -127,7 +127,9 @@ typedef struct outbox_stats {
 } outbox_stats;
 void outbox_get_stats(const outbox *o, outbox_stats *out);
 
-/* Milliseconds to wait for a Retry-After value (delta seconds or an HTTP date); -1 if unusable. */
+/* Milliseconds to wait for a Retry-After value (delta seconds or an HTTP date in any RFC 9110
+ * form); -1 if unusable. A wait past OUTBOX_RETRY_AFTER_MAX_S is read as that long. */
+#define OUTBOX_RETRY_AFTER_MAX_S 86400LL
 int64_t outbox_parse_retry_after(const char *v, int64_t now_wall_ms);
 
 #endif

@@ -1,6 +1,7 @@
 /* test_fuzz_findings.c — one regression test per bug the fuzz targets (tests/fuzz) found in the
  * parsers, named after the target and the corpus file that reproduces it there. */
 #include "log.h"
+#include "outbox.h"
 #include "schedule.h"
 #include "tz.h"
 #include "unit.h"
@@ -70,6 +71,37 @@ static void test_schedule_at_past_9999_never_fires(void)
     tz_cache_clear();
 }
 
+/* ---- fuzz_headers ----------------------------------------------------------------------- */
+
+/* retry-huge, retry-exp, retry-inf: the seconds were converted to int64 without a bound
+ * (undefined behaviour past 9.2e15 ms). A wait past a day now reads as a day. */
+static void test_retry_after_huge_values_are_capped(void)
+{
+    int64_t now = 1798761600000LL, day = OUTBOX_RETRY_AFTER_MAX_S * 1000;
+    CHECK_INT(outbox_parse_retry_after("99999999999999999999", now), day);
+    CHECK_INT(outbox_parse_retry_after("1e300", now), day);
+    CHECK_INT(outbox_parse_retry_after("inf", now), day);
+    CHECK_INT(outbox_parse_retry_after("86401", now), day);
+    CHECK_INT(outbox_parse_retry_after("120", now), 120000);
+    CHECK_INT(outbox_parse_retry_after("0.5", now), 500);
+    CHECK_INT(outbox_parse_retry_after("nan", now), -1);
+    CHECK_INT(outbox_parse_retry_after("-5", now), -1);
+}
+
+/* retry-rfc850, retry-asctime: RFC 9110 has recipients accept all three HTTP-date forms; only
+ * the IMF-fixdate was read, and it was accepted with anything after it. */
+static void test_retry_after_http_dates(void)
+{
+    int64_t now = 1798761600000LL;           /* 2027-01-01T00:00:00Z (a Friday) */
+    CHECK_INT(outbox_parse_retry_after("Fri, 01 Jan 2027 00:00:30 GMT", now), 30000);
+    CHECK_INT(outbox_parse_retry_after("Friday, 01-Jan-27 00:00:30 GMT", now), 30000);
+    CHECK_INT(outbox_parse_retry_after("Fri Jan  1 00:00:30 2027", now), 30000);
+    CHECK_INT(outbox_parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT", now), 0);
+    CHECK_INT(outbox_parse_retry_after("Fri, 01 Jan 2027 00:00:30 GMT and more", now), -1);
+    CHECK_INT(outbox_parse_retry_after("Sat, 01 Jan 2028 00:00:00 GMT", now),
+              OUTBOX_RETRY_AFTER_MAX_S * 1000);
+}
+
 int main(void)
 {
     log_set_level(LOG_ERROR + 1);
@@ -77,6 +109,8 @@ int main(void)
         CASE(test_tz_rule_with_overlapping_periods_is_refused),
         CASE(test_tz_rule_transition_two_years_back),
         CASE(test_schedule_at_past_9999_never_fires),
+        CASE(test_retry_after_huge_values_are_capped),
+        CASE(test_retry_after_http_dates),
     };
     return unit_run("fuzz_findings", cases, (int)(sizeof cases / sizeof cases[0]));
 }
