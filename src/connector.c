@@ -168,6 +168,10 @@ static size_t utf8_seq(const unsigned char *p, size_t n)
     for (size_t i = 1; i < len; i++)
         if ((p[i] & 0xC0) != 0x80)
             return 0;
+    /* RFC 3629's second-byte limits: no overlong forms, no surrogates, nothing past U+10FFFF */
+    if ((p[0] == 0xE0 && p[1] < 0xA0) || (p[0] == 0xED && p[1] > 0x9F) ||
+        (p[0] == 0xF0 && p[1] < 0x90) || (p[0] == 0xF4 && p[1] > 0x8F))
+        return 0;
     return len;
 }
 
@@ -338,7 +342,12 @@ void connector_classify(const struct http_response *hr, long timeout_ms, connect
         char *code, *sub, *text;
         parse_error_body(hr->body, hr->body ? hr->body_len : 0, &code, &sub, &text);
         res->code = code_for_status(hr->status, code, sub);
-        const char *label = sub ? sub : code;
+        /* the code is the connector's text too: shown readable, as the message is for a log line */
+        char *label = sub || code ? readable(sub ? sub : code, strlen(sub ? sub : code)) : NULL;
+        if (label && !*label) {
+            free(label);
+            label = NULL;
+        }
         if (label && text)
             owned[0] = xasprintf("connector %ld %s: %s", hr->status, label, text);
         else if (label)
@@ -347,6 +356,7 @@ void connector_classify(const struct http_response *hr, long timeout_ms, connect
             owned[0] = xasprintf("connector %ld: %s", hr->status, text);
         else
             owned[0] = xasprintf("connector %ld (empty body)", hr->status);
+        free(label);
         free(text);
         owned[1] = code;
         owned[2] = sub;

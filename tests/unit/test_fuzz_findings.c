@@ -1,5 +1,7 @@
 /* test_fuzz_findings.c — one regression test per bug the fuzz targets (tests/fuzz) found in the
  * parsers, named after the target and the corpus file that reproduces it there. */
+#include "connector.h"
+#include "http_client.h"
 #include "log.h"
 #include "outbox.h"
 #include "schedule.h"
@@ -102,6 +104,44 @@ static void test_retry_after_http_dates(void)
               OUTBOX_RETRY_AFTER_MAX_S * 1000);
 }
 
+/* ---- fuzz_connector --------------------------------------------------------------------- */
+
+static char *classify(long status, const char *body)
+{
+    http_response hr = {.status = status, .error = "", .body = body, .body_len = strlen(body)};
+    connector_result res;
+    char *owned[4];
+    connector_classify(&hr, 15000, &res, owned);
+    char *msg = strdup(res.message);
+    for (int i = 0; i < 4; i++)
+        free(owned[i]);
+    return msg;
+}
+
+/* regress-control-char-in-error-code: the error code went into the message raw, so a code with
+ * a newline or an escape sequence could forge log lines; the text beside it was already cleaned. */
+static void test_connector_message_cleans_the_error_code(void)
+{
+    char *m = classify(404, "{\"error\":{\"code\":\"Not\\nFound\\u001b[31m\",\"message\":\"gone\"}}");
+    CHECK_STR(m, "connector 404 Not Found [31m: gone");
+    free(m);
+    m = classify(404, "{\"error\":{\"code\":\"ConversationNotFound\",\"message\":\"gone\"}}");
+    CHECK_STR(m, "connector 404 ConversationNotFound: gone");
+    free(m);
+    m = classify(400, "{\"error\":{\"code\":\"\\u0001\",\"message\":\"bad\"}}");
+    CHECK_STR(m, "connector 400: bad");
+    free(m);
+}
+
+/* regress-overlong-utf8-in-body: "readable" text let overlong forms, surrogates and code points
+ * past U+10FFFF through, so the message was not valid UTF-8. */
+static void test_connector_message_is_valid_utf8(void)
+{
+    char *m = classify(501, "Delete\xe0\x91\x90 x \xed\xa0\x80 y \xf4\x90\x80\x80 z \xc3\xa9");
+    CHECK_STR(m, "connector 501: Delete??? x ??? y ???? z \xc3\xa9");
+    free(m);
+}
+
 int main(void)
 {
     log_set_level(LOG_ERROR + 1);
@@ -111,6 +151,8 @@ int main(void)
         CASE(test_schedule_at_past_9999_never_fires),
         CASE(test_retry_after_huge_values_are_capped),
         CASE(test_retry_after_http_dates),
+        CASE(test_connector_message_cleans_the_error_code),
+        CASE(test_connector_message_is_valid_utf8),
     };
     return unit_run("fuzz_findings", cases, (int)(sizeof cases / sizeof cases[0]));
 }
