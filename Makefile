@@ -113,7 +113,7 @@ soak: bootstrap
 # the seeds, tests/fuzz/run.sh prints one verdict line per target). tests/run_all.sh runs each briefly.
 FUZZ_CC      ?= clang
 FUZZ_FLAGS   := -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
-FUZZ_ALL     := jwt openid connector headers tz schedule inbound notify
+FUZZ_ALL     := jwt openid token connector headers tz schedule inbound notify
 FUZZ_TARGETS ?= $(FUZZ_ALL)
 FUZZ_TIME    ?= 60
 FUZZ_ARGS    ?=

@@ -167,8 +167,8 @@ static void on_token(const http_response *res, void *ud)
     json_t *root = res->body_len ? json_loadb(res->body, res->body_len, 0, &jerr) : NULL;
     const char *tok = json_string_value(json_object_get(root, "access_token"));
     json_t *exp = json_object_get(root, "expires_in");
-    long expires_in = json_is_integer(exp) ? (long)json_integer_value(exp)
-                      : json_is_string(exp) ? atol(json_string_value(exp)) : 3600;
+    long long expires_in = json_is_integer(exp) ? (long long)json_integer_value(exp)
+                           : json_is_string(exp) ? strtoll(json_string_value(exp), NULL, 10) : 3600;
     if (res->status != 200 || !tok || !*tok) {
         char why[200];
         const char *e = json_string_value(json_object_get(root, "error"));
@@ -176,6 +176,9 @@ static void on_token(const http_response *res, void *ud)
             snprintf(why, sizeof why, "HTTP %ld%s%s", res->status, e ? " " : "", e ? e : "");
         else
             snprintf(why, sizeof why, "%s", res->error);
+        for (char *p = why; *p; p++)           /* the endpoint's text goes into one log line */
+            if ((unsigned char)*p < 0x20 || *p == 0x7f)
+                *p = '?';
         json_decref(root);
         fail(a, why);
         return;
@@ -185,14 +188,16 @@ static void on_token(const http_response *res, void *ud)
     json_decref(root);
     if (expires_in < 2)
         expires_in = 2;
+    if (expires_in > AUTH_OUT_MAX_LIFETIME_S)  /* also keeps the milliseconds below from overflowing */
+        expires_in = AUTH_OUT_MAX_LIFETIME_S;
     int64_t now = mono_ms();
     /* refresh ahead of expiry, but never before half the lifetime has passed */
-    long ahead = a->refresh_ahead_s < expires_in / 2 ? a->refresh_ahead_s : expires_in / 2;
+    long long ahead = a->refresh_ahead_s < expires_in / 2 ? a->refresh_ahead_s : expires_in / 2;
     a->expires_ms = now + (int64_t)(expires_in - ahead) * 1000;
     a->backoff_s = 0;
     a->retry_after_ms = 0;
     a->last_error[0] = 0;
-    log_info("outbound token acquired expires_in=%ld s (refresh in %ld s)", expires_in,
+    log_info("outbound token acquired expires_in=%lld s (refresh in %lld s)", expires_in,
              expires_in - ahead);
     arm_refresh(a, a->expires_ms - now);
     finish_waiters(a, a->token, NULL);

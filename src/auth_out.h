@@ -20,6 +20,10 @@ typedef struct auth_out_config {
     long max_backoff_s;           /* default 60 */
 } auth_out_config;
 
+/* A token is kept at most this long, whatever the endpoint's expires_in says (Entra ID's last
+ * about an hour), so a wild value cannot postpone the refresh indefinitely. */
+#define AUTH_OUT_MAX_LIFETIME_S 86400
+
 /* ready(ud, token, error): token on success; NULL and a readable error otherwise. */
 typedef void (*auth_out_ready_fn)(void *ud, const char *token, const char *error);
 

@@ -1,5 +1,7 @@
 /* test_fuzz_findings.c — one regression test per bug the fuzz targets (tests/fuzz) found in the
  * parsers, named after the target and the corpus file that reproduces it there. */
+#include "auth_out.h"
+#include "clock.h"
 #include "connector.h"
 #include "http_client.h"
 #include "log.h"
@@ -8,6 +10,7 @@
 #include "tz.h"
 #include "unit.h"
 
+#include <event2/event.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -142,6 +145,93 @@ static void test_connector_message_is_valid_utf8(void)
     free(m);
 }
 
+/* ---- fuzz_token ------------------------------------------------------------------------- */
+
+static struct {
+    const char *body;
+    long status;
+    int requests;
+} token_answer;
+
+static void token_fake(const char *method, const char *url, const char *const *headers,
+                       const char *body, size_t body_len, http_fake_answer *a, void *ud)
+{
+    (void)method, (void)url, (void)headers, (void)body, (void)body_len, (void)ud;
+    a->status = token_answer.requests++ ? 200 : token_answer.status;
+    a->body = strdup(token_answer.requests > 1 ? "{\"access_token\":\"t2\",\"expires_in\":3600}"
+                                               : token_answer.body);
+}
+
+typedef struct token_got {
+    int calls;
+    char token[64], error[256];
+} token_got;
+
+static void token_ready(void *ud, const char *token, const char *error)
+{
+    token_got *g = ud;
+    g->calls++;
+    snprintf(g->token, sizeof g->token, "%s", token ? token : "");
+    snprintf(g->error, sizeof g->error, "%s", error ? error : "");
+}
+
+/* Runs one token request answered with status and body; returns what ready got. */
+static token_got token_exchange(long status, const char *body, int *refreshed_within_a_day)
+{
+    struct event_base *base = event_base_new();
+    clock_virtual(base, 1798761600000LL);
+    http_client_config hc = {.connect_timeout_ms = 5000, .max_host_connections = 8};
+    char *err = NULL;
+    http_client *http = http_client_new(base, &hc, &err);
+    http_client_set_fake(http, token_fake, NULL);
+    token_answer.body = body;
+    token_answer.status = status;
+    token_answer.requests = 0;
+    auth_out_config cfg = {.token_url = "https://login.microsoftonline.com/t/oauth2/v2.0/token",
+                           .client_id = "app", .client_secret = "secret",
+                           .scope = "https://api.botframework.com/.default", .refresh_ahead_s = 300,
+                           .max_backoff_s = 60};
+    auth_out *a = auth_out_new(base, http, &cfg, &err);
+    token_got g = {0};
+    const char *why = NULL;
+    CHECK(a && auth_out_wait(a, token_ready, &g, &why) == 0);
+    clock_settle();
+    clock_advance(86400 * 1000LL);
+    *refreshed_within_a_day = token_answer.requests >= 2;
+    auth_out_free(a);
+    http_client_free(http);
+    clock_virtual_reset();
+    event_base_free(base);
+    return g;
+}
+
+/* regress-huge-expiry: (expires_in - ahead) * 1000 overflowed for an expires_in near LONG_MAX,
+ * given as a number or as a string; a lifetime past a day is now read as a day. */
+static void test_token_huge_expiry_is_capped(void)
+{
+    int refreshed;
+    token_got g = token_exchange(200, "{\"access_token\":\"t\",\"expires_in\":9223372036854775807}",
+                                 &refreshed);
+    CHECK_INT(g.calls, 1);
+    CHECK_STR(g.token, "t");
+    CHECK(refreshed);
+    g = token_exchange(200, "{\"access_token\":\"t\",\"expires_in\":\"99999999999999999999\"}",
+                       &refreshed);
+    CHECK_STR(g.token, "t");
+    CHECK(refreshed);
+}
+
+/* error-with-newline: the endpoint's "error" string went raw into the error text, which is
+ * logged and handed to every waiter. */
+static void test_token_error_text_is_one_line(void)
+{
+    int refreshed;
+    token_got g = token_exchange(400, "{\"error\":\"bad\\r\\nthing\\u001b[31m\"}", &refreshed);
+    CHECK_INT(g.calls, 1);
+    CHECK_STR(g.token, "");
+    CHECK_STR(g.error, "token request failed: HTTP 400 bad??thing?[31m");
+}
+
 int main(void)
 {
     log_set_level(LOG_ERROR + 1);
@@ -153,6 +243,8 @@ int main(void)
         CASE(test_retry_after_http_dates),
         CASE(test_connector_message_cleans_the_error_code),
         CASE(test_connector_message_is_valid_utf8),
+        CASE(test_token_huge_expiry_is_capped),
+        CASE(test_token_error_text_is_one_line),
     };
     return unit_run("fuzz_findings", cases, (int)(sizeof cases / sizeof cases[0]));
 }
