@@ -113,8 +113,8 @@ static int valid_utf8(const unsigned char *s, size_t n)
     return 1;
 }
 
-/* t[k1][k2]... as a non-empty string, or NULL. The string stays alive while the table on the
- * stack holds it. Net stack effect: 0. */
+/* t[k1][k2]... as a non-empty string without NUL bytes, or NULL. The string stays alive while the
+ * table on the stack holds it. Net stack effect: 0. */
 static const char *get_str(lua_State *L, int t, const char *k1, const char *k2, const char *k3)
 {
     const char *keys[3] = {k1, k2, k3};
@@ -127,8 +127,10 @@ static const char *get_str(lua_State *L, int t, const char *k1, const char *k2, 
         lua_getfield(L, -1, keys[i]);
     }
     if (lua_type(L, -1) == LUA_TSTRING) {
-        s = lua_tostring(L, -1);
-        if (!*s)
+        size_t len;
+        s = lua_tolstring(L, -1, &len);
+        /* "\u0000" decodes to a NUL: C would read a shorter id than the script sees */
+        if (!*s || strlen(s) != len)
             s = NULL;
     }
 out:
