@@ -686,6 +686,15 @@ static int tzif_parse(tz *z, const unsigned char *buf, size_t len, const char **
             if (parse_posix(rule, &z->rule) < 0)
                 return -1;
             z->has_rule = 1;
+            /* RFC 8536 3.3: the rule must agree with the type the last transition sets, or the
+             * offset would change after it without a transition anyone can find */
+            const tz_type *last = z->ntrans ? &z->types[z->idx[z->ntrans - 1]] : NULL;
+            int64_t at = z->ntrans ? z->trans[z->ntrans - 1] : 0;
+            int dst = last ? rule_dst_at(&z->rule, at) : 0;
+            *why = "POSIX TZ footer disagrees with the last transition";
+            if (last && (last->utoff != (dst ? z->rule.dst_off : z->rule.std_off) ||
+                         last->isdst != dst))
+                return -1;
         }
     }
     return 0;

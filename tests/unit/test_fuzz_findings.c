@@ -12,6 +12,7 @@
 
 #include <event2/event.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -52,6 +53,33 @@ static void test_tz_rule_transition_two_years_back(void)
     CHECK(tz_next_transition(z, 1767312000, &at, &after));
     CHECK_INT(after, -5 * 3600);
     CHECK_INT(tz_offset_at(z, at - 1, NULL), -4 * 3600);
+    tz_free(z);
+}
+
+/* regress-footer-disagrees-with-last-transition: a TZif whose footer rule says another offset than
+ * the type its last transition sets changed offset after that transition without any transition
+ * to find; RFC 8536 requires them to agree, so such a file is refused. Europe/Paris with New York's
+ * rule for a footer: */
+static void test_tzif_footer_must_agree_with_last_transition(void)
+{
+    FILE *f = fopen("/usr/share/zoneinfo/Europe/Paris", "rb");
+    CHECK(f != NULL);
+    if (!f)
+        return;
+    unsigned char buf[8192];
+    size_t n = fread(buf, 1, sizeof buf - 64, f);
+    fclose(f);
+    const char paris[] = "\nCET-1CEST,M3.5.0,M10.5.0/3\n", ny[] = "\nEST5EDT,M3.2.0,M11.1.0\n";
+    CHECK(n > sizeof paris && memcmp(buf + n - (sizeof paris - 1), paris, sizeof paris - 1) == 0);
+    char *err = NULL;
+    tz *z = tz_from_tzif("Europe/Paris", buf, n, &err);
+    CHECK(z != NULL);
+    tz_free(z);
+    memcpy(buf + n - (sizeof paris - 1), ny, sizeof ny - 1);
+    z = tz_from_tzif("X/Paris-NY", buf, n - (sizeof paris - 1) + (sizeof ny - 1), &err);
+    CHECK(z == NULL);
+    CHECK(err && strstr(err, "disagrees with the last transition"));
+    free(err);
     tz_free(z);
 }
 
@@ -238,6 +266,7 @@ int main(void)
     static const unit_case cases[] = {
         CASE(test_tz_rule_with_overlapping_periods_is_refused),
         CASE(test_tz_rule_transition_two_years_back),
+        CASE(test_tzif_footer_must_agree_with_last_transition),
         CASE(test_schedule_at_past_9999_never_fires),
         CASE(test_retry_after_huge_values_are_capped),
         CASE(test_retry_after_http_dates),
