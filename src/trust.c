@@ -9,6 +9,7 @@
 #include <openssl/hmac.h>
 #include <stdlib.h>
 #include <string.h>
+#include <curl/curl.h>
 #include <strings.h>
 
 #define MAX_SEEN 4096
@@ -180,6 +181,13 @@ const char *trust_service_url_invalid(const char *url)
         if (*port != ':' || digits < 1 || digits > 5 || strspn(port + 1, "0123456789") < digits)
             return "serviceUrl has a malformed port";
     }
+    /* the checks above name the common mistakes; libcurl, which will send to the URL, has the
+     * last word (a host character it refuses would make a stored reference no send can use) */
+    CURLU *u = curl_url();
+    CURLUcode rc = u ? curl_url_set(u, CURLUPART_URL, url, 0) : CURLUE_OUT_OF_MEMORY;
+    curl_url_cleanup(u);
+    if (rc != CURLUE_OK)
+        return "serviceUrl is not a URL libcurl accepts (a malformed host?)";
     return NULL;
 }
 

@@ -64,6 +64,7 @@ class ServiceUrlTest(HeraldTestCase):
         "https://[::1/": "serviceUrl has a malformed host",
         "https://smba.traffic manager.net/": "serviceUrl contains spaces or control characters",
         "https://smba.trafficmanager.net/\n": "serviceUrl contains spaces or control characters",
+        "https://s}ba.trafficmanager.net/amer/": "serviceUrl is not a URL libcurl accepts (a malformed host?)",
     }
 
     def test_only_http_and_https_service_urls_are_accepted_in_dev_mode(self):
