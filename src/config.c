@@ -116,20 +116,27 @@ static int set_admin(config *cfg, const char *name, const char *val, char **err)
     return 0;
 }
 
+/* "--flag=value" → "--flag" (copied into name[32]) with *val at the value; any other word is
+ * returned as it is, *val untouched. */
+static const char *flag_name(const char *a, char name[32], const char **val)
+{
+    const char *eq = strchr(a, '=');
+    if (a[0] != '-' || a[1] != '-' || !eq || (size_t)(eq - a) >= 32)
+        return a;
+    memcpy(name, a, (size_t)(eq - a));
+    name[eq - a] = 0;
+    *val = eq + 1;
+    return name;
+}
+
 /* One argument of herald reload / broadcast pause|resume|cancel: --db PATH, --admin-socket PATH,
  * --admin-listen HOST:PORT (each also as --flag=value) or the bot script. Returns 1 when argv[*i]
  * was one of them (*i then indexes its last word), 0 when not, -1 on an error. */
 static int admin_cli_arg(config *cfg, int argc, char **argv, int *i, const char **db, int *tcp,
                          char **err)
 {
-    const char *a = argv[*i], *eq = strchr(a, '='), *val = NULL;
     char name[32];
-    if (a[0] == '-' && a[1] == '-' && eq && (size_t)(eq - a) < sizeof name) {
-        memcpy(name, a, (size_t)(eq - a));
-        name[eq - a] = 0;
-        val = eq + 1;
-        a = name;
-    }
+    const char *val = NULL, *a = flag_name(argv[*i], name, &val);
     if (strcmp(a, "--db") != 0 && strcmp(a, "--admin-socket") != 0 &&
         strcmp(a, "--admin-listen") != 0 && strcmp(a, "--listen") != 0) {
         if (a[0] != '-' && strstr(a, ".lua")) {
@@ -434,16 +441,8 @@ int config_load(config *cfg, int argc, char **argv, char **err)
     }
     cfg->command = argv[i++];
     for (; i < argc; i++) {
-        const char *a = argv[i];
-        const char *val = NULL;
-        const char *eq = strchr(a, '=');
         char name[32];
-        if (a[0] == '-' && a[1] == '-' && eq && (size_t)(eq - a) < sizeof name) {
-            memcpy(name, a, (size_t)(eq - a));
-            name[eq - a] = 0;
-            val = eq + 1;
-            a = name;
-        }
+        const char *val = NULL, *a = flag_name(argv[i], name, &val);
         if (strcmp(a, "--dev") == 0 && !val) {
             cfg->dev = 1;
         } else if (report && (strcmp(a, "--json") == 0 || strcmp(a, "--csv") == 0) && !val) {

@@ -10,22 +10,13 @@ import json
 import os
 import re
 import signal
-import socket
 import tempfile
 import textwrap
 import threading
 import time
 import unittest
 
-from harness import HeraldTestCase, bot, require_binary, tf
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+from harness import HeraldTestCase, bot, free_port, require_binary, tf
 
 
 @require_binary
