@@ -34,6 +34,7 @@ struct vm {
     char *env_allow;
     void *host;
     size_t mem_used;
+    size_t gc_debt;               /* bytes allocated since the collector last stepped */
     int64_t deadline;             /* coarse wall ms; 0 when no slice is armed */
     int64_t cpu_start;            /* thread CPU ms when the slice began */
     lua_State *thread;            /* the thread the slice runs (a task's, or the main one) */
@@ -111,9 +112,29 @@ static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
     if (nsize > old && v->enforce && v->mem_used - old + nsize > v->cfg.memory_limit)
         return NULL;
     void *p = realloc(ptr, nsize);
-    if (p)
+    if (p) {
         v->mem_used = v->mem_used - old + nsize;
+        if (nsize > old)
+            v->gc_debt += nsize - old;
+    }
     return p;
+}
+
+/* The collector is stopped for good (vm_new) and stepped by hand, only inside slices, where the
+ * watchdog looks: its atomic phase is one C call whose cost a script controls (converging a chain
+ * of weak-keyed tables is quadratic in its length), and Lua would otherwise run it in whatever
+ * host code allocates. One basic step per VM_GC_STEP_BYTES allocated keeps pace with allocation;
+ * stopping and restarting the collector around every slice instead reset its debt each time and
+ * cost a quarter of an inbound turn. An allocation past the memory cap still forces a full
+ * collection, stopped or not. */
+#define VM_GC_STEP_BYTES (32 * 1024)
+static void gc_pace(vm *v, lua_State *L)
+{
+    while (v->gc_debt >= VM_GC_STEP_BYTES) {
+        v->gc_debt -= VM_GC_STEP_BYTES;
+        if (lua_gc(L, LUA_GCSTEP, 0))
+            v->gc_debt = 0;       /* a cycle ended: start counting afresh */
+    }
 }
 
 vm *vm_of(lua_State *L)
@@ -141,6 +162,7 @@ static void slice_hook(lua_State *L, lua_Debug *ar)
     vm *v = vm_of(L);
     if (!v->deadline)
         return;
+    gc_pace(v, L);
     if (!v->tripped) {
         int64_t now = coarse_now_ms();
         if (now <= v->deadline)
@@ -174,9 +196,8 @@ void vm_slice_enter(vm *v, lua_State *thread, long ms, const char *culprit, vm_s
     v->cpu_start = thread_cpu_ms();
     v->deadline = coarse_now_ms() + ms;
     v->tripped = 0;
-    if (!saved->thread)
-        lua_gc(v->L, LUA_GCRESTART);
     watchdog_enter(culprit, v->script_hash, v->cpu_start, ms);
+    gc_pace(v, v->L);             /* what the host allocated between slices, collected here */
 }
 
 /* Restores the enclosing slice (none, for the outermost), so host code that runs Lua from inside a
@@ -196,8 +217,6 @@ int vm_slice_leave(vm *v, const vm_slice *saved)
     v->cpu_start = saved->cpu_start;
     v->deadline = saved->deadline;
     v->tripped = saved->tripped;
-    if (!v->thread)
-        lua_gc(v->L, LUA_GCSTOP);
     return tripped;
 }
 
@@ -460,7 +479,9 @@ static const char sandbox_prelude[] =
      * collection, most of them the host's own, outside any slice */
     "local gc = collectgarbage\n"
     "collectgarbage = function(opt, ...)\n"
-    "  if opt == nil or opt == 'collect' or opt == 'count' or opt == 'step' or opt == 'isrunning' then\n"
+    /* herald steps the stopped collector itself (gc_pace): to the script it is running */
+    "  if opt == 'isrunning' then return true end\n"
+    "  if opt == nil or opt == 'collect' or opt == 'count' or opt == 'step' then\n"
     "    return gc(opt, ...)\n"
     "  end\n"
     "  error(\"collectgarbage: '\" .. tostring(opt) .. \"' is not allowed in herald scripts (the \"\n"
