@@ -73,7 +73,9 @@ def invoke(h, acts, value):
 def herald_env(extra):
     e = {"HERALD_OUTBOX_MAX_ATTEMPTS": 8, "HERALD_RESPONSE_DEADLINE_MS": 60000,
          "HERALD_TASK_SLICE_MS": 10000, "HERALD_LOAD_DEADLINE_MS": 10000,
-         "ASAN_OPTIONS": None, "UBSAN_OPTIONS": None}
+         "ASAN_OPTIONS": None, "UBSAN_OPTIONS": None,
+         # one blast queues all of N at once: above the default bounds on outstanding operations
+         "HERALD_MAX_QUEUED_PER_TENANT": 10000000, "HERALD_MAX_QUEUED_TOTAL": 10000000}
     e.update(extra)
     return e
 

@@ -156,7 +156,9 @@ try:
     env = {"HERALD_GOVERNOR": "off", "HERALD_RESPONSE_DEADLINE_MS": 60000, "HERALD_TASK_SLICE_MS": 60000,
            "HERALD_LUA_MEMORY_MB": 1024, "HERALD_RELOAD": "off", "HERALD_OUTBOX_MAX_ATTEMPTS": 3,
            "ASAN_OPTIONS": None, "UBSAN_OPTIONS": None,
-           "HERALD_UNSAFE_LUA": "1"}   # the bot seeds references through herald's internal core
+           "HERALD_UNSAFE_LUA": "1",   # the bot seeds references through herald's internal core
+           # the burst sends SC_BURST at once: above the default bounds on outstanding operations
+           "HERALD_MAX_QUEUED_PER_TENANT": 10000000, "HERALD_MAX_QUEUED_TOTAL": 10000000}
     h = Herald(script, env=env, db=db).start()
     rss0 = kb(h.proc.pid, "VmRSS")
     # ---- 1. 1,000,000 schedules ---------------------------------------------------------------
