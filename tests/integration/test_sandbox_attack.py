@@ -142,13 +142,15 @@ class SandboxAttackTest(HeraldTestCase):
         h = self.start_probe_bot(env={"HERALD_LUA_MEMORY_MB": "16", "HERALD_TASK_SLICE_MS": "2000"})
         self.post_ok(h, self.acts.message("a:attack", "hello"))   # a stored conversation
         r = self.probe(h, """
+            -- everything the loop below needs exists before memory is filled: a closure made
+            -- after it would itself meet the cap, outside any pcall
+            local fails, after = 0, teams.timer.after
+            local function f() end
             local keep = {}
             local function big() keep[#keep + 1] = ("x"):rep(4096) .. #keep end
             local function small() keep[#keep + 1] = {} end
             while pcall(big) do end
             while pcall(small) do end
-            local fails, after = 0, teams.timer.after
-            local function f() end
             for i = 1, 200 do if not pcall(after, 3600, f) then fails = fails + 1 end end
             keep = nil
             return fails""")
