@@ -49,12 +49,16 @@ class RunawayCase(HeraldTestCase):
         st, body = h.post_activity(a, timeout=timeout)
         return st, body, time.monotonic() - t0, h.cpu_seconds() - c0
 
-    def ping(self, h, cpu_budget=None):
+    def ping(self, h, cpu_budget=None, response_deadline_s=None):
         """Pings; asserts the answer and that herald spent at most cpu_budget (default
-        tf(OVERHEAD_S)) of CPU until it came. Returns (wall, cpu) seconds."""
+        tf(OVERHEAD_S)) of CPU until it came. With response_deadline_s (herald's
+        HERALD_RESPONSE_DEADLINE_MS), a ping that waited longer than that for its turn may be
+        answered 200 without a body, as any slow handler is: how long it waits depends on the
+        machine, the answer it gets before then does not. Returns (wall, cpu) seconds."""
         st, body, dt, cpu = self.invoke(h, "ping")
         self.assertEqual(st, 200, f"ping → {st} {body!r}; log tail:\n{h.log[-2000:]}")
-        self.assertEqual(json.loads(body), {"ok": True})
+        if not (body == "" and response_deadline_s is not None and dt >= response_deadline_s):
+            self.assertEqual(json.loads(body), {"ok": True}, f"after {dt:.2f}s")
         budget = tf(OVERHEAD_S) if cpu_budget is None else cpu_budget
         self.assertLess(cpu, budget, f"herald spent {cpu:.2f}s of CPU ({dt:.2f}s wall) before answering "
                                      f"a ping; log tail:\n{h.log[-1500:]}")
@@ -272,7 +276,8 @@ class RunawayTest(RunawayCase):
             t.start()
         # the loop is single-threaded: a ping may wait behind every runaway's slice, not more
         for _ in range(5):
-            self.ping(h, cpu_budget=len(names) * SLICE_MS / 1000 + tf(2 * OVERHEAD_S))
+            self.ping(h, cpu_budget=len(names) * SLICE_MS / 1000 + tf(2 * OVERHEAD_S),
+                      response_deadline_s=0.3)
         for t in ts:
             t.join(tf(60))
         self.assertEqual(len(results), len(names))
