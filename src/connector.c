@@ -392,8 +392,12 @@ static void call_free(connector_call *call)
     free(call);
 }
 
-/* Reads what a 2xx must carry for this call; turns its absence into bad_response. The strings it
- * sets belong to *doc (or to the call), which the caller frees after on_done. */
+/* Reads what a 2xx carries for this call. A send or reply answered 2xx without an id (no body,
+ * not JSON, no "id": the Agents Playground answers a text-plus-card message 202 with an empty
+ * body) was accepted all the same: resending would duplicate it, so it succeeds with no activity
+ * id and the outbox records it sent (and warns that it cannot be updated). Only a create needs
+ * what it lacks: without the conversation id there is nothing to use, so that is bad_response.
+ * The strings it sets belong to *doc (or to the call), which the caller frees after on_done. */
 static void read_success(connector_call *call, const http_response *hr, connector_result *res,
                          json_t **doc, char **owned)
 {
@@ -406,7 +410,7 @@ static void read_success(connector_call *call, const http_response *hr, connecto
     case OP_SEND:
     case OP_REPLY:
         res->activity_id = id;
-        break;
+        return;
     case OP_UPDATE:
         res->activity_id = id ? id : call->activity_id;
         return;
@@ -420,10 +424,6 @@ static void read_success(connector_call *call, const http_response *hr, connecto
         res->service_url = json_string_value(json_object_get(obj, "serviceUrl"));
         break;
     }
-    /* 202 Accepted without an id: delivered, but nothing to update later (the Playground answers
-     * a text-plus-card message this way) */
-    if (!id && hr->status == 202 && call->op != OP_CREATE)
-        return;
     if (!id) {
         res->ok = 0;
         res->code = CONNECTOR_BAD_RESPONSE;

@@ -19,7 +19,8 @@ typedef struct connector_result {
     const char *message;         /* readable failure: "connector 404 ConversationNotFound: Conversation not found" */
     const char *error_code;      /* connector error.code (e.g. "ConversationNotFound"), or NULL */
     const char *error_sub_code;  /* subCode from a nested JSON message (e.g. "MessageWritesBlocked") */
-    const char *activity_id;     /* "id" of a ResourceResponse / "activityId" of a create */
+    const char *activity_id;     /* "id" of a ResourceResponse / "activityId" of a create; NULL when
+                                  * a 2xx to a send or reply carried none (accepted, not updatable) */
     const char *conversation_id; /* "id" of a ConversationResourceResponse */
     const char *service_url;     /* "serviceUrl" of a ConversationResourceResponse, if any */
     const char *retry_after;     /* Retry-After header, if any */
@@ -41,7 +42,8 @@ typedef void (*connector_done_fn)(const connector_result *res, void *ud);
 #define CONNECTOR_UNAVAILABLE  "unavailable"  /* 5xx other than 501 */
 #define CONNECTOR_TIMEOUT      "timeout"      /* no answer within the request timeout */
 #define CONNECTOR_NETWORK      "network"      /* connection refused/reset, DNS, TLS */
-#define CONNECTOR_BAD_RESPONSE "bad_response" /* 2xx whose body lacks what the call needs */
+#define CONNECTOR_BAD_RESPONSE "bad_response" /* a create answered 2xx without the conversation id */
+#define CONNECTOR_NO_ACTIVITY_ID "no_activity_id" /* update/delete of a message sent without an id */
 #define CONNECTOR_AUTH         "auth"         /* no outbound token could be had */
 #define CONNECTOR_UNTRUSTED    "untrusted_service_url" /* the service URL may not receive the token */
 

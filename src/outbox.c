@@ -557,9 +557,12 @@ static void finish(outbox *o, ob_op *op, const char *state, long status, const c
     }
     if (strcmp(state, "sent") == 0) {
         o->stats.sent++;
-        if (op->msg_key && op->conversation_id && cr && cr->activity_id &&
+        /* a key sent without an id is recorded as "": an update or delete by that key then ends
+         * no_activity_id (the message exists, so it is neither unknown nor missing) */
+        if (op->msg_key && op->conversation_id && cr &&
             (op->kind == OUTBOX_SEND || op->kind == OUTBOX_REPLY || op->kind == OUTBOX_UPDATE) &&
-            store_key_put(o->so, op->conversation_id, op->msg_key, cr->activity_id, now, &err) < 0) {
+            store_key_put(o->so, op->conversation_id, op->msg_key,
+                          cr->activity_id ? cr->activity_id : "", now, &err) < 0) {
             log_error("outbox: cannot record message key: %s", err);
             free(err);
             err = NULL;
@@ -672,7 +675,12 @@ static void attempt(outbox *o, ob_queue *q)
         (op->kind == OUTBOX_UPDATE || op->kind == OUTBOX_DELETE)) {
         char *id = NULL, *err = NULL;
         int found = store_key_get(o->so, op->conversation_id, op->msg_key, &id, &err);
-        if (found == 1) {
+        if (found == 1 && !*id) {
+            free(id);
+            finish(o, op, "rejected", 0, CONNECTOR_NO_ACTIVITY_ID, "the message with this key was "
+                   "accepted without an activity id, so it cannot be updated or deleted", NULL);
+            return;
+        } else if (found == 1) {
             op->target_id = id;
         } else if (found == 0 && op->kind == OUTBOX_UPDATE && (op->flags & OUTBOX_SEND_IF_MISSING)) {
             op->kind = OUTBOX_SEND;
@@ -919,6 +927,10 @@ static void on_connector_done(const connector_result *res, void *ud)
     if (res->resends > 0)
         count_resends(o, op, res->resends);
     if (res->ok) {
+        if (!res->activity_id && (op->kind == OUTBOX_SEND || op->kind == OUTBOX_REPLY))
+            log_warn("outbox: op %lld accepted (%ld) without an activity id: recorded sent, never "
+                     "resent; it cannot be updated or deleted conversation=%s", (long long)op->id,
+                     res->status, op->conversation_id ? op->conversation_id : "-");
         finish(o, op, "sent", res->status, NULL, NULL, res);
         return;
     }

@@ -64,6 +64,12 @@ local function check_opts(opts, fname, allowed)
 end
 
 -- An activity named by id, or by the script's own key: "123" or { key = "build-42" }.
+-- A send or reply that Teams accepted with a 2xx but no id returns true instead of an id (the
+-- Agents Playground answers a text-plus-card message 202 with an empty body). That message
+-- exists but cannot be named: updating or deleting it is an operational failure, not misuse.
+local NO_ACTIVITY_ID = "the message was accepted without an activity id (a 2xx with no \"id\"), "
+  .. "so it cannot be updated or deleted"
+
 local function target_arg(target, fname)
   if type(target) == "string" and target ~= "" then return target, nil end
   if type(target) == "table" and type(target.key) == "string" and target.key ~= "" then
@@ -259,6 +265,7 @@ teams.broadcast = setmetatable({
 --- Options: send_if_missing = true sends a new message when the key was never sent.
 function teams.update(conv, target, msg, opts)
   conv = conv_arg(conv, "update")
+  if target == true then return nil, NO_ACTIVITY_ID, "no_activity_id" end
   local id, key = target_arg(target, "update")
   opts = check_opts(opts, "update", { send_if_missing = true, wait = true })
   local o = { key = key, send_if_missing = opts and opts.send_if_missing,
@@ -272,6 +279,7 @@ end
 --- Deletes a message the bot sent earlier, named by activity id or { key = ... }.
 function teams.delete(conv, target, opts)
   conv = conv_arg(conv, "delete")
+  if target == true then return nil, NO_ACTIVITY_ID, "no_activity_id" end
   local id, key = target_arg(target, "delete")
   opts = check_opts(opts, "delete", { wait = true })
   return core.delete(conv, id, { key = key, wait = opts and opts.wait })
