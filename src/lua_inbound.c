@@ -54,15 +54,24 @@ struct pending_auth {
     pending_auth *next;
 };
 
-static void reply_error(runtime *rt, http_exchange *x, int status, const char *reason)
+/* Answers status with {"error": reason} and, for a malformed activity, "field": the JSON path
+ * of the field at fault ("from.id"). */
+static void reply_refusal(runtime *rt, http_exchange *x, int status, const char *reason,
+                          const char *field)
 {
     char body[512];
-    /* reasons are ours (never echo client bytes), so they need no JSON escaping */
-    int n = snprintf(body, sizeof body, "{\"error\":\"%s\"}", reason);
+    /* reasons and field names are ours (never echo client bytes): no JSON escaping needed */
+    int n = field ? snprintf(body, sizeof body, "{\"error\":\"%s\",\"field\":\"%s\"}", reason, field)
+                  : snprintf(body, sizeof body, "{\"error\":\"%s\"}", reason);
     if (status >= 400 && status < 500)
         rt->rejected++;
     http_exchange_reply(x, status, "application/json; charset=utf-8", body,
                         (size_t)(n < (int)sizeof body ? n : (int)sizeof body - 1));
+}
+
+static void reply_error(runtime *rt, http_exchange *x, int status, const char *reason)
+{
+    reply_refusal(rt, x, status, reason, NULL);
 }
 
 /* Decodes a JSON body into the generation's state: pushes the value (LUA_OK) or a message (an
@@ -136,6 +145,119 @@ static const char *get_str(lua_State *L, int t, const char *k1, const char *k2, 
 out:
     lua_settop(L, top);
     return s;
+}
+
+/* The fields herald or the teams module read, and what each must be when present (JSON null
+ * counts as absent). A field of the wrong type was silently read as missing: a numeric "text"
+ * reached the handler as "", a numeric "from.id" stored a reference without its user. Checked in
+ * order, so a container is checked before its members. cjson decodes arrays and objects alike
+ * as tables: "array" accepts any table whose keys are 1..n. */
+enum field_kind { F_STRING, F_OBJECT, F_ARRAY };
+static const struct activity_field {
+    const char *path;             /* for the answer */
+    const char *k[3];
+    enum field_kind kind;
+} activity_fields[] = {
+    {"type", {"type"}, F_STRING},
+    {"id", {"id"}, F_STRING},
+    {"serviceUrl", {"serviceUrl"}, F_STRING},
+    {"channelId", {"channelId"}, F_STRING},
+    {"conversation", {"conversation"}, F_OBJECT},
+    {"conversation.id", {"conversation", "id"}, F_STRING},
+    {"conversation.conversationType", {"conversation", "conversationType"}, F_STRING},
+    {"conversation.tenantId", {"conversation", "tenantId"}, F_STRING},
+    {"text", {"text"}, F_STRING},
+    {"name", {"name"}, F_STRING},
+    {"action", {"action"}, F_STRING},
+    {"replyToId", {"replyToId"}, F_STRING},
+    {"locale", {"locale"}, F_STRING},
+    {"localTimezone", {"localTimezone"}, F_STRING},
+    {"from", {"from"}, F_OBJECT},
+    {"from.id", {"from", "id"}, F_STRING},
+    {"from.name", {"from", "name"}, F_STRING},
+    {"from.aadObjectId", {"from", "aadObjectId"}, F_STRING},
+    {"recipient", {"recipient"}, F_OBJECT},
+    {"recipient.id", {"recipient", "id"}, F_STRING},
+    {"recipient.name", {"recipient", "name"}, F_STRING},
+    {"channelData", {"channelData"}, F_OBJECT},
+    {"channelData.tenant", {"channelData", "tenant"}, F_OBJECT},
+    {"channelData.tenant.id", {"channelData", "tenant", "id"}, F_STRING},
+    {"channelData.team", {"channelData", "team"}, F_OBJECT},
+    {"channelData.team.id", {"channelData", "team", "id"}, F_STRING},
+    {"channelData.team.name", {"channelData", "team", "name"}, F_STRING},
+    {"channelData.team.aadGroupId", {"channelData", "team", "aadGroupId"}, F_STRING},
+    {"channelData.channel", {"channelData", "channel"}, F_OBJECT},
+    {"channelData.channel.id", {"channelData", "channel", "id"}, F_STRING},
+    {"channelData.channel.name", {"channelData", "channel", "name"}, F_STRING},
+    {"channelData.teamsChannelId", {"channelData", "teamsChannelId"}, F_STRING},
+    {"channelData.eventType", {"channelData", "eventType"}, F_STRING},
+    {"entities", {"entities"}, F_ARRAY},
+    {"membersAdded", {"membersAdded"}, F_ARRAY},
+    {"membersRemoved", {"membersRemoved"}, F_ARRAY},
+};
+
+/* 1 when the table at t has exactly the keys 1..#t (an empty table counts). Net stack: 0. */
+static int is_sequence(lua_State *L, int t)
+{
+    lua_Integer n = (lua_Integer)lua_rawlen(L, t), count = 0;
+    lua_pushnil(L);
+    while (lua_next(L, t)) {
+        lua_pop(L, 1);
+        if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 || lua_tointeger(L, -1) > n ||
+            ++count > n) {
+            lua_pop(L, 1);
+            return 0;
+        }
+    }
+    return count == n;
+}
+
+/* The first field of the activity at a whose type is wrong: its path, with *reason set; or NULL.
+ * A member of a list of accounts (membersAdded, membersRemoved) must be an object whose id, when
+ * present, is a string: herald compares it with the bot's id. Net stack effect: 0. */
+static const char *activity_field_invalid(lua_State *L, int a, const char **reason)
+{
+    int top = lua_gettop(L);
+    for (size_t i = 0; i < sizeof activity_fields / sizeof activity_fields[0]; i++) {
+        const struct activity_field *f = &activity_fields[i];
+        lua_pushvalue(L, a);
+        for (int k = 0; k < 3 && f->k[k] && lua_type(L, -1) == LUA_TTABLE; k++)
+            lua_getfield(L, -1, f->k[k]);
+        int t = lua_type(L, -1), ok;
+        if (t == LUA_TNIL || (t == LUA_TLIGHTUSERDATA && !lua_touserdata(L, -1)))
+            ok = 1;               /* absent, or JSON null (cjson.null) */
+        else if (f->kind == F_STRING)
+            ok = t == LUA_TSTRING;
+        else if (f->kind == F_OBJECT)
+            ok = t == LUA_TTABLE && (lua_rawlen(L, -1) == 0 || !is_sequence(L, lua_gettop(L)));
+        else
+            ok = t == LUA_TTABLE && is_sequence(L, lua_gettop(L));
+        if (ok && t == LUA_TTABLE && f->kind == F_ARRAY && f->path[0] == 'm') {
+            int arr = lua_gettop(L);
+            for (lua_Integer j = 1; ok && j <= (lua_Integer)lua_rawlen(L, arr); j++) {
+                int mt = lua_rawgeti(L, arr, j);
+                ok = mt == LUA_TTABLE;
+                if (ok) {
+                    int it = lua_getfield(L, -1, "id");
+                    ok = it == LUA_TNIL || it == LUA_TSTRING ||
+                         (it == LUA_TLIGHTUSERDATA && !lua_touserdata(L, -1));
+                }
+                lua_settop(L, arr);
+            }
+            if (!ok) {
+                lua_settop(L, top);
+                *reason = "each member must be an object whose id is a string";
+                return f->path;
+            }
+        }
+        lua_settop(L, top);
+        if (!ok) {
+            *reason = f->kind == F_STRING ? "must be a string"
+                      : f->kind == F_OBJECT ? "must be an object" : "must be an array";
+            return f->path;
+        }
+    }
+    return NULL;
 }
 
 /* 1 when the array t[key] holds a member whose id is bot_id. Net stack effect: 0. */
@@ -531,23 +653,31 @@ void inbound_activity(http_exchange *x, const char *body, size_t len, void *arg)
         return;
     }
     int a = lua_gettop(L);                     /* [activity] */
-    const char *why = NULL;
+    const char *why = NULL, *field = NULL, *kind_why = NULL;
     const char *type = NULL, *conv = NULL, *service_url = NULL;
+    char reason[160];
     if (lua_type(L, a) != LUA_TTABLE || lua_rawlen(L, a) > 0)
         why = "an activity must be a JSON object";
+    else if ((field = activity_field_invalid(L, a, &kind_why)))
+        why = (snprintf(reason, sizeof reason, "%s %s", field, kind_why), reason);
     else if (!(type = get_str(L, a, "type", NULL, NULL)))
-        why = "missing type";
+        why = "missing type", field = "type";
     else if (!(conv = get_str(L, a, "conversation", "id", NULL)))
-        why = "missing conversation.id";
+        why = "missing conversation.id", field = "conversation.id";
     else if (!(service_url = get_str(L, a, "serviceUrl", NULL, NULL)))
-        why = "missing serviceUrl";
+        why = "missing serviceUrl", field = "serviceUrl";
     else if (strlen(conv) > 1024 || strlen(service_url) > 2048)
-        why = "conversation.id or serviceUrl too long";
-    else
-        why = trust_service_url_invalid(service_url);
+        why = "conversation.id or serviceUrl too long",
+        field = strlen(conv) > 1024 ? "conversation.id" : "serviceUrl";
+    else if ((why = trust_service_url_invalid(service_url)))
+        field = "serviceUrl";
+    else if (!rt->cfg->dev && !config_url_allowed(service_url))
+        /* the token never goes to such a URL (trust.c), so a reference holding it is useless */
+        why = "serviceUrl must be https (plain http only on a loopback host, or in dev mode)",
+        field = "serviceUrl";
     if (why) {
         lua_settop(L, top);
-        reply_error(rt, x, 400, why);
+        reply_refusal(rt, x, 400, why, field);
         return;
     }
     if (rt->auth_in && !authenticate(rt, x, body, len, service_url,

@@ -164,6 +164,60 @@ static size_t depth(json_t *v)
     return d + 1;
 }
 
+/* README "Malformed activities": the JSON type each field herald reads must have when present
+ * (null counts as absent). cjson decodes [] and {} alike, so an empty one passes as either. */
+static const struct {
+    const char *k[3];
+    char kind;                    /* 's'tring, 'o'bject, 'a'rray, 'm'embers (objects with string ids) */
+} typed[] = {
+    {{"type"}, 's'}, {{"id"}, 's'}, {{"serviceUrl"}, 's'}, {{"channelId"}, 's'},
+    {{"conversation"}, 'o'}, {{"conversation", "id"}, 's'},
+    {{"conversation", "conversationType"}, 's'}, {{"conversation", "tenantId"}, 's'},
+    {{"text"}, 's'}, {{"name"}, 's'}, {{"action"}, 's'}, {{"replyToId"}, 's'}, {{"locale"}, 's'},
+    {{"localTimezone"}, 's'}, {{"from"}, 'o'}, {{"from", "id"}, 's'}, {{"from", "name"}, 's'},
+    {{"from", "aadObjectId"}, 's'}, {{"recipient"}, 'o'}, {{"recipient", "id"}, 's'},
+    {{"recipient", "name"}, 's'}, {{"channelData"}, 'o'}, {{"channelData", "tenant"}, 'o'},
+    {{"channelData", "tenant", "id"}, 's'}, {{"channelData", "team"}, 'o'},
+    {{"channelData", "team", "id"}, 's'}, {{"channelData", "team", "name"}, 's'},
+    {{"channelData", "team", "aadGroupId"}, 's'}, {{"channelData", "channel"}, 'o'},
+    {{"channelData", "channel", "id"}, 's'}, {{"channelData", "channel", "name"}, 's'},
+    {{"channelData", "teamsChannelId"}, 's'}, {{"channelData", "eventType"}, 's'},
+    {{"entities"}, 'a'}, {{"membersAdded"}, 'm'}, {{"membersRemoved"}, 'm'},
+};
+
+static int empty(json_t *v)
+{
+    return (json_is_array(v) && json_array_size(v) == 0) ||
+           (json_is_object(v) && json_object_size(v) == 0);
+}
+
+static int types_ok(json_t *a)
+{
+    for (size_t i = 0; i < sizeof typed / sizeof typed[0]; i++) {
+        json_t *v = a;
+        for (int k = 0; k < 3 && typed[i].k[k] && v; k++)
+            v = json_object_get(v, typed[i].k[k]);   /* NULL for a non-object */
+        if (!v || json_is_null(v))
+            continue;
+        char kind = typed[i].kind;
+        if (kind == 's' && !json_is_string(v))
+            return 0;
+        if (kind == 'o' && !json_is_object(v) && !empty(v))
+            return 0;
+        if ((kind == 'a' || kind == 'm') && !json_is_array(v) && !empty(v))
+            return 0;
+        size_t j;
+        json_t *m;
+        if (kind == 'm' && json_is_array(v))
+            json_array_foreach(v, j, m) {
+                json_t *id = json_object_get(m, "id");
+                if ((!json_is_object(m) && !empty(m)) || (id && !json_is_null(id) && !json_is_string(id)))
+                    return 0;
+            }
+    }
+    return 1;
+}
+
 /* Redelivered activities (conversation + id seen before) are answered without being stored. */
 static char seen[8][2200];
 static int nseen;
@@ -220,7 +274,7 @@ static void activity(host *h, const char *body, size_t len)
     const char *conv = field(json_object_get(json_object_get(a, "conversation"), "id"));
     const char *su = field(json_object_get(a, "serviceUrl"));
     /* the serviceUrl's shape is trust_service_url_invalid's rule (README: an http(s) URL with a host) */
-    int valid = json_is_object(a) && type && conv && su && strlen(conv) <= 1024 &&
+    int valid = json_is_object(a) && types_ok(a) && type && conv && su && strlen(conv) <= 1024 &&
                 strlen(su) <= 2048 && !trust_service_url_invalid(su);
     FUZZ_CHECK(valid == (r.status != 400), "a%s valid activity answered %d", valid ? "" : "n in",
                r.status);

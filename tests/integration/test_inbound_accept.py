@@ -75,7 +75,7 @@ class ServiceUrlTest(HeraldTestCase):
                 a["serviceUrl"] = url
                 st, body = h.post_activity(a)
                 self.assertEqual(st, 400, body)
-                self.assertEqual(json.loads(body), {"error": reason})
+                self.assertEqual(json.loads(body), {"error": reason, "field": "serviceUrl"})
         good = ["https://smba.trafficmanager.net/amer/", "HTTPS://SMBA.trafficmanager.net",
                 "http://127.0.0.1:1/x", "https://[::1]:8443/p?q#f", self.fc.url + self.PREFIX]
         for i, url in enumerate(good):

@@ -5,7 +5,7 @@ import json
 import sqlite3
 import time
 
-from harness import HeraldTestCase, bot, require_binary, tf
+from harness import AuthHeraldTestCase, HeraldTestCase, bot, require_binary, tf
 
 OUTBOX_BOT = bot("outbox_bot.lua")
 
@@ -62,3 +62,98 @@ class AcceptedWithoutIdTest(HeraldTestCase):
                          [("sent", None, 1)] * len(cases))
         self.assertEqual([s["last_status"] for s in sends], [c[0] for c in cases])
         self.assertEqual(h.log.count("without an activity id: recorded sent"), len(cases), h.log)
+
+
+def _bad_activities(acts):
+    """(label, activity, field) for activities /api/messages must refuse with 400 naming field."""
+    out = []
+
+    def bad(label, field, change, base=None):
+        a = base or acts.message(f"a:bad-{len(out)}", "hello")
+        change(a)
+        out.append((label, a, field))
+
+    def set_(path, value):
+        def change(a):
+            d = a
+            for k in path[:-1]:
+                d = d.setdefault(k, {})
+            d[path[-1]] = value
+        return change
+
+    for url in ("", "notaurl", "http://", "file:///etc/passwd", "https://", "ftp://x.example/"):
+        bad(f"serviceUrl={url!r}", "serviceUrl", set_(["serviceUrl"], url))
+    bad("serviceUrl=7", "serviceUrl", set_(["serviceUrl"], 7))
+    for v in (42, 4.5, True, {}, ["hello"]):
+        bad(f"text={v!r}", "text", set_(["text"], v))
+    bad("type=3", "type", set_(["type"], 3))
+    bad("id=12", "id", set_(["id"], 12))
+    bad("conversation.id=5", "conversation.id", set_(["conversation", "id"], 5))
+    bad("conversation=[...]", "conversation", set_(["conversation"], [{"id": "a:x"}]))
+    bad("from='bob'", "from", set_(["from"], "bob"))
+    bad("from.id=7", "from.id", set_(["from", "id"], 7))
+    bad("from.aadObjectId=[]", "from.aadObjectId", set_(["from", "aadObjectId"], []))
+    bad("recipient.id=1", "recipient.id", set_(["recipient", "id"], 1))
+    bad("channelId=0", "channelId", set_(["channelId"], 0))
+    bad("locale=1", "locale", set_(["locale"], 1))
+    bad("localTimezone=60", "localTimezone", set_(["localTimezone"], 60))
+    bad("channelData.tenant='t'", "channelData.tenant", set_(["channelData", "tenant"], "t"))
+    bad("channelData.tenant.id=9", "channelData.tenant.id", set_(["channelData", "tenant", "id"], 9))
+    bad("entities={'a':1}", "entities", set_(["entities"], {"a": 1}))
+    bad("membersAdded=[5]", "membersAdded", set_(["membersAdded"], [5]),
+        acts.members_added("a:bad-members", [acts.user("29:x")]))
+    bad("membersAdded=[{id:5}]", "membersAdded", set_(["membersAdded"], [{"id": 5}]),
+        acts.members_added("a:bad-members2", [acts.user("29:x")]))
+    return out
+
+
+class _MalformedCase:
+    """Every malformed activity gets 400 with {"error": reason, "field": path}, and nothing of it
+    is stored; well-formed ones (odd but legal: nulls, empty lists) still get 200."""
+
+    def check_table(self, h, extra_bad=(), extra_good=()):
+        cases = _bad_activities(self.acts) + list(extra_bad)
+        for i, (label, a, field) in enumerate(cases):
+            a["conversation"] = a["conversation"] if label.startswith("conversation") else {
+                **a["conversation"], "id": f"a:bad-{i}"}
+            with self.subTest(label):
+                st, body = h.post_activity(a)
+                self.assertEqual(st, 400, body)
+                j = json.loads(body)
+                self.assertEqual(j.get("field"), field, body)
+                self.assertIn(field, j.get("error", ""), body)
+        good = [self.acts.message("a:good-0", "plain"),
+                {**self.acts.message("a:good-1", "nulls"), "locale": None, "localTimezone": None,
+                 "replyToId": None},
+                {**self.acts.message("a:good-2", "empty lists"), "entities": []},
+                self.acts.members_added("a:good-3", [self.acts.user("29:y")])]
+        for a in good + list(extra_good):
+            with self.subTest(good=a["conversation"]["id"]):
+                st, body = h.post_activity(a)
+                self.assertEqual(st, 200, body)
+        h.stop()
+        ids = {r["id"] for r in db_rows(h.db, "SELECT id FROM conversations")}
+        self.assertEqual(ids, {a["conversation"]["id"] for a in good + list(extra_good)})
+
+
+@require_binary
+class MalformedActivityDevTest(_MalformedCase, HeraldTestCase):
+    """Bug 9, dev mode: http service URLs to any host are allowed there (the Playground)."""
+
+    def test_malformed_activities_get_400_in_dev_mode(self):
+        h = self.start_herald(bot("durable_bot.lua"))
+        other = self.acts.message("a:good-http", "quiet")
+        other["serviceUrl"] = "http://playground.example:56150/_connector"
+        self.check_table(h, extra_good=[other])
+
+
+@require_binary
+class MalformedActivityAuthTest(_MalformedCase, AuthHeraldTestCase):
+    """Bug 9 outside dev mode: the same table, refused before the token is even looked at, plus a
+    plain-http serviceUrl on a host that is not loopback (the token would never go there)."""
+
+    def test_malformed_activities_get_400_with_authentication(self):
+        h = self.start_auth_herald(bot("durable_bot.lua"))
+        plain = self.acts.message("a:bad-http", "hello")
+        plain["serviceUrl"] = "http://smba.trafficmanager.net/amer/"
+        self.check_table(h, extra_bad=[("plain http", plain, "serviceUrl")])
