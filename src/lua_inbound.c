@@ -14,6 +14,7 @@
 #include "store.h"
 #include "task.h"
 #include "trust.h"
+#include "tz.h"
 #include "vm.h"
 #include "quarantine.h"
 
@@ -38,6 +39,7 @@ typedef struct inbound {
     task *t;
     store_waiter waiter;          /* the commit of the reference */
     const char *hook;             /* "install" | "uninstall" | NULL: what dispatch runs */
+    int zone_unknown;             /* its time zone is not one the system knows: ev.timezone nil */
     const char *refused;          /* cancelled before it ran: answered 503 with this reason */
     int redelivered;              /* cancelled before it ran: a copy was accepted in the same batch */
     char conversation[160];       /* for log lines */
@@ -299,6 +301,42 @@ static const char *get_timezone(lua_State *L, int t)
     return tz;
 }
 
+/* 1 when name is a zone this system knows. A client that reports another ("Mars/Olympus") must
+ * not replace the user's stored zone: their 09:00 schedules would silently move to the default.
+ * tz_get caches what it loads, so a known zone costs one lookup. */
+static int zone_known(const char *name)
+{
+    char *err = NULL;
+    int ok = tz_name_valid(name) && tz_get(name, &err);
+    free(err);
+    return ok;
+}
+
+/* Logs an unknown zone once per (conversation, zone): a client sends it with every activity.
+ * Remembered as hashes in a fixed table, so a stream of made-up zones costs no memory (a pair
+ * pushed out by another may be logged again). */
+static void warn_unknown_zone(runtime *rt, const char *conv, const char *zone)
+{
+    uint64_t h = 14695981039346656037ULL;          /* FNV-1a */
+    for (const unsigned char *p = (const unsigned char *)conv; *p; p++)
+        h = (h ^ *p) * 1099511628211ULL;
+    h = (h ^ '\n') * 1099511628211ULL;
+    for (const unsigned char *p = (const unsigned char *)zone; *p; p++)
+        h = (h ^ *p) * 1099511628211ULL;
+    h |= 1;                                         /* 0 marks an empty slot */
+    uint64_t *slot = &rt->zone_warned[h % (sizeof rt->zone_warned / sizeof rt->zone_warned[0])];
+    if (*slot == h)
+        return;
+    *slot = h;
+    char shown[TZ_NAME_MAX];
+    size_t i = 0;
+    for (; zone[i] && i < sizeof shown - 1; i++)   /* client bytes: printable ASCII only */
+        shown[i] = zone[i] > 0x20 && zone[i] < 0x7f && zone[i] != '"' ? zone[i] : '?';
+    shown[i] = 0;
+    log_warn("unknown time zone \"%s%s\" ignored: the stored zone is kept conversation=%s", shown,
+             zone[i] ? "..." : "", conv);
+}
+
 /* An answer held until what its handler wrote is durable: a caller told "done" (Teams' 200, a
  * notify result listing what was sent) must not lose that work to a crash a moment later. The
  * batch of the current loop turn commits at the end of the turn, so the wait is short, unless the
@@ -553,10 +591,11 @@ static int push_hook(lua_State *L, void *op)
         lua_pushstring(L, ib->hook);
     else
         lua_pushnil(L);
-    return 1;
+    lua_pushboolean(L, ib->zone_unknown);
+    return 2;
 }
 
-/* gate(ib) → hook: yields until the batch holding the activity's reference has committed. */
+/* gate(ib) → hook, zone_unknown: yields until the batch holding the activity's reference has committed. */
 static int inbound_gate(lua_State *L)
 {
     inbound *ib = lua_touserdata(L, 1);
@@ -601,8 +640,8 @@ static int push_gated(lua_State *L)
     static const char chunk[] =
         "local gate = ...\n"
         "return function(ib, dispatch, activity)\n"
-        "  local hook = gate(ib)\n"
-        "  if dispatch then return dispatch(activity, hook) end\n"
+        "  local hook, zone_unknown = gate(ib)\n"
+        "  if dispatch then return dispatch(activity, hook, zone_unknown) end\n"
         "end\n";
     if (luaL_loadbufferx(L, chunk, sizeof chunk - 1, "=herald.inbound", "t") != LUA_OK) {
         lua_pop(L, 1);
@@ -732,6 +771,11 @@ void inbound_activity(http_exchange *x, const char *body, size_t len, void *arg)
         ref.team_channel_id = get_str(L, a, "channelData", "teamsChannelId", NULL);
     ref.locale = get_str(L, a, "locale", NULL, NULL);
     ref.timezone = get_timezone(L, a);
+    int zone_unknown = ref.timezone && !zone_known(ref.timezone);
+    if (zone_unknown) {
+        warn_unknown_zone(rt, conv, ref.timezone);
+        ref.timezone = NULL;                   /* the stored zone stays */
+    }
     ref.last_activity_id = activity_id;
     char seal[65];
     if (rt->trust && trust_seal(rt->trust, conv, service_url, seal) == 0)
@@ -790,6 +834,7 @@ void inbound_activity(http_exchange *x, const char *body, size_t len, void *arg)
         outbox_heard_from(rt->outbox, conv);
     if (run_hook)
         ib->hook = signal == STORE_SIGNAL_INSTALL ? "install" : "uninstall";
+    ib->zone_unknown = zone_unknown;
 
     char culprit[QUARANTINE_KEY_MAX];
     snprintf(culprit, sizeof culprit, "%s %s", conv, activity_id ? activity_id : "-");

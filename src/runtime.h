@@ -46,6 +46,9 @@ typedef struct runtime {
     int stopping;                 /* SIGTERM received: new activities get 503 */
     int script_quarantined;       /* the script's top level stalled the host: serve nothing (503) */
     int64_t started_ms;
+    /* (conversation, zone) pairs whose unknown time zone was logged, as hashes: each is logged
+     * once, in bounded memory (lua_inbound.c) */
+    uint64_t zone_warned[256];
     /* counters for /healthz */
     uint64_t activities, handler_errors, redelivered, rejected, unauthorized;
 } runtime;

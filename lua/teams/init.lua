@@ -641,7 +641,8 @@ local function integers(v, depth)
   return v
 end
 
-local function new_event(a)
+-- zone_unknown: the host found the activity's zone unknown to the system (and kept the stored one)
+local function new_event(a, zone_unknown)
   if a.value ~= nil then a.value = integers(a.value, 0) end
   local cd = tbl(a.channelData) or {}
   local conv = tbl(a.conversation) or {}
@@ -655,7 +656,7 @@ local function new_event(a)
     tenant = (tbl(cd.tenant) and str(cd.tenant.id)) or str(conv.tenantId),
     user = account(a.from),
     locale = str(a.locale),
-    timezone = timezone_of(a),
+    timezone = not zone_unknown and timezone_of(a) or nil,
     value = a.value,
     name = str(a.name),
     event_type = str(cd.eventType),
@@ -678,8 +679,8 @@ local function invoke_result(r)
 end
 
 -- hook: "install" / "uninstall" when the host decided this activity is the one that runs it.
-local function dispatch(a, hook)
-  local ev = new_event(a)
+local function dispatch(a, hook, zone_unknown)
+  local ev = new_event(a, zone_unknown)
   local took = false
   if hook == "install" then
     ev.installer = ev.user

@@ -157,3 +157,26 @@ class MalformedActivityAuthTest(_MalformedCase, AuthHeraldTestCase):
         plain = self.acts.message("a:bad-http", "hello")
         plain["serviceUrl"] = "http://smba.trafficmanager.net/amer/"
         self.check_table(h, extra_bad=[("plain http", plain, "serviceUrl")])
+
+
+@require_binary
+class UnknownTimeZoneTest(HeraldTestCase):
+    """Bug 4: "Mars/Olympus" from a client must not replace a stored Europe/Berlin; it is logged
+    once per conversation and zone, however many activities carry it. (The schedule that keeps
+    firing at 09:00 Berlin is tests/spec/inbound_rules_spec.lua, on the virtual clock.)"""
+
+    def test_unknown_zone_keeps_the_stored_one_and_is_logged_once(self):
+        h = self.start_herald(bot("durable_bot.lua"))
+        self.post_ok(h, self.acts.message("a:tz", "quiet", timezone="Europe/Berlin"))
+        for i in range(3):
+            self.post_ok(h, self.acts.message("a:tz", f"quiet {i}", timezone="Mars/Olympus"))
+            # only the clientInfo entity carries it
+            self.post_ok(h, {**self.acts.message("a:tz", "quiet", timezone="Mars/Olympus"),
+                             "localTimezone": None})
+        self.post_ok(h, self.acts.message("a:tz2", "quiet", timezone="Mars/Olympus"))
+        h.stop()
+        rows = {r["id"]: r["timezone"] for r in db_rows(h.db, "SELECT id, timezone FROM conversations")}
+        self.assertEqual(rows, {"a:tz": "Europe/Berlin", "a:tz2": None})
+        lines = [l for l in h.log.splitlines() if 'unknown time zone "Mars/Olympus" ignored' in l]
+        self.assertEqual(len(lines), 2, "\n".join(lines))      # one per conversation
+        self.assertIn("conversation=a:tz", lines[0])

@@ -32,3 +32,61 @@ describe("a 2xx without an activity id", function()
     assert.equal(1, warned)
   end)
 end)
+
+-- Bug 4: a client reporting a zone the system does not know must not replace a good stored one,
+-- or the user's 09:00 schedule silently moves to the default zone (UTC).
+describe("an unknown time zone in an activity", function()
+  local bot, conv
+  local BERLIN = "Europe/Berlin"
+  local function say(text, tz) return bot:message(text, { user = "megan", timezone = tz }) end
+  local function digests()
+    local out = {}
+    for _, op in ipairs(bot:sent(conv)) do
+      if op.text and op.text:find("^digest due") then out[#out + 1] = testing.iso(op.at) end
+    end
+    return out
+  end
+  local function warnings()
+    local n = 0
+    for _, l in ipairs(bot:logs()) do
+      if l:find('unknown time zone "Mars/Olympus" ignored', 1, true) then n = n + 1 end
+    end
+    return n
+  end
+
+  before_each(function()
+    -- June 2027: Berlin is on CEST (UTC+2), so 09:00 there is 07:00Z
+    bot = testing.load("tests/spec/bots/schedule_user_bot.lua", { start = "2027-06-01T10:00:00Z" })
+    conv = bot:personal("megan")
+  end)
+  after_each(function() bot:close() end)
+
+  it("keeps the stored zone, so the 09:00 schedule stays at 09:00 Berlin, and is logged once",
+    function()
+      say("digest", BERLIN)
+      assert.replied(conv, "scheduled digest:" .. conv .. " next 2027-06-02T07:00:00Z")
+      for _ = 1, 3 do say("get digest:" .. conv, "Mars/Olympus") end
+      assert.equal(BERLIN, bot:conversation(conv).timezone)
+      assert.replied(conv, "runs=0 next=2027-06-02T07:00:00Z")
+      bot:advance_to("2027-06-03T12:00:00Z")
+      assert.same({ "2027-06-02T07:00:00Z", "2027-06-03T07:00:00Z" }, digests())
+      assert.sent_to(conv, "digest due 2027-06-03T07:00:00Z zone Europe/Berlin")
+      assert.equal(1, warnings())
+      -- a good zone still moves the user
+      say("get digest:" .. conv, "Asia/Kathmandu")
+      assert.equal("Asia/Kathmandu", bot:conversation(conv).timezone)
+    end)
+
+  it("leaves ev.timezone nil for the unknown zone", function()
+    bot:close()
+    bot = testing.load("tests/spec/bots/probe_bot.lua")
+    bot:message("hi", { user = "megan", timezone = "Mars/Olympus" })
+    bot:message("hi", { user = "megan", timezone = BERLIN })
+    local zones = {}
+    for _, l in ipairs(bot:logs()) do
+      local j = l:match("probe (%b{})")
+      if j then zones[#zones + 1] = require("cjson").decode(j).timezone or "nil" end
+    end
+    assert.same({ "nil", BERLIN }, zones)
+  end)
+end)
