@@ -532,7 +532,7 @@ local function schedule(spec)
   if type(conv) == "table" then conv = conv.id end
   if spec.tz == "user" and not conv then error("teams.schedule: tz = \"user\" needs a 'conversation'", 2) end
   local payload = spec.payload
-  if payload ~= nil then payload = cjson.encode(payload) end
+  if payload ~= nil then payload = message.json(payload) end
   local id = spec.id or (spec.handler .. ":" .. (conv or "") .. ":" .. kind .. ":" .. expr)
   local next_fire, err, code = sched.put {
     id = id, handler = spec.handler, kind = kind, expr = expr, tz = spec.tz,
@@ -566,6 +566,7 @@ teams.schedule = setmetatable({
 
 teams.card = message.card
 teams.mention = message.mention
+teams.array = message.array
 
 ---------------------------------------------------------------------------------------------
 -- events
@@ -673,9 +674,9 @@ end
 local function invoke_result(r)
   if r == nil then return 200, nil end
   if type(r) == "table" and math.type(r.status) == "integer" then
-    return r.status, r.body ~= nil and cjson.encode(r.body) or nil
+    return r.status, r.body ~= nil and message.json(r.body) or nil
   end
-  return 200, cjson.encode(r)
+  return 200, message.json(r)
 end
 
 -- hook: "install" / "uninstall" when the host decided this activity is the one that runs it.
@@ -736,7 +737,7 @@ core.set_notify(notify_handlers, function(name, payload)
   if type(payload) == "table" then payload = integers(payload, 0) end
   local result = fn({ name = name, payload = payload })
   if result == nil then return "null" end
-  return cjson.encode(result)
+  return message.json(result)
 end)
 
 --- Registers the handler of POST /api/notify/{name}; it gets ev = {name, payload} and its return

@@ -97,10 +97,52 @@ function M.build(msg, ctx, level)
   return a
 end
 
-function M.json(t) return cjson.encode(t) end
+-- Empty arrays. Lua has one table type, and lua-cjson 2.1 (Debian's) writes every empty table as
+-- {} (it has no empty_array or array_mt; OpenResty's fork does). teams.array(t) marks t, by
+-- identity in a weak set so a script's own metatable stays free; herald's encodings write a marked
+-- table that is empty as []. Empty marked tables are swapped for a random token before cjson runs
+-- and the token's JSON string for [] after: cjson still writes every byte of the JSON.
+local ARRAYS = setmetatable({}, { __mode = "k" })
+local TOKEN = ("herald-empty-array-%08x%08x%08x"):format(math.random(0, 0x7fffffff),
+  math.random(0, 0x7fffffff), math.random(0, 0x7fffffff))
+local TOKEN_JSON = ('"' .. TOKEN .. '"'):gsub("%p", "%%%0")
+
+--- Marks t (a new table when nil) as a JSON array, so that it is written [] when empty; returns t.
+function M.array(t)
+  if t == nil then t = {} end
+  if type(t) ~= "table" then error("teams.array expects a table or nothing", 2) end
+  ARRAYS[t] = true
+  return t
+end
+
+-- v with every empty marked table swapped for TOKEN; tables on the way are copied, never changed.
+-- Past cjson's depth limit it stops, and cjson raises as it would have.
+local function swap(v, depth)
+  if type(v) ~= "table" or depth > 1000 then return v end
+  if ARRAYS[v] and next(v) == nil then return TOKEN end
+  local copy
+  for k, x in next, v do
+    local y = swap(x, depth + 1)
+    if y ~= x then
+      if not copy then
+        copy = {}
+        for k2, x2 in next, v do copy[k2] = x2 end
+      end
+      copy[k] = y
+    end
+  end
+  return copy or v
+end
+
+--- v as JSON, as cjson writes it, except that an empty table marked by M.array is [].
+function M.json(v)
+  if next(ARRAYS) == nil then return cjson.encode(v) end
+  local out = cjson.encode(swap(v, 1))
+  return (out:gsub(TOKEN_JSON, "[]"))
+end
 
 function M.encode(msg, ctx, level)
-  return cjson.encode(M.build(msg, ctx, (level or 1) + 1))
+  return M.json(M.build(msg, ctx, (level or 1) + 1))
 end
 
 return M

@@ -2,6 +2,7 @@
 and empty arrays in JSON answers): a 2xx without an activity id, a time zone the system does not
 know, malformed activities, and the JSON herald writes from Lua tables."""
 import json
+import os
 import sqlite3
 import time
 
@@ -180,3 +181,22 @@ class UnknownTimeZoneTest(HeraldTestCase):
         lines = [l for l in h.log.splitlines() if 'unknown time zone "Mars/Olympus" ignored' in l]
         self.assertEqual(len(lines), 2, "\n".join(lines))      # one per conversation
         self.assertIn("conversation=a:tz", lines[0])
+
+
+@require_binary
+class EmptyArrayTest(HeraldTestCase):
+    """An empty table a script marks with teams.array is [] in the HTTP answers herald writes (an
+    invoke's body, a notify result); an unmarked one stays {}."""
+
+    BOT = os.path.join(os.path.dirname(__file__), "..", "spec", "bots", "inbound_rules_bot.lua")
+
+    def test_invoke_and_notify_answers_keep_empty_arrays(self):
+        h = self.start_herald(os.path.abspath(self.BOT))
+        st, body = h.post_activity(self.acts.invoke("a:arr", "arrays", {}))
+        self.assertEqual(st, 200, body)
+        self.assertEqual(json.loads(body), {"items": [], "also": [], "meta": {}, "full": [1, 2]})
+        st, body = h.post_activity(self.acts.invoke("a:arr", "top", {}))
+        self.assertEqual((st, body), (200, "[]"))
+        st, body, _ = h.request("POST", "/api/notify/arrays", b"{}")
+        self.assertEqual(st, 200, body)
+        self.assertEqual(json.loads(body), {"items": [], "meta": {}})

@@ -90,3 +90,35 @@ describe("an unknown time zone in an activity", function()
     assert.same({ "nil", BERLIN }, zones)
   end)
 end)
+
+-- lua-cjson 2.1 writes every empty table as {}; teams.array marks one that must stay [].
+describe("empty arrays in herald's JSON", function()
+  local bot
+  before_each(function() bot = testing.load("tests/spec/bots/inbound_rules_bot.lua") end)
+  after_each(function() bot:close() end)
+
+  it("writes a table marked by teams.array as [] and an unmarked empty one as {}", function()
+    local r = bot:invoke("arrays", {}, { user = "megan" })
+    assert.equal(200, r.status)
+    local cjson = require "cjson"
+    assert.same({ items = "[]", also = "[]", meta = "{}", full = "[1,2]" }, (function()
+      local out = {}
+      for _, k in ipairs { "items", "also", "meta", "full" } do
+        out[k] = r.raw:match('"' .. k .. '":(%b[])') or r.raw:match('"' .. k .. '":(%b{})')
+      end
+      return out
+    end)())
+    assert.same({ items = {}, also = {}, meta = {}, full = { 1, 2 } }, cjson.decode(r.raw))
+    r = bot:invoke("top", {}, { user = "megan" })
+    assert.equal("[]", r.raw)
+  end)
+
+  it("writes [] in a message too, and leaves the script's tables as they were", function()
+    local conv = bot:personal("megan")
+    bot:message("arrays", { user = "megan" })
+    assert.replied(conv, "same true")
+    local sent = bot:sent { conversation = conv, op = "send" }
+    assert.equal(1, #sent)
+    assert.truthy(sent[1].json:find('"actions":[]', 1, true), sent[1].json)
+  end)
+end)
