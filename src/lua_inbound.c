@@ -223,11 +223,12 @@ static const char *activity_field_invalid(lua_State *L, int a, const char **reas
     for (size_t i = 0; i < sizeof activity_fields / sizeof activity_fields[0]; i++) {
         const struct activity_field *f = &activity_fields[i];
         lua_pushvalue(L, a);
-        for (int k = 0; k < 3 && f->k[k] && lua_type(L, -1) == LUA_TTABLE; k++)
+        int k = 0;
+        for (; k < 3 && f->k[k] && lua_type(L, -1) == LUA_TTABLE; k++)
             lua_getfield(L, -1, f->k[k]);
         int t = lua_type(L, -1), ok;
-        if (t == LUA_TNIL || (t == LUA_TLIGHTUSERDATA && !lua_touserdata(L, -1)))
-            ok = 1;               /* absent, or JSON null (cjson.null) */
+        if ((k < 3 && f->k[k]) || t == LUA_TNIL || (t == LUA_TLIGHTUSERDATA && !lua_touserdata(L, -1)))
+            ok = 1;               /* absent (or inside a non-object, refused as such), or JSON null */
         else if (f->kind == F_STRING)
             ok = t == LUA_TSTRING;
         else if (f->kind == F_OBJECT)
