@@ -4,7 +4,6 @@ know, malformed activities, and the JSON herald writes from Lua tables."""
 import json
 import os
 import sqlite3
-import time
 
 from harness import AuthHeraldTestCase, HeraldTestCase, bot, require_binary, tf
 
