@@ -28,9 +28,9 @@ const char *config_usage(void)
     return "usage: herald run [--dev] [--listen HOST:PORT] [--db PATH] [--log-level LEVEL] SCRIPT.lua\n"
            "       herald check [flags] SCRIPT.lua   print the configuration that run would use\n"
            "       herald reload (--db PATH | SCRIPT.lua)   reload the running bot's script now\n"
-           "       herald broadcast list|show ID [--watch] [--json] (--db PATH | SCRIPT.lua)\n"
+           "       herald broadcast list|show ID [--watch] [--csv|--json] (--db PATH | SCRIPT.lua)\n"
            "       herald broadcast pause|resume|cancel ID (--db PATH | SCRIPT.lua)\n"
-           "       herald outbox     [--json] (--db PATH | SCRIPT.lua)   counts per state, pacing per tenant\n"
+           "       herald outbox     [--csv|--json] (--db PATH | SCRIPT.lua)   counts per state, pacing per tenant\n"
            "       herald blocked    [--csv|--json] (--db PATH | SCRIPT.lua)   who blocked or uninstalled\n"
            "       herald deliveries [--since S|ISO8601] [--csv|--json] (--db PATH | SCRIPT.lua)\n"
            "       herald schedules  [--csv|--json] (--db PATH | SCRIPT.lua)   next fire (UTC and local)\n"
@@ -365,7 +365,7 @@ int config_load(config *cfg, int argc, char **argv, char **err)
         return -1;
     }
     if (strcmp(argv[i], "broadcast") == 0) {
-        /* herald broadcast list|show ID [--watch] [--json] | pause|resume|cancel ID, each with
+        /* herald broadcast list|show ID [--watch] [--csv|--json] | pause|resume|cancel ID, each with
          * --db PATH or the script; the controls also take --admin-socket / --admin-listen */
         cfg->command = argv[i++];
         cfg->format = "text";
@@ -379,6 +379,7 @@ int config_load(config *cfg, int argc, char **argv, char **err)
                 return -1;
             if (r > 0) continue;
             if (strcmp(a, "--json") == 0) cfg->format = "json";
+            else if (strcmp(a, "--csv") == 0) cfg->format = "csv";
             else if (strcmp(a, "--watch") == 0) cfg->watch = 1;
             else if (a[0] >= '0' && a[0] <= '9') cfg->broadcast_id = atoll(a);
             else {
@@ -390,6 +391,10 @@ int config_load(config *cfg, int argc, char **argv, char **err)
                       strcmp(cfg->action, "cancel") == 0;
         if (!control && strcmp(cfg->action, "list") != 0 && strcmp(cfg->action, "show") != 0) {
             *err = fmt_err("herald broadcast list|show|pause|resume|cancel, got '%s'", cfg->action);
+            return -1;
+        }
+        if (cfg->watch && strcmp(cfg->format, "text") != 0) {
+            *err = fmt_err("herald broadcast --watch draws a bar; it takes no --%s", cfg->format);
             return -1;
         }
         if ((control || strcmp(cfg->action, "show") == 0) && cfg->broadcast_id <= 0) {

@@ -131,6 +131,13 @@ static char *admin(const char *what, const char *body, size_t len, int *status, 
     }
     snapshot sn;
     take_snapshot(rt, &sn);
+    /* the same states, names and counts as /healthz outbox.states */
+    char gauges[OUTBOX_NSTATES * 64];
+    size_t gl = 0;
+    for (int i = 0; i < OUTBOX_NSTATES; i++)
+        gl += (size_t)snprintf(gauges + gl, sizeof gauges - gl,
+                               "herald_outbox_operations{state=\"%s\"} %llu\n",
+                               outbox_state_names[i], (unsigned long long)sn.os.states[i]);
     if (asprintf(&s,
                  "# TYPE herald_activities_total counter\nherald_activities_total %llu\n"
                  "# TYPE herald_handler_errors_total counter\nherald_handler_errors_total %llu\n"
@@ -153,7 +160,8 @@ static char *admin(const char *what, const char *body, size_t len, int *status, 
                  "# TYPE herald_outbox_commits_total counter\nherald_outbox_commits_total %lld\n"
                  "# TYPE herald_jwks_fetches_total counter\nherald_jwks_fetches_total %llu\n"
                  "# TYPE herald_store_writable gauge\nherald_store_writable %d\n"
-                 "# TYPE herald_store_failures_total counter\nherald_store_failures_total %llu\n",
+                 "# TYPE herald_store_failures_total counter\nherald_store_failures_total %llu\n"
+                 "# TYPE herald_outbox_operations gauge\n%s",
                  (unsigned long long)rt->activities, (unsigned long long)rt->handler_errors,
                  (unsigned long long)rt->redelivered, (unsigned long long)rt->rejected,
                  (unsigned long long)rt->unauthorized, all_tasks(rt), vm_memory(rt->vm),
@@ -163,8 +171,8 @@ static char *admin(const char *what, const char *body, size_t len, int *status, 
                  (unsigned long long)sn.os.retries, (unsigned long long)sn.os.throttled,
                  (unsigned long long)sn.os.resends, (long long)sn.os.commits,
                  (unsigned long long)sn.ai.key_fetches, store_writable(rt->store),
-                 (unsigned long long)sn.os.store_failures) < 0)
-        return NULL;
+                 (unsigned long long)sn.os.store_failures, gauges) < 0)
+        s = NULL;
     return s;
 }
 
@@ -321,6 +329,18 @@ static char *json_text(const char *v)
     return out ? out : strdup("null");
 }
 
+/* {"queued":n, "sent":n, ...}: a count per outbox state, in outbox_state_names' order (the
+ * order and names `herald outbox --json` uses). Malloc'd; NULL when out of memory. */
+static char *counts_json(const uint64_t *counts)
+{
+    json_t *o = json_object();
+    for (int i = 0; o && i < OUTBOX_NSTATES; i++)
+        json_object_set_new(o, outbox_state_names[i], json_integer((json_int_t)counts[i]));
+    char *s = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    json_decref(o);
+    return s;
+}
+
 static char *health_json(void *ud)
 {
     runtime *rt = ud;
@@ -331,6 +351,7 @@ static char *health_json(void *ud)
     /* readiness: a store that cannot be written refuses new work, so the process is degraded */
     int writable = store_writable(rt->store);
     char *store_error = json_text(store_last_error(rt->store));
+    char *states = counts_json(sn.os.states), *finished = counts_json(sn.os.finished);
     if (asprintf(&s,
                  "{\"status\":\"%s\",\"script_quarantined\":%s,\"watchdog_restarts\":%d,\"uptime_ms\":%lld,\"tasks\":%d,\"lua_memory_bytes\":%zu,"
                  "\"activities\":%llu,\"handler_errors\":%llu,\"redelivered\":%llu,"
@@ -338,7 +359,7 @@ static char *health_json(void *ud)
                  "\"jwks_fetches\":%llu,\"token_requests\":%llu,"
                  "\"reload\":{\"generation\":%d,\"reloads\":%d,\"failures\":%d,"
                  "\"retired\":%d,\"last_error\":%s},\"outbox\":{\"queued\":%llu,"
-                 "\"in_flight\":%llu,\"sent\":%llu,\"failed\":%llu,\"retries\":%llu,"
+                 "\"in_flight\":%llu,\"states\":%s,\"finished\":%s,\"retries\":%llu,"
                  "\"throttled\":%llu,\"resends\":%llu,\"commits\":%lld},\"store\":{\"writable\":%s,"
                  "\"last_error\":%s,\"unwritable_ms\":%lld,\"kept_writes\":%zu,"
                  "\"failures\":%llu}}",
@@ -351,8 +372,8 @@ static char *health_json(void *ud)
                  http_client_pending(rt->http), (unsigned long long)sn.ai.key_fetches,
                  (unsigned long long)sn.ao.requests, sn.rs.generation, sn.rs.reloads, sn.rs.failures,
                  sn.rs.retired, last_error ? last_error : "null", (unsigned long long)sn.os.queued,
-                 (unsigned long long)sn.os.in_flight, (unsigned long long)sn.os.sent,
-                 (unsigned long long)sn.os.failed, (unsigned long long)sn.os.retries,
+                 (unsigned long long)sn.os.in_flight, states ? states : "null",
+                 finished ? finished : "null", (unsigned long long)sn.os.retries,
                  (unsigned long long)sn.os.throttled, (unsigned long long)sn.os.resends,
                  (long long)sn.os.commits,
                  writable ? "true" : "false", store_error ? store_error : "null",
@@ -361,6 +382,8 @@ static char *health_json(void *ud)
         s = NULL;
     free(last_error);
     free(store_error);
+    free(states);
+    free(finished);
     return s;
 }
 

@@ -555,6 +555,11 @@ static void finish(outbox *o, ob_op *op, const char *state, long status, const c
         free(err);
         err = NULL;
     }
+    int si = outbox_state_index(state);
+    if (si >= 0) {
+        o->stats.states[si]++;
+        o->stats.finished[si]++;
+    }
     if (strcmp(state, "sent") == 0) {
         o->stats.sent++;
         /* a key sent without an id is recorded as "": an update or delete by that key then ends
@@ -567,7 +572,7 @@ static void finish(outbox *o, ob_op *op, const char *state, long status, const c
             free(err);
             err = NULL;
         }
-    } else {
+    } else if (si == OUTBOX_FAILED) {
         o->stats.failed++;
     }
     if (op->done || o->hook) {
@@ -998,6 +1003,36 @@ static void on_connector_done(const connector_result *res, void *ud)
     finish(o, op, "rejected", st, code, res->message, NULL);
 }
 
+const char *const outbox_state_names[OUTBOX_NSTATES] = {
+    [OUTBOX_QUEUED] = "queued",       [OUTBOX_SENT] = "sent",         [OUTBOX_BLOCKED] = "blocked",
+    [OUTBOX_NOT_FOUND] = "not_found", [OUTBOX_REJECTED] = "rejected", [OUTBOX_EXPIRED] = "expired",
+    [OUTBOX_FAILED] = "failed",
+};
+
+int outbox_state_index(const char *name)
+{
+    for (int i = 0; name && i < OUTBOX_NSTATES; i++)
+        if (strcmp(name, outbox_state_names[i]) == 0)
+            return i;
+    return -1;
+}
+
+/* Counts rows of the database per state (sign +1: found at start, -1: about to be purged). */
+typedef struct state_tally {
+    outbox *o;
+    int sign;
+} state_tally;
+
+static void tally_state(const char *state, int64_t n, void *ud)
+{
+    state_tally *t = ud;
+    int i = outbox_state_index(state);
+    if (i < 0 || i == OUTBOX_QUEUED)   /* queued ones are counted as they load */
+        return;
+    uint64_t *c = &t->o->stats.states[i];
+    *c = t->sign > 0 ? *c + (uint64_t)n : *c > (uint64_t)n ? *c - (uint64_t)n : 0;
+}
+
 /* Old finished rows go in bounded chunks, so a purge never holds the loop for long. */
 static void on_purge(evutil_socket_t fd, short what, void *arg)
 {
@@ -1010,6 +1045,12 @@ static void on_purge(evutil_socket_t fd, short what, void *arg)
     for (int round = 0; round < 10; round++) {
         char *err = NULL;
         outbox_touch_batch(o);
+        state_tally t = {o, -1};
+        if (store_outbox_count_finished(o->so, before, 2000, tally_state, &t, &err) < 0) {
+            log_error("outbox: purge failed: %s", err);
+            free(err);
+            return;
+        }
         int n = store_outbox_purge(o->so, before, 2000, &err);
         if (n < 0) {
             log_error("outbox: purge failed: %s", err);
@@ -1126,7 +1167,9 @@ outbox *outbox_new(struct event_base *base, store *st, connector *conn, const ou
     }
     /* jitter is random in production, repeatable under the test clock */
     srandom(clock_is_virtual() ? 1u : (unsigned)(wall_ms() ^ (int64_t)getpid()));
+    state_tally t = {o, 1};
     if (store_ledger_load(o->so, load_ledger_entry, o, err) < 0 ||
+        store_outbox_count_finished(o->so, INT64_MAX, -1, tally_state, &t, err) < 0 ||
         store_outbox_load(o->so, load_op, o, err) < 0) {
         outbox_free(o);
         return NULL;
@@ -1355,7 +1398,11 @@ void outbox_heard_from(outbox *o, const char *conversation_id)
     }
 }
 
-void outbox_get_stats(const outbox *o, outbox_stats *out) { *out = o->stats; }
+void outbox_get_stats(const outbox *o, outbox_stats *out)
+{
+    *out = o->stats;
+    out->states[OUTBOX_QUEUED] = o->stats.queued;
+}
 
 int64_t outbox_parse_retry_after(const char *v, int64_t now_wall_ms)
 {

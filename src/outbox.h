@@ -119,8 +119,22 @@ void outbox_heard_from(outbox *o, const char *conversation_id);
 /* Returns "blocked" / "gone" / NULL. */
 const char *outbox_ledger_state(outbox *o, const char *conversation_id);
 
+/* The states an operation is in, in report order. This is the one definition /healthz, /metrics
+ * and `herald outbox` count by (README "Outbox states"); queued includes operations in flight. */
+enum outbox_state {
+    OUTBOX_QUEUED, OUTBOX_SENT, OUTBOX_BLOCKED, OUTBOX_NOT_FOUND, OUTBOX_REJECTED, OUTBOX_EXPIRED,
+    OUTBOX_FAILED, OUTBOX_NSTATES
+};
+extern const char *const outbox_state_names[OUTBOX_NSTATES];
+/* The index of the state called name, or -1. */
+int outbox_state_index(const char *name);
+
 typedef struct outbox_stats {
-    uint64_t queued, in_flight, sent, failed, retries, throttled;
+    /* operations in the database in each state: counted at start, then kept by enqueue, final
+     * states and the retention purge; what herald wrote or keeps for replay (store.h) */
+    uint64_t states[OUTBOX_NSTATES];
+    uint64_t finished[OUTBOX_NSTATES];   /* this run's operations that reached each final state */
+    uint64_t queued, in_flight, sent, failed, retries, throttled;   /* sent, failed: this run's */
     uint64_t resends;             /* copies libcurl sent again by itself: possible duplicates */
     int64_t commits;
     uint64_t store_failures;      /* times the store stopped taking writes */

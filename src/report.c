@@ -1,7 +1,9 @@
-/* report.c — the operator commands `herald outbox`, `herald blocked` and `herald deliveries`:
- * read-only queries on the database (safe while herald runs: WAL), as text, JSON or CSV. */
+/* report.c — the operator commands `herald outbox`, `blocked`, `deliveries`, `schedules` and
+ * `broadcast list|show`: read-only queries on the database (safe while herald runs: WAL), as
+ * text, one JSON document, or one CSV table with a header row (RFC 4180). */
 #include "report.h"
 #include "config.h"
+#include "outbox.h"
 #include "tz.h"
 
 #include <jansson.h>
@@ -79,14 +81,13 @@ static int report_outbox(sqlite3 *db, const config *cfg)
     sqlite3_stmt *st = NULL;
     int64_t now = now_ms();
     json_t *states = json_object(), *tenants = json_array();
-    static const char *const order[] = {"queued", "sent", "blocked", "not_found", "rejected",
-                                        "expired", "failed"};
-    for (size_t i = 0; i < sizeof order / sizeof order[0]; i++)
-        json_object_set_new(states, order[i], json_integer(0));
+    for (int i = 0; i < OUTBOX_NSTATES; i++)
+        json_object_set_new(states, outbox_state_names[i], json_integer(0));
     if (prepare(db, "SELECT state, count(*) FROM outbox GROUP BY state", &st) < 0)
         goto fail;
     while (sqlite3_step(st) == SQLITE_ROW)
-        json_object_set_new(states, col(st, 0), json_integer(sqlite3_column_int64(st, 1)));
+        if (outbox_state_index(col(st, 0)) >= 0)   /* the states /healthz counts, no other */
+            json_object_set_new(states, col(st, 0), json_integer(sqlite3_column_int64(st, 1)));
     sqlite3_finalize(st);
     if (prepare(db, "SELECT min(created_at) FROM outbox WHERE state = 'queued'", &st) < 0)
         goto fail;
@@ -124,6 +125,21 @@ static int report_outbox(sqlite3 *db, const config *cfg)
                             oldest ? json_real((double)(now - oldest) / 1000.0) : json_null());
         json_object_set_new(root, "tenants", tenants);
         dump_json(root);
+        return 0;
+    }
+    if (strcmp(cfg->format, "csv") == 0) {
+        /* the counts per state; per-tenant pacing is in the text and JSON forms */
+        fputs("state,count\n", stdout);
+        const char *k;
+        json_t *v;
+        json_object_foreach(states, k, v) {
+            char n[24];
+            snprintf(n, sizeof n, "%lld", (long long)json_integer_value(v));
+            csv_field(stdout, k, 0);
+            csv_field(stdout, n, 1);
+        }
+        json_decref(states);
+        json_decref(tenants);
         return 0;
     }
     printf("outbox of %s\n\n  %-10s %10s\n", cfg->db_path, "state", "count");
@@ -410,28 +426,29 @@ static void progress_bar(int64_t done, int64_t total, char *out, size_t len)
     out[n] = 0;
 }
 
-/* One job's counts; returns 1 when it is finished (done or cancelled). */
-static int show_broadcast(sqlite3 *db, int64_t id, int json)
+/* One job as an object {id, name, state, total, finished, counts, rate_per_s}; NULL (after a
+ * message on stderr) when there is no such job or the query fails. */
+static json_t *broadcast_json(sqlite3 *db, int64_t id)
 {
     sqlite3_stmt *st;
     if (prepare(db, "SELECT coalesce(name, ''), state, total, created_at, finished_at FROM broadcasts"
                     " WHERE id = ?1", &st) < 0)
-        return -1;
+        return NULL;
     sqlite3_bind_int64(st, 1, id);
     if (sqlite3_step(st) != SQLITE_ROW) {
         sqlite3_finalize(st);
         fprintf(stderr, "herald: no broadcast %lld\n", (long long)id);
-        return -1;
+        return NULL;
     }
-    char name[128], state[16];
-    snprintf(name, sizeof name, "%s", col(st, 0));
-    snprintf(state, sizeof state, "%s", col(st, 1));
-    int64_t total = sqlite3_column_int64(st, 2), created = sqlite3_column_int64(st, 3),
-            finished = sqlite3_column_int64(st, 4);
+    json_t *o = json_pack("{s:I, s:s, s:s, s:I}", "id", (json_int_t)id, "name", col(st, 0), "state",
+                          col(st, 1), "total", (json_int_t)sqlite3_column_int64(st, 2));
+    int64_t created = sqlite3_column_int64(st, 3), finished = sqlite3_column_int64(st, 4);
     sqlite3_finalize(st);
-    if (prepare(db, "SELECT state, count(*) FROM broadcast_recipients WHERE broadcast_id = ?1"
-                    " GROUP BY state ORDER BY state", &st) < 0)
-        return -1;
+    if (!o || prepare(db, "SELECT state, count(*) FROM broadcast_recipients WHERE broadcast_id = ?1"
+                          " GROUP BY state ORDER BY state", &st) < 0) {
+        json_decref(o);
+        return NULL;
+    }
     sqlite3_bind_int64(st, 1, id);
     json_t *counts = json_object();
     int64_t delivered = 0, finals = 0;
@@ -446,57 +463,136 @@ static int show_broadcast(sqlite3 *db, int64_t id, int json)
     }
     sqlite3_finalize(st);
     double secs = (double)((finished ? finished : now_ms()) - created) / 1000.0;
-    double rate = secs > 0 ? (double)delivered / secs : 0;
-    if (json) {
-        json_t *o = json_pack("{s:I, s:s, s:s, s:I, s:o, s:f}", "id", (json_int_t)id, "name", name,
-                              "state", state, "total", (json_int_t)total, "counts", counts,
-                              "rate_per_s", rate);
-        dump_json(o);
-    } else {
-        char bar[40];
-        progress_bar(finals, total, bar, sizeof bar);
-        printf("broadcast %lld %s%s%s: %s %s %lld/%lld  %.1f msg/s\n  ", (long long)id,
-               *name ? "\"" : "", name, *name ? "\"" : "", state, bar, (long long)finals,
-               (long long)total, rate);
-        const char *k;
-        json_t *v;
-        json_object_foreach(counts, k, v)
-            printf("%s %lld  ", k, (long long)json_integer_value(v));
-        printf("\n");
-        json_decref(counts);
+    json_object_set_new(o, "finished", json_integer(finals));
+    json_object_set_new(o, "delivered", json_integer(delivered));
+    json_object_set_new(o, "counts", counts);
+    json_object_set_new(o, "rate_per_s", json_real(secs > 0 ? (double)delivered / secs : 0));
+    return o;
+}
+
+static const char *const broadcast_csv_header =
+    "id,name,state,total,finished,delivered,rate_per_s,counts\n";
+
+/* One job as a CSV row; counts as "state=n state=n". */
+static void broadcast_csv(json_t *o)
+{
+    char id[24], total[24], finished[24], delivered[24], rate[32], counts[512] = "";
+    snprintf(id, sizeof id, "%lld", (long long)json_integer_value(json_object_get(o, "id")));
+    snprintf(total, sizeof total, "%lld", (long long)json_integer_value(json_object_get(o, "total")));
+    snprintf(finished, sizeof finished, "%lld",
+             (long long)json_integer_value(json_object_get(o, "finished")));
+    snprintf(delivered, sizeof delivered, "%lld",
+             (long long)json_integer_value(json_object_get(o, "delivered")));
+    snprintf(rate, sizeof rate, "%.1f", json_real_value(json_object_get(o, "rate_per_s")));
+    const char *k;
+    json_t *v;
+    size_t n = 0;
+    json_object_foreach(json_object_get(o, "counts"), k, v) {
+        int w = snprintf(counts + n, sizeof counts - n, "%s%s=%lld", n ? " " : "", k,
+                         (long long)json_integer_value(v));
+        if (w < 0 || (size_t)w >= sizeof counts - n)
+            break;
+        n += (size_t)w;
     }
-    return strcmp(state, "done") == 0 || strcmp(state, "cancelled") == 0;
+    csv_field(stdout, id, 0);
+    csv_field(stdout, json_string_value(json_object_get(o, "name")), 0);
+    csv_field(stdout, json_string_value(json_object_get(o, "state")), 0);
+    csv_field(stdout, total, 0);
+    csv_field(stdout, finished, 0);
+    csv_field(stdout, delivered, 0);
+    csv_field(stdout, rate, 0);
+    csv_field(stdout, counts, 1);
+}
+
+static void broadcast_text(json_t *o)
+{
+    const char *name = json_string_value(json_object_get(o, "name"));
+    int64_t finals = json_integer_value(json_object_get(o, "finished")),
+            total = json_integer_value(json_object_get(o, "total"));
+    char bar[40];
+    progress_bar(finals, total, bar, sizeof bar);
+    printf("broadcast %lld %s%s%s: %s %s %lld/%lld  %.1f msg/s\n  ",
+           (long long)json_integer_value(json_object_get(o, "id")), *name ? "\"" : "", name,
+           *name ? "\"" : "", json_string_value(json_object_get(o, "state")), bar, (long long)finals,
+           (long long)total, json_real_value(json_object_get(o, "rate_per_s")));
+    const char *k;
+    json_t *v;
+    json_object_foreach(json_object_get(o, "counts"), k, v)
+        printf("%s %lld  ", k, (long long)json_integer_value(v));
+    printf("\n");
+}
+
+/* Prints one job in format; returns 1 when it is finished (done or cancelled), 0 while it runs,
+ * -1 when there is no such job. */
+static int show_broadcast(sqlite3 *db, int64_t id, const char *format)
+{
+    json_t *o = broadcast_json(db, id);
+    if (!o)
+        return -1;
+    const char *state = json_string_value(json_object_get(o, "state"));
+    int over = strcmp(state, "done") == 0 || strcmp(state, "cancelled") == 0;
+    if (strcmp(format, "json") == 0) {
+        dump_json(o);
+        return over;
+    }
+    if (strcmp(format, "csv") == 0) {
+        fputs(broadcast_csv_header, stdout);
+        broadcast_csv(o);
+    } else {
+        broadcast_text(o);
+    }
+    json_decref(o);
+    return over;
 }
 
 static int report_broadcasts(sqlite3 *db, const config *cfg)
 {
-    int json = strcmp(cfg->format, "json") == 0;
     if (cfg->broadcast_id > 0) {
         if (!cfg->watch)
-            return show_broadcast(db, cfg->broadcast_id, json) < 0;
+            return show_broadcast(db, cfg->broadcast_id, cfg->format) < 0;
         /* a live bar on a terminal: redraw until the job finishes */
         for (;;) {
             if (isatty(1))
                 printf("\033[H\033[J");
-            int rc = show_broadcast(db, cfg->broadcast_id, 0);
+            int rc = show_broadcast(db, cfg->broadcast_id, "text");
             fflush(stdout);
             if (rc != 0)
                 return rc < 0;
             usleep(500000);
         }
     }
+    /* one document: a JSON array, or a CSV table with its header, even with no jobs */
+    int json = strcmp(cfg->format, "json") == 0, csv = strcmp(cfg->format, "csv") == 0;
     sqlite3_stmt *st;
     if (prepare(db, "SELECT id FROM broadcasts ORDER BY id DESC LIMIT 50", &st) < 0)
         return 1;
-    int n = 0;
+    json_t *arr = json ? json_array() : NULL;
+    if (csv)
+        fputs(broadcast_csv_header, stdout);
+    int n = 0, rc = 0;
     while (sqlite3_step(st) == SQLITE_ROW) {
-        show_broadcast(db, sqlite3_column_int64(st, 0), json);
+        json_t *o = broadcast_json(db, sqlite3_column_int64(st, 0));
+        if (!o) {
+            rc = 1;
+            continue;
+        }
         n++;
+        if (json) {
+            json_array_append_new(arr, o);
+            continue;
+        }
+        if (csv)
+            broadcast_csv(o);
+        else
+            broadcast_text(o);
+        json_decref(o);
     }
     sqlite3_finalize(st);
-    if (!n && !json)
+    if (json)
+        dump_json(arr);
+    else if (!n && !csv)
         puts("(no broadcasts)");
-    return 0;
+    return rc;
 }
 
 int report_run(const config *cfg)

@@ -16,7 +16,7 @@ struct store_outbox {
     store *s;
     sqlite3 *db;
     sqlite3_stmt *insert, *retry, *finish, *attempt, *load, *key_get, *key_put, *ledger_mark,
-        *ledger_clear, *ledger_load, *purge_ops, *purge_attempts, *count_category;
+        *ledger_clear, *ledger_load, *purge_ops, *purge_attempts, *count_category, *count_finished;
 };
 
 static const store_statement statements[] = {
@@ -59,9 +59,13 @@ static const store_statement statements[] = {
      " cleared_at = NULL"},
     {offsetof(store_outbox, ledger_clear),
      "UPDATE ledger SET cleared_at = ?2 WHERE conversation_id = ?1 AND cleared_at IS NULL"},
+    /* the same rows as purge_ops (same order and limit), counted before it deletes them */
+    {offsetof(store_outbox, count_finished),
+     "SELECT state, count(*) FROM (SELECT state FROM outbox WHERE finished_at < ?1"
+     " AND state <> 'queued' ORDER BY finished_at, id LIMIT ?2) GROUP BY state"},
     {offsetof(store_outbox, purge_ops),
      "DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE finished_at < ?1"
-     " AND state <> 'queued' LIMIT ?2)"},
+     " AND state <> 'queued' ORDER BY finished_at, id LIMIT ?2)"},
     {offsetof(store_outbox, purge_attempts),
      "DELETE FROM outbox_attempts WHERE rowid IN (SELECT rowid FROM outbox_attempts"
      " WHERE at < ?1 LIMIT ?2)"},
@@ -291,6 +295,23 @@ int store_ledger_load(store_outbox *o, int (*fn)(const char *conversation_id, co
         return -1;
     }
     return n;
+}
+
+int store_outbox_count_finished(store_outbox *o, int64_t before, int limit,
+                                void (*fn)(const char *state, int64_t n, void *ud), void *ud,
+                                char **err)
+{
+    sqlite3_stmt *st = o->count_finished;
+    sqlite3_bind_int64(st, 1, before);
+    sqlite3_bind_int(st, 2, limit);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        fn((const char *)sqlite3_column_text(st, 0), sqlite3_column_int64(st, 1), ud);
+    if (rc != SQLITE_DONE)
+        set_err(err, "store: count finished operations: %s", sqlite3_errmsg(o->db));
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    return rc == SQLITE_DONE ? 0 : -1;
 }
 
 int store_outbox_purge(store_outbox *o, int64_t before, int limit, char **err)

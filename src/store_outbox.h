@@ -64,6 +64,12 @@ int store_ledger_load(store_outbox *o, int (*fn)(const char *conversation_id, co
 int store_outbox_count_category(store_outbox *o, const char *conversation_id, const char *category,
                                 int64_t since, int64_t *oldest, char **err);
 
+/* Counts finished operations per state, fn(state, n, ud) for each: all of them (before
+ * INT64_MAX, limit -1), or those the same purge call would delete. Returns 0 or -1 with *err. */
+int store_outbox_count_finished(store_outbox *o, int64_t before, int limit,
+                                void (*fn)(const char *state, int64_t n, void *ud), void *ud,
+                                char **err);
+
 /* Deletes up to limit finished operations (and their attempts) finished before `before`.
  * Returns the number of rows deleted, or -1 with *err. */
 int store_outbox_purge(store_outbox *o, int64_t before, int limit, char **err);

@@ -117,13 +117,13 @@ def bench_throughput(nc_bin):
         took = time.monotonic() - t0
         o = health(h)
         for _ in range(100):                      # the last answers' rows commit a turn later
-            if o["sent"] >= N and o["queued"] == 0:
+            if o["finished"]["sent"] >= N and o["queued"] == 0:
                 break
             time.sleep(0.05)
             o = health(h)
         res = {"n": N, "m": M, "seconds": took, "rate": N / took, "enqueue_s": t_enq,
-               "commits": o["commits"], "commits_per_msg": o["commits"] / N, "sent": o["sent"],
-               "failed": o["failed"], "connector_posts": posts(), "rss_idle_kb": rss0,
+               "commits": o["commits"], "commits_per_msg": o["commits"] / N, "sent": o["finished"]["sent"],
+               "failed": sum(o["finished"].values()) - o["finished"]["sent"], "connector_posts": posts(), "rss_idle_kb": rss0,
                "peak_rss_kb": status_kb(h.proc.pid, "VmHWM"), "rss_after_kb": status_kb(h.proc.pid, "VmRSS")}
         h.stop(timeout=60)
         res["db_mb"] = sum(os.path.getsize(os.path.join(h.tmp, f)) for f in os.listdir(h.tmp)

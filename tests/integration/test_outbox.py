@@ -190,10 +190,11 @@ class CrashResumeTest(OutboxCase):
         bad = [r for r in rows if r["result_id"] not in ids_by_conv.get(r["conversation_id"], ())]
         self.assertEqual(bad, [], "result ids the connector never gave")
         # healthz of the second process agrees with the DB and with the connector
-        self.assertEqual(j["sent"], resumed, j)
-        self.assertEqual(j["failed"], 0, j)
+        self.assertEqual(j["finished"]["sent"], resumed, j)
+        self.assertEqual(sum(j["finished"].values()), resumed, j)
+        self.assertEqual(j["states"]["sent"], self.N, j)
         posts_after = len(reqs) - sum(1 for x in reqs[:at_kill])
-        self.assertEqual(j["sent"], posts_after, f"healthz sent vs POSTs after restart: {j}")
+        self.assertEqual(j["finished"]["sent"], posts_after, f"healthz sent vs POSTs after restart: {j}")
         self.assertGreater(j["commits"], 0)
         self.assertLess(j["commits"], resumed, "one commit per message: no group commit")
         st = self.cli_json("outbox", "--json", "--db", h2.db)
@@ -341,8 +342,7 @@ class FaultTest(OutboxCase):
         db_states = {}
         for row in db_rows(h.db, "SELECT state, count(*) n FROM outbox GROUP BY state"):
             db_states[row["state"]] = row["n"]
-        self.assertEqual(o["sent"], db_states.get("sent", 0), (o, db_states))
-        self.assertEqual(o["failed"], sum(v for k, v in db_states.items() if k != "sent"), (o, db_states))
+        self.assertEqual({k: v for k, v in o["states"].items() if v}, db_states, (o, db_states))
         out = self.cli_json("outbox", "--json", "--db", h.db)
         self.assertEqual({k: v for k, v in out["states"].items() if v}, db_states, out)
         dl = self.cli_json("deliveries", "--json", "--db", h.db)
@@ -635,7 +635,7 @@ class SemanticsTest(OutboxCase):
         n = db_rows(h.db, "SELECT count(*) n FROM outbox_attempts WHERE op_id=?", (row[0]["id"],))[0]["n"]
         self.assertEqual(n, 3)
         o = self.health(h)["outbox"]
-        self.assertEqual((o["sent"], o["failed"]), (0, 1), o)
+        self.assertEqual((o["finished"]["sent"], o["finished"]["failed"]), (0, 1), o)
         # 3 attempts are 2 retries; herald counts the give-up as a third (outbox.c retry() bumps
         # stats.retries before checking max_attempts; reported). Tighten to 2 once fixed.
         self.assertIn(o["retries"], (2, 3), o)
