@@ -831,6 +831,11 @@ void inbound_activity(http_exchange *x, const char *body, size_t len, void *arg)
     }
     if (zone_changed && rt->scheduler)
         scheduler_zone_changed(rt->scheduler, conv);
+    /* schedules follow the conversation's installed state (the one teams.conversations shows) */
+    if (rt->scheduler && signal == STORE_SIGNAL_UNINSTALL)
+        scheduler_conversation_uninstalled(rt->scheduler, conv);
+    else if (rt->scheduler)
+        scheduler_conversation_back(rt->scheduler, conv);
     if (signal != STORE_SIGNAL_UNINSTALL && outbox_ledger_state(rt->outbox, conv))
         outbox_heard_from(rt->outbox, conv);
     if (run_hook)

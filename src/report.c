@@ -348,7 +348,10 @@ static int report_schedules(sqlite3 *db, const config *cfg)
     if (prepare(db,
                 "SELECT s.id, s.handler, s.kind, s.expr, s.tz, s.conversation_id, s.next_fire_at,"
                 " s.last_fire_at, s.last_result, s.runs, s.waiting_handler,"
-                " CASE WHEN s.tz = 'user' THEN c.timezone ELSE s.tz END"
+                " CASE WHEN s.tz = 'user' THEN c.timezone ELSE s.tz END,"
+                /* paused by the scheduler, or about to be: it pauses at the due time */
+                " coalesce(s.paused, CASE WHEN c.installed = 0 AND s.next_fire_at IS NOT NULL"
+                "  THEN 'uninstalled' END)"
                 " FROM schedules s LEFT JOIN conversations c ON c.id = s.conversation_id"
                 " ORDER BY s.next_fire_at IS NULL, s.next_fire_at, s.id",
                 &st) < 0)
@@ -356,7 +359,8 @@ static int report_schedules(sqlite3 *db, const config *cfg)
     int json = strcmp(cfg->format, "json") == 0, csv = strcmp(cfg->format, "csv") == 0;
     json_t *arr = json ? json_array() : NULL;
     if (csv)
-        fputs("id,handler,spec,tz,zone,next_utc,next_local,conversation,runs,last_result\n", stdout);
+        fputs("id,handler,spec,tz,zone,state,reason,next_utc,next_local,conversation,runs,"
+              "last_result\n", stdout);
     int n = 0;
     while (sqlite3_step(st) == SQLITE_ROW) {
         n++;
@@ -372,6 +376,19 @@ static int report_schedules(sqlite3 *db, const config *cfg)
         }
         const char *result = sqlite3_column_int(st, 10) ? "waiting for its handler"
                              : col(st, 8) ? col(st, 8) : "-";
+        /* state: active, paused (reason: uninstalled), waiting (for a handler), or done */
+        const char *paused = col(st, 12), *state = "active", *reason = NULL;
+        char why[200];
+        if (paused) {
+            state = "paused";
+            reason = paused;
+        } else if (sqlite3_column_int(st, 10)) {
+            state = "waiting";
+            snprintf(why, sizeof why, "no handler '%s' in the live script", col(st, 1));
+            reason = why;
+        } else if (!has_next) {
+            state = "done";
+        }
         if (json) {
             json_t *o = json_object();
             json_object_set_new(o, "id", json_str_or_null(col(st, 0)));
@@ -380,6 +397,8 @@ static int report_schedules(sqlite3 *db, const config *cfg)
             json_object_set_new(o, "expr", json_str_or_null(col(st, 3)));
             json_object_set_new(o, "tz", json_str_or_null(col(st, 4)));
             json_object_set_new(o, "zone", json_str_or_null(zone));
+            json_object_set_new(o, "state", json_string(state));
+            json_object_set_new(o, "reason", json_str_or_null(reason));
             json_object_set_new(o, "next_utc", has_next ? json_string(next_utc) : json_null());
             json_object_set_new(o, "next_local", has_next ? json_string(next_local) : json_null());
             json_object_set_new(o, "conversation", json_str_or_null(col(st, 5)));
@@ -395,15 +414,24 @@ static int report_schedules(sqlite3 *db, const config *cfg)
             csv_field(stdout, spec, 0);
             csv_field(stdout, col(st, 4), 0);
             csv_field(stdout, zone, 0);
+            csv_field(stdout, state, 0);
+            csv_field(stdout, reason, 0);
             csv_field(stdout, has_next ? next_utc : "", 0);
             csv_field(stdout, has_next ? next_local : "", 0);
             csv_field(stdout, col(st, 5), 0);
             csv_field(stdout, runs, 0);
             csv_field(stdout, result, 1);
         } else {
-            printf("%s\n  handler %s, %s%s%s\n  next    %s  |  %s\n  owner   %s\n  runs    %lld, last: %s\n\n",
+            /* the state line only for a paused one: "last:" already says waiting, "next -" done */
+            char state_line[300] = "";
+            if (paused)
+                snprintf(state_line, sizeof state_line, "  state   paused (%s%s)\n", paused,
+                         strcmp(paused, "uninstalled") == 0
+                             ? ": resumes when the conversation is installed again" : "");
+            printf("%s\n  handler %s, %s%s%s\n%s  next    %s  |  %s\n  owner   %s\n"
+                   "  runs    %lld, last: %s\n\n",
                    col(st, 0), col(st, 1), spec, col(st, 4) ? " tz=" : "",
-                   col(st, 4) ? col(st, 4) : "", next_utc, next_local,
+                   col(st, 4) ? col(st, 4) : "", state_line, next_utc, next_local,
                    col(st, 5) ? col(st, 5) : "-", (long long)sqlite3_column_int64(st, 9), result);
         }
     }
@@ -619,7 +647,9 @@ int report_run(const config *cfg)
     } else if (strcmp(cfg->command, "outbox") == 0) {
         rc = report_outbox(db, cfg);
     } else if (strcmp(cfg->command, "schedules") == 0) {
-        rc = version < 4 ? (fprintf(stderr, "herald: %s has no schedules table yet\n", cfg->db_path), 1)
+        rc = version < 9 ? (fprintf(stderr, "herald: %s is from an older herald (no schedule pause "
+                                    "state yet); start herald on it once to migrate it\n",
+                                    cfg->db_path), 1)
                          : report_schedules(db, cfg);
     } else if (strcmp(cfg->command, "broadcast") == 0) {
         rc = version < 5 ? (fprintf(stderr, "herald: %s has no broadcasts table yet\n", cfg->db_path), 1)

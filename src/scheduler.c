@@ -33,7 +33,7 @@ struct scheduler {
     runtime *rt;
     sqlite3 *db;
     sqlite3_stmt *put, *del, *get, *due, *min_next, *advance, *wait_handler, *unwait, *result,
-        *user_tz, *list, *user_rows, *set_next;
+        *user_tz, *list, *user_rows, *set_next, *pause, *pause_conv, *paused_rows, *resume;
     struct event *timer;
     int64_t armed_for;            /* unix s the timer is set for, 0 when idle */
     scheduler_stats stats;
@@ -47,15 +47,30 @@ static const store_statement statements[] = {
      " ON CONFLICT(id) DO UPDATE SET handler = excluded.handler, kind = excluded.kind,"
      " expr = excluded.expr, tz = excluded.tz, conversation_id = excluded.conversation_id,"
      " payload = excluded.payload, missed = excluded.missed, anchor = excluded.anchor,"
-     " next_fire_at = excluded.next_fire_at, waiting_handler = 0, updated_at = excluded.updated_at"},
+     " next_fire_at = excluded.next_fire_at, waiting_handler = 0, paused = NULL,"
+     " updated_at = excluded.updated_at"},
     {offsetof(struct scheduler, del), "DELETE FROM schedules WHERE id = ?1"},
     {offsetof(struct scheduler, get),
      "SELECT id, handler, kind, expr, tz, conversation_id, payload, missed, next_fire_at,"
-     " last_fire_at, last_result, runs, waiting_handler FROM schedules WHERE id = ?1"},
+     " last_fire_at, last_result, runs, waiting_handler, paused FROM schedules WHERE id = ?1"},
     {offsetof(struct scheduler, due),
      "SELECT id, handler, kind, expr, tz, conversation_id, payload, missed, anchor, next_fire_at,"
-     " last_result LIKE 'no handler%' FROM schedules WHERE next_fire_at <= ?1 AND waiting_handler = 0"
+     " last_result LIKE 'no handler%',"
+     " (SELECT installed = 0 FROM conversations c WHERE c.id = schedules.conversation_id)"
+     " FROM schedules WHERE next_fire_at <= ?1 AND waiting_handler = 0"
      " ORDER BY next_fire_at LIMIT ?2"},
+    {offsetof(struct scheduler, pause),
+     "UPDATE schedules SET paused = ?2, next_fire_at = NULL, updated_at = ?3 WHERE id = ?1"},
+    {offsetof(struct scheduler, pause_conv),
+     "UPDATE schedules SET paused = ?2, next_fire_at = NULL, updated_at = ?3"
+     " WHERE conversation_id = ?1 AND paused IS NULL AND next_fire_at IS NOT NULL"},
+    {offsetof(struct scheduler, paused_rows),
+     "SELECT id, kind, expr, tz, anchor FROM schedules WHERE conversation_id = ?1"
+     " AND paused IS NOT NULL"},
+    {offsetof(struct scheduler, resume),
+     "UPDATE schedules SET paused = NULL, next_fire_at = ?2, updated_at = ?3,"
+     " last_result = CASE WHEN ?2 IS NULL THEN 'skipped (its conversation was uninstalled when"
+     " it was due)' ELSE last_result END WHERE id = ?1"},
     {offsetof(struct scheduler, min_next),
      "SELECT min(next_fire_at) FROM schedules WHERE next_fire_at IS NOT NULL AND waiting_handler = 0"},
     {offsetof(struct scheduler, advance),
@@ -74,7 +89,7 @@ static const store_statement statements[] = {
     {offsetof(struct scheduler, user_tz), "SELECT timezone FROM conversations WHERE id = ?1"},
     {offsetof(struct scheduler, list),
      "SELECT id, handler, kind, expr, tz, conversation_id, payload, missed, next_fire_at,"
-     " last_fire_at, last_result, runs, waiting_handler FROM schedules"
+     " last_fire_at, last_result, runs, waiting_handler, paused FROM schedules"
      " WHERE (?1 IS NULL OR handler = ?1) AND (?2 IS NULL OR conversation_id = ?2)"
      " AND id > ?3 ORDER BY id LIMIT ?4"},
 };
@@ -229,6 +244,7 @@ static int fire_due(scheduler *s)
         char *id, *handler, *kind, *expr, *tz, *conv, *payload, *missed;
         int64_t anchor, next;
         int was_waiting;          /* released by a returning handler: late, but not missed */
+        int uninstalled;          /* its conversation's bot was removed */
     } due_row;
     due_row rows[FIRE_BATCH];
     int n = 0;
@@ -245,6 +261,7 @@ static int fire_due(scheduler *s)
         r->anchor = sqlite3_column_int64(s->due, 8);
         r->next = sqlite3_column_int64(s->due, 9);
         r->was_waiting = sqlite3_column_int(s->due, 10);
+        r->uninstalled = sqlite3_column_int(s->due, 11);
     }
     sqlite3_reset(s->due);
     sqlite3_clear_bindings(s->due);
@@ -260,6 +277,17 @@ static int fire_due(scheduler *s)
             stopped = 1;
         if (hold || stopped)
             goto next_row;                /* stopped: still due, a later turn fires it */
+        if (r->uninstalled) {
+            /* teams.conversations hides this conversation; a send to it would reach nobody */
+            log_info("schedule %s paused: its conversation was uninstalled (resumes when it is "
+                     "installed again) conversation=%s", r->id, r->conv);
+            store_bind_text(s->pause, 1, r->id);
+            store_bind_text(s->pause, 2, "uninstalled");
+            sqlite3_bind_int64(s->pause, 3, now);
+            exec(s, s->pause, NULL);
+            s->stats.paused++;
+            goto next_row;
+        }
         if (!has_handler(s->rt->vm, r->handler)) {
             char why[300];
             snprintf(why, sizeof why, "no handler '%s' in the live script (kept; retried when one "
@@ -428,6 +456,72 @@ void scheduler_zone_changed(scheduler *s, const char *conversation_id)
         arm(s);
 }
 
+void scheduler_conversation_uninstalled(scheduler *s, const char *conversation_id)
+{
+    store_bind_text(s->pause_conv, 1, conversation_id);
+    store_bind_text(s->pause_conv, 2, "uninstalled");
+    sqlite3_bind_int64(s->pause_conv, 3, now_s());
+    outbox_touch_batch(s->rt->outbox);
+    if (exec(s, s->pause_conv, NULL) == 0 && sqlite3_changes(s->db) > 0) {
+        log_info("%d schedule(s) paused: their conversation was uninstalled conversation=%s",
+                 sqlite3_changes(s->db), conversation_id);
+        s->stats.paused += (uint64_t)sqlite3_changes(s->db);
+        arm(s);
+    }
+}
+
+void scheduler_conversation_back(scheduler *s, const char *conversation_id)
+{
+    int64_t now = now_s();
+    typedef struct row { char *id, *kind, *expr, *tz; int64_t anchor; } row;
+    row rows[64];
+    int n = 0;
+    /* a conversation with more paused schedules resumes 64 per activity: the rest on the next */
+    store_bind_text(s->paused_rows, 1, conversation_id);
+    while (n < 64 && sqlite3_step(s->paused_rows) == SQLITE_ROW) {
+        const char *f[4];
+        for (int i = 0; i < 4; i++)
+            f[i] = (const char *)sqlite3_column_text(s->paused_rows, i);
+        rows[n].id = f[0] ? strdup(f[0]) : NULL;
+        rows[n].kind = f[1] ? strdup(f[1]) : NULL;
+        rows[n].expr = f[2] ? strdup(f[2]) : NULL;
+        rows[n].tz = f[3] ? strdup(f[3]) : NULL;
+        rows[n].anchor = sqlite3_column_int64(s->paused_rows, 4);
+        n++;
+    }
+    sqlite3_reset(s->paused_rows);
+    sqlite3_clear_bindings(s->paused_rows);
+    if (!n)
+        return;
+    outbox_touch_batch(s->rt->outbox);
+    for (int i = 0; i < n; i++) {
+        schedule_spec spec;
+        char *err = NULL;
+        int64_t next = -1;
+        if (rows[i].id && rows[i].kind && rows[i].expr &&
+            build_spec(s, rows[i].kind, rows[i].expr, rows[i].tz, conversation_id, rows[i].anchor,
+                       &spec, &err) == 0)
+            next = schedule_next(&spec, now);   /* from now on: what was missed stays missed */
+        if (rows[i].id) {
+            store_bind_text(s->resume, 1, rows[i].id);
+            if (next >= 0)
+                sqlite3_bind_int64(s->resume, 2, next);
+            else
+                sqlite3_bind_null(s->resume, 2);
+            sqlite3_bind_int64(s->resume, 3, now);
+            exec(s, s->resume, NULL);
+            log_info("schedule %s resumed: its conversation is installed again (next %lld) "
+                     "conversation=%s", rows[i].id, (long long)next, conversation_id);
+        }
+        free(err);
+        free(rows[i].id);
+        free(rows[i].kind);
+        free(rows[i].expr);
+        free(rows[i].tz);
+    }
+    arm(s);
+}
+
 void scheduler_get_stats(const scheduler *s, scheduler_stats *out) { *out = s->stats; }
 
 int64_t scheduler_put(scheduler *s, const scheduler_entry *e, char **err)
@@ -477,7 +571,7 @@ static void push_row(lua_State *L, sqlite3_stmt *st)
 {
     static const char *const names[] = {"id", "handler", "kind", "expr", "tz", "conversation",
                                         "payload", "missed"};
-    lua_createtable(L, 0, 13);
+    lua_createtable(L, 0, 14);
     for (int i = 0; i < 8; i++)
         if (sqlite3_column_text(st, i)) {
             lua_pushstring(L, (const char *)sqlite3_column_text(st, i));
@@ -499,6 +593,10 @@ static void push_row(lua_State *L, sqlite3_stmt *st)
     lua_setfield(L, -2, "runs");
     lua_pushboolean(L, sqlite3_column_int(st, 12));
     lua_setfield(L, -2, "waiting_for_handler");
+    if (sqlite3_column_text(st, 13)) {
+        lua_pushstring(L, (const char *)sqlite3_column_text(st, 13));
+        lua_setfield(L, -2, "paused");
+    }
 }
 
 int scheduler_push_get(scheduler *s, lua_State *L, const char *id)

@@ -21,7 +21,7 @@ typedef struct scheduler_entry {
 } scheduler_entry;
 
 typedef struct scheduler_stats {
-    uint64_t fired, skipped, waiting, errors;
+    uint64_t fired, skipped, waiting, errors, paused;
 } scheduler_stats;
 
 scheduler *scheduler_new(runtime *rt, char **err);
@@ -41,6 +41,13 @@ void scheduler_handlers_changed(scheduler *s);
 /* The conversation's user reported a (possibly new) time zone: its tz="user" schedules are
  * recomputed so the next firing is in the new zone. */
 void scheduler_zone_changed(scheduler *s, const char *conversation_id);
+/* The conversation's bot was uninstalled: its schedules pause (paused = "uninstalled", no next
+ * fire instant). A schedule found due for an uninstalled conversation pauses the same way. */
+void scheduler_conversation_uninstalled(scheduler *s, const char *conversation_id);
+/* The conversation was heard from (installed again): its paused schedules resume from their next
+ * occurrence after now; the ones missed meanwhile are not fired, and an "at" whose time passed
+ * ends. Cheap when nothing is paused (one index lookup), so it runs for every activity. */
+void scheduler_conversation_back(scheduler *s, const char *conversation_id);
 /* The clock moved (test clock): re-read the earliest due instant. */
 void scheduler_poke(scheduler *s);
 void scheduler_get_stats(const scheduler *s, scheduler_stats *out);

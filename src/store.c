@@ -184,6 +184,9 @@ static const struct migration {
     /* An operation's service URL sealed as the conversation's is (trust.c): a row edited or
      * inserted behind herald's back cannot send the bearer token anywhere new. */
     MIGRATION(8, "ALTER TABLE outbox ADD COLUMN service_url_seal TEXT;"),
+    /* Why a schedule does not fire (scheduler.c): "uninstalled" while its conversation is; NULL
+     * when it runs. A paused row has no next_fire_at, so the due index never holds it. */
+    MIGRATION(9, "ALTER TABLE schedules ADD COLUMN paused TEXT;"),
 };
 
 #define LATEST_VERSION ((int)(sizeof migrations / sizeof migrations[0]))

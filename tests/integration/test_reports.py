@@ -24,6 +24,8 @@ from harness import HeraldTestCase, bot, require_binary, run_cli, tf  # noqa: E4
 import fake_connector as fcm  # noqa: E402
 
 OUTBOX_BOT = bot("outbox_bot.lua")
+SCHEDULE_BOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "spec", "bots",
+                            "schedule_user_bot.lua")
 STATES = ["queued", "sent", "blocked", "not_found", "rejected", "expired", "failed"]
 # a value that needs every kind of CSV quoting
 NASTY = 'Doe, "Jane"\nsecond line'
@@ -143,6 +145,41 @@ class ReportFormatsCase(HeraldTestCase):
         # --watch draws a bar: it takes no format
         rc, _, err = run_cli(["broadcast", "show", "1", "--watch", "--json", "--db", db])
         self.assertEqual(rc, 2, err)
+
+
+@require_binary
+class SchedulePausedCase(HeraldTestCase):
+    """`herald schedules` says why a schedule does not fire (issue 12, bug 5)."""
+
+    def schedules(self, h):
+        rc, out, err = run_cli(["schedules", "--json", "--db", h.db])
+        self.assertEqual(rc, 0, err)
+        return json.loads(out)
+
+    def test_schedules_report_shows_paused_uninstalled(self):
+        h = self.start_herald(SCHEDULE_BOT)
+        conv = "a:megan"
+        for a in self.acts.personal_install(conv):
+            self.post_ok(h, a)
+        self.post_ok(h, self.acts.message(conv, "every 1d daily"))
+        [s] = self.schedules(h)
+        self.assertEqual((s["state"], s["reason"]), ("active", None), s)
+        self.post_ok(h, self.acts.uninstall(conv))
+        [s] = self.schedules(h)
+        self.assertEqual((s["state"], s["reason"], s["next_utc"]), ("paused", "uninstalled", None), s)
+        rc, out, err = run_cli(["schedules", "--csv", "--db", h.db])
+        self.assertEqual(rc, 0, err)
+        [row] = list(csv.DictReader(io.StringIO(out, newline="")))
+        self.assertEqual((row["state"], row["reason"], row["next_utc"]), ("paused", "uninstalled", ""), row)
+        rc, out, err = run_cli(["schedules", "--db", h.db])
+        self.assertEqual(rc, 0, err)
+        self.assertIn("state   paused (uninstalled: resumes when the conversation is installed again)", out)
+        # heard from again: it resumes at its next occurrence
+        for a in self.acts.personal_install(conv):
+            self.post_ok(h, a)
+        [s] = self.schedules(h)
+        self.assertEqual((s["state"], s["reason"]), ("active", None), s)
+        self.assertIsNotNone(s["next_utc"], s)
 
 
 @require_binary
