@@ -240,6 +240,11 @@ static const config_limit limits[] = {
     ROW("HERALD_JWKS_REFRESH_FLOOR_S", 1, 86400, 300, "s", CONFIG_LONG, jwks_refresh_floor_s),
     ROW("HERALD_JWKS_TIMEOUT_MS", 1000, 60000, 10000, "ms", CONFIG_LONG, jwks_timeout_ms),
     ROW("HERALD_NOTIFY_REPLAY_MAX", 1, 100000, 10000, "signatures", CONFIG_LONG, notify_replay_max),
+    /* what GET /api/notify/operations/{id} can still answer: finished operations kept */
+    ROW("HERALD_NOTIFY_RESULTS_MAX", 1, 1000000, 1000, "operations", CONFIG_LONG, notify_results_max),
+    ROW("HERALD_NOTIFY_RESULTS_MAX_BYTES", 1024, 1L << 30, 16L << 20, "bytes", CONFIG_SIZE,
+        notify_results_max_bytes),
+    ROW("HERALD_NOTIFY_RESULT_TTL_S", 1, 7L * 86400, 3600, "s", CONFIG_LONG, notify_result_ttl_s),
     /* quick_check reads every page (about 1 s per GB cached, 20 s cold): bigger files skip it */
     ROW("HERALD_DB_CHECK_MAX_MB", 1, 1L << 20, 256, "MB", CONFIG_LONG, db_check_max_mb),
 };

@@ -69,6 +69,9 @@ typedef struct config {
     int unsafe_lua;               /* HERALD_UNSAFE_LUA=1: io, full os, package.loadlib */
     const char *script_env;       /* HERALD_SCRIPT_ENV: names os.getenv may read besides BOT_* */
     long notify_replay_max;       /* HERALD_NOTIFY_REPLAY_MAX: notify signatures remembered at once */
+    long notify_results_max;      /* HERALD_NOTIFY_RESULTS_MAX: finished 202 operations kept */
+    size_t notify_results_max_bytes;   /* HERALD_NOTIFY_RESULTS_MAX_BYTES: their results' bytes */
+    long notify_result_ttl_s;     /* HERALD_NOTIFY_RESULT_TTL_S: each kept this long after it ends */
 
     /* outbox and governor */
     int governor;                 /* HERALD_GOVERNOR=off disables pacing (null-connector benchmarks) */

@@ -188,6 +188,39 @@ static void on_notify(struct evhttp_request *req, http_server *s, const char *na
     s->cfg.on_notify(x, buf, s->body_buf, len, s->ud);
 }
 
+/* GET /api/notify/operations/{id}: the result of a notify operation that answered 202. */
+static void on_notify_operation(struct evhttp_request *req, http_server *s, const char *id,
+                                size_t len)
+{
+    char buf[24];
+    int ok = len > 0 && len < 21 && s->cfg.on_notify_operation;
+    for (size_t i = 0; ok && i < len; i++)
+        ok = id[i] >= '0' && id[i] <= '9';
+    if (!ok) {
+        reply_error(req, 404, "Not Found", "no such operation");
+        return;
+    }
+    enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+    if (cmd != EVHTTP_REQ_GET && cmd != EVHTTP_REQ_HEAD) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET");
+        reply_error(req, 405, "Method Not Allowed", "use GET for /api/notify/operations/{id}");
+        return;
+    }
+    memcpy(buf, id, len);
+    buf[len] = 0;
+    http_exchange *x = malloc(sizeof *x);
+    if (!x) {
+        reply_error(req, 503, "Service Unavailable", "out of memory");
+        return;
+    }
+    x->s = s;
+    x->req = req;
+    x->on_reply = NULL;
+    x->reply_ud = NULL;
+    s->pending++;
+    s->cfg.on_notify_operation(x, buf, s->ud);
+}
+
 static void on_health(struct evhttp_request *req, http_server *s)
 {
     enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
@@ -211,6 +244,8 @@ static void on_request(struct evhttp_request *req, void *arg)
     size_t plen = path_end ? (size_t)(path_end - uri) : strlen(uri);
     if (plen == 13 && memcmp(uri, "/api/messages", 13) == 0)
         on_messages(req, s);
+    else if (plen >= 23 && memcmp(uri, "/api/notify/operations/", 23) == 0)
+        on_notify_operation(req, s, uri + 23, plen - 23);
     else if (plen > 12 && memcmp(uri, "/api/notify/", 12) == 0)
         on_notify(req, s, uri + 12, plen - 12);
     else if (plen == 8 && memcmp(uri, "/healthz", 8) == 0)

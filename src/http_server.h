@@ -16,6 +16,8 @@ typedef void (*http_activity_fn)(http_exchange *x, const char *body, size_t len,
 /* A body arrived at POST /api/notify/{name}; answer x exactly once. */
 typedef void (*http_notify_fn)(http_exchange *x, const char *name, const char *body, size_t len,
                                void *ud);
+/* GET /api/notify/operations/{id} (id: 1 to 20 digits); answer x exactly once. */
+typedef void (*http_notify_op_fn)(http_exchange *x, const char *id, void *ud);
 /* Fills the /healthz JSON body; returns a malloc'd string. */
 typedef char *(*http_health_fn)(void *ud);
 /* Admin routes, served only on the admin listeners: "reload", "broadcast", "clock" (POST /-/…)
@@ -35,6 +37,7 @@ typedef struct http_server_config {
     int timeout_s;               /* idle connection timeout */
     http_admin_fn on_admin;
     http_notify_fn on_notify;
+    http_notify_op_fn on_notify_operation;
     /* admin listeners; the public one never serves admin routes */
     const http_admin_socket *admin_socket; /* NULL: none; must outlive the server */
     const char *admin_host;      /* optional TCP admin listener (NULL: none) */

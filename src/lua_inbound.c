@@ -7,6 +7,7 @@
 #include "http_server.h"
 #include "log.h"
 #include "notify_auth.h"
+#include "notify_ops.h"
 #include "outbox.h"
 #include "redelivery.h"
 #include "runtime.h"
@@ -19,6 +20,7 @@
 #include "quarantine.h"
 
 #include <event2/event.h>
+#include <jansson.h>
 #include <lauxlib.h>
 #include <lua.h>
 #include <stdint.h>
@@ -913,11 +915,22 @@ typedef struct notify_call {
     runtime *rt;
     http_exchange *x;
     struct event *deadline;
-    unsigned long id;
+    uint64_t id;
+    int kept;                     /* answered 202: its result goes to rt->notify_ops */
     char name[65];
 } notify_call;
 
-static unsigned long notify_seq;
+/* Operation ids start from the start time's unix seconds times 2^20, so an id a process before a
+ * restart gave is not given again (a GET for it is a 404, never another operation's result), and
+ * they stay below 2^53 for JavaScript callers. */
+static uint64_t notify_seq;
+
+static uint64_t notify_next_id(void)
+{
+    if (!notify_seq)
+        notify_seq = (uint64_t)(runtime_wall_ms() / 1000) << 20;
+    return ++notify_seq;
+}
 
 static void notify_answer(notify_call *n, int status, const char *body)
 {
@@ -933,9 +946,12 @@ static void on_notify_deadline(evutil_socket_t fd, short what, void *arg)
     (void)what;
     notify_call *n = arg;
     char body[96];
-    snprintf(body, sizeof body, "{\"status\":\"accepted\",\"operation\":%lu}", n->id);
-    log_info("notify %s still running at the response deadline: answered 202 operation=%lu",
-             n->name, n->id);
+    snprintf(body, sizeof body, "{\"status\":\"accepted\",\"operation\":%llu}",
+             (unsigned long long)n->id);
+    log_info("notify %s still running at the response deadline: answered 202 operation=%llu",
+             n->name, (unsigned long long)n->id);
+    /* kept before the answer goes: a caller may GET it as soon as it reads the 202 */
+    n->kept = n->rt->notify_ops && notify_ops_begin(n->rt->notify_ops, n->id, n->name) == 0;
     notify_answer(n, 202, body);
 }
 
@@ -943,22 +959,105 @@ static void on_notify_done(task *t, enum task_status status, int nres, const cha
                            void *ud)
 {
     notify_call *n = ud;
+    notify_ops *ops = n->kept ? n->rt->notify_ops : NULL;
+    int64_t now = runtime_wall_ms();
     if (status == TASK_ERROR) {
         n->rt->handler_errors++;
-        log_error("notify handler failed trigger=%s operation=%lu error=%s", n->name, n->id, message);
+        log_error("notify handler failed trigger=%s operation=%llu error=%s", n->name,
+                  (unsigned long long)n->id, message);
         notify_answer(n, 500, "{\"error\":\"handler failed\"}");
+        if (ops)   /* the message stays in the log, as for the 500 */
+            notify_ops_finish(ops, n->id, "failed", NULL, "handler failed", now);
     } else if (status == TASK_CANCELLED) {
         notify_answer(n, 503, "{\"error\":\"cancelled\"}");
+        if (ops)
+            notify_ops_finish(ops, n->id, "cancelled", NULL, "cancelled", now);
     } else {
         /* the dispatcher returns the handler's result encoded as JSON */
         const char *json = nres >= 1 ? lua_tostring(task_thread(t), -nres) : NULL;
         if (!n->x)
-            log_info("notify %s finished operation=%lu", n->name, n->id);
+            log_info("notify %s finished operation=%llu", n->name, (unsigned long long)n->id);
         notify_answer(n, 200, json ? json : "null");
+        if (ops)
+            notify_ops_finish(ops, n->id, "done", json ? json : "null", NULL, now);
     }
     if (n->deadline)
         clock_timer_free(n->deadline);
     free(n);
+}
+
+/* Who may run trigger name (POST, signed_text = the body) or read one of its operations (GET): the
+ * trigger's secret, one rule for both; answers x (401/404/429) and returns 0 when refused. A GET's
+ * signature covers timestamp "." "GET /api/notify/operations/" id (a GET has no body; the method
+ * and path make it one for this operation only, never a body some trigger accepts). */
+static int notify_authorized(runtime *rt, http_exchange *x, const char *name, const char *signed_text,
+                             size_t len)
+{
+    const char *secret;
+    char var[sizeof "HERALD_NOTIFY_SECRET_" + NOTIFY_NAME_MAX];
+    if (notify_auth_secret(name, &secret, var, sizeof var) < 0) {
+        reply_error(rt, x, 404, "no such trigger");
+        return 0;
+    }
+    if (secret) {
+        const char *reason = "?";
+        long retry_s = 0;
+        enum notify_verdict v = notify_auth_check(
+            rt->notify, secret, http_exchange_header(x, "X-Herald-Signature"),
+            http_exchange_header(x, "X-Herald-Timestamp"), http_exchange_header(x, "Authorization"),
+            signed_text, len, runtime_wall_ms() / 1000, &reason, &retry_s);
+        if (v != NOTIFY_OK) {
+            notify_refuse(rt, x, name, v, reason, retry_s);
+            return 0;
+        }
+    } else if (!rt->cfg->dev) {
+        char reason[160];
+        snprintf(reason, sizeof reason, "no secret configured: set %s or HERALD_NOTIFY_SECRET", var);
+        notify_refuse(rt, x, name, NOTIFY_DENIED, reason, 0);
+        return 0;
+    }
+    return 1;
+}
+
+void notify_operation_request(http_exchange *x, const char *id, void *arg)
+{
+    runtime *rt = arg;
+    uint64_t n = strtoull(id, NULL, 10);
+    const notify_op *op = rt->notify_ops ? notify_ops_get(rt->notify_ops, n, runtime_wall_ms()) : NULL;
+    if (!op) {
+        /* an id says nothing secret (they count up), so this 404 needs no credentials */
+        reply_error(rt, x, 404, "no such operation (unknown, expired, or from before a restart)");
+        return;
+    }
+    char name[sizeof op->name], signed_text[64];
+    snprintf(name, sizeof name, "%s", op->name);
+    int len = snprintf(signed_text, sizeof signed_text, "GET /api/notify/operations/%s", id);
+    if (!notify_authorized(rt, x, name, signed_text, (size_t)len))
+        return;
+    op = notify_ops_get(rt->notify_ops, n, runtime_wall_ms());
+    if (!op) {
+        reply_error(rt, x, 404, "no such operation (unknown, expired, or from before a restart)");
+        return;
+    }
+    json_error_t jerr;
+    json_t *result = op->result ? json_loads(op->result, JSON_DECODE_ANY, &jerr) : NULL;
+    json_t *doc = json_pack("{s:I, s:s, s:s}", "operation", (json_int_t)op->id, "trigger", op->name,
+                            "state", op->state);
+    if (doc && op->result)
+        json_object_set_new(doc, "result", result ? result : json_null());
+    else
+        json_decref(result);
+    if (doc && op->error)
+        json_object_set_new(doc, "error", json_string(op->error));
+    char *body = doc ? json_dumps(doc, JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    json_decref(doc);
+    if (!body) {
+        reply_error(rt, x, 503, "out of memory");
+        return;
+    }
+    int running = op->finished_ms == 0;
+    http_exchange_reply(x, running ? 202 : 200, "application/json; charset=utf-8", body, strlen(body));
+    free(body);
 }
 
 void notify_request(http_exchange *x, const char *name, const char *body, size_t len, void *arg)
@@ -976,29 +1075,8 @@ void notify_request(http_exchange *x, const char *name, const char *body, size_t
     }
     /* a name outside the trigger alphabet can never be registered, so its 404 says nothing about
        which triggers exist; every other name is authenticated first */
-    const char *secret;
-    char var[sizeof "HERALD_NOTIFY_SECRET_" + NOTIFY_NAME_MAX];
-    if (notify_auth_secret(name, &secret, var, sizeof var) < 0) {
-        reply_error(rt, x, 404, "no such trigger");
+    if (!notify_authorized(rt, x, name, body, len))
         return;
-    }
-    if (secret) {
-        const char *reason = "?";
-        long retry_s = 0;
-        enum notify_verdict v = notify_auth_check(
-            rt->notify, secret, http_exchange_header(x, "X-Herald-Signature"),
-            http_exchange_header(x, "X-Herald-Timestamp"), http_exchange_header(x, "Authorization"),
-            body, len, runtime_wall_ms() / 1000, &reason, &retry_s);
-        if (v != NOTIFY_OK) {
-            notify_refuse(rt, x, name, v, reason, retry_s);
-            return;
-        }
-    } else if (!rt->cfg->dev) {
-        char reason[160];
-        snprintf(reason, sizeof reason, "no secret configured: set %s or HERALD_NOTIFY_SECRET", var);
-        notify_refuse(rt, x, name, NOTIFY_DENIED, reason, 0);
-        return;
-    }
     int known = 0;
     if (lua_getfield(L, LUA_REGISTRYINDEX, "herald.notify_handlers") == LUA_TTABLE)
         known = lua_getfield(L, -1, name) == LUA_TFUNCTION;
@@ -1047,7 +1125,7 @@ void notify_request(http_exchange *x, const char *name, const char *body, size_t
     }
     n->rt = rt;
     n->x = x;
-    n->id = ++notify_seq;
+    n->id = notify_next_id();
     snprintf(n->name, sizeof n->name, "%s", name);
     int started;
     char *err = NULL;

@@ -10,6 +10,7 @@
 #include "http_server.h"
 #include "log.h"
 #include "notify_auth.h"
+#include "notify_ops.h"
 #include "outbox.h"
 #include "redelivery.h"
 #include "reload.h"
@@ -522,6 +523,12 @@ static int run(config *cfg, char *const *argv)
                   cfg->notify_replay_max);
         goto out;
     }
+    rt.notify_ops = notify_ops_new((size_t)cfg->notify_results_max, cfg->notify_results_max_bytes,
+                                   (int64_t)cfg->notify_result_ttl_s * 1000);
+    if (!rt.notify_ops) {
+        log_error("cannot allocate the notify results");
+        goto out;
+    }
     http_client_config hc = {.connect_timeout_ms = 5000, .max_host_connections = 64,
                              .allow_http = 1};
     /* plain http is policed where URLs come from: config (loopback only) and trust (service URLs) */
@@ -603,6 +610,7 @@ static int run(config *cfg, char *const *argv)
     http_server_config sc = {.host = cfg->listen_host, .port = cfg->listen_port,
                              .max_body_bytes = cfg->max_body_bytes, .max_header_bytes = 131072,
                              .timeout_s = 60, .on_admin = admin, .on_notify = notify_request,
+                             .on_notify_operation = notify_operation_request,
                              .admin_socket = admin_sock, .admin_host = cfg->admin_host,
                              .admin_port = cfg->admin_port, .admin_token = cfg->admin_token};
     rt.server = http_server_new(rt.base, &sc, inbound_activity, health_json, &rt, &err);
@@ -667,6 +675,7 @@ out:
     quarantine_clear();
     free(qpath);
     notify_auth_free(rt.notify);
+    notify_ops_free(rt.notify_ops);
     store_close(rt.store);
     store_unlock(lock_fd, cfg->db_path);
     event_base_free(rt.base);

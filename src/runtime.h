@@ -43,6 +43,7 @@ typedef struct runtime {
     pending_auth *pending;        /* activities waiting for signing keys */
     struct held_answer *held;     /* answers waiting for the commit of what their handler wrote */
     notify_auth *notify;          /* /api/notify signatures seen (replay cache); NULL: none taken */
+    struct notify_ops *notify_ops;   /* results of 202'd notify operations; NULL: none kept */
     int stopping;                 /* SIGTERM received: new activities get 503 */
     int script_quarantined;       /* the script's top level stalled the host: serve nothing (503) */
     int64_t started_ms;
@@ -57,6 +58,8 @@ typedef struct runtime {
 struct http_exchange;
 void inbound_activity(struct http_exchange *x, const char *body, size_t len, void *rt);
 
+/* lua_inbound.c: handles one GET /api/notify/operations/{id} (answers x exactly once). */
+void notify_operation_request(struct http_exchange *x, const char *id, void *arg);
 /* lua_inbound.c: handles one POST /api/notify/{name} (answers x exactly once). */
 void notify_request(struct http_exchange *x, const char *name, const char *body, size_t len,
                     void *rt);

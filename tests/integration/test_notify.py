@@ -194,6 +194,107 @@ class NotifyTriggerTest(HeraldTestCase):
         self.h.wait_log(r"notify slow finished operation=" + str(doc["operation"]), 10)
 
 
+def sign_get(secret, op_id, ts=None):
+    """The headers of a signed GET /api/notify/operations/{id}: HMAC of timestamp "." "GET " path."""
+    return sign(secret, f"GET /api/notify/operations/{op_id}".encode(), ts)
+
+
+@require_binary
+class NotifyOperationsTest(HeraldTestCase):
+    """GET /api/notify/operations/{id}: what a notify that answered 202 ended with (issue 12)."""
+    TTL = 60
+
+    def setUp(self):
+        super().setUp()
+        self.h = self.start_herald(BOT, env={"HERALD_NOTIFY_SECRET": GLOBAL,
+                                             "HERALD_NOTIFY_SECRET_OTHER": OTHER,
+                                             "HERALD_RESPONSE_DEADLINE_MS": 400,
+                                             "HERALD_NOTIFY_RESULT_TTL_S": self.TTL,
+                                             "HERALD_NOTIFY_RESULTS_MAX": 2,
+                                             "HERALD_TEST_CLOCK": 1})
+
+    def start_op(self, name, payload):
+        body = json.dumps(payload).encode()
+        st, text, _ = self.h.request("POST", f"/api/notify/{name}", body, sign(GLOBAL, body), timeout=10)
+        self.assertEqual(st, 202, text)
+        return json.loads(text)["operation"]
+
+    def get(self, op_id, headers=None):
+        st, text, _ = self.h.request("GET", f"/api/notify/operations/{op_id}", None, headers)
+        return st, (json.loads(text) if text else None)
+
+    def bearer(self, secret=GLOBAL):
+        return {"Authorization": "Bearer " + secret}
+
+    def wait_done(self, op_id):
+        deadline = time.monotonic() + tf(20)
+        while True:
+            st, doc = self.get(op_id, self.bearer())
+            if st != 202 or time.monotonic() > deadline:
+                return st, doc
+            time.sleep(0.05)
+
+    def test_pending_done_refused_unknown_expired(self):
+        conv = {"id": "a:slow-op", "service_url": self.fc.url + self.PREFIX}
+        gate = self.fc.hold(method="POST")
+        op = self.start_op("slow", {"s": 0, "conv": conv, "text": "later"})
+        gate.wait_held(1)
+        # authenticated exactly like the trigger
+        st, doc = self.get(op)
+        self.assertEqual(st, 401, doc)
+        self.assertEqual(doc["error"], "unauthorized")
+        self.assertEqual(self.get(op, sign_get(OTHER, op))[0], 401)            # another trigger's secret
+        self.assertEqual(self.get(op, self.bearer(OTHER))[0], 401)
+        self.assertEqual(self.get(op, sign_get(GLOBAL, op + 1))[0], 401)       # signed for another id
+        self.assertEqual(self.get(op, sign(GLOBAL, b""))[0], 401)              # the empty body alone
+        self.assertEqual(self.get(op, sign_get(GLOBAL, op, int(time.time()) - 3600))[0], 401)
+        hdrs = sign_get(GLOBAL, op)
+        st, doc = self.get(op, hdrs)
+        self.assertEqual(st, 202, doc)
+        self.assertEqual((doc["operation"], doc["trigger"], doc["state"]), (op, "slow", "running"))
+        st, doc = self.get(op, hdrs)                                           # good once
+        self.assertEqual(st, 401, doc)
+        self.assertIn("replay", doc["reason"])
+        gate.release()
+        st, doc = self.wait_done(op)
+        self.assertEqual(st, 200, doc)
+        self.assertEqual((doc["operation"], doc["state"]), (op, "done"), doc)
+        self.assertTrue(doc["result"]["sent"], doc)
+        self.assertNotIn("error", doc)
+        # unknown ids and other methods
+        st, doc = self.get(op + 1000, self.bearer())
+        self.assertEqual(st, 404, doc)
+        self.assertEqual(self.get("abc", self.bearer())[0], 404)
+        st, _, hd = self.h.request("POST", f"/api/notify/operations/{op}", b"{}", self.bearer())
+        self.assertEqual(st, 405)
+        # results are kept HERALD_NOTIFY_RESULT_TTL_S after the operation ended
+        st, text, _ = self.h.admin_request("POST", "/-/clock", json.dumps({"advance_s": self.TTL - 5}).encode())
+        self.assertEqual(st, 200, text)
+        self.assertEqual(self.get(op, self.bearer())[0], 200)
+        st, text, _ = self.h.admin_request("POST", "/-/clock", json.dumps({"advance_s": 10}).encode())
+        self.assertEqual(st, 200, text)
+        self.assertEqual(self.get(op, self.bearer())[0], 404)
+
+    def test_failed_handler_and_count_bound(self):
+        boom = self.start_op("boom", {"s": 1})
+        st, doc = self.wait_done(boom)
+        self.assertEqual(st, 200, doc)
+        self.assertEqual((doc["state"], doc["error"]), ("failed", "handler failed"), doc)
+        self.assertNotIn("result", doc)
+        # HERALD_NOTIFY_RESULTS_MAX=2: each newly finished one past two drops the oldest finished
+        ops = []
+        for i in range(2):
+            conv = {"id": f"a:c{i}", "service_url": self.fc.url + self.PREFIX}
+            gate = self.fc.hold(match=conv["id"], method="POST")
+            ops.append(self.start_op("slow", {"s": 0, "conv": conv, "text": "x"}))
+            gate.wait_held(1)
+            self.assertEqual(self.get(ops[-1], self.bearer())[0], 202)
+            self.assertEqual(self.get(boom, self.bearer())[0], 200, "running ones take no room")
+            gate.release()
+            self.assertEqual(self.wait_done(ops[-1])[0], 200)
+        self.assertEqual(self.get(boom, self.bearer())[0], 404)
+        self.assertEqual([self.get(op, self.bearer())[0] for op in ops], [200, 200])
+
 @require_binary
 class NotifyRestartTest(HeraldTestCase):
     def test_request_seen_before_a_restart_cannot_be_replayed_after_it(self):

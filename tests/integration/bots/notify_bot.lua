@@ -5,6 +5,7 @@
 --   audit  → { audit = true }                a second trigger on the global secret
 --   slow   { s, conv = {id, service_url}, text } sleeps s seconds, then sends text to conv
 --          → { sent = activity id }
+--   boom   { s } sleeps s seconds, then raises
 local teams = require "teams"
 
 local runs = 0
@@ -30,6 +31,11 @@ teams.on_notify("slow", function(ev)
   local id, err, code = teams.send(p.conv, p.text or "slow done")
   teams.log("info", "slow handler finished " .. tostring(id or code))
   return { sent = id, error = err, code = code }
+end)
+
+teams.on_notify("boom", function(ev)
+  teams.sleep((ev.payload or {}).s or 1)
+  error("boom")
 end)
 
 teams.on_message(function(ev) end)
