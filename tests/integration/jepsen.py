@@ -250,18 +250,6 @@ def marker(rec):
     return None
 
 
-def json_stream(text):
-    """The JSON values printed one after another (herald broadcast list --json)."""
-    dec, i, out = json.JSONDecoder(), 0, []
-    while True:
-        while i < len(text) and text[i].isspace():
-            i += 1
-        if i >= len(text):
-            return out
-        v, i = dec.raw_decode(text, i)
-        out.append(v)
-
-
 def result_id(rec):
     try:
         return json.loads(rec["response"]).get("id")
@@ -735,7 +723,7 @@ class Scenario:
             " GROUP BY op_id")})
         self.outbox_report = json.loads(self.storage.cli("outbox", "--json"))
         self.schedules = {s["id"]: s for s in json.loads(self.storage.cli("schedules", "--json"))}
-        self.bjobs = json_stream(self.storage.cli("broadcast", "list", "--json"))
+        self.bjobs = json.loads(self.storage.cli("broadcast", "list", "--json"))   # one array
         for x in self.incarnations:
             bad = sanitizer_problems(x.log)
             if bad:
