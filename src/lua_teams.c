@@ -1083,6 +1083,19 @@ static int core_log(lua_State *L)
     return 0;
 }
 
+/* where(fn) → "file:line" where a Lua function is defined, or nil for a C function: warnings
+ * about a script's handler name it (the script has no debug library). */
+static int core_where(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    lua_Debug ar;
+    lua_pushvalue(L, 1);                                       /* [fn ... fn] */
+    if (!lua_getinfo(L, ">S", &ar) || ar.what[0] == 'C')       /* [fn ...] */
+        return 0;
+    lua_pushfstring(L, "%s:%d", ar.short_src, ar.linedefined);
+    return 1;
+}
+
 static int core_now_ms(lua_State *L)
 {
     lua_pushinteger(L, runtime_wall_ms());
@@ -1133,6 +1146,7 @@ static const luaL_Reg core_funcs[] = {
     {"set_notify", core_set_notify},
     {"sleep", core_sleep},
     {"update", core_update},
+    {"where", core_where},
     {NULL, NULL},
 };
 

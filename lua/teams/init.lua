@@ -6,6 +6,52 @@ local message = require "teams.message"
 local cjson = require "cjson"
 
 local teams = {}
+
+---------------------------------------------------------------------------------------------
+-- misspelt names
+
+-- Levenshtein distance, for the did-you-mean of an unknown field.
+local function distance(a, b)
+  local prev, cur = {}, {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    cur[0] = i
+    for j = 1, #b do
+      local cost = a:byte(i) == b:byte(j) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+    end
+    prev, cur = cur, prev
+  end
+  return prev[#b]
+end
+
+-- The closest name of t to k, if close enough to be a typo (a third of its length, at least 2).
+local function nearest(t, k)
+  local best, best_d
+  for name in next, t do
+    if type(name) == "string" and name:sub(1, 1) ~= "_" then
+      local d = name:lower() == k:lower() and 0 or distance(k, name)
+      if not best_d or d < best_d or (d == best_d and name < best) then best, best_d = name, d end
+    end
+  end
+  if best and best_d <= math.max(2, #k // 3) then return best end
+end
+
+-- Reading a name the module does not have raises at the reader's line, with the closest name:
+-- teams.on_mesage(f) would otherwise fail as "attempt to call a nil value" or, worse, register
+-- nothing. `rawget(teams, name)` still reads without raising (a feature test). Assigning a new
+-- field is allowed.
+local function strict(t, what, mt)
+  mt = mt or {}
+  mt.__index = function(_, k)
+    if type(k) ~= "string" then return nil end
+    local near = nearest(t, k)
+    error(("unknown field '%s' in %s%s"):format(k, what, near and (" (did you mean %s?)"):format(near) or ""), 2)
+  end
+  mt.__metatable = false
+  return setmetatable(t, mt)
+end
+
 local hooks = {}
 core.set_hooks(hooks)   -- the host counts them: a generation that registers none is refused
 
@@ -250,7 +296,7 @@ function teams.broadcast_send(spec)
   return prep:commit()
 end
 
-teams.broadcast = setmetatable({
+teams.broadcast = strict({
   status = function(id) return core.broadcast_progress(id) end,
   pause = function(id) return core.broadcast_control(id, "pause") end,
   resume = function(id) return core.broadcast_control(id, "resume") end,
@@ -259,7 +305,7 @@ teams.broadcast = setmetatable({
   update = function(id, msg) return core.broadcast_redo(id, message.encode(msg, nil, 2)) end,
   --- Deletes every delivered copy.
   recall = function(id) return core.broadcast_redo(id, nil) end,
-}, { __call = function(_, spec) return teams.broadcast_send(spec) end, __metatable = false })
+}, "teams.broadcast", { __call = function(_, spec) return teams.broadcast_send(spec) end })
 
 --- Replaces the content of a message the bot sent earlier, named by activity id or { key = ... }.
 --- Options: send_if_missing = true sends a new message when the key was never sent.
@@ -542,7 +588,7 @@ local function schedule(spec)
   return id, next_fire
 end
 
-teams.schedule = setmetatable({
+teams.schedule = strict({
   cancel = function(id)
     if type(id) ~= "string" then error("teams.schedule.cancel expects an id", 2) end
     return sched.cancel(id)
@@ -562,7 +608,7 @@ teams.schedule = setmetatable({
     until #page < 200
     return out
   end,
-}, { __call = function(_, spec) return schedule(spec) end, __metatable = false })
+}, "teams.schedule", { __call = function(_, spec) return schedule(spec) end })
 
 teams.card = message.card
 teams.mention = message.mention
@@ -577,8 +623,18 @@ teams.array = message.array
 local Event = {}
 local EVENT_MT = { __index = Event, __metatable = false }
 
+-- ev.send("x") (a dot for the colon) passes "x" as self: say so at the caller's line (level 3:
+-- the method's caller), instead of failing inside this file on a string's missing field.
+-- `field` is one every event of that kind has.
+local function method_self(self, field, name)
+  if type(self) ~= "table" or rawget(self, field) == nil then
+    error(("use ev:%s(...) with a colon: ev.%s(...) calls it without the event"):format(name, name), 3)
+  end
+end
+
 --- Replies in the conversation the activity came from, threaded to it.
 function Event:reply(msg, opts)
+  method_self(self, "activity", "reply")
   local a = self.activity
   opts = check_opts(opts, "reply", { key = true, wait = true })
   local json = message.encode(msg, {
@@ -589,6 +645,7 @@ end
 
 --- Sends a new top-level message to the conversation the activity came from.
 function Event:send(msg, opts)
+  method_self(self, "activity", "send")
   opts = check_opts(opts, "send", { key = true, wait = true, category = true })
   local json = message.encode(msg, { from = self.activity.recipient, conversation = self.conversation }, 2)
   return core.send(self.conversation, json, nil, with_category(opts))
@@ -679,6 +736,17 @@ local function invoke_result(r)
   return 200, message.json(r)
 end
 
+-- An invoke answered 200 with no body leaves Teams without what it asked for (a card action shows
+-- an error, a task module nothing): say so once per handler, not once per click.
+local warned_invoke = setmetatable({}, { __mode = "k" })
+local function invoke_returned_nothing(fn, ev)
+  if warned_invoke[fn] then return end
+  warned_invoke[fn] = true
+  core.log("warn", ("the on_invoke handler at %s returned nothing for the invoke '%s': Teams got "
+    .. "200 with no body. Return { status = 200, body = ... } (this warning is logged once per handler)")
+    :format(core.where(fn) or "?", tostring(ev.name)))
+end
+
 -- hook: "install" / "uninstall" when the host decided this activity is the one that runs it.
 local function dispatch(a, hook, zone_unknown)
   local ev = new_event(a, zone_unknown)
@@ -719,7 +787,12 @@ local function dispatch(a, hook, zone_unknown)
     hooks.on_message(ev)
     return
   elseif a.type == "invoke" then
-    if hooks.on_invoke then return invoke_result(hooks.on_invoke(ev)) end
+    local fn = hooks.on_invoke
+    if fn then
+      local r = fn(ev)
+      if r == nil then invoke_returned_nothing(fn, ev) end
+      return invoke_result(r)
+    end
     if hooks.on_activity then return invoke_result(hooks.on_activity(ev)) end
     return 501, cjson.encode { error = "no on_invoke handler" }
   end
@@ -757,6 +830,7 @@ end
 local ScheduleEvent = {}
 local SCHEDULE_EVENT_MT = { __index = ScheduleEvent, __metatable = false }
 function ScheduleEvent:send(msg, opts)
+  method_self(self, "schedule", "send")
   if not self.conversation then error("this schedule has no conversation to send to", 2) end
   return teams.send(self.conversation, msg, opts)
 end
@@ -771,5 +845,7 @@ sched.set_dispatch(function(handler, id, payload, conv, due, now)
   if ev.payload ~= nil then ev.payload = integers(ev.payload, 0) end
   return fn(ev)
 end)
+
+strict(teams, "teams")
 
 return teams
