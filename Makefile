@@ -21,15 +21,21 @@ TESTING_SO := build/lua/herald/testing_core.so
 MODULE_LIBS := $(shell pkg-config --libs libevent libcurl lua5.4-cjson sqlite3 jansson openssl 2>/dev/null | sed 's/-llua5\.4 //g; s/-llua5\.4$$//') -lm
 LUA_SRC   := $(sort $(wildcard lua/teams/*.lua))
 EMBED_C   := build/gen/lua_embedded.c
+# herald new's templates (dot files included), compiled into the binary like lua/teams
+NEW_SRC   := $(sort $(shell find scripts/new -type f))
+NEW_C     := build/gen/new_templates.c
+DEFS_SRC  := $(sort $(wildcard lua/defs/teams/*.lua))
+PREFIX    ?= /usr/local
 UNIT_SRC  := $(wildcard tests/unit/test_*.c)
 
-OBJ       := $(patsubst src/%.c,build/obj/%.o,$(SRC)) build/obj/lua_embedded.o
-ASAN_OBJ  := $(patsubst src/%.c,build/asan/obj/%.o,$(SRC)) build/asan/obj/lua_embedded.o
+OBJ       := $(patsubst src/%.c,build/obj/%.o,$(SRC)) build/obj/lua_embedded.o build/obj/new_templates.o
+ASAN_OBJ  := $(patsubst src/%.c,build/asan/obj/%.o,$(SRC)) build/asan/obj/lua_embedded.o \
+             build/asan/obj/new_templates.o
 ASAN_LIB_OBJ := $(filter-out build/asan/obj/main.o,$(ASAN_OBJ))
 UNIT_BIN  := $(patsubst tests/unit/%.c,build/asan/%,$(UNIT_SRC))
 FAULT_SHIM := build/fault_shim.so
 
-.PHONY: all asan unit test run bench clean bootstrap fuzz testing soak
+.PHONY: all asan unit test run bench clean bootstrap fuzz testing soak install uninstall
 all: build/herald $(TESTING_SO)
 
 build/herald: $(OBJ)
@@ -53,6 +59,15 @@ build/asan/obj/lua_embedded.o: $(EMBED_C) | build/asan/obj
 # The pure-Lua half of the teams module is compiled into the binary, so a deployed herald is one file.
 $(EMBED_C): $(LUA_SRC) scripts/embed_lua.lua | build/gen
 	lua5.4 scripts/embed_lua.lua $@ $(LUA_SRC)
+
+build/obj/new_templates.o: $(NEW_C) | build/obj
+	$(CC) $(CFLAGS_COMMON) $(RELEASE_FLAGS) -c -o $@ $<
+
+build/asan/obj/new_templates.o: $(NEW_C) | build/asan/obj
+	$(CC) $(CFLAGS_COMMON) $(ASAN_FLAGS) -c -o $@ $<
+
+$(NEW_C): $(NEW_SRC) scripts/embed_files.lua src/scaffold.h | build/gen
+	lua5.4 scripts/embed_files.lua $@ new_templates scripts/new/ $(NEW_SRC)
 
 build/asan/test_%: tests/unit/test_%.c tests/unit/unit.h $(ASAN_LIB_OBJ)
 	$(CC) $(CFLAGS_COMMON) $(ASAN_FLAGS) -Isrc -o $@ $< $(ASAN_LIB_OBJ) $(LDLIBS)
@@ -97,6 +112,22 @@ bench: bootstrap
 
 clean:
 	rm -rf build
+
+# `make install` (PREFIX=/usr/local, DESTDIR for staging): the binary, and beside it what bot
+# projects use (herald new points .busted and .luarc.json at them): the test kit teams.testing
+# (share/herald/lua, lib/herald/lua/herald/testing_core.so) and the editor definitions
+# (share/herald/lua/defs). herald finds them relative to its own binary.
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/herald/lua/teams \
+		$(DESTDIR)$(PREFIX)/share/herald/lua/defs/teams $(DESTDIR)$(PREFIX)/lib/herald/lua/herald
+	install -m 0755 build/herald $(DESTDIR)$(PREFIX)/bin/herald
+	install -m 0644 $(LUA_SRC) $(DESTDIR)$(PREFIX)/share/herald/lua/teams/
+	install -m 0644 $(DEFS_SRC) $(DESTDIR)$(PREFIX)/share/herald/lua/defs/teams/
+	install -m 0755 $(TESTING_SO) $(DESTDIR)$(PREFIX)/lib/herald/lua/herald/
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/herald
+	rm -rf $(DESTDIR)$(PREFIX)/share/herald $(DESTDIR)$(PREFIX)/lib/herald
 
 # ---- soak: the fault suite (tests/integration/jepsen.py; make test runs it short under ASan) run
 # for SOAK_MINUTES against the release build. SEED=N repeats a run's plan (it is printed).

@@ -26,7 +26,9 @@ static char *fmt_err(const char *fmt, ...)
 const char *config_usage(void)
 {
     return "usage: herald run [--dev] [--listen HOST:PORT] [--db PATH] [--log-level LEVEL] SCRIPT.lua\n"
-           "       herald check [flags] SCRIPT.lua   print the configuration that run would use\n"
+           "       herald check [flags] SCRIPT.lua   print the configuration that run would use, load\n"
+           "                             the script in the sandbox and report its mistakes (exit 1)\n"
+           "       herald new NAME       write a bot project (bot.lua, a spec, .busted, .luarc.json)\n"
            "       herald reload (--db PATH | SCRIPT.lua)   reload the running bot's script now\n"
            "       herald broadcast list|show ID [--watch] [--csv|--json] (--db PATH | SCRIPT.lua)\n"
            "       herald broadcast pause|resume|cancel ID (--db PATH | SCRIPT.lua)\n"

@@ -4,6 +4,7 @@
 #include "clock.h"
 #include "auth_out.h"
 #include "broadcast.h"
+#include "check.h"
 #include "config.h"
 #include "connector.h"
 #include "http_client.h"
@@ -17,6 +18,7 @@
 #include "scheduler.h"
 #include "report.h"
 #include "runtime.h"
+#include "scaffold.h"
 #include "store.h"
 #include "task.h"
 #include "trust.h"
@@ -682,10 +684,41 @@ out:
     return rc;
 }
 
+/* herald new NAME: a bot project pointed at this herald's test kit. */
+static int new_project(int argc, char **argv)
+{
+    if (argc != 3 || argv[2][0] == '-') {
+        fprintf(stderr, "usage: herald new NAME   writes a bot project into the new directory NAME\n");
+        return argc == 3 && (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0) ? 0 : 2;
+    }
+    scaffold_paths paths;
+    char *err = NULL;
+    if (scaffold_find_paths("/proc/self/exe", &paths, &err) < 0 ||
+        scaffold_new(argv[2], new_templates, &paths, &err) < 0) {
+        fprintf(stderr, "herald: %s\n", err ? err : "out of memory");
+        free(err);
+        scaffold_paths_free(&paths);
+        return 1;
+    }
+    printf("created %s: bot.lua, spec/bot_spec.lua, .busted, .luarc.json, env/.env.local, .gitignore\n"
+           "  test kit     %s, %s\n"
+           "  definitions  %s (for lua-language-server)\n"
+           "next:\n"
+           "  cd %s\n"
+           "  busted                     # run spec/bot_spec.lua against herald's core\n"
+           "  herald check bot.lua       # load it in the sandbox and report mistakes\n"
+           "  herald run --dev bot.lua   # serve it to the Agents Playground\n",
+           argv[2], paths.lua_dir, paths.so_dir, paths.defs_dir, argv[2]);
+    scaffold_paths_free(&paths);
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     config cfg;
     char *err = NULL;
+    if (argc >= 2 && strcmp(argv[1], "new") == 0)
+        return new_project(argc, argv);
     int rc = config_load(&cfg, argc, argv, &err);
     if (rc == 1) {
         config_free(&cfg);
@@ -727,16 +760,33 @@ int main(int argc, char **argv)
         config_free(&cfg);
         return rc;
     }
+    if (strcmp(cfg.command, "check") == 0) {
+        /* the script is checked even when the configuration is not complete yet (no app id):
+         * a new bot is written before it is registered */
+        rc = 0;
+        if (config_validate(&cfg, &err) < 0) {
+            fprintf(stderr, "herald: %s\n", err);
+            free(err);
+            rc = 1;
+        } else {
+            config_print(&cfg, stdout);
+        }
+        if (access(cfg.script, R_OK) == 0) {
+            fflush(stdout);
+            if (check_script(&cfg, stderr) != 0)
+                rc = 1;
+            else
+                printf("  script check           %s loads in the sandbox; every teams name it uses "
+                       "exists\n", cfg.script);
+        }
+        config_free(&cfg);
+        return rc;
+    }
     if (config_validate(&cfg, &err) < 0) {
         fprintf(stderr, "herald: %s\n", err);
         free(err);
         config_free(&cfg);
         return 1;
-    }
-    if (strcmp(cfg.command, "check") == 0) {
-        config_print(&cfg, stdout);
-        config_free(&cfg);
-        return 0;
     }
     curl_global_init(CURL_GLOBAL_DEFAULT);
     rc = run(&cfg, argv);

@@ -528,7 +528,7 @@ function teams.log(level, ...)
   core.log(level, table.concat(parts, " "))
 end
 
-teams.timer = require "herald.timer"
+teams.timer = strict(require "herald.timer", "teams.timer")
 
 ---------------------------------------------------------------------------------------------
 -- durable schedules

@@ -1,0 +1,161 @@
+/* check.c — `herald check SCRIPT`: the configuration `run` would use, then the script loaded in the
+ * same sandbox as `run` (an in-memory database, a connector that never reaches the network), and
+ * its text read for teams names the module does not have (lua/teams/check.lua). */
+#include "check.h"
+
+#include "broadcast.h"
+#include "config.h"
+#include "connector.h"
+#include "http_client.h"
+#include "log.h"
+#include "outbox.h"
+#include "runtime.h"
+#include "scheduler.h"
+#include "store.h"
+#include "vm.h"
+
+#include <event2/event.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Nothing a loading script does may leave the machine: every request is answered here. */
+static void no_network(const char *method, const char *url, const char *const *headers,
+                       const char *body, size_t body_len, http_fake_answer *a, void *ud)
+{
+    (void)method, (void)url, (void)headers, (void)body, (void)body_len, (void)ud;
+    a->status = 503;
+    a->body = strdup("{\"error\":{\"code\":\"ServiceUnavailable\",\"message\":\"herald check: no network\"}}");
+}
+
+/* The file's text as a Lua string on the stack, or nil. Net stack effect: +1. */
+static void push_file(lua_State *L, const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        lua_pushnil(L);
+        return;
+    }
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    char chunk[8192];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
+        luaL_addlstring(&b, chunk, n);
+    fclose(f);
+    luaL_pushresult(&b);
+}
+
+/* Runs teams.check over every file the script loaded; prints each finding. Returns how many. */
+static int check_names(vm *v, FILE *out)
+{
+    lua_State *L = vm_state(v);
+    int found = 0;
+    lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);        /* [loaded] */
+    lua_getfield(L, -1, "teams");                                 /* [loaded teams] */
+    lua_remove(L, -2);                                            /* [teams] */
+    if (!lua_istable(L, -1)) {                                    /* the script never required it */
+        lua_pop(L, 1);
+        return 0;
+    }
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);    /* [teams preload] */
+    lua_getfield(L, -1, "teams.check");                           /* [teams preload loader] */
+    lua_remove(L, -2);                                            /* [teams loader] */
+    char *err = NULL;
+    lua_pushliteral(L, "teams.check");
+    if (vm_pcall(v, 1, 1, &err) < 0) {                            /* [teams checker] */
+        fprintf(out, "herald check: %s\n", err);
+        free(err);
+        lua_pop(L, 1);
+        return 1;
+    }
+    for (int i = 0; vm_file(v, i); i++) {
+        lua_pushvalue(L, -1);                                     /* [teams checker checker] */
+        push_file(L, vm_file(v, i));                              /* [... checker src] */
+        lua_pushstring(L, vm_file(v, i));
+        lua_pushvalue(L, -5);                                     /* [... checker src file teams] */
+        if (vm_pcall(v, 3, 1, &err) < 0) {                        /* [teams checker list] */
+            fprintf(out, "herald check: reading %s: %s\n", vm_file(v, i), err);
+            free(err);
+            err = NULL;
+            found++;
+            continue;
+        }
+        for (lua_Integer k = 1; lua_rawgeti(L, -1, k) == LUA_TSTRING; k++) {
+            fprintf(out, "%s\n", lua_tostring(L, -1));
+            lua_pop(L, 1);
+            found++;
+        }
+        lua_pop(L, 2);                                            /* [teams checker] */
+    }
+    lua_pop(L, 2);
+    return found;
+}
+
+int check_script(const config *cfg, FILE *out)
+{
+    runtime rt = {0};
+    char *err = NULL;
+    int rc = 1;
+    rt.cfg = cfg;
+    rt.base = event_base_new();
+    rt.store = rt.base ? store_open(":memory:", &err) : NULL;
+    http_client_config hc = {.connect_timeout_ms = 5000, .max_host_connections = 1, .allow_http = 1};
+    rt.http = rt.store ? http_client_new(rt.base, &hc, &err) : NULL;
+    if (rt.http)
+        http_client_set_fake(rt.http, no_network, NULL);
+    connector_config cc = {.base = rt.base, .request_timeout_ms = cfg->connector_timeout_ms};
+    rt.conn = rt.http ? connector_new(rt.http, &cc) : NULL;
+    outbox_config oc = {.governor = cfg->governor, .tenant_rps = (int)cfg->tenant_rps,
+                        .max_attempts = (int)cfg->outbox_max_attempts,
+                        .max_age_ms = (int64_t)cfg->outbox_max_age_s * 1000,
+                        .backoff_base_ms = cfg->retry_base_ms, .backoff_max_ms = cfg->retry_max_ms,
+                        .retention_ms = (int64_t)cfg->outbox_retention_s * 1000,
+                        .max_in_flight = cfg->outbox_max_in_flight,
+                        .max_queued_per_conversation = cfg->max_queued_per_conversation,
+                        .max_queued_per_tenant = cfg->max_queued_per_tenant,
+                        .max_queued_total = cfg->max_queued_total};
+    rt.outbox = rt.conn ? outbox_new(rt.base, rt.store, rt.conn, &oc, &err) : NULL;
+    vm_config vc = {.memory_limit = cfg->lua_memory_bytes, .slice_ms = cfg->task_slice_ms,
+                    .load_deadline_ms = cfg->load_deadline_ms, .max_tasks = cfg->max_tasks,
+                    .max_timers = cfg->max_timers, .script_dir = cfg->script_dir,
+                    .task_deadline_ms = cfg->task_deadline_ms, .unsafe = cfg->unsafe_lua,
+                    .env_allow = cfg->script_env};
+    rt.vm = rt.outbox ? vm_new(rt.base, &vc, &rt, &err) : NULL;
+    if (rt.vm) {
+        lua_teams_install(rt.vm);
+        rt.scheduler = scheduler_new(&rt, &err);
+        rt.broadcaster = rt.scheduler ? broadcast_new(&rt, &err) : NULL;
+    }
+    if (!rt.broadcaster) {
+        fprintf(out, "herald check: cannot set up the sandbox: %s\n", err ? err : "out of memory");
+        goto done;
+    }
+    if (vm_load_script(rt.vm, cfg->script, &err) < 0) {
+        /* the message names file:line (a syntax error, an error at top level, a misspelt name);
+         * the traceback below it would only show herald's side */
+        char *tb = err ? strstr(err, "\nstack traceback:") : NULL;
+        if (tb)
+            *tb = 0;
+        fprintf(out, "%s\n", err ? err : "the script failed to load");
+        goto done;
+    }
+    rc = check_names(rt.vm, out) > 0;
+    if (vm_hook_count(rt.vm) == 0)
+        fprintf(out, "warning: %s registers no hook: nothing would run, and a reload to it would be "
+                     "refused\n", cfg->script);
+done:
+    free(err);
+    scheduler_free(rt.scheduler);
+    broadcast_free(rt.broadcaster);
+    vm_free(rt.vm);
+    outbox_free(rt.outbox);
+    connector_free(rt.conn);
+    http_client_free(rt.http);
+    store_close(rt.store);
+    if (rt.base)
+        event_base_free(rt.base);
+    return rc;
+}
