@@ -166,7 +166,9 @@ PROBES = [
     # tried and held (kept so that they stay held)
     ("timer_handle_index", "local h = teams.timer.after(3600, function() end); local m = h.__index; h:cancel(); return m",
      "value:nil"),
-    ("callable_tables_index", "return teams.broadcast.__index or teams.schedule.__index", "value:nil"),
+    # teams' tables raise for unknown names (did-you-mean): nothing may leak either way
+    ("callable_tables_index", "local function get(t) local ok, v = pcall(function() return t.__index end) "
+     "return ok and v or nil end return get(teams.broadcast) or get(teams.schedule) or get(teams)", "value:nil"),
     ("load_reader_loop", "return load(%s)" % LOOP, "killed"),
     ("gsub_replacement_index_loop", 'return string.gsub("abc", "%%w", setmetatable({}, {__index = %s}))' % LOOP,
      "killed"),
