@@ -786,10 +786,17 @@ int vm_load_script(vm *v, const char *path, char **err)
     return rc;
 }
 
+/* Charges stop a 32nd of the cap short of it: the script keeps room for its own next allocations,
+ * so a flood of sends ends in queue_full. Charged to the brim, whichever asked for the last bytes
+ * failed, and a few KB more or less of the script's code decided between queue_full and a memory
+ * error in the script's own next table. */
+#define VM_CHARGE_RESERVE(limit) ((limit) / 32)
+
 int vm_charge(vm *v, ptrdiff_t bytes)
 {
     if (bytes >= 0) {
-        if ((size_t)bytes > v->cfg.memory_limit || v->mem_used > v->cfg.memory_limit - (size_t)bytes)
+        size_t room = v->cfg.memory_limit - VM_CHARGE_RESERVE(v->cfg.memory_limit);
+        if ((size_t)bytes > room || v->mem_used > room - (size_t)bytes)
             return -1;
         v->mem_used += (size_t)bytes;
     } else {

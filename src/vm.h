@@ -97,7 +97,8 @@ int vm_hook_count(vm *v);
 int vm_traceback(lua_State *L);
 
 /* Memory the host holds on the script's behalf (its queued operations) counts against the cap:
- * a charge that would pass it fails (-1, nothing charged); a release (bytes < 0) always succeeds. */
+ * a charge that would leave the script less than a 32nd of the cap fails (-1, nothing charged);
+ * a release (bytes < 0) always succeeds. */
 int vm_charge(vm *v, ptrdiff_t bytes);
 
 /* luaL_traceback(L, of, msg, level) at a cost that does not grow with the script's globals. */
