@@ -234,6 +234,13 @@ function teams.team(team) end
 ---@return table
 function teams.card(body, actions) end
 
+---Marks t (a new table without one) as a list: herald writes it [] when it is empty, in
+---everything it encodes from Lua. Returns t itself (no copy, no metatable).
+---@generic T: table
+---@param t? T
+---@return T
+function teams.array(t) end
+
 ---"<at>Name</at>" and the entry for a message's mentions.
 ---@param user teams.Account|{id: string, name: string}
 ---@return string text
