@@ -706,7 +706,7 @@ static int new_project(int argc, char **argv)
            "next:\n"
            "  cd %s\n"
            "  busted                     # run spec/bot_spec.lua against herald's core\n"
-           "  herald check bot.lua       # load it in the sandbox and report mistakes\n"
+           "  herald check --dev bot.lua # load it in the sandbox, report mistakes\n"
            "  herald run --dev bot.lua   # serve it to the Agents Playground\n",
            argv[2], paths.lua_dir, paths.so_dir, paths.defs_dir, argv[2]);
     scaffold_paths_free(&paths);

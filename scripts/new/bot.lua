@@ -1,5 +1,5 @@
 -- {{NAME}}: a herald bot. Run it against the Agents Playground with `herald run --dev bot.lua`,
--- test it with `busted`, check it with `herald check bot.lua`.
+-- test it with `busted`, check it with `herald check --dev bot.lua`.
 local teams = require "teams"
 
 -- Welcome: runs once per install (a personal chat, a group chat or a team), even though Teams
