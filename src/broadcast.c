@@ -62,8 +62,8 @@ static const store_statement statements[] = {
      "INSERT INTO broadcasts (name, state, body, category, created_at, updated_at, cap_max,"
      " cap_per_ms, cap_drop) VALUES (?1, 'preparing', ?2, ?3, ?4, ?4, ?5, ?6, ?7)"},
     {offsetof(broadcaster, add),
-     "INSERT INTO broadcast_recipients (broadcast_id, seq, conversation_id, user_id, tenant_id, body)"
-     " VALUES (?1, ?2, ?3, ?4, ?5, ?6)"},
+     "INSERT INTO broadcast_recipients (broadcast_id, seq, conversation_id, user_id, tenant_id, body,"
+     " user_name, user_aad_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"},
     /* the commit point of a creation: the key is claimed here, so only created jobs hold one */
     {offsetof(broadcaster, start),
      "UPDATE broadcasts SET state = 'running', total = ?2, key = ?3, updated_at = ?4"
@@ -93,7 +93,8 @@ static const store_statement statements[] = {
     {offsetof(broadcaster, on_op),
      "UPDATE broadcast_recipients SET state = ?2, activity_id = coalesce(?3, activity_id),"
      " conversation_id = coalesce(?4, conversation_id)"
-     " WHERE op_id = ?1 RETURNING broadcast_id, seq, state, user_id, tenant_id"},
+     " WHERE op_id = ?1 RETURNING broadcast_id, seq, state, user_id, tenant_id, user_name,"
+     " user_aad_id"},
     {offsetof(broadcaster, progress),
      "SELECT state, count(*) FROM broadcast_recipients WHERE broadcast_id = ?1 GROUP BY state"},
     {offsetof(broadcaster, info),
@@ -382,7 +383,7 @@ static void on_finished(enum outbox_kind kind, const outbox_result *res, void *u
     store_bind_text(st, 3, kind == OUTBOX_SEND ? res->activity_id : NULL);
     store_bind_text(st, 4, kind == OUTBOX_CREATE ? res->conversation_id : NULL);
     int64_t id = 0;
-    char user[200] = "", tenant[100] = "";
+    char user[200] = "", tenant[100] = "", user_name[256] = "", user_aad[100] = "";
     /* kept: the outcome of a send that happened must reach the job even while the store is
      * degraded (the job's in-memory count is then recounted when the store recovers) */
     if (store_step_kept_row(b->rt->store, st, "broadcast outcome", NULL) == 1) {
@@ -391,6 +392,10 @@ static void on_finished(enum outbox_kind kind, const outbox_result *res, void *u
             snprintf(user, sizeof user, "%s", sqlite3_column_text(st, 3));
         if (sqlite3_column_text(st, 4))
             snprintf(tenant, sizeof tenant, "%s", sqlite3_column_text(st, 4));
+        if (sqlite3_column_text(st, 5))
+            snprintf(user_name, sizeof user_name, "%s", sqlite3_column_text(st, 5));
+        if (sqlite3_column_text(st, 6))
+            snprintf(user_aad, sizeof user_aad, "%s", sqlite3_column_text(st, 6));
         store_reset(st);
     }
     if (!id)
@@ -405,6 +410,10 @@ static void on_finished(enum outbox_kind kind, const outbox_result *res, void *u
             r.type = "personal";
             r.tenant_id = tenant;
             r.user_id = user;
+            /* what the job knew of the user (a roster's name and Entra id): a personalised
+             * broadcast to this conversation later greets them by name */
+            r.user_name = *user_name ? user_name : NULL;
+            r.user_aad_id = *user_aad ? user_aad : NULL;
             r.bot_id = known.bot_id;
             r.channel_id = "msteams";
             int hook;
@@ -654,6 +663,8 @@ int broadcast_prep_add(broadcast_prep *p, const broadcast_recipient *r, int n, c
         store_bind_text(b->add, 4, r[i].user_id);
         store_bind_text(b->add, 5, r[i].tenant_id);
         store_bind_text(b->add, 6, r[i].body);
+        store_bind_text(b->add, 7, r[i].user_name);
+        store_bind_text(b->add, 8, r[i].user_aad_id);
         if (run(b, b->add, err) < 0)
             return -1;
         p->written++;

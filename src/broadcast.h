@@ -13,6 +13,8 @@ typedef struct broadcast_recipient {
     const char *user_id;          /* a user reached 1:1 (created when no conversation is stored) */
     const char *tenant_id;
     const char *body;             /* personalised message JSON, or NULL for the job's */
+    const char *user_name;        /* what is known of user_id (a roster's record), stored with */
+    const char *user_aad_id;      /* the 1:1 the job creates; may be NULL */
 } broadcast_recipient;
 
 typedef struct broadcast_progress {

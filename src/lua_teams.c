@@ -9,6 +9,7 @@
 #include "outbox.h"
 #include "runtime.h"
 #include "store.h"
+#include "store_outbox.h"
 #include "task.h"
 #include "trust.h"
 #include "vm.h"
@@ -845,6 +846,50 @@ static int core_put_reference(lua_State *L)
     return 1;
 }
 
+/* ---- the blocked/gone ledger ----------------------------------------------------------------- */
+
+static int ledger_one(const store_ledger_entry *e, void *ud)
+{
+    lua_State *L = ud;                          /* [... list] */
+    lua_createtable(L, 0, 9);
+    set_opt_field(L, "conversation", e->conversation_id);
+    set_opt_field(L, "state", e->state);
+    set_opt_field(L, "code", e->code);
+    set_opt_field(L, "last_error", e->message);
+    set_opt_field(L, "user_id", e->user_id);
+    set_opt_field(L, "user_aad_object_id", e->user_aad_id);
+    set_opt_field(L, "user_name", e->user_name);
+    set_opt_field(L, "tenant", e->tenant_id);
+    lua_pushinteger(L, e->since);
+    lua_setfield(L, -2, "since");
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    return 0;
+}
+
+/* core.ledger(state, tenant, since_ms, after, limit) → array of entries | nil, message, "store".
+ * The Lua side checks the filter; this reads one page. */
+static int core_ledger(lua_State *L)
+{
+    const char *state = luaL_optstring(L, 1, NULL);
+    const char *tenant = luaL_optstring(L, 2, NULL);
+    lua_Integer since = luaL_optinteger(L, 3, 0);
+    const char *after = luaL_optstring(L, 4, NULL);
+    lua_Integer limit = luaL_checkinteger(L, 5);
+    luaL_argcheck(L, limit > 0 && limit <= 10000, 5, "limit must be 1..10000");
+    lua_settop(L, 5);
+    lua_createtable(L, (int)(limit < 64 ? limit : 64), 0);
+    char *err = NULL;
+    if (store_ledger_list(outbox_tables(rt_of(L)->outbox), state, tenant, since, after, (int)limit,
+                          ledger_one, L, &err) < 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, err ? err : "store error");
+        lua_pushliteral(L, "store");
+        free(err);
+        return 3;
+    }
+    return 1;
+}
+
 /* ---- broadcasts and opt-outs ----------------------------------------------------------------- */
 
 static broadcaster *bc_of(lua_State *L)
@@ -947,6 +992,8 @@ static int prep_add(lua_State *L)
             r[i].user_id = lua_field_string(L, t, "user");
             r[i].tenant_id = lua_field_string(L, t, "tenant");
             r[i].body = lua_field_string(L, t, "body");
+            r[i].user_name = lua_field_string(L, t, "name");
+            r[i].user_aad_id = lua_field_string(L, t, "aad_object_id");
         }
         lua_pop(L, 1);             /* the list keeps each entry (and its strings) alive */
     }
@@ -1134,6 +1181,7 @@ static const luaL_Reg core_funcs[] = {
     {"find_user", core_find_user},
     {"get", core_get},
     {"get_reference", core_get_reference},
+    {"ledger", core_ledger},
     {"list", core_list},
     {"log", core_log},
     {"now_ms", core_now_ms},

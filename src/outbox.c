@@ -1376,6 +1376,8 @@ void outbox_unwatch(outbox_watch *w)
     op->ud = NULL;
 }
 
+struct store_outbox *outbox_tables(outbox *o) { return o->so; }
+
 void outbox_heard_from(outbox *o, const char *conversation_id)
 {
     unsigned b = hash_str(conversation_id);

@@ -118,6 +118,8 @@ int64_t outbox_store_degraded_ms(const outbox *o);
 void outbox_heard_from(outbox *o, const char *conversation_id);
 /* Returns "blocked" / "gone" / NULL. */
 const char *outbox_ledger_state(outbox *o, const char *conversation_id);
+/* The outbox's tables, for reads such as store_ledger_list (teams.ledger). */
+struct store_outbox *outbox_tables(outbox *o);
 
 /* The states an operation is in, in report order. This is the one definition /healthz, /metrics
  * and `herald outbox` count by (README "Outbox states"); queued includes operations in flight. */

@@ -187,6 +187,13 @@ static const struct migration {
     /* Why a schedule does not fire (scheduler.c): "uninstalled" while its conversation is; NULL
      * when it runs. A paused row has no next_fire_at, so the due index never holds it. */
     MIGRATION(9, "ALTER TABLE schedules ADD COLUMN paused TEXT;"),
+    /* What a broadcast knows of a user it reaches 1:1 (a team roster's name and Entra id) is
+     * stored with the conversation it creates; uninstalled conversations are listed by id
+     * (teams.ledger) without reading the installed ones. */
+    MIGRATION(10,
+        "ALTER TABLE broadcast_recipients ADD COLUMN user_name TEXT;"
+        "ALTER TABLE broadcast_recipients ADD COLUMN user_aad_id TEXT;"
+        "CREATE INDEX conversations_uninstalled ON conversations(id) WHERE installed = 0;"),
 };
 
 #define LATEST_VERSION ((int)(sizeof migrations / sizeof migrations[0]))

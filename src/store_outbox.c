@@ -16,7 +16,8 @@ struct store_outbox {
     store *s;
     sqlite3 *db;
     sqlite3_stmt *insert, *retry, *finish, *attempt, *load, *key_get, *key_put, *ledger_mark,
-        *ledger_clear, *ledger_load, *purge_ops, *purge_attempts, *count_category, *count_finished;
+        *ledger_clear, *ledger_load, *ledger_list, *purge_ops, *purge_attempts, *count_category,
+        *count_finished;
 };
 
 static const store_statement statements[] = {
@@ -71,6 +72,17 @@ static const store_statement statements[] = {
      " WHERE at < ?1 LIMIT ?2)"},
     {offsetof(store_outbox, ledger_load),
      "SELECT conversation_id, state FROM ledger WHERE cleared_at IS NULL"},
+    /* the rows `herald blocked` shows (report.c), one page in conversation-id order */
+    {offsetof(store_outbox, ledger_list),
+     "SELECT conversation_id, state, code, message, user_id, user_aad_id, user_name, tenant_id, at"
+     " FROM (SELECT conversation_id, state, code, message, user_id, user_aad_id, user_name,"
+     "        tenant_id, at FROM ledger WHERE cleared_at IS NULL AND conversation_id > ?1"
+     "       UNION ALL"
+     "       SELECT id, 'uninstalled', NULL, NULL, user_id, user_aad_id, user_name, tenant_id,"
+     "        uninstalled_at FROM conversations c WHERE installed = 0 AND id > ?1 AND NOT EXISTS"
+     "        (SELECT 1 FROM ledger l WHERE l.conversation_id = c.id AND l.cleared_at IS NULL))"
+     " WHERE (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR tenant_id = ?3) AND at >= ?4"
+     " ORDER BY conversation_id LIMIT ?5"},
 };
 
 #define NSTATEMENTS (sizeof statements / sizeof statements[0])
@@ -312,6 +324,42 @@ int store_outbox_count_finished(store_outbox *o, int64_t before, int limit,
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     return rc == SQLITE_DONE ? 0 : -1;
+}
+
+int store_ledger_list(store_outbox *o, const char *state, const char *tenant_id, int64_t since_ms,
+                      const char *after, int limit,
+                      int (*fn)(const store_ledger_entry *e, void *ud), void *ud, char **err)
+{
+    sqlite3_stmt *st = o->ledger_list;
+    store_bind_text(st, 1, after ? after : "");
+    store_bind_text(st, 2, state);
+    store_bind_text(st, 3, tenant_id);
+    sqlite3_bind_int64(st, 4, since_ms);
+    sqlite3_bind_int(st, 5, limit);
+    int rc, n = 0;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        store_ledger_entry e = {
+            .conversation_id = (const char *)sqlite3_column_text(st, 0),
+            .state = (const char *)sqlite3_column_text(st, 1),
+            .code = (const char *)sqlite3_column_text(st, 2),
+            .message = (const char *)sqlite3_column_text(st, 3),
+            .user_id = (const char *)sqlite3_column_text(st, 4),
+            .user_aad_id = (const char *)sqlite3_column_text(st, 5),
+            .user_name = (const char *)sqlite3_column_text(st, 6),
+            .tenant_id = (const char *)sqlite3_column_text(st, 7),
+            .since = sqlite3_column_int64(st, 8),
+        };
+        n++;
+        if (fn(&e, ud))
+            break;
+    }
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) {
+        set_err(err, "store: list ledger: %s", sqlite3_errmsg(o->db));
+        return -1;
+    }
+    return n;
 }
 
 int store_outbox_purge(store_outbox *o, int64_t before, int limit, char **err)

@@ -59,6 +59,23 @@ int store_ledger_clear(store_outbox *o, const char *conversation_id, int64_t at,
 int store_ledger_load(store_outbox *o, int (*fn)(const char *conversation_id, const char *state,
                                                  void *ud), void *ud, char **err);
 
+/* One entry of the ledger as the reports show it: an uncleared blocked/gone mark, or an
+ * uninstalled conversation with no such mark. Strings may be NULL and live until the callback
+ * returns. */
+typedef struct store_ledger_entry {
+    const char *conversation_id, *state, *code, *message;
+    const char *user_id, *user_aad_id, *user_name, *tenant_id;
+    int64_t since;                /* unix ms: when marked or uninstalled */
+} store_ledger_entry;
+
+/* Calls fn for up to limit entries whose conversation id sorts after after (NULL: from the start),
+ * in conversation-id order, matching state, tenant_id (NULL: any) and since >= since_ms (0: any).
+ * Both tables are read by their primary keys from `after` on, so a page costs its own rows, not
+ * the whole ledger. Returns the number of entries, or -1 with *err. */
+int store_ledger_list(store_outbox *o, const char *state, const char *tenant_id, int64_t since_ms,
+                      const char *after, int limit,
+                      int (*fn)(const store_ledger_entry *e, void *ud), void *ud, char **err);
+
 /* Operations to conversation in category created since `since` that did not fail (frequency
  * caps); the oldest one's creation time in *oldest. Returns the count or -1. */
 int store_outbox_count_category(store_outbox *o, const char *conversation_id, const char *category,

@@ -198,9 +198,12 @@ local function recipients_of(to)
       local ref = core.find_channel(to.team)
       tenant = ref and ref.tenant
     end
-    for m in teams.members(to.team) do
-      out[#out + 1] = { user = m.id, tenant = m.tenant or tenant }
+    local members = teams.members(to.team)
+    for m in members do
+      out[#out + 1] = { user = m.id, tenant = m.tenant or tenant, name = m.name,
+                        aad_object_id = m.aad_object_id }
     end
+    if members.error then return nil, members.error, members.code end
   else
     local filter = { tenant = to.tenant, scope = to.scope or "personal", team = to.team_of, user = to.user }
     for ref in teams.conversations(filter) do
@@ -211,13 +214,32 @@ local function recipients_of(to)
   return out
 end
 
+-- What a personalised message function is given: the recipient as herald knows it, from the
+-- stored conversation (or the user's latest 1:1) and, for a team's roster, the roster record. A
+-- table of its own, so nothing the function does to it changes the job.
+local function recipient_view(r)
+  local ref
+  if r.conversation then ref = core.get_reference(r.conversation)
+  elseif r.user then ref = core.find_user(r.user, r.tenant, "personal") end
+  ref = ref or {}
+  return {
+    conversation = r.conversation or ref.id,
+    user = ref.user_id or r.user,
+    tenant = r.tenant or ref.tenant,
+    name = r.name or ref.user_name,
+    aad_object_id = r.aad_object_id or ref.user_aad_object_id,
+    locale = ref.locale,
+    timezone = ref.timezone,
+  }
+end
+
 -- Writes list into prep 500 recipients a loop turn (each turn's rows commit with it), so inbound
 -- traffic goes on while 100,000 recipients are written.
 local function fill(prep, list, msg, personal)
   local chunk = {}
   for i, r in ipairs(list) do
     if personal then
-      local m = msg(r)
+      local m = msg(recipient_view(r))
       if m ~= nil then r.body = message.encode(m, nil, 2) end
     end
     if not personal or r.body then chunk[#chunk + 1] = r end
@@ -264,7 +286,8 @@ function teams.broadcast_send(spec)
   end
   local personal = type(spec.message) == "function"
   local body = not personal and message.encode(spec.message, { from = nil }, 2) or nil
-  local list = recipients_of(spec.to)
+  local list, err, code = recipients_of(spec.to)
+  if not list then return nil, err, code end
   -- interleave tenants, so each one's pacing window stays busy instead of one tenant at a time
   local by_tenant, order = {}, {}
   for _, r in ipairs(list) do
@@ -331,11 +354,28 @@ function teams.delete(conv, target, opts)
   return core.delete(conv, id, { key = key, wait = opts and opts.wait })
 end
 
+-- Roster records read lately, by Teams id and by Entra object id, so that create_conversation
+-- { user = m.id } can store the name and Entra id the roster gave (issue 12, bug 8). Two
+-- generations of at most ROSTER_RECALL entries each: bounded memory, O(1) work, and the newest
+-- records always kept; what falls out is only what create_conversation could not name.
+local ROSTER_RECALL = 2048
+local recalled, recalled_old, recalled_n = {}, {}, 0
+local function recall_put(key, m)
+  if key == nil then return end
+  if recalled[key] == nil then
+    recalled_n = recalled_n + 1
+    if recalled_n > ROSTER_RECALL then recalled, recalled_old, recalled_n = {}, recalled, 1 end
+  end
+  recalled[key] = m
+end
+local function recall(key) return recalled[key] or recalled_old[key] end
+
 -- The global proactive endpoints, for when no stored conversation tells us a regional one.
 local GLOBAL_SERVICE_URL = "https://smba.trafficmanager.net/teams/"
 
 --- Starts a 1:1 chat with a user, or a new thread in a channel.
---- 1:1:     teams.create_conversation{ user = "29:..." | aad_object_id = "...", tenant = "..." }
+--- 1:1:     teams.create_conversation{ user = "29:..." | member | aad_object_id = "...", tenant = "..." }
+---          (user may be a member table from teams.members/member: its name and Entra id are stored)
 --- thread:  teams.create_conversation{ channel = "19:...@thread.tacv2", message = ... }
 --- Returns the conversation id (stored; usable with teams.send), the first activity id if a
 --- message was posted, or nil, message, code.
@@ -345,11 +385,22 @@ function teams.create_conversation(p)
   if (user == nil) == (p.channel == nil) then
     error("teams.create_conversation: give exactly one of 'user' (or 'aad_object_id') and 'channel'", 2)
   end
-  local known, params
+  -- who: what is known of the user, stored with the new conversation (bug 8): the member table
+  -- given as user, else the roster's recent record of this id, else the user's stored name
+  local known, params, who, by_user
+  if type(user) == "table" then
+    who = user
+    user = who.id or who.aad_object_id
+    if type(user) ~= "string" or user == "" then
+      error("teams.create_conversation: a member table as 'user' needs an 'id' or 'aad_object_id'", 2)
+    end
+  end
   if user then
     if type(user) ~= "string" or user == "" then error("teams.create_conversation: bad 'user'", 2) end
-    known = core.find_user(user, p.tenant) or (p.tenant and core.find_tenant(p.tenant))
-    local tenant = p.tenant or (known and known.tenant)
+    who = who or recall(user)
+    by_user = core.find_user(user, p.tenant)
+    known = by_user or (p.tenant and core.find_tenant(p.tenant))
+    local tenant = p.tenant or (who and who.tenant) or (known and known.tenant)
     if not tenant then
       error("teams.create_conversation: 'tenant' is required for a user never seen before", 2)
     end
@@ -392,8 +443,10 @@ function teams.create_conversation(p)
     channel_id = "msteams",
     bot_id = params.bot and params.bot.id or (known and known.bot_id),
     bot_name = known and known.bot_name or nil,
-    user_id = user and (user:match("^29:") and user or nil) or nil,
-    user_aad_object_id = user and (not user:match("^29:") and user or nil) or nil,
+    user_id = user and (user:match("^29:") and user or (who and who.id)) or nil,
+    user_aad_object_id = user and (not user:match("^29:") and user
+      or (who and who.aad_object_id) or (by_user and by_user.user_aad_object_id)) or nil,
+    user_name = user and ((who and who.name) or (by_user and by_user.user_name)) or nil,
     team_id = (not user and known) and known.team_id or nil,
     team_channel_id = p.channel,
   }
@@ -420,6 +473,55 @@ function teams.conversations(filter)
   end
 end
 
+--- Iterates the ledger `herald blocked` shows: conversations whose user blocked the bot
+--- ("blocked"), that Teams no longer knows ("gone"), or that uninstalled it ("uninstalled").
+--- filter: { state =, tenant =, since = unix ms (marked at or after) }. Entries come in
+--- conversation-id order, read from the database a page at a time, each
+--- { conversation, state, since, code, last_error, user_id, user_aad_object_id, user_name, tenant }.
+--- A store error ends the loop early and sets the iterator's `error` and `code`, as teams.members.
+local LEDGER_STATES = { blocked = true, gone = true, uninstalled = true }
+local LEDGER_FILTER = { state = true, tenant = true, since = true }
+local LEDGER_PAGE = 200
+function teams.ledger(filter)
+  if filter ~= nil and type(filter) ~= "table" then error("teams.ledger expects a table or nil", 2) end
+  filter = filter or {}
+  for k in pairs(filter) do
+    if not LEDGER_FILTER[k] then error(("teams.ledger: unknown filter '%s'"):format(tostring(k)), 2) end
+  end
+  if filter.state ~= nil and not LEDGER_STATES[filter.state] then
+    error("teams.ledger: state is \"blocked\", \"gone\" or \"uninstalled\", got " .. tostring(filter.state), 2)
+  end
+  if filter.tenant ~= nil and type(filter.tenant) ~= "string" then
+    error("teams.ledger: tenant must be a string", 2)
+  end
+  local since = filter.since
+  if since ~= nil and math.type(since) ~= "integer" then
+    since = type(since) == "number" and math.tointeger(since) or nil
+    if not since then error("teams.ledger: since is a time in unix milliseconds (teams.now())", 2) end
+  end
+  local state, tenant = filter.state, filter.tenant
+  local page, i, after, done = {}, 0, nil, false
+  local it = {}
+  local function step()
+    i = i + 1
+    if i > #page then
+      if done then return nil end
+      local err, code
+      page, err, code = core.ledger(state, tenant, since, after, LEDGER_PAGE)
+      i = 1
+      if not page then
+        page, done, it.error, it.code = {}, true, err, code
+        return nil
+      end
+      if #page < LEDGER_PAGE then done = true end
+      if #page == 0 then return nil end
+      after = page[#page].conversation
+    end
+    return page[i]
+  end
+  return setmetatable(it, { __call = step, __metatable = false })
+end
+
 ---------------------------------------------------------------------------------------------
 -- rosters and teams (reads; each yields until the connector answers)
 
@@ -429,58 +531,99 @@ local function nn(v) if v == cjson.null then return nil end return v end
 local function member_of(m)
   if type(m) ~= "table" then return nil end
   for k, v in pairs(m) do if v == cjson.null then m[k] = nil end end
-  return {
+  local out = {
     id = m.id, name = m.name, aad_object_id = m.aadObjectId or m.objectId,
     given_name = m.givenName, surname = m.surname, email = m.email,
     user_principal_name = m.userPrincipalName, tenant = m.tenantId, role = m.userRole,
   }
+  recall_put(out.id, out)
+  recall_put(out.aad_object_id, out)
+  return out
 end
 
+local BAD_BODY = "the connector answered with something that is not a JSON object"
+
+-- The decoded JSON object at path | nil, message, code. Everything but misuse is an answer: a
+-- connector error keeps its code, and a 2xx whose body is not a JSON object is "bad_response".
 local function read_json(target, path)
   local body, status_or_err, code = core.get(target, path)
   if not body then return nil, status_or_err, code end
   local ok, doc = pcall(cjson.decode, body)
-  if not ok then return nil, "the connector answered with something that is not JSON", "bad_response" end
+  if not ok or type(doc) ~= "table" then return nil, BAD_BODY, "bad_response" end
   return doc
+end
+
+local function id_arg(v, fname, what)
+  if type(v) ~= "string" or v == "" then
+    error(("teams.%s expects %s, got %s"):format(fname, what, type(v)), 3)
+  end
+  return v
 end
 
 --- One page of a conversation's or team's members: members, continuation token (nil at the end)
 --- | nil, message, code.
 function teams.members_page(target, token, page_size)
-  if type(target) ~= "string" then error("teams.members_page expects a conversation or team id", 2) end
+  id_arg(target, "members_page", "a conversation or team id")
+  if token ~= nil then id_arg(token, "members_page", "a continuation token (or nil)") end
+  if page_size ~= nil and math.type(page_size) ~= "integer" then
+    error("teams.members_page: page_size must be an integer", 2)
+  end
   local path = "/v3/conversations/" .. core.encode_id(target) .. "/pagedmembers?pageSize="
-    .. math.tointeger(page_size or 200)
+    .. (page_size or 200)
   if token then path = path .. "&continuationToken=" .. core.encode_id(token) end
   local doc, err, code = read_json(target, path)
   if not doc then return nil, err, code end
+  local list = doc.members
+  if list == nil or list == cjson.null then list = {} end
+  if type(list) ~= "table" then return nil, BAD_BODY, "bad_response" end
   local out = {}
-  for _, m in ipairs(type(doc.members) == "table" and doc.members or {}) do out[#out + 1] = member_of(m) end
+  for _, m in ipairs(list) do out[#out + 1] = member_of(m) end
   local nxt = doc.continuationToken
   if type(nxt) ~= "string" or nxt == "" then nxt = nil end
   return out, nxt
 end
 
---- Iterates every member of a conversation or team, following continuation tokens. A failure
---- while paging raises "teams.members: <message> (<code>)" — wrap in pcall to handle it.
+--- Iterates every member of a conversation or team, following continuation tokens:
+---   local members = teams.members(team_id)
+---   for m in members do ... end
+---   if members.error then ... end        -- members.error, members.code: why the loop ended early
+--- A connector failure (first page or a later one) never raises: the loop ends after the members
+--- already read, the iterator's `error` and `code` say why (nil when the roster was read whole),
+--- and a warning is logged. A spent or failed iterator returns nil from then on.
 function teams.members(target, opts)
-  if type(target) ~= "string" then error("teams.members expects a conversation or team id", 2) end
+  id_arg(target, "members", "a conversation or team id")
+  if opts ~= nil and type(opts) ~= "table" then error("teams.members: options must be a table", 2) end
   local size = opts and opts.page_size or 200
-  local page, i, token, started = {}, 0, nil, false
-  return function()
+  if math.type(size) ~= "integer" or size < 1 then
+    error("teams.members: page_size must be a positive integer", 2)
+  end
+  local page, i, token, started, done, count = {}, 0, nil, false, false, 0
+  local it = {}
+  local function step()
+    if done then return nil end
     i = i + 1
     while i > #page do
-      if started and not token then return nil end
+      if started and not token then done = true return nil end
       local members, nxt, code = teams.members_page(target, token, size)
-      if not members then error(("teams.members: %s (%s)"):format(tostring(nxt), tostring(code)), 2) end
+      if not members then
+        done, page = true, {}
+        it.error, it.code = nxt, code
+        core.log("warn", ("teams.members(%s): the roster ended early, after %d members: %s (%s)")
+          :format(target, count, tostring(nxt), tostring(code)))
+        return nil
+      end
       page, i, token, started = members, 1, nxt, true
-      if #page == 0 and not token then return nil end
     end
+    count = count + 1
     return page[i]
   end
+  return setmetatable(it, { __call = step, __metatable = false })
 end
 
 --- One member by Teams id, Entra object id or UPN | nil, message, code.
 function teams.member(target, id)
+  id_arg(target, "member", "a conversation or team id")
+  id_arg(id, "member", "a member id (Teams id, Entra object id or UPN)")
   local doc, err, code = read_json(target, "/v3/conversations/" .. core.encode_id(target)
     .. "/members/" .. core.encode_id(id))
   if not doc then return nil, err, code end
@@ -489,17 +632,24 @@ end
 
 --- A team's channels: { {id, name}, ... } | nil, message, code. The General channel's id is the team's.
 function teams.channels(team)
+  id_arg(team, "channels", "a team id")
   local doc, err, code = read_json(team, "/v3/teams/" .. core.encode_id(team) .. "/conversations")
   if not doc then return nil, err, code end
+  local list = doc.conversations
+  if list == nil or list == cjson.null then list = {} end
+  if type(list) ~= "table" then return nil, BAD_BODY, "bad_response" end
   local out = {}
-  for _, c in ipairs(type(doc.conversations) == "table" and doc.conversations or {}) do
-    out[#out + 1] = { id = nn(c.id), name = nn(c.name) or "General", type = nn(c.channelType) or nn(c.type) }
+  for _, c in ipairs(list) do
+    if type(c) == "table" then
+      out[#out + 1] = { id = nn(c.id), name = nn(c.name) or "General", type = nn(c.channelType) or nn(c.type) }
+    end
   end
   return out
 end
 
 --- A team's details: {id, name, aad_group_id, channel_count, member_count, type} | nil, message, code.
 function teams.team(team)
+  id_arg(team, "team", "a team id")
   local doc, err, code = read_json(team, "/v3/teams/" .. core.encode_id(team))
   if not doc then return nil, err, code end
   return { id = nn(doc.id), name = nn(doc.name), aad_group_id = nn(doc.aadGroupId), type = nn(doc.type),
@@ -654,6 +804,72 @@ end
 local function str(v) if type(v) == "string" and v ~= "" then return v end end
 local function tbl(v) if type(v) == "table" then return v end end
 
+-- Lookups an event makes only when the script asks, each at most once per event: the answer
+-- (or the failure) is kept with the event, weakly, so it goes when the event goes.
+local lookups = setmetatable({}, { __mode = "k" })
+local function lookup(ev, key, fn)
+  local per = lookups[ev]
+  if not per then per = {} lookups[ev] = per end
+  local r = per[key]
+  if not r then
+    r = table.pack(fn())
+    per[key] = r
+  end
+  return table.unpack(r, 1, r.n)
+end
+
+local function team_of(ev, fname)
+  local team = ev.team and ev.team.id
+  if not team then error(("ev:%s(): this event is not from a team (ev.team is nil)"):format(fname), 3) end
+  return team
+end
+
+--- The team's name: from the activity when it carries one (no call), else one connector call
+--- (GET /v3/teams/{id}), made once per event. name | nil, message, code.
+function Event:team_name()
+  local team = team_of(self, "team_name")
+  if self.team.name then return self.team.name end
+  return lookup(self, "team", function()
+    local info, err, code = teams.team(team)
+    if not info then return nil, err, code end
+    return info.name
+  end)
+end
+
+--- The channel's name: from the activity when it carries one, "General" for the team's General
+--- channel (its id is the team's), else one connector call (GET /v3/teams/{id}/conversations),
+--- made once per event. name | nil, message, code.
+function Event:channel_name()
+  local team = team_of(self, "channel_name")
+  local channel = (self.channel and self.channel.id)
+    or (self.scope == "channel" and self.conversation and self.conversation:gsub(";messageid=.*$", ""))
+  if not channel then error("ev:channel_name(): this event names no channel", 2) end
+  if self.channel and self.channel.id == channel and self.channel.name then return self.channel.name end
+  if channel == team then return "General" end
+  return lookup(self, "channel", function()
+    local list, err, code = teams.channels(team)
+    if not list then return nil, err, code end
+    for _, c in ipairs(list) do
+      if c.id == channel then return c.name end
+    end
+    return nil, ("channel %s is not among the team's channels"):format(channel), "not_found"
+  end)
+end
+
+-- ev.installer is the account the activity names ({id, aad_object_id}: Teams sends no name);
+-- calling it, ev:installer(), reads the member's roster record once per event (one connector
+-- call, GET /v3/conversations/{team or conversation}/members/{id}).
+local function installer_of(ev)
+  local who = {}
+  for k, v in pairs(ev.user or {}) do who[k] = v end
+  return setmetatable(who, { __metatable = false, __call = function()
+    if not who.id then return nil, "the install activity names no user", "not_found" end
+    return lookup(ev, "installer", function()
+      return teams.member((ev.team and ev.team.id) or ev.conversation, who.id)
+    end)
+  end })
+end
+
 local function account(a)
   a = tbl(a)
   if not a then return nil end
@@ -752,7 +968,7 @@ local function dispatch(a, hook, zone_unknown)
   local ev = new_event(a, zone_unknown)
   local took = false
   if hook == "install" then
-    ev.installer = ev.user
+    ev.installer = installer_of(ev)
     if hooks.on_install then hooks.on_install(ev) end
     took = true
   elseif hook == "uninstall" then
