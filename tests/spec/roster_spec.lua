@@ -191,6 +191,12 @@ describe("the recipient of a personalised broadcast", function()
     assert.equal("Ann", r.seen[1].name)
     assert.equal("aad-ann", r.seen[1].aad_object_id)
     assert.equal("29:ann", r.seen[1].user)
+    bot:advance(5)
+    assert.sent_to("a:29:ann", "Hi Ann")
+    -- the 1:1 the job created keeps what the roster said, for the next personalised broadcast
+    local ref = bot:conversation("a:29:ann")
+    assert.equal("Ann", ref.user_name)
+    assert.equal("aad-ann", ref.user_aad_id or ref.user_aad_object_id)
   end)
 end)
 
