@@ -1,10 +1,11 @@
 """test_roster.py — teams.members / members_page / member / channels / team (issue 8) against the
 fake connector's paged roster: 2,500 members in pages of at most 500, continuation tokens with
-"+", "/" and "=", an error in the middle of paging."""
+"+", "/" and "=", errors and timeouts on the first page and in the middle of paging (issue 12,
+bug 7: they end the loop with members.error / members.code, never raise)."""
 import json
 import unittest
 
-from harness import HeraldTestCase, bot, require_binary
+from harness import HeraldTestCase, bot, require_binary, tf
 
 TEAM = "19:roster-team@thread.tacv2"
 N = 2500
@@ -70,19 +71,36 @@ class RosterTest(HeraldTestCase):
         self.assertIsNone(r2.get("token"), r2)
         self.assertEqual(r2["first"]["id"], "29:r-500")
 
-    def test_error_mid_paging_raises(self):
-        self.fc.set_roster(TEAM, N, page_max=500, fail_page=3, fail_status=500)
-        r = self.ctl(cmd="members", target=TEAM, page_size=500)
-        self.assertEqual(r["count"], 1000, r)               # two pages came before the failure
-        self.assertIsNotNone(r.get("error"), r)
-        self.assertRegex(r["error"], r"teams\.members: .+ \(.+\)")
-        self.fc.set_roster(TEAM, N, page_max=500, fail_page=2, fail_status=403)
-        r = self.ctl(cmd="members", target=TEAM, page_size=500)
-        self.assertEqual(r["count"], 500, r)
-        self.assertRegex(r.get("error") or "", r"teams\.members: ")
-        # unknown target: no request at all, an error
+    def test_error_ends_the_loop_with_its_code(self):
+        """Bug 7 (issue 12): a connector error while paging ends the loop after the members read
+        so far and leaves members.error / members.code; the handler goes on (it used to raise)."""
+        for fail_page, status, code, count in ((1, 500, "unavailable", 0), (3, 500, "unavailable", 1000),
+                                               (1, 404, "not_found", 0), (2, 404, "not_found", 500),
+                                               (2, 403, "forbidden", 500)):
+            with self.subTest(fail_page=fail_page, status=status):
+                self.fc.set_roster(TEAM, N, page_max=500, fail_page=fail_page, fail_status=status)
+                r = self.ctl(cmd="members", target=TEAM, page_size=500)
+                self.assertEqual(r["count"], count, r)      # the pages before the failure
+                self.assertEqual(r.get("code"), code, r)
+                self.assertIsInstance(r.get("error"), str, r)
+        self.assertIn("the roster ended early, after 1000 members", self.h.log)
+        self.assertNotIn("handler failed", self.h.log)
+        # unknown target: no request at all, the same form
+        n = len(self.gets())
         r = self.ctl(cmd="members", target="19:unknown@thread.tacv2")
-        self.assertRegex(r.get("error") or "", r"unknown_conversation")
+        self.assertEqual((r["count"], r.get("code")), (0, "unknown_conversation"), r)
+        self.assertEqual(len(self.gets()), n)
+
+    def test_member_channels_team_errors_are_answers(self):
+        self.fc.inject("re:/members/", 500, body={"error": {"code": "ServiceError"}})
+        self.fc.inject("re:/v3/teams/", 404, body={"error": {"code": "NotFound"}})
+        r = self.ctl(cmd="member", target=TEAM, id="29:r-7")["r"]
+        self.assertEqual(r.get("c"), "unavailable", r)
+        self.assertIsInstance(r.get("b"), str, r)
+        self.assertEqual(self.ctl(cmd="channels", team=TEAM)["r"].get("c"), "not_found")
+        self.assertEqual(self.ctl(cmd="team", team=TEAM)["r"].get("c"), "not_found")
+        self.assertNotIn("handler failed", self.h.log)
+
 
     def test_member_channels_team(self):
         self.fc.set_roster(TEAM, 50)
@@ -116,6 +134,40 @@ class RosterTest(HeraldTestCase):
         self.assertIn(f"/_connector/v3/teams/{TEAM}/conversations", paths)
         self.assertIn(f"/_connector/v3/teams/{TEAM}", paths)
         self.assertIn(f"/_connector/v3/conversations/{TEAM}/members/29:r-7", paths)
+
+
+@require_binary
+class RosterTimeoutTest(HeraldTestCase):
+    """A roster page that never comes: the connector timeout ends the loop with code timeout,
+    on the first page and on a later one."""
+    def setUp(self):
+        super().setUp()
+        self.h = self.start_herald(bot("broadcast_bot.lua"), env={
+            "HERALD_RESPONSE_DEADLINE_MS": 60000, "HERALD_CONNECTOR_TIMEOUT_MS": 1000})
+        for a in self.acts.team_install(TEAM, "Roster Team"):
+            self.post_ok(self.h, a)
+        self.fc.set_roster(TEAM, 1200, page_max=500)
+
+    def ctl(self, **kw):
+        st, text, _ = self.h.request("POST", "/api/notify/ctl", json.dumps(kw).encode(), timeout=tf(60))
+        self.assertEqual(st, 200, f"{kw}: {st} {text}\n{self.h.log[-2000:]}")
+        return json.loads(text)
+
+    def test_first_page_times_out(self):
+        gate = self.fc.hold(match="re:/pagedmembers", limit_s=tf(30))
+        try:
+            r = self.ctl(cmd="members", target=TEAM, page_size=500)
+        finally:
+            gate.release()
+        self.assertEqual((r["count"], r.get("code")), (0, "timeout"), r)
+
+    def test_later_page_times_out(self):
+        # answered normally once, then held past the timeout: injections are checked newest first
+        self.fc.inject("re:/pagedmembers", None, delay=tf(4) + 2)
+        self.fc.inject("re:/pagedmembers", None, times=1)
+        r = self.ctl(cmd="members", target=TEAM, page_size=500)
+        self.assertEqual((r["count"], r.get("code")), (500, "timeout"), r)
+        self.assertNotIn("handler failed", self.h.log)
 
 
 if __name__ == "__main__":

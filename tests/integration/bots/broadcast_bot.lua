@@ -18,7 +18,7 @@
 --     opt_out | opt_in { who, category } → {} ; opted_out { who, category } → { out }
 --     cap        { category, max, per, over }
 --     send       { conv, text, category, wait } → { r = {a, b, c} }
---     members    { target, page_size } → { count, unique, first, last, error }
+--     members    { target, page_size } → { count, unique, first, last, error, code }
 --     page       { target, token, size } → { members = n, token, error, code }
 --     member     { target, id } | channels { team } | team { team } → { r = {a, b, c} }
 --     now        → { ms = teams.now() }
@@ -121,15 +121,15 @@ end
 
 function cmds.members(p)
   local seen, count, unique, first, last = {}, 0, 0, nil, nil
-  local ok, err = pcall(function()
-    for m in teams.members(p.target, p.page_size and { page_size = p.page_size } or nil) do
-      count = count + 1
-      if not seen[m.id] then seen[m.id] = true; unique = unique + 1 end
-      first = first or m
-      last = m
-    end
-  end)
-  return { count = count, unique = unique, first = first, last = last, error = not ok and tostring(err) or nil }
+  local members = teams.members(p.target, p.page_size and { page_size = p.page_size } or nil)
+  for m in members do
+    count = count + 1
+    if not seen[m.id] then seen[m.id] = true; unique = unique + 1 end
+    first = first or m
+    last = m
+  end
+  return { count = count, unique = unique, first = first, last = last, error = members.error,
+           code = members.code }
 end
 function cmds.page(p)
   local members, token, code = teams.members_page(p.target, p.token, p.size)
