@@ -399,8 +399,8 @@ function teams.create_conversation(p)
     if type(user) ~= "string" or user == "" then error("teams.create_conversation: bad 'user'", 2) end
     who = who or recall(user)
     by_user = core.find_user(user, p.tenant)
-    known = by_user or (p.tenant and core.find_tenant(p.tenant))
-    local tenant = p.tenant or (who and who.tenant) or (known and known.tenant)
+    local tenant = p.tenant or (who and who.tenant) or (by_user and by_user.tenant)
+    known = by_user or (tenant and core.find_tenant(tenant))
     if not tenant then
       error("teams.create_conversation: 'tenant' is required for a user never seen before", 2)
     end

@@ -5,7 +5,8 @@ bug 7: they end the loop with members.error / members.code, never raise)."""
 import json
 import unittest
 
-from harness import HeraldTestCase, bot, require_binary, tf
+
+from harness import TENANT, HeraldTestCase, bot, fake_connector, require_binary, tf
 
 TEAM = "19:roster-team@thread.tacv2"
 N = 2500
@@ -135,6 +136,32 @@ class RosterTest(HeraldTestCase):
         self.assertIn(f"/_connector/v3/teams/{TEAM}", paths)
         self.assertIn(f"/_connector/v3/conversations/{TEAM}/members/29:r-7", paths)
 
+    def test_dm_from_roster_keeps_name_and_aad(self):
+        """Bug 8 (issue 12): a 1:1 created for a roster member stores the member's name and
+        Entra id, given the id (recalled from the roster read) or the member table."""
+        self.fc.set_roster(TEAM, 3, tenant=TENANT)     # the roster's tenant is the team's
+        for whole in (False, True):
+            r = self.ctl(cmd="dm", team=TEAM, whole=whole)
+            self.assertNotIn("error", r, r)
+            self.assertEqual([(x["name"], x["aad"]) for x in r["list"]],
+                             [(f"User {i}", f"aad-r-{i:06d}") for i in range(3)], r)
+
+    def test_ledger(self):
+        self.fc.set_roster(TEAM, 2, tenant=TENANT)
+        convs = [x["conversation"] for x in self.ctl(cmd="dm", team=TEAM)["list"]]
+        self.fc.inject(convs[0], 403, body=fake_connector.MESSAGE_WRITES_BLOCKED)
+        self.fc.inject(convs[1], 404, body={"error": {"code": "ConversationNotFound", "message": "gone"}})
+        for c in convs:
+            self.ctl(cmd="send", conv=c)
+        entries = self.ctl(cmd="ledger")["entries"]
+        self.assertEqual(sorted((e["conversation"], e["state"]) for e in entries),
+                         sorted([(convs[0], "blocked"), (convs[1], "gone")]), entries)
+        blocked = self.ctl(cmd="ledger", filter={"state": "blocked"})["entries"]
+        self.assertEqual([e["conversation"] for e in blocked], [convs[0]])
+        self.assertEqual(blocked[0]["user_name"], "User 0")
+        self.assertEqual(blocked[0]["code"], "MessageWritesBlocked")   # Teams' own code
+        self.assertIsInstance(blocked[0]["since"], int)
+
 
 @require_binary
 class RosterTimeoutTest(HeraldTestCase):
@@ -143,7 +170,7 @@ class RosterTimeoutTest(HeraldTestCase):
     def setUp(self):
         super().setUp()
         self.h = self.start_herald(bot("broadcast_bot.lua"), env={
-            "HERALD_RESPONSE_DEADLINE_MS": 60000, "HERALD_CONNECTOR_TIMEOUT_MS": 1000})
+            "HERALD_RESPONSE_DEADLINE_MS": 60000, "HERALD_CONNECTOR_TIMEOUT_MS": int(tf(2) * 1000)})
         for a in self.acts.team_install(TEAM, "Roster Team"):
             self.post_ok(self.h, a)
         self.fc.set_roster(TEAM, 1200, page_max=500)
@@ -163,7 +190,7 @@ class RosterTimeoutTest(HeraldTestCase):
 
     def test_later_page_times_out(self):
         # answered normally once, then held past the timeout: injections are checked newest first
-        self.fc.inject("re:/pagedmembers", None, delay=tf(4) + 2)
+        self.fc.inject("re:/pagedmembers", None, delay=tf(2) + 5)
         self.fc.inject("re:/pagedmembers", None, times=1)
         r = self.ctl(cmd="members", target=TEAM, page_size=500)
         self.assertEqual((r["count"], r.get("code")), (500, "timeout"), r)

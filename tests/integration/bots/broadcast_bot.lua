@@ -22,6 +22,9 @@
 --     page       { target, token, size } → { members = n, token, error, code }
 --     member     { target, id } | channels { team } | team { team } → { r = {a, b, c} }
 --     now        → { ms = teams.now() }
+--     dm         { team, whole } → { list = { {conversation, name, aad}, ... } } (create_conversation
+--                with each member's id, or the member table when whole)
+--     ledger     { filter } → { entries, error } (teams.ledger)
 local teams = require "teams"
 
 local runs = 0
@@ -140,6 +143,21 @@ function cmds.member(p) return result(pack(teams.member(p.target, p.id))) end
 function cmds.channels(p) return result(pack(teams.channels(p.team))) end
 function cmds.team(p) return result(pack(teams.team(p.team))) end
 function cmds.now() return { ms = teams.now() } end
+function cmds.dm(p)                          -- a 1:1 with each roster member, and what was stored
+  local out = {}
+  for m in teams.members(p.team) do
+    local conv, err, code = teams.create_conversation { user = p.whole and m or m.id }
+    if not conv then return { error = err, code = code } end
+    local ref = teams.conversation(conv)
+    out[#out + 1] = { conversation = conv, name = ref.user_name, aad = ref.user_aad_object_id }
+  end
+  return { list = out }
+end
+function cmds.ledger(p)
+  local it, out = teams.ledger(p.filter), {}
+  for e in it do out[#out + 1] = e end
+  return { entries = out, error = it.error }
+end
 
 teams.on_notify("ctl", function(ev)
   local p = ev.payload or {}
