@@ -565,11 +565,9 @@ end
 function teams.members_page(target, token, page_size)
   id_arg(target, "members_page", "a conversation or team id")
   if token ~= nil then id_arg(token, "members_page", "a continuation token (or nil)") end
-  if page_size ~= nil and math.type(page_size) ~= "integer" then
-    error("teams.members_page: page_size must be an integer", 2)
-  end
-  local path = "/v3/conversations/" .. core.encode_id(target) .. "/pagedmembers?pageSize="
-    .. (page_size or 200)
+  local size = math.tointeger(page_size or 200)
+  if not size or size < 1 then error("teams.members_page: page_size must be a positive integer", 2) end
+  local path = "/v3/conversations/" .. core.encode_id(target) .. "/pagedmembers?pageSize=" .. size
   if token then path = path .. "&continuationToken=" .. core.encode_id(token) end
   local doc, err, code = read_json(target, path)
   if not doc then return nil, err, code end
@@ -593,8 +591,8 @@ end
 function teams.members(target, opts)
   id_arg(target, "members", "a conversation or team id")
   if opts ~= nil and type(opts) ~= "table" then error("teams.members: options must be a table", 2) end
-  local size = opts and opts.page_size or 200
-  if math.type(size) ~= "integer" or size < 1 then
+  local size = math.tointeger(opts and opts.page_size or 200)
+  if not size or size < 1 then
     error("teams.members: page_size must be a positive integer", 2)
   end
   local page, i, token, started, done, count = {}, 0, nil, false, false, 0
