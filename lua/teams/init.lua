@@ -356,9 +356,10 @@ end
 
 -- Roster records read lately, by Teams id and by Entra object id, so that create_conversation
 -- { user = m.id } can store the name and Entra id the roster gave (issue 12, bug 8). Two
--- generations of at most ROSTER_RECALL entries each: bounded memory, O(1) work, and the newest
--- records always kept; what falls out is only what create_conversation could not name.
-local ROSTER_RECALL = 2048
+-- generations of at most ROSTER_RECALL keys each (two per member): bounded memory (a few MB at
+-- most), O(1) work, and at least the last 2,048 members always kept; what falls out is only what
+-- create_conversation could not name.
+local ROSTER_RECALL = 4096
 local recalled, recalled_old, recalled_n = {}, {}, 0
 local function recall_put(key, m)
   if key == nil then return end
