@@ -72,17 +72,20 @@ static const store_statement statements[] = {
      " WHERE at < ?1 LIMIT ?2)"},
     {offsetof(store_outbox, ledger_load),
      "SELECT conversation_id, state FROM ledger WHERE cleared_at IS NULL"},
-    /* the rows `herald blocked` shows (report.c), one page in conversation-id order */
+    /* the rows `herald blocked` shows (report.c), one page in conversation-id order: a compound
+     * ORDER BY the arms' primary keys merges the two index scans and stops at the limit (an outer
+     * query over the union would sort everything after ?1 for every page) */
     {offsetof(store_outbox, ledger_list),
      "SELECT conversation_id, state, code, message, user_id, user_aad_id, user_name, tenant_id, at"
-     " FROM (SELECT conversation_id, state, code, message, user_id, user_aad_id, user_name,"
-     "        tenant_id, at FROM ledger WHERE cleared_at IS NULL AND conversation_id > ?1"
-     "       UNION ALL"
-     "       SELECT id, 'uninstalled', NULL, NULL, user_id, user_aad_id, user_name, tenant_id,"
-     "        uninstalled_at FROM conversations c WHERE installed = 0 AND id > ?1 AND NOT EXISTS"
-     "        (SELECT 1 FROM ledger l WHERE l.conversation_id = c.id AND l.cleared_at IS NULL))"
-     " WHERE (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR tenant_id = ?3) AND at >= ?4"
-     " ORDER BY conversation_id LIMIT ?5"},
+     " FROM ledger WHERE cleared_at IS NULL AND conversation_id > ?1"
+     " AND (?2 IS NULL OR state = ?2) AND (?3 IS NULL OR tenant_id = ?3) AND at >= ?4"
+     " UNION ALL"
+     " SELECT id, 'uninstalled', NULL, NULL, user_id, user_aad_id, user_name, tenant_id,"
+     " uninstalled_at FROM conversations c WHERE installed = 0 AND id > ?1"
+     " AND (?2 IS NULL OR ?2 = 'uninstalled') AND (?3 IS NULL OR tenant_id = ?3)"
+     " AND uninstalled_at >= ?4 AND NOT EXISTS"
+     " (SELECT 1 FROM ledger l WHERE l.conversation_id = c.id AND l.cleared_at IS NULL)"
+     " ORDER BY 1 LIMIT ?5"},
 };
 
 #define NSTATEMENTS (sizeof statements / sizeof statements[0])

@@ -1,6 +1,7 @@
 /* test_store.c — unit tests for store.c: open and migrations, reference upsert and reads, the
  * install-signal rules, finds, filtered keyset listing, and every error path we can provoke. */
 #include "store.h"
+#include "store_outbox.h"
 #include "unit.h"
 
 /* The schema version this build migrates to (bump with each migration appended in store.c). */
@@ -1355,6 +1356,94 @@ static void clear_is_idempotent(void)
     store_close(s);
 }
 
+/* ---- the ledger as teams.ledger reads it (store_outbox.c) ---- */
+
+typedef struct ledger_seen {
+    int n;
+    char ids[8][16], states[8][16];
+    int64_t since[8];
+} ledger_seen;
+
+static int note_ledger(const store_ledger_entry *e, void *ud)
+{
+    ledger_seen *ls = ud;
+    if (ls->n < 8) {
+        snprintf(ls->ids[ls->n], sizeof ls->ids[0], "%s", e->conversation_id);
+        snprintf(ls->states[ls->n], sizeof ls->states[0], "%s", e->state);
+        ls->since[ls->n] = e->since;
+    }
+    ls->n++;
+    return 0;
+}
+
+static ledger_seen ledger_page(store_outbox *so, const char *state, const char *tenant,
+                               int64_t since, const char *after, int limit)
+{
+    ledger_seen ls = {0};
+    char *err = NULL;
+    CHECK_INT(store_ledger_list(so, state, tenant, since, after, limit, note_ledger, &ls, &err), ls.n);
+    CHECK(err == NULL);
+    free(err);
+    return ls;
+}
+
+/* Uncleared blocked/gone marks and uninstalled conversations without one, each once, in id order,
+ * paged by id, filtered by state, tenant and time; a cleared mark is gone. */
+static void ledger_list_pages_and_filters(void)
+{
+    store *s = open_mem();
+    char *err = NULL;
+    store_outbox *so = store_outbox_open(s, &err);
+    CHECK(so != NULL);
+    const char *ids[] = {"a:1", "a:2", "a:3", "a:4", "a:5"};
+    for (int i = 0; i < 5; i++) {
+        store_reference r = full_ref(ids[i]);
+        if (i == 2)
+            r.tenant_id = "tenant-2";
+        CHECK_INT(put(s, &r, STORE_SIGNAL_NONE, T0), 0);
+    }
+    store_reference r4 = full_ref("a:4"), r5 = full_ref("a:5");
+    put(s, &r4, STORE_SIGNAL_UNINSTALL, T0 + 4);
+    put(s, &r5, STORE_SIGNAL_UNINSTALL, T0 + 5);
+    CHECK_INT(store_ledger_mark(so, "a:1", "blocked", "MessageWritesBlocked", "blocked", T0 + 1, &err), 0);
+    CHECK_INT(store_ledger_mark(so, "a:2", "gone", "ConversationNotFound", "gone", T0 + 2, &err), 0);
+    CHECK_INT(store_ledger_mark(so, "a:3", "blocked", NULL, NULL, T0 + 3, &err), 0);
+    CHECK_INT(store_ledger_mark(so, "a:5", "blocked", NULL, NULL, T0 + 6, &err), 0);   /* and uninstalled */
+    CHECK_INT(store_ledger_clear(so, "a:2", T0 + 7, &err), 0);
+
+    ledger_seen all = ledger_page(so, NULL, NULL, 0, NULL, 100);
+    CHECK_INT(all.n, 4);
+    CHECK_STR(all.ids[0], "a:1");
+    CHECK_STR(all.states[0], "blocked");
+    CHECK_INT(all.since[0], T0 + 1);
+    CHECK_STR(all.ids[1], "a:3");
+    CHECK_STR(all.ids[2], "a:4");
+    CHECK_STR(all.states[2], "uninstalled");
+    CHECK_INT(all.since[2], T0 + 4);
+    CHECK_STR(all.ids[3], "a:5");
+    CHECK_STR(all.states[3], "blocked");           /* a mark wins over the uninstall, once */
+
+    ledger_seen p1 = ledger_page(so, NULL, NULL, 0, NULL, 2);
+    CHECK_INT(p1.n, 2);
+    ledger_seen p2 = ledger_page(so, NULL, NULL, 0, p1.ids[1], 2);
+    CHECK_INT(p2.n, 2);
+    CHECK_STR(p2.ids[0], "a:4");
+    CHECK_INT(ledger_page(so, NULL, NULL, 0, p2.ids[1], 2).n, 0);
+
+    CHECK_INT(ledger_page(so, "blocked", NULL, 0, NULL, 100).n, 3);
+    CHECK_INT(ledger_page(so, "uninstalled", NULL, 0, NULL, 100).n, 1);
+    CHECK_INT(ledger_page(so, "gone", NULL, 0, NULL, 100).n, 0);
+    ledger_seen t2 = ledger_page(so, NULL, "tenant-2", 0, NULL, 100);
+    CHECK_INT(t2.n, 1);
+    CHECK_STR(t2.ids[0], "a:3");
+    ledger_seen late = ledger_page(so, NULL, NULL, T0 + 4, NULL, 100);
+    CHECK_INT(late.n, 2);
+    CHECK_STR(late.ids[0], "a:4");
+
+    store_outbox_close(so);
+    store_close(s);
+}
+
 UNIT_MAIN("store",
           CASE(open_in_memory),
           CASE(open_file_sets_wal_schema_and_indexes),
@@ -1386,4 +1475,5 @@ UNIT_MAIN("store",
           CASE(batch_groups_puts_into_one_commit),
           CASE(failed_put_inside_batch_keeps_the_batch),
           CASE(zone_change_is_reported),
-          CASE(clear_is_idempotent))
+          CASE(clear_is_idempotent),
+          CASE(ledger_list_pages_and_filters))
