@@ -258,7 +258,8 @@ end
 ---   { conversations = { id, ... } }          listed conversations
 ---   { users = { "29:...", ... }, tenant = }  users, reached 1:1 (created where needed)
 ---   { team = "19:..." }                      every member of a team, 1:1
---- message is a message, or a function(recipient) returning one (personalised).
+--- message is a message, or a function(recipient) returning one (personalised); the recipient
+--- is { conversation, user, tenant, name, aad_object_id, locale, timezone } as herald knows it.
 --- The job is created whole or not at all: if this call raises, its task is cancelled or herald
 --- stops before it returns, nothing of it is sent. key (optional) makes it idempotent: a second
 --- call with the same key returns the first job's id and creates nothing.
