@@ -64,7 +64,7 @@
 ---@field conversation string the stored conversation id
 ---@field text? string message text without the bot's own mention, trimmed
 ---@field user? teams.Account the sender
----@field installer? teams.Account the user who installed the bot (on_install)
+---@field installer? teams.Account the user who installed the bot (on_install), as the activity names them; ev:installer() reads their roster record
 ---@field members? teams.Account[] the members added or removed (member hooks)
 ---@field scope "personal"|"groupChat"|"channel"
 ---@field tenant? string
@@ -98,6 +98,26 @@ function Event:reply(message, opts) end
 ---@return teams.ErrorCode? code
 ---@return teams.Details? details
 function Event:send(message, opts) end
+
+---(on_install) The installer's roster record: one Bot Connector call, made once per event.
+---@return teams.Member? member
+---@return string? err
+---@return teams.ErrorCode? code
+function Event:installer() end
+
+---(in a team) The team's name: from the activity, else one call (GET /v3/teams/{id}) per event.
+---Raises outside a team.
+---@return string? name
+---@return string? err
+---@return teams.ErrorCode? code
+function Event:team_name() end
+
+---(in a team) The channel's name: from the activity, "General" for the General channel, else one
+---call (GET /v3/teams/{id}/conversations) per event. Raises outside a team.
+---@return string? name
+---@return string? err
+---@return teams.ErrorCode? code
+function Event:channel_name() end
 
 ---@class teams
 local teams = {}
@@ -173,7 +193,8 @@ function teams.delete(conversation, target, opts) end
 
 ---Starts a 1:1 chat ({user =, tenant =}) or a channel thread ({channel =, message =}).
 ---Returns the stored conversation id and the first activity id, or nil, message, code.
----@param params {user?: string, aad_object_id?: string, tenant?: string, channel?: string, message?: teams.Message, service_url?: string}
+---user may be a member table from teams.members/member: its name and Entra id are stored.
+---@param params {user?: string|teams.Member, aad_object_id?: string, tenant?: string, channel?: string, message?: teams.Message, service_url?: string}
 ---@return string? conversation
 ---@return string? first_id_or_err
 ---@return teams.ErrorCode? code
@@ -200,11 +221,41 @@ function teams.conversation(id) end
 ---@field tenant? string
 ---@field role? string
 
----Iterates every member of a conversation or team (continuation tokens followed).
+---The iterator teams.members returns: call it (a for loop does) for the next member. A connector
+---failure ends the loop; error and code then say why (nil when the roster was read whole).
+---@class teams.MemberIterator
+---@overload fun(): teams.Member?
+---@field error? string
+---@field code? teams.ErrorCode
+
+---Iterates every member of a conversation or team (continuation tokens followed). Never raises
+---on a connector error: the loop ends and the iterator's error and code say why.
 ---@param target string
 ---@param opts? {page_size?: integer}
----@return fun(): teams.Member?
+---@return teams.MemberIterator
 function teams.members(target, opts) end
+
+---@class teams.LedgerEntry
+---@field conversation string
+---@field state "blocked"|"gone"|"uninstalled"
+---@field since integer unix ms
+---@field code? string Teams' error code of the send that marked it
+---@field last_error? string
+---@field user_id? string
+---@field user_aad_object_id? string
+---@field user_name? string
+---@field tenant? string
+
+---The iterator teams.ledger returns; a store error ends the loop and sets error and code.
+---@class teams.LedgerIterator
+---@overload fun(): teams.LedgerEntry?
+---@field error? string
+---@field code? teams.ErrorCode
+
+---Iterates the ledger `herald blocked` shows, a page of 200 at a time, in conversation-id order.
+---@param filter? {state?: "blocked"|"gone"|"uninstalled", tenant?: string, since?: integer}
+---@return teams.LedgerIterator
+function teams.ledger(filter) end
 
 ---One member by Teams id, Entra object id or UPN.
 ---@param target string
@@ -279,9 +330,19 @@ function teams.now() end
 ---@param ... any
 function teams.log(level, ...) end
 
+---What a personalised broadcast's message function is given (any field may be nil).
+---@class teams.Recipient
+---@field conversation? string
+---@field user? string
+---@field tenant? string
+---@field name? string
+---@field aad_object_id? string
+---@field locale? string
+---@field timezone? string
+
 ---@class teams.BroadcastSpec
 ---@field to {tenant?: string, scope?: string, conversations?: teams.Conversation[], users?: string[], team?: string}
----@field message teams.Message|fun(recipient: table): teams.Message?
+---@field message teams.Message|fun(recipient: teams.Recipient): teams.Message?
 ---@field category? string
 ---@field name? string
 ---@field key? string
