@@ -6,6 +6,8 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#define CONFIG_SETTINGS_MAX 96      /* rows in config_settings(); a unit test keeps it enough */
+
 typedef struct config {
     const char *command;          /* "run", "check", "outbox", "blocked", "deliveries" */
     const char *format;           /* reports: "text" (default), "json", "csv" */
@@ -86,31 +88,71 @@ typedef struct config {
     long max_queued_per_tenant;   /* HERALD_MAX_QUEUED_PER_TENANT, default 10000 */
     long max_queued_total;        /* HERALD_MAX_QUEUED_TOTAL, default 50000 */
     long db_check_max_mb;         /* HERALD_DB_CHECK_MAX_MB: quick_check at start up to this size */
+    unsigned char from[CONFIG_SETTINGS_MAX]; /* CONFIG_FROM_* per row of config_settings() */
 } config;
 
-/* One numeric setting: config_load reads name from the environment, refuses a value outside
- * [min, max] naming the setting and its range, and stores it (def when unset) in the field at
- * offset, converted by kind. */
-typedef enum config_kind {
+/* The table of settings (src/config.c), in the manner of Redis's static_configs[]: one row per
+ * setting, read by config_load (defaults, then the environment, then flags), by `herald check`
+ * (config_report), by `herald --help` and by `herald config --markdown`, which prints the README's
+ * configuration tables. A test fails when README and the rows disagree. */
+typedef enum config_kind {        /* how a CONFIG_T_NUMBER row's field holds its value */
     CONFIG_LONG,                  /* long */
     CONFIG_INT,                   /* int */
     CONFIG_SIZE,                  /* size_t */
     CONFIG_MB,                    /* size_t holding bytes; the setting is in MiB */
 } config_kind;
 
-typedef struct config_limit {
-    const char *name;
-    long min, max, def;
+typedef enum config_type {
+    CONFIG_T_NUMBER,              /* an integer within [min, max], stored by kind */
+    CONFIG_T_STRING,              /* const char *, pointing into the environment or argv */
+    CONFIG_T_ENUM,                /* a string, one of words ("a|b"); checked where it is used */
+    CONFIG_T_URL,                 /* a string; https, or http to loopback (config_validate) */
+    CONFIG_T_URLS,                /* comma-separated URLs, each checked like CONFIG_T_URL */
+    CONFIG_T_PATH,                /* char *, an owned copy */
+    CONFIG_T_HOSTPORT,            /* HOST:PORT into char *host (owned) and int port at offset2 */
+    CONFIG_T_BOOL,                /* int; the values in words turn the default around */
+    CONFIG_T_EXTERNAL,            /* read where it is used (getenv); a row so that it is known */
+} config_type;
+
+enum {
+    CONFIG_SECRET = 1,            /* never printed: `herald check` shows "(set)" */
+    CONFIG_TEST = 2,              /* a test hook: its own README table, never for production */
+    CONFIG_PREFIX = 4,            /* name is a prefix: a family of variables (NAME_<X>) */
+};
+
+typedef struct config_setting {
+    const char *name;             /* the environment variable, looked up first */
+    long min, max, def;           /* CONFIG_T_NUMBER: range and default (in unit) */
     const char *unit;
     config_kind kind;
-    size_t offset;
-} config_limit;
+    size_t offset;                /* the config field it fills */
+    config_type type;
+    const char *alias[2];         /* further environment names, looked up after name in order */
+    const char *flag;             /* command-line flag (run, check and the reports), or NULL */
+    const char *metavar;          /* the flag's value, as --help and README show it */
+    const char *dflt;             /* the default of a non-numeric row, as config_load applies it */
+    const char *shown;            /* the default as README shows it (markdown); NULL: from dflt */
+    const char *words;            /* ENUM: the choices; BOOL: the values that flip the default */
+    unsigned flags;               /* CONFIG_SECRET | CONFIG_TEST | CONFIG_PREFIX */
+    size_t offset2;               /* CONFIG_T_HOSTPORT: the port */
+    const char *label;            /* `herald check`'s name for it */
+    const char *help;             /* what it does (markdown: README's meaning column) */
+} config_setting;
 
-/* The table of every numeric setting (*n rows), for tests and `herald check`. */
+/* A numeric row (the name predates the table of every setting). */
+typedef config_setting config_limit;
+
+/* Every row (*n of them). */
+const config_setting *config_settings(size_t *n);
+
+/* The numeric rows (*n), a contiguous part of config_settings(), for tests and `herald check`. */
 const config_limit *config_limits(size_t *n);
 
 /* The value row l holds in cfg, in the setting's unit. */
 long config_limit_value(const config *cfg, const config_limit *l);
+
+/* Where each setting's value came from, indexed like config_settings(). */
+enum { CONFIG_FROM_DEFAULT = 0, CONFIG_FROM_NAME = 1, /* 2, 3: alias[0], alias[1] */ CONFIG_FROM_FLAG = 4 };
 
 /* Fills cfg from defaults, the environment and argv. Returns 0 to run, 1 when the command was
  * fully handled (help, version: exit 0), -1 on a usage error with *err set (malloc'd). */
@@ -122,8 +164,23 @@ int config_validate(const config *cfg, char **err);
 
 void config_free(config *cfg);
 
-/* Writes the effective configuration (secrets masked) for `herald check`. */
-void config_print(const config *cfg, FILE *out);
+/* Writes the effective configuration for `herald check`: every row once, with its value (or
+ * default) and the variable or flag it came from; secrets show only "(set)". */
+void config_report(FILE *out, const config *cfg);
+
+/* Warns (through warn, one message each) about every HERALD_* variable in envp that names no
+ * setting, naming the closest known one: "unknown setting HERALD_TASK_SLICE (did you mean
+ * HERALD_TASK_SLICE_MS?)". Returns how many it warned about. */
+int config_warn_unknown(char *const *envp, void (*warn)(const char *msg));
+
+/* Writes README's configuration tables (`herald config --markdown`). */
+void config_markdown(FILE *out);
+
+/* Writes every environment name herald knows, one a line (`herald config --names`). */
+void config_names(FILE *out);
+
+/* Writes `herald --help`: the usage, then every setting with its default. */
+void config_help(FILE *out);
 
 /* 1 when url is https, or plain http to a loopback host. */
 int config_url_allowed(const char *url);

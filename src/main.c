@@ -713,6 +713,12 @@ static int new_project(int argc, char **argv)
     return 0;
 }
 
+/* A misspelt HERALD_* variable would otherwise be ignored without a word. */
+static void warn_setting(const char *msg)
+{
+    log_warn("%s", msg);
+}
+
 int main(int argc, char **argv)
 {
     config cfg;
@@ -735,6 +741,8 @@ int main(int argc, char **argv)
         config_free(&cfg);
         return 2;
     }
+    if (strcmp(cfg.command, "run") == 0 || strcmp(cfg.command, "check") == 0)
+        config_warn_unknown(environ, warn_setting);
     if (strcmp(cfg.command, "reload") == 0) {
         curl_global_init(CURL_GLOBAL_DEFAULT);
         rc = admin_command(&cfg, "/-/reload", "");
@@ -769,7 +777,7 @@ int main(int argc, char **argv)
             free(err);
             rc = 1;
         } else {
-            config_print(&cfg, stdout);
+            config_report(stdout, &cfg);
         }
         if (access(cfg.script, R_OK) == 0) {
             fflush(stdout);
