@@ -190,7 +190,7 @@ static int admin_target(config *cfg, int tcp, const char *db, char **err)
 #define AT(field) .offset = offsetof(config, field)
 #define NUM(nm, lo, hi, d, u, k, field, text) \
     {.name = nm, .min = lo, .max = hi, .def = d, .unit = u, .kind = k, AT(field), \
-     .type = CONFIG_T_NUMBER, .help = text}
+     .type = CONFIG_T_NUMBER, .label = nm, .help = text}
 
 /* Every setting, one row each: its variables, flag, type, default, range, whether it is secret,
  * and what it does. This table is the only place a setting, a default or a bound is written:
@@ -676,16 +676,19 @@ void config_report(FILE *out, const config *cfg)
         if (s->type == CONFIG_T_NUMBER)
             continue;
         fprintf(out, "  %-22s %s  (", s->label, setting_value(cfg, i, buf, sizeof buf));
-        if (cfg->from[i] == CONFIG_FROM_FLAG)
-            fprintf(out, "from %s", s->flag);
-        else if (cfg->from[i] != CONFIG_FROM_DEFAULT)
-            fprintf(out, "from %s", cfg->from[i] == CONFIG_FROM_NAME ? s->name
-                                                                    : s->alias[cfg->from[i] - 2]);
-        else {
-            fputs(s->type == CONFIG_T_EXTERNAL ? "" : "default: ", out);
-            if (s->flag)
-                fprintf(out, "%s, ", s->flag);
-            put_names(out, s, " / ", "");
+        /* where the value came from, then the setting's other names: each name once */
+        const char *names[4] = {s->flag, s->name, s->alias[0], s->alias[1]};
+        int from = cfg->from[i] == CONFIG_FROM_FLAG ? 0 : cfg->from[i], sep = 0;
+        if (cfg->from[i] != CONFIG_FROM_DEFAULT)
+            fprintf(out, "from %s", names[from]);
+        else
+            fputs(s->type == CONFIG_T_EXTERNAL ? "" : "default", out);
+        for (int k = 0; k < 4; k++) {
+            if (!names[k] || (cfg->from[i] != CONFIG_FROM_DEFAULT && k == from))
+                continue;
+            fputs(sep++ ? ", " : s->type == CONFIG_T_EXTERNAL && cfg->from[i] == CONFIG_FROM_DEFAULT
+                                     ? "" : "; ", out);
+            fprintf(out, "%s%s", names[k], (s->flags & CONFIG_PREFIX) && k == 1 ? "<NAME>" : "");
         }
         fputs(s->flags & CONFIG_TEST ? "; test only)\n" : ")\n", out);
     }
