@@ -1,5 +1,7 @@
-/* config.c — parses defaults, then environment, then flags into a config, and validates the whole.
- * Secrets are only ever stored, never printed; every limit has a name and a default here. */
+/* config.c — the table of every setting (one row each: variables, flag, type, default, range,
+ * secret, help) and what reads it: config_load (defaults, then environment, then flags; flags win),
+ * `herald check`, `herald --help`, README's tables (`herald config --markdown`) and the warning
+ * about unknown HERALD_* variables. Secrets are only ever stored, never printed. */
 #include "config.h"
 
 #include <arpa/inet.h>
@@ -764,7 +766,7 @@ void config_help(FILE *out)
             continue;
         fputs("  ", out);
         if (s->flag)
-            fprintf(out, "%s, ", s->flag);
+            fprintf(out, "%s%s%s, ", s->flag, s->metavar ? " " : "", s->metavar ? s->metavar : "");
         put_names(out, s, " / ", "");
         fputs(": ", out);
         if (s->type == CONFIG_T_NUMBER)
