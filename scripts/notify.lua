@@ -21,6 +21,14 @@ teams.frequency_cap(CATEGORY, { max = 20, per = 3600, over = "defer" })
 
 local function build_card(p)
   local failed = p.status == "failed"
+  -- a list built by appending: { p.url and {...} or nil, ... } would leave a hole when there is
+  -- no url (teams.card drops holes, but the list says what it holds)
+  local actions = {}
+  if p.url then
+    actions[#actions + 1] = { type = "Action.OpenUrl", title = "Open the build", url = p.url }
+  end
+  actions[#actions + 1] =
+    { type = "Action.Submit", title = "Stop these", data = { action = "opt_out", category = CATEGORY } }
   return teams.card({
     { type = "TextBlock", size = "Medium", weight = "Bolder", wrap = true,
       color = failed and "Attention" or "Good",
@@ -34,10 +42,7 @@ local function build_card(p)
     { type = "TextBlock", isSubtle = true, size = "Small", wrap = true,
       text = "You get this because you subscribed to build notifications. "
         .. "Use \"Stop these\" to unsubscribe." },
-  }, {
-    p.url and { type = "Action.OpenUrl", title = "Open the build", url = p.url } or nil,
-    { type = "Action.Submit", title = "Stop these", data = { action = "opt_out", category = CATEGORY } },
-  })
+  }, actions)
 end
 
 -- POST /api/notify/build: tell every subscribed personal chat; the answer is the broadcast id.

@@ -20,9 +20,12 @@ local function reply_help(ev)
   }, "\n") }
 end
 
+-- Tried in this order, first match wins: a list, because pairs() over a table keyed by pattern
+-- visits them in no defined order, and the catch-all "remind me ..." must come last.
 local handlers = {}
+local function on(pattern, fn) handlers[#handlers + 1] = { pattern = pattern, fn = fn } end
 
-handlers["^remind me at (%d%d?):(%d%d) to (.+)$"] = function(ev, h, m, what)
+on("^remind me at (%d%d?):(%d%d) to (.+)$", function(ev, h, m, what)
   h, m = tonumber(h), tonumber(m)
   if h > 23 or m > 59 then return ev:reply("That is not a time of day.") end
   local zone = zone_of(ev)
@@ -34,31 +37,31 @@ handlers["^remind me at (%d%d?):(%d%d) to (.+)$"] = function(ev, h, m, what)
   }
   if not next_fire then return ev:reply("I could not schedule that: " .. tostring(code)) end
   ev:reply(("OK, I will remind you at %02d:%02d (%s) to %s."):format(h, m, zone, what))
-end
+end)
 
-handlers["^remind me in (%d+) minutes? to (.+)$"] = function(ev, n, what)
+on("^remind me in (%d+) minutes? to (.+)$", function(ev, n, what)
   local at = os.date("!%Y-%m-%dT%H:%M:%SZ", teams.now() // 1000 + tonumber(n) * 60)
   local _, next_fire = teams.schedule {
     handler = "reminder", at = at, conversation = ev.conversation, payload = { what = what },
   }
   if not next_fire then return ev:reply("I could not schedule that.") end
   ev:reply(("OK, in %d minute%s I will remind you to %s."):format(n, n == "1" and "" or "s", what))
-end
+end)
 
-handlers["^daily digest$"] = function(ev)
+on("^daily digest$", function(ev)
   teams.schedule {
     id = "digest:" .. ev.conversation, handler = "digest", cron = "0 9 * * *", tz = "user",
     conversation = ev.conversation, missed = "skip",
   }
   ev:reply(("Daily digest on: every day at 09:00 %s."):format(zone_of(ev)))
-end
+end)
 
-handlers["^stop digest$"] = function(ev)
+on("^stop digest$", function(ev)
   local existed = teams.schedule.cancel("digest:" .. ev.conversation)
   ev:reply(existed and "Daily digest stopped." or "You had no daily digest.")
-end
+end)
 
-handlers["^my reminders$"] = function(ev)
+on("^my reminders$", function(ev)
   local lines = {}
   for _, s in ipairs(teams.schedule.list { conversation = ev.conversation }) do
     local what = s.handler == "digest" and "daily digest"
@@ -66,13 +69,19 @@ handlers["^my reminders$"] = function(ev)
     lines[#lines + 1] = ("- %s: next %s UTC"):format(what, os.date("!%Y-%m-%d %H:%M", s.next_fire))
   end
   ev:reply(#lines > 0 and table.concat(lines, "\n") or "Nothing scheduled.")
-end
+end)
+
+-- last: any other "remind me ..." gets the two forms it can use, not the general help
+on("^remind me ", function(ev)
+  ev:reply { markdown = true, text = "Tell me when: **remind me at 9:00 to** ... or "
+    .. "**remind me in 10 minutes to** ..." }
+end)
 
 teams.on_message(function(ev)
   local text = (ev.text or ""):lower()
-  for pattern, fn in pairs(handlers) do
-    local caps = { text:match(pattern) }
-    if caps[1] then return fn(ev, table.unpack(caps)) end
+  for _, h in ipairs(handlers) do
+    local caps = { text:match(h.pattern) }
+    if caps[1] then return h.fn(ev, table.unpack(caps)) end
   end
   reply_help(ev)
 end)

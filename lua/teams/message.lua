@@ -11,12 +11,46 @@ local KNOWN = {
   channel_data = true, entities = true, suggested_actions = true,
 }
 
+-- A list argument without its nil holes, order kept: { cond and x or nil, y } is { y } when cond
+-- is false (a hole would reach Teams as JSON null). nil stays nil; a table with keys other than
+-- 1..n is refused, naming what (an object where a list belongs would reach Teams as one).
+local function compact(list, what, level)
+  if list == nil then return nil end
+  if type(list) ~= "table" then error(("%s must be a list, got %s"):format(what, type(list)), level + 1) end
+  local max, n = 0, 0
+  for k in pairs(list) do
+    if math.type(k) ~= "integer" or k < 1 then
+      error(("%s must be a list, but it has the key %s"):format(what,
+        type(k) == "string" and ("'" .. k .. "'") or tostring(k)), level + 1)
+    end
+    n = n + 1
+    if k > max then max = k end
+  end
+  if max == n then return list end
+  local out = {}
+  for i = 1, max do
+    if list[i] ~= nil then out[#out + 1] = list[i] end
+  end
+  return out
+end
+
 --- An Adaptive Card attachment from a card body: teams.card{ {type="TextBlock", text="hi"} } or a
---- full card table (with type = "AdaptiveCard").
-function M.card(card, actions)
-  if type(card) ~= "table" then error("teams.card expects a table", 2) end
+--- full card table (with type = "AdaptiveCard"). nil holes in the body and actions lists are
+--- dropped, so { cond and {...} or nil, {...} } leaves out what cond rules out.
+function M.card(card, actions, level)
+  level = (level or 1) + 1
+  if type(card) ~= "table" then error("teams.card expects a table", level) end
   if card.type ~= "AdaptiveCard" then
-    card = { type = "AdaptiveCard", body = card, actions = actions }
+    card = { type = "AdaptiveCard",
+             body = compact(card, "teams.card: the body (a list of elements, or a card with "
+               .. "type = \"AdaptiveCard\")", level),
+             actions = compact(actions, "teams.card: actions", level) }
+  else
+    local full = {}
+    for k, v in pairs(card) do full[k] = v end
+    full.body = compact(card.body, "teams.card: the card's body", level)
+    full.actions = compact(card.actions, "teams.card: the card's actions", level)
+    card = full
   end
   card["$schema"] = card["$schema"] or "http://adaptivecards.io/schemas/adaptive-card.json"
   card.version = card.version or "1.5"
@@ -34,8 +68,42 @@ function M.mention(user)
   return text, { id = user.id, name = name, text = text }
 end
 
+local check_lists
+
 local function fail(level, fmt, ...)
   error("message: " .. fmt:format(...), level + 1)
+end
+
+-- Any table below the activity with integer keys must be a list 1..n: a hole would be sent as
+-- JSON null and a mix of keys as an object with "1", "2" keys, which Teams rejects or misreads.
+-- Raises naming the field and index (cjson.null, put there on purpose, is left alone).
+check_lists = function(t, path, level, depth)
+  if depth > 64 then fail(level, "%s is nested too deeply", path) end
+  local max, n, other = 0, 0, nil
+  for k, v in pairs(t) do
+    if math.type(k) == "integer" and k >= 1 then
+      n = n + 1
+      if k > max then max = k end
+    elseif other == nil then
+      other = k
+    end
+    if type(v) == "table" then
+      local sub = math.type(k) == "integer" and ("%s[%d]"):format(path, k)
+        or (path == "" and tostring(k) or path .. "." .. tostring(k))
+      check_lists(v, sub, level + 1, depth + 1)
+    end
+  end
+  if n > 0 and other ~= nil then
+    fail(level, "%s mixes list items and the key '%s' (a list, or a table with names, not both)",
+      path, tostring(other))
+  end
+  if max ~= n then
+    for i = 1, max do
+      if t[i] == nil then
+        fail(level, "%s[%d] is nil: a hole in a list (would be sent as null)", path, i)
+      end
+    end
+  end
 end
 
 --- Builds the activity table. ctx: from, conversation (id), reply_to, id.
@@ -53,10 +121,17 @@ function M.build(msg, ctx, level)
   end
   if msg.text_format then a.textFormat = msg.text_format
   elseif msg.markdown then a.textFormat = "markdown" end
+  -- the list fields lose their nil holes (order kept), as teams.card's arguments do
   local att = {}
-  if msg.card then att[#att + 1] = msg.card.contentType and msg.card or M.card(msg.card) end
-  for _, c in ipairs(msg.cards or {}) do att[#att + 1] = c.contentType and c or M.card(c) end
-  for _, c in ipairs(msg.attachments or {}) do
+  if msg.card ~= nil then
+    if type(msg.card) ~= "table" then fail(level, "'card' must be a table") end
+    att[#att + 1] = msg.card.contentType and msg.card or M.card(msg.card, nil, level)
+  end
+  for i, c in ipairs(compact(msg.cards, "message: 'cards'", level) or {}) do
+    if type(c) ~= "table" then fail(level, "cards[%d] must be a table", i) end
+    att[#att + 1] = c.contentType and c or M.card(c, nil, level)
+  end
+  for _, c in ipairs(compact(msg.attachments, "message: 'attachments'", level) or {}) do
     if type(c) ~= "table" or type(c.contentType) ~= "string" then
       fail(level, "each attachment needs a contentType")
     end
@@ -68,7 +143,7 @@ function M.build(msg, ctx, level)
     fail(level, "needs 'text' or at least one card/attachment")
   end
   local entities = {}
-  for _, m in ipairs(msg.mentions or {}) do
+  for _, m in ipairs(compact(msg.mentions, "message: 'mentions'", level) or {}) do
     if type(m) ~= "table" or type(m.id) ~= "string" then fail(level, "each mention needs an 'id'") end
     local text = m.text or ("<at>" .. (m.name or m.id) .. "</at>")
     if not (a.text or ""):find(text, 1, true) then
@@ -77,7 +152,9 @@ function M.build(msg, ctx, level)
     entities[#entities + 1] = { type = "mention", text = text,
       mentioned = { id = m.id, name = m.name or m.id } }
   end
-  for _, e in ipairs(msg.entities or {}) do entities[#entities + 1] = e end
+  for _, e in ipairs(compact(msg.entities, "message: 'entities'", level) or {}) do
+    entities[#entities + 1] = e
+  end
   if #entities > 0 then a.entities = entities end
   if msg.summary then a.summary = msg.summary end
   if msg.importance then a.importance = msg.importance end
@@ -94,6 +171,7 @@ function M.build(msg, ctx, level)
     if ctx.reply_to then a.replyToId = ctx.reply_to end
     if ctx.id then a.id = ctx.id end
   end
+  check_lists(a, "", level + 1, 0)
   return a
 end
 

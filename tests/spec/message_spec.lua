@@ -70,3 +70,62 @@ describe("teams.message.build", function()
     assert.equal("a:1", back.conversation.id)
   end)
 end)
+
+-- Issue 12, bug 1: a nil hole in a list reached Teams as JSON null ("actions":[null,{...}]).
+describe("lists with holes", function()
+  local submit = { type = "Action.Submit", title = "Stop" }
+  local function no_null(a) assert.is_nil(cjson.encode(a):find("null", 1, true)) end
+
+  it("teams.card drops nil holes in its body and actions, keeping the order", function()
+    local url = nil
+    local att = message.card({ { type = "TextBlock", text = "a" }, nil, { type = "TextBlock", text = "b" } },
+      { url and { type = "Action.OpenUrl", url = url } or nil, submit })
+    assert.same({ submit }, att.content.actions)
+    assert.same({ "a", "b" }, { att.content.body[1].text, att.content.body[2].text })
+    no_null(att)
+  end)
+
+  it("teams.card drops holes in a full card's body and actions too", function()
+    local att = message.card { type = "AdaptiveCard", body = { nil, { type = "TextBlock", text = "x" } },
+                               actions = { nil, submit } }
+    assert.equal(1, #att.content.body)
+    assert.same({ submit }, att.content.actions)
+  end)
+
+  it("message building drops holes in card, cards, attachments, mentions and entities", function()
+    local a = message.build { text = "hi", card = { nil, { type = "TextBlock", text = "x" } },
+                              cards = { nil, { { type = "TextBlock", text = "y" } } },
+                              entities = { nil, { type = "clientInfo" } } }
+    assert.equal(2, #a.attachments)
+    assert.equal("x", a.attachments[1].content.body[1].text)
+    assert.equal(1, #a.entities)
+    no_null(a)
+  end)
+
+  it("raises naming the field and index for a hole anywhere else", function()
+    local ok, err = pcall(message.build, { text = "x", attachments = {
+      { contentType = "application/vnd.microsoft.card.adaptive",
+        content = { type = "AdaptiveCard", body = { { type = "ColumnSet", columns = { nil, {} } } } } } } })
+    assert.is_false(ok)
+    assert.matches("attachments[1].content.body[1].columns[1] is nil", err, 1, true)
+  end)
+
+  it("raises for a list mixed with named keys (it would be sent as an object)", function()
+    local ok, err = pcall(message.build, { text = "x", channel_data = { list = { "a", b = 1 } } })
+    assert.is_false(ok)
+    assert.matches("channelData.list mixes list items and the key 'b'", err, 1, true)
+  end)
+
+  it("teams.card refuses a single element where the body list belongs", function()
+    assert.has_error(function() message.card { type = "TextBlock", text = "x" } end)
+  end)
+
+  it("an error points at the caller's line", function()
+    local ok, err = pcall(function()
+      local a = message.build({ text = "x", channel_data = { l = { nil, 1 } } }, nil, 1)
+      return a
+    end)
+    assert.is_false(ok)
+    assert.matches("message_spec.lua:%d+: message: channelData.l%[1%] is nil", err)
+  end)
+end)

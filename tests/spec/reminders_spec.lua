@@ -32,6 +32,12 @@ describe("reminders.lua", function()
     assert.replied(conv, "**remind me in 10 minutes to** stretch")
   end)
 
+  it("answers an unreadable \"remind me ...\" with the two forms it understands", function()
+    say("remind me tomorrow to call Ann")
+    assert.replied(conv, "Tell me when: **remind me at 9:00 to** ...")
+    assert.equal(0, #bot:schedules(conv))
+  end)
+
   it("fires a \"9:00 local\" reminder at 09:00 EST before the DST change", function()
     say("remind me at 9:00 to water the plants")
     assert.replied(conv, "OK, I will remind you at 09:00 (America/New_York) to water the plants.")
@@ -154,4 +160,50 @@ describe("reminders.lua", function()
     local digest = bot:schedule("digest:" .. conv)
     assert.equal(2, digest.runs)
   end)
+end)
+
+-- Issue 12, bug 1: the commands were tried in pairs() order, which Lua leaves undefined; with a
+-- catch-all among them, which one answered depended on the table's hashing. The script is run
+-- here outside the kit, with a stub `teams`, under pairs() in both directions: the answer must
+-- not change.
+describe("reminders.lua dispatch order", function()
+  local function run(text, reverse)
+    local on_message
+    local scheduled, replies = {}, {}
+    local stub = {
+      conversation = function() return nil end,
+      now = function() return 0 end,
+      on_message = function(fn) on_message = fn end,
+      on_install = function() end,
+      on_schedule = function() end,
+      schedule = setmetatable({ cancel = function() return false end, list = function() return {} end },
+        { __call = function(_, s) scheduled[#scheduled + 1] = s; return s.id, 1 end }),
+    }
+    local function ordered_pairs(t)
+      local keys = {}
+      for k in next, t do keys[#keys + 1] = k end
+      local i, n, step = reverse and #keys + 1 or 0, #keys, reverse and -1 or 1
+      return function()
+        i = i + step
+        if i < 1 or i > n then return nil end
+        return keys[i], t[keys[i]]
+      end, t, nil
+    end
+    local env = setmetatable({ require = function() return stub end, pairs = ordered_pairs },
+      { __index = _G })
+    assert(loadfile("scripts/reminders.lua", "t", env))()
+    on_message({ text = text, conversation = "a:29:megan",
+                 reply = function(_, m) replies[#replies + 1] = m end })
+    return scheduled, replies
+  end
+
+  for _, reverse in ipairs { false, true } do
+    it("schedules \"remind me at 9:00 to ...\" whatever pairs() order (reverse = " .. tostring(reverse) .. ")",
+      function()
+        local scheduled, replies = run("remind me at 9:00 to stretch", reverse)
+        assert.equal(1, #scheduled)
+        assert.equal("0 9 * * *", scheduled[1].cron)
+        assert.matches("OK, I will remind you at 09:00", replies[1], 1, true)
+      end)
+  end
 end)
