@@ -708,6 +708,10 @@ static void push_reference(lua_State *L, const store_reference *r)
     }
 }
 
+/* runtime.h: the same table for teams.testing's views (bot:conversation), so the kit's shape
+ * cannot drift from what a script gets. */
+void lua_teams_push_reference(struct lua_State *L, const store_reference *r) { push_reference(L, r); }
+
 /* Pushes the found reference, nil when absent; raises on a store error. */
 static int push_lookup(lua_State *L, int found, store_reference *r, char *err)
 {

@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define HOST_MT "herald.testing.host"
 
@@ -42,9 +43,18 @@ typedef struct fake_rule {
 
 typedef struct fake_record {
     char *method, *url, *path, *body;
+    char *answer;                 /* the body the fake answered with (NULL: none, reset/timeout) */
     int64_t at;                   /* wall ms */
     long status;
 } fake_record;
+
+/* What the fake knows of rosters, channels and teams, set from Lua (bot:roster, bot:channels,
+ * bot:team_details and what activities showed): "members:<conversation id>" → a JSON array of
+ * Teams members, "pagesize:<conversation id>" → the largest page it answers, "channels:<team id>"
+ * → a JSON array of channels, "team:<team id>" → the team's JSON object. */
+typedef struct fake_datum {
+    char *key, *value;
+} fake_datum;
 
 typedef struct host {
     runtime rt;
@@ -55,7 +65,10 @@ typedef struct host {
     fake_record *recs;
     int nrecs, caprecs;
     long next_id;
-    char *default_tz;             /* owned copy of the option */
+    fake_datum *data;
+    int ndata;
+    char *default_tz;             /* owned copies of options */
+    char *app_id;
     char **logs;
     int nlogs, caplogs;
     lua_State *L;                 /* busted's state, for nothing but errors */
@@ -90,17 +103,178 @@ static char *fmt(const char *f, ...)
     return s;
 }
 
+static const char *datum(const host *h, const char *kind, const char *id, size_t id_len)
+{
+    size_t kl = strlen(kind);
+    for (int i = 0; i < h->ndata; i++) {
+        const char *k = h->data[i].key;
+        if (strncmp(k, kind, kl) == 0 && k[kl] == ':' && strlen(k + kl + 1) == id_len &&
+            strncmp(k + kl + 1, id, id_len) == 0)
+            return h->data[i].value;
+    }
+    return NULL;
+}
+
+static void not_faked(http_fake_answer *a)
+{
+    a->status = 404;
+    a->body = strdup("{\"error\":{\"code\":\"NotFound\",\"message\":\"not faked\"}}");
+}
+
+static void answer_json(http_fake_answer *a, long status, json_t *doc)
+{
+    a->status = status;
+    a->body = doc ? json_dumps(doc, JSON_COMPACT) : NULL;
+    if (!a->body)
+        not_faked(a);
+    json_decref(doc);
+}
+
+/* A query parameter's value (the path is already decoded), or NULL. */
+static char *query_param(const char *path, const char *name)
+{
+    const char *q = strchr(path, '?');
+    size_t n = strlen(name);
+    for (const char *p = q; p; p = strchr(p + 1, '&')) {
+        if (strncmp(p + 1, name, n) == 0 && p[1 + n] == '=')
+            return strndup(p + 2 + n, strcspn(p + 2 + n, "&"));
+    }
+    return NULL;
+}
+
+/* GET on a roster: /v3/conversations/{id}/pagedmembers, /members, /members/{member}. rest is
+ * what follows "/v3/conversations/". Returns 0 when it is not a roster read. */
+static int roster_answer(const host *h, const char *rest, http_fake_answer *a)
+{
+    size_t id_len = strcspn(rest, "/?");
+    const char *tail = rest + id_len;
+    size_t base_len = id_len;
+    const char *mid = memmem(rest, id_len, ";messageid=", 11);  /* a thread: its channel's roster */
+    if (mid)
+        base_len = (size_t)(mid - rest);
+    int paged = strncmp(tail, "/pagedmembers", 13) == 0 && (tail[13] == 0 || tail[13] == '?');
+    int all = strcmp(tail, "/members") == 0 || strcmp(tail, "/members/") == 0;
+    int one = !all && strncmp(tail, "/members/", 9) == 0;
+    if (!paged && !all && !one)
+        return 0;
+    const char *list = datum(h, "members", rest, base_len);
+    json_t *members = list ? json_loads(list, 0, NULL) : NULL;
+    if (!json_is_array(members)) {
+        json_decref(members);
+        a->status = 404;
+        a->body = strdup("{\"error\":{\"code\":\"NotFound\",\"message\":\"not faked: no roster for "
+                         "this conversation (bot:roster)\"}}");
+        return 1;
+    }
+    if (all) {
+        answer_json(a, 200, members);
+        return 1;
+    }
+    if (one) {
+        const char *want = tail + 9;
+        size_t i;
+        json_t *m;
+        json_array_foreach(members, i, m) {
+            const char *keys[] = {"id", "aadObjectId", "objectId", "userPrincipalName", "email"};
+            for (size_t k = 0; k < sizeof keys / sizeof *keys; k++) {
+                const char *v = json_string_value(json_object_get(m, keys[k]));
+                if (v && strcasecmp(v, want) == 0) {
+                    answer_json(a, 200, json_incref(m));
+                    json_decref(members);
+                    return 1;
+                }
+            }
+        }
+        json_decref(members);
+        a->status = 404;
+        a->body = strdup("{\"error\":{\"code\":\"MemberNotFoundInConversation\","
+                         "\"message\":\"The member was not found in the conversation.\"}}");
+        return 1;
+    }
+    /* a page: pageSize as asked, no more than the roster's own page size; the continuation token
+     * is the offset of the next page, opaque to the runtime */
+    char *size_s = query_param(tail, "pageSize"), *token = query_param(tail, "continuationToken");
+    long size = size_s ? strtol(size_s, NULL, 10) : 200;
+    const char *cap = datum(h, "pagesize", rest, base_len);
+    if (cap && strtol(cap, NULL, 10) > 0 && strtol(cap, NULL, 10) < size)
+        size = strtol(cap, NULL, 10);
+    if (size < 1)
+        size = 1;
+    long from = 0;
+    if (token && strncmp(token, "kit-page-", 9) == 0)
+        from = strtol(token + 9, NULL, 10);
+    int bad_token = token && (strncmp(token, "kit-page-", 9) != 0 || from < 0 ||
+                              (size_t)from > json_array_size(members));
+    free(size_s);
+    free(token);
+    if (bad_token) {
+        json_decref(members);
+        a->status = 400;
+        a->body = strdup("{\"error\":{\"code\":\"BadArgument\",\"message\":\"invalid continuation token\"}}");
+        return 1;
+    }
+    json_t *page = json_array();
+    size_t n = json_array_size(members);
+    for (size_t i = (size_t)from; i < n && i < (size_t)(from + size); i++)
+        json_array_append(page, json_array_get(members, i));
+    json_t *doc = json_object();
+    json_object_set_new(doc, "members", page);
+    if ((size_t)(from + size) < n) {
+        char *next = fmt("kit-page-%ld", from + size);
+        json_object_set_new(doc, "continuationToken", json_string(next ? next : ""));
+        free(next);
+    }
+    json_decref(members);
+    answer_json(a, 200, doc);
+    return 1;
+}
+
+/* GET /v3/teams/{id} and /v3/teams/{id}/conversations. */
+static void team_answer(const host *h, const char *rest, http_fake_answer *a)
+{
+    size_t id_len = strcspn(rest, "/?");
+    const char *tail = rest + id_len;
+    if (strcmp(tail, "/conversations") == 0) {
+        const char *list = datum(h, "channels", rest, id_len);
+        json_t *channels = list ? json_loads(list, 0, NULL) : NULL;
+        if (json_is_array(channels)) {
+            json_t *doc = json_object();
+            json_object_set_new(doc, "conversations", channels);
+            answer_json(a, 200, doc);
+            return;
+        }
+        json_decref(channels);
+    } else if (*tail == 0 || *tail == '?') {
+        const char *team = datum(h, "team", rest, id_len);
+        json_t *doc = team ? json_loads(team, 0, NULL) : NULL;
+        if (json_is_object(doc)) {
+            answer_json(a, 200, doc);
+            return;
+        }
+        json_decref(doc);
+    }
+    a->status = 404;
+    a->body = strdup("{\"error\":{\"code\":\"NotFound\",\"message\":\"not faked: no such team "
+                     "(bot:team_details, bot:channels)\"}}");
+}
+
 /* What Teams answers when no rule says otherwise. */
 static void default_answer(host *h, const char *method, const char *path, const char *body,
                            size_t len, http_fake_answer *a)
 {
+    const char *teams = strstr(path, "/v3/teams/");
+    if (teams && strcmp(method, "GET") == 0) {
+        team_answer(h, teams + strlen("/v3/teams/"), a);
+        return;
+    }
     const char *conv = strstr(path, "/v3/conversations");
     if (!conv) {
-        a->status = 404;
-        a->body = strdup("{\"error\":{\"code\":\"NotFound\",\"message\":\"not faked\"}}");
+        not_faked(a);
         return;
     }
     conv += strlen("/v3/conversations");
+    if (strcmp(method, "GET") == 0 && *conv == '/' && roster_answer(h, conv + 1, a))
+        return;
     if (strcmp(method, "POST") == 0 && (*conv == 0 || strcmp(conv, "/") == 0)) {
         json_error_t jerr;
         json_t *p = json_loadb(body, len, 0, &jerr);
@@ -179,6 +353,7 @@ static void fake(const char *method, const char *url, const char *const *headers
     rec->url = strdup(url);
     rec->path = path;
     rec->body = body ? strndup(body, body_len) : NULL;
+    rec->answer = a->reset || a->timeout || !a->body ? NULL : strdup(a->body);
     rec->at = clock_wall_ms();
     rec->status = a->reset || a->timeout ? 0 : a->status;
 }
@@ -190,6 +365,7 @@ static void clear_records(host *h)
         free(h->recs[i].url);
         free(h->recs[i].path);
         free(h->recs[i].body);
+        free(h->recs[i].answer);
     }
     h->nrecs = 0;
 }
@@ -242,6 +418,15 @@ static void host_close(host *h)
     config_free(&h->cfg);
     free(h->default_tz);
     h->default_tz = NULL;
+    free(h->app_id);
+    h->app_id = NULL;
+    for (int i = 0; i < h->ndata; i++) {
+        free(h->data[i].key);
+        free(h->data[i].value);
+    }
+    free(h->data);
+    h->data = NULL;
+    h->ndata = 0;
     clear_records(h);
     free(h->recs);
     h->recs = NULL;
@@ -267,7 +452,7 @@ static long opt_int(lua_State *L, int t, const char *k, long def)
 }
 
 /* core.new{script=, start_ms=, tenant_rps=, governor=, max_attempts=, retry_base_ms=,
- *          default_tz=, response_deadline_ms=, task_slice_ms=, lua_memory_mb=} → host */
+ *          default_tz=, app_id=, response_deadline_ms=, task_slice_ms=, lua_memory_mb=} → host */
 static int t_new(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
@@ -300,6 +485,10 @@ static int t_new(lua_State *L)
     c->lua_memory_bytes = (size_t)opt_int(L, 1, "lua_memory_mb", 64) << 20;
     if (lua_field_string(L, 1, "default_tz") && (h->default_tz = strdup(lua_field_string(L, 1, "default_tz"))))
         c->default_tz = h->default_tz;
+    /* the bot's identity from the start, as a deployed bot's app id: create_conversation works
+     * before any activity stored a reference */
+    if (lua_field_string(L, 1, "app_id") && (h->app_id = strdup(lua_field_string(L, 1, "app_id"))))
+        c->app_id = h->app_id;
     int64_t start = (int64_t)opt_int(L, 1, "start_ms", 1798761600000L); /* 2027-01-01T00:00Z */
 
     runtime *rt = &h->rt;
@@ -478,6 +667,10 @@ static int t_requests(lua_State *L)
             lua_pushstring(L, r->body);
             lua_setfield(L, -2, "body");
         }
+        if (r->answer) {
+            lua_pushstring(L, r->answer);
+            lua_setfield(L, -2, "answer");
+        }
         lua_pushinteger(L, r->at);
         lua_setfield(L, -2, "at");
         lua_pushinteger(L, r->status);
@@ -518,6 +711,110 @@ static int t_respond(lua_State *L)
     lua_pop(L, 2);
     r->times = (int)opt_int(L, 2, "times", -1);
     return 0;
+}
+
+/* host:fake_data(key, value|nil): sets or removes what the fake answers roster, channel and
+ * team reads with (see fake_datum) */
+static int t_fake_data(lua_State *L)
+{
+    host *h = check_host(L);
+    const char *key = luaL_checkstring(L, 2);
+    const char *value = luaL_optstring(L, 3, NULL);
+    for (int i = 0; i < h->ndata; i++) {
+        if (strcmp(h->data[i].key, key) != 0)
+            continue;
+        free(h->data[i].value);
+        if (value && (h->data[i].value = strdup(value)))
+            return 0;
+        free(h->data[i].key);
+        h->data[i] = h->data[--h->ndata];
+        if (value)
+            return luaL_error(L, "out of memory");
+        return 0;
+    }
+    if (!value)
+        return 0;
+    fake_datum *n = realloc(h->data, (size_t)(h->ndata + 1) * sizeof *n);
+    if (!n)
+        return luaL_error(L, "out of memory");
+    h->data = n;
+    n[h->ndata].key = strdup(key);
+    n[h->ndata].value = strdup(value);
+    if (!n[h->ndata].key || !n[h->ndata].value) {
+        free(n[h->ndata].key);
+        free(n[h->ndata].value);
+        return luaL_error(L, "out of memory");
+    }
+    h->ndata++;
+    return 0;
+}
+
+/* host:reference(id) → the stored reference as teams.conversation(id) gives it, or nil */
+static int t_reference(lua_State *L)
+{
+    host *h = check_host(L);
+    store_reference r;
+    char *err = NULL;
+    int found = store_get_reference(h->rt.store, luaL_checkstring(L, 2), &r, &err);
+    if (found < 0) {
+        lua_pushfstring(L, "store error: %s", err ? err : "?");
+        free(err);
+        return lua_error(L);
+    }
+    if (found == 0) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_teams_push_reference(L, &r);
+    store_reference_clear(&r);
+    return 1;
+}
+
+static int reference_one(const store_reference *r, void *ud)
+{
+    lua_State *L = ud;
+    lua_teams_push_reference(L, r);
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
+    return 0;
+}
+
+/* host:references{tenant=, scope=, team=, user=, include_uninstalled=} → every matching stored
+ * reference, in the store's order, as teams.conversations yields them */
+static int t_references(lua_State *L)
+{
+    host *h = check_host(L);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    store_filter f = {0};
+    f.tenant_id = lua_field_string(L, 2, "tenant");
+    f.type = lua_field_string(L, 2, "scope");
+    f.team_id = lua_field_string(L, 2, "team");
+    f.user = lua_field_string(L, 2, "user");
+    lua_getfield(L, 2, "include_uninstalled");
+    f.include_uninstalled = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    lua_newtable(L);
+    char *after = NULL, *err = NULL;
+    for (;;) {
+        lua_Unsigned before = lua_rawlen(L, -1);
+        if (store_list_references(h->rt.store, &f, after, 500, reference_one, L, &err) < 0) {
+            free(after);
+            lua_pushfstring(L, "store error: %s", err ? err : "?");
+            free(err);
+            return lua_error(L);
+        }
+        lua_Unsigned now = lua_rawlen(L, -1);
+        free(after);
+        after = NULL;
+        if (now - before < 500)
+            break;
+        lua_rawgeti(L, -1, (lua_Integer)now);
+        lua_getfield(L, -1, "id");
+        after = strdup(lua_tostring(L, -1));
+        lua_pop(L, 2);
+        if (!after)
+            return luaL_error(L, "out of memory");
+    }
+    return 1;
 }
 
 static int t_clear_responses(lua_State *L)
@@ -617,11 +914,14 @@ static const luaL_Reg host_methods[] = {
     {"clear_requests", t_clear_requests},
     {"clear_responses", t_clear_responses},
     {"close", t_close},
+    {"fake_data", t_fake_data},
     {"logs", t_logs},
     {"notify", t_notify},
     {"now", t_now},
     {"post", t_post},
     {"query", t_query},
+    {"reference", t_reference},
+    {"references", t_references},
     {"requests", t_requests},
     {"respond", t_respond},
     {"settle", t_settle},

@@ -82,6 +82,10 @@ void lua_teams_install(vm *v);
 struct lua_State;
 const char *lua_field_string(struct lua_State *L, int t, const char *k);
 
+/* lua_teams.c: pushes a stored reference as the table teams.conversation returns. */
+struct store_reference;
+void lua_teams_push_reference(struct lua_State *L, const struct store_reference *r);
+
 /* lua_timer.c: registers `herald.timer`; cancels a generation's timers (reload). */
 void lua_timer_install(vm *v);
 void lua_timer_cancel_all(vm *v);

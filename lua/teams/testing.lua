@@ -204,22 +204,58 @@ Bot.__index = Bot
 
 local live   -- the one bot with a live host (virtual time is process-wide)
 
---- Loads a bot script into a fresh herald core. Options: start (ISO time or unix ms, default
---- 2027-01-01T00:00:00Z), tenant, bot_id, bot_name, service_url, user (the default user),
---- locale, and the host's own: tenant_rps, governor, max_attempts, retry_base_ms,
---- response_deadline_ms, task_slice_ms, lua_memory_mb, default_tz.
-function testing.load(script, opts)
-  if type(script) ~= "string" then error("teams.testing.load expects the path of a bot script", 2) end
-  opts = opts or {}
-  local self = setmetatable({ script = script, opts = opts }, Bot)
-  self:reset()
-  return self
-end
-
 local HOST_OPTS = {
   "tenant_rps", "governor", "max_attempts", "retry_base_ms", "response_deadline_ms",
   "task_slice_ms", "lua_memory_mb", "default_tz",
 }
+local LOAD_OPTS = { "start", "tenant", "bot_id", "bot_name", "service_url", "user", "locale" }
+
+-- Levenshtein distance, for "did you mean".
+local function distance(a, b)
+  local prev = {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    local cur = { [0] = i }
+    for j = 1, #b do
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (a:byte(i) == b:byte(j) and 0 or 1))
+    end
+    prev = cur
+  end
+  return prev[#b]
+end
+
+local function check_load_opts(opts)
+  if type(opts) ~= "table" then error("teams.testing.load: options must be a table", 3) end
+  local known = {}
+  for _, k in ipairs(LOAD_OPTS) do known[k] = true end
+  for _, k in ipairs(HOST_OPTS) do known[k] = true end
+  for k in pairs(opts) do
+    if not known[k] then
+      local best, bd = nil, math.huge
+      if type(k) == "string" then
+        for name in pairs(known) do
+          local d = distance(k, name)
+          if d < bd or (d == bd and name < best) then best, bd = name, d end
+        end
+      end
+      local hint = best and bd <= math.max(2, #tostring(k) // 3) and (" (did you mean %s?)"):format(best) or ""
+      error(("teams.testing.load: unknown option '%s'%s"):format(tostring(k), hint), 3)
+    end
+  end
+end
+
+--- Loads a bot script into a fresh herald core. Options: start (ISO time or unix ms, default
+--- 2027-01-01T00:00:00Z), tenant, bot_id, bot_name, service_url, user (the default user),
+--- locale, and the host's own: tenant_rps, governor, max_attempts, retry_base_ms,
+--- response_deadline_ms, task_slice_ms, lua_memory_mb, default_tz. Any other option raises.
+function testing.load(script, opts)
+  if type(script) ~= "string" then error("teams.testing.load expects the path of a bot script", 2) end
+  opts = opts or {}
+  check_load_opts(opts)
+  local self = setmetatable({ script = script, opts = opts }, Bot)
+  self:reset()
+  return self
+end
 
 --- A fresh core for the same script and options: empty database, the clock back at the start,
 --- no fake answers, nothing sent. Returns the bot.
@@ -232,19 +268,22 @@ function Bot:reset()
   self.service_url = o.service_url or d.service_url
   self.locale = o.locale or d.locale
   self.default_user = testing.user(o.user or d.user)
-  local spec = { script = self.script, start_ms = testing.time(o.start or d.start) }
+  -- the bot's app id is its id without "28:", as a deployed bot's: create_conversation knows
+  -- who it is before any activity stored a reference
+  local spec = { script = self.script, start_ms = testing.time(o.start or d.start),
+                 app_id = (self.bot_id:gsub("^28:", "")) }
   for _, k in ipairs(HOST_OPTS) do spec[k] = o[k] end
   self.start_ms = spec.start_ms
   self.host = core.new(spec)
   live = self
   self.seq = 0
-  self.rules = {}          -- mirror of the fake connector's rules, to replay its answers
-  self.next_id = 0         -- mirror of its id counter
   self.decoded = {}        -- every request, decoded, in order
   self.mark = 0            -- bot:clear() hides requests up to here
   self.convs = {}          -- conversation id → { scope, team, chat, channel }
   self.threads = 0
   self.last_activity = nil
+  -- what the fake answers roster, channel and team reads with: { explicit, list/details }
+  self.rosters, self.channel_lists, self.team_infos = {}, {}, {}
   return self
 end
 
@@ -314,6 +353,7 @@ local function where(self, o)
     local team = testing.team(o.team or "team")
     w.scope, w.team = "channel", team
     w.channel = channel_id(team, o.channel)
+    if o.channel and not o.channel:match("^19:") then w.channel_name = o.channel end
     w.conversation = o.conversation or w.channel
   elseif o.chat or scope == "groupChat" then
     w.scope = "groupChat"
@@ -374,28 +414,232 @@ local function envelope(self, typ, w, o)
   return a
 end
 
-local function remember(self, w)
+---------------------------------------------------------------------------------------------
+-- rosters, channels and teams: what the fake answers GET /v3/conversations/{id}/pagedmembers,
+-- /members, /members/{id}, /v3/teams/{id}/conversations and /v3/teams/{id}
+
+local function json_list(list) return #list == 0 and "[]" or cjson.encode(list) end
+
+-- A roster entry as the connector sends it. A name or a kit user table (the fields teams.members
+-- returns: id, name, aad_object_id, given_name, surname, email, user_principal_name, tenant,
+-- role); a table with aadObjectId or objectId is raw Teams JSON and goes as it is.
+local function member_json(self, m, level)
+  if type(m) == "table" and (m.aadObjectId ~= nil or m.objectId ~= nil) then return m end
+  if type(m) ~= "string" and type(m) ~= "table" then
+    error("teams.testing: a member is a name, a user table or a Teams member table", level + 1)
+  end
+  local u = testing.user(m)
+  local given, sur = u.name:match("^(%S+)%s+(.-)%s*$")
+  local upn = u.user_principal_name or u.email or (slug(u.name):gsub("%-", ".") .. "@contoso.example")
+  return { id = u.id, name = u.name, aadObjectId = u.aad_object_id,
+           givenName = u.given_name or given or u.name, surname = u.surname or sur,
+           email = u.email or upn, userPrincipalName = upn,
+           tenantId = u.tenant or self.tenant, userRole = u.role or "user" }
+end
+
+local function roster_of(self, key)
+  local r = self.rosters[key]
+  if not r then r = { list = {} }; self.rosters[key] = r end
+  return r
+end
+
+local function team_info(self, team)
+  local t = self.team_infos[team.id]
+  if not t then t = { team = team, details = {} }; self.team_infos[team.id] = t end
+  return t
+end
+
+-- A team's channels as Teams lists them: General first (the team's id, name null: Teams leaves
+-- it to the client to localise), then the others.
+local function channels_json(self, tid)
+  local out = { { id = tid, name = cjson.null } }
+  local cl = self.channel_lists[tid]
+  for _, c in ipairs(cl and cl.list or {}) do
+    if c.id ~= tid then out[#out + 1] = { id = c.id, name = c.name or cjson.null, type = c.type } end
+  end
+  return out
+end
+
+-- Hands the fake what it answers for a team: its roster (also under each channel's id, as
+-- Teams answers a channel's roster with the team's), its channels and its details.
+local function sync_team(self, tid)
+  local h = host(self)
+  local r = roster_of(self, tid)
+  local members = json_list(r.list)
+  local channels = channels_json(self, tid)
+  for _, c in ipairs(channels) do
+    h:fake_data("members:" .. c.id, members)
+    h:fake_data("pagesize:" .. c.id, r.page_size and tostring(r.page_size) or nil)
+  end
+  h:fake_data("channels:" .. tid, json_list(channels))
+  local info = self.team_infos[tid] or { team = testing.team(tid), details = {} }
+  local d = info.details
+  local doc = { id = tid, name = info.team.name, aadGroupId = info.team.aad_group_id, type = "standard",
+                memberCount = #r.list, channelCount = #channels }
+  if d.name ~= nil then doc.name = d.name end
+  if d.aad_group_id ~= nil then doc.aadGroupId = d.aad_group_id end
+  if d.type ~= nil then doc.type = d.type end
+  if d.member_count ~= nil then doc.memberCount = d.member_count end
+  if d.channel_count ~= nil then doc.channelCount = d.channel_count end
+  h:fake_data("team:" .. tid, cjson.encode(doc))
+end
+
+local function sync_roster(self, key)
+  local r = roster_of(self, key)
+  host(self):fake_data("members:" .. key, json_list(r.list))
+  host(self):fake_data("pagesize:" .. key, r.page_size and tostring(r.page_size) or nil)
+end
+
+-- A user seen in a conversation is in its roster, unless the test set the roster itself.
+local function note_member(self, key, user)
+  local r = roster_of(self, key)
+  if r.explicit then return false end
+  for _, m in ipairs(r.list) do if m.id == user.id then return false end end
+  r.list[#r.list + 1] = member_json(self, user, 1)
+  return true
+end
+
+local function drop_member(self, key, user)
+  local r = roster_of(self, key)
+  if r.explicit then return false end
+  for i, m in ipairs(r.list) do
+    if m.id == user.id then table.remove(r.list, i); return true end
+  end
+  return false
+end
+
+local function note_channel(self, tid, id, name)
+  if id == tid then return false end
+  local cl = self.channel_lists[tid]
+  if not cl then cl = { list = {} }; self.channel_lists[tid] = cl end
+  if cl.explicit then return false end
+  for _, c in ipairs(cl.list) do if c.id == id then return false end end
+  cl.list[#cl.list + 1] = { id = id, name = name }
+  return true
+end
+
+local function remember(self, w, added, removed)
   local base = w.conversation:gsub(";messageid=.*$", "")
   self.convs[base] = { scope = w.scope, team = w.team, channel = w.channel, chat = w.chat }
+  local key, changed = base, false
+  if w.team then
+    key = w.team.id
+    if not self.team_infos[key] then team_info(self, w.team); changed = true end
+    changed = note_channel(self, key, w.channel, w.channel_name) or changed
+  end
+  changed = note_member(self, key, w.user) or changed
+  for _, m in ipairs(added or {}) do changed = note_member(self, key, testing.user(m)) or changed end
+  for _, m in ipairs(removed or {}) do changed = drop_member(self, key, testing.user(m)) or changed end
+  if changed then
+    if w.team then sync_team(self, key) else sync_roster(self, key) end
+  end
+end
+
+-- A roster's key (a team's id, or a conversation id without its thread) and its team, if any.
+local function roster_target(self, t, level)
+  if type(t) == "table" then
+    local team = testing.team(t)
+    return team.id, (self.team_infos[team.id] or {}).team or team
+  end
+  if type(t) ~= "string" or t == "" then
+    error("teams.testing: expected a team (name, id or table) or a conversation id", level + 1)
+  end
+  local base = t:gsub(";messageid=.*$", "")
+  local known = self.convs[base]
+  if known and known.team then return known.team.id, known.team end
+  if self.team_infos[base] then return base, self.team_infos[base].team end
+  if known or base:match("^a:") or base:match("@thread%.v2$") or base:match("^29:") then
+    return base, nil
+  end
+  local team = testing.team(base)
+  return team.id, (self.team_infos[team.id] or {}).team or team
+end
+
+--- The roster the fake answers for a team or a conversation: members are names ("megan"), user
+--- tables with the fields teams.members returns ({id, name, aad_object_id, given_name, surname,
+--- email, user_principal_name, tenant, role}), or raw Teams member JSON (a table with
+--- aadObjectId, sent as it is). opts: { page_size = n }: no page holds more than n members,
+--- whatever pageSize the bot asks for, so a short roster still exercises continuation tokens.
+--- Replaces what the kit gathered from activities (which stops adding to it). Returns the bot.
+function Bot:roster(target, members, opts)
+  local key, team = roster_target(self, target, 2)
+  if type(members) ~= "table" then error("teams.testing: bot:roster expects a list of members", 2) end
+  local bad = opts ~= nil and type(opts) ~= "table"
+  for k, v in pairs(type(opts) == "table" and opts or {}) do
+    if k ~= "page_size" or math.type(v) ~= "integer" or v < 1 then bad = true end
+  end
+  if bad then error("teams.testing: bot:roster options are { page_size = n (n >= 1) }", 2) end
+  local r = roster_of(self, key)
+  r.explicit, r.list, r.page_size = true, {}, opts and opts.page_size
+  for i, m in ipairs(members) do r.list[i] = member_json(self, m, 2) end
+  if team then team_info(self, team); sync_team(self, key) else sync_roster(self, key) end
+  return self
+end
+
+--- A team's channels as the fake lists them (GET /v3/teams/{id}/conversations): names
+--- ("Design"), or tables {id =, name =, type =}. The General channel (the team's id) is always
+--- first. Replaces the channels the kit gathered from activities. Returns the bot.
+function Bot:channels(team, channels)
+  if type(channels) ~= "table" then error("teams.testing: bot:channels expects a list of channels", 2) end
+  local tid, t = roster_target(self, team, 2)
+  t = t or testing.team(tid)
+  local list = {}
+  for _, c in ipairs(channels) do
+    if type(c) == "string" then
+      if c ~= "General" then list[#list + 1] = { id = channel_id(t, c), name = c } end
+    elseif type(c) == "table" and (c.id or c.name) then
+      list[#list + 1] = { id = c.id or channel_id(t, c.name), name = c.name, type = c.type }
+    else
+      error("teams.testing: a channel is a name or a table {id =, name =}", 2)
+    end
+  end
+  self.channel_lists[tid] = { explicit = true, list = list }
+  team_info(self, t)
+  sync_team(self, tid)
+  return self
+end
+
+local TEAM_DETAILS = { name = true, aad_group_id = true, type = true, member_count = true, channel_count = true }
+
+--- What the fake answers for GET /v3/teams/{id}: { name =, aad_group_id =, type =,
+--- member_count =, channel_count = } (the fields teams.team returns) over the defaults: the
+--- team's name and group id, type "standard", and the counts of its roster and channels.
+--- Returns the bot.
+function Bot:team_details(team, details)
+  if type(details) ~= "table" then error("teams.testing: bot:team_details expects a table", 2) end
+  for k in pairs(details) do
+    if not TEAM_DETAILS[k] then error(("teams.testing: bot:team_details: unknown field '%s'"):format(tostring(k)), 2) end
+  end
+  local tid, t = roster_target(self, team, 2)
+  local info = team_info(self, t or testing.team(tid))
+  for k, v in pairs(details) do info.details[k] = v end
+  sync_team(self, tid)
+  return self
+end
+
+-- An HTTP answer as the caller gets it: status, body (the bytes, "" when empty) and json (the
+-- body decoded, nil when it is not JSON); status and body are nil while the handler still runs.
+local function answer(r, status, body)
+  r.status, r.pending = status, status == nil
+  r.body = body
+  r.json = body and body ~= "" and decode(body) or nil
+  return r
 end
 
 --- Posts a Bot Framework activity (a table or a JSON string) as Teams would, and runs what it
---- starts until it waits on the clock. Returns { status, body (decoded JSON or the text),
---- activity, conversation, pending }: status is nil (pending = true) while the handler still
---- runs, e.g. in teams.sleep; Teams then gets its answer at the response deadline.
+--- starts until it waits on the clock. Returns { status, body (the answer's text, as Teams gets
+--- it), json (the body decoded, or nil), activity, conversation, pending }: status is nil
+--- (pending = true) while the handler still runs, e.g. in teams.sleep; Teams then gets its
+--- answer at the response deadline.
 function Bot:post(activity)
   local json = type(activity) == "string" and activity or cjson.encode(activity)
   local a = type(activity) == "table" and activity or decode(activity)
   self.last_activity = json
   local status, body = host(self):post(json)
   host(self):advance(0)
-  local r = { status = status, raw = body, activity = a, pending = status == nil,
-              conversation = a and type(a.conversation) == "table" and a.conversation.id or nil }
-  if body and body ~= "" then
-    local v = decode(body)
-    if v ~= nil then r.body = v else r.body = body end
-  end
-  return r
+  return answer({ activity = a,
+                  conversation = a and type(a.conversation) == "table" and a.conversation.id or nil },
+                status, body)
 end
 
 --- Posts the last activity again, same id: what Teams does when it retries a delivery.
@@ -405,20 +649,16 @@ function Bot:redeliver()
 end
 
 --- An outside system calls POST /api/notify/{name} with a JSON body (a table or a string):
---- runs teams.on_notify(name, fn). Returns { status, body (the handler's answer, decoded),
---- pending }: status nil while the handler still runs (it then gets 202 at the deadline).
+--- runs teams.on_notify(name, fn). Returns { status, body (the answer's text, as the caller
+--- gets it), json (the body decoded, or nil), pending }: status nil while the handler still
+--- runs (it then gets 202 at the deadline).
 function Bot:notify(name, payload)
   if type(name) ~= "string" then error("teams.testing: bot:notify expects a trigger name", 2) end
   local json = payload
   if type(payload) == "table" then json = cjson.encode(payload) elseif payload == nil then json = "" end
   local status, body = host(self):notify(name, json)
   host(self):advance(0)
-  local r = { status = status, raw = body, pending = status == nil }
-  if body and body ~= "" then
-    local v = decode(body)
-    if v ~= nil then r.body = v else r.body = body end
-  end
-  return r
+  return answer({}, status, body)
 end
 
 local function signals(o, default_first, default_second)
@@ -483,7 +723,7 @@ local function members_activity(self, o, key)
     error(("teams.testing: %s needs members = { \"megan\", ... }"):format(key), 3)
   end
   local w = where(self, o)
-  remember(self, w)
+  if key == "membersAdded" then remember(self, w, o.members) else remember(self, w, nil, o.members) end
   local a = envelope(self, "conversationUpdate", w, o)
   local list = {}
   for i, m in ipairs(o.members) do list[i] = account(testing.user(m)) end
@@ -596,15 +836,8 @@ end
 -- the fake connector
 
 local function add_rule(self, r)
-  local n = #host(self):requests()
   if r.retry_after ~= nil then r.retry_after = tostring(r.retry_after) end   -- the core reads strings
   host(self):respond(r)
-  local times = r.times
-  if times == nil then times = -1 end
-  self.rules[#self.rules + 1] = {
-    match = r.match or "", method = r.method, status = r.status or 200, body = r.body,
-    times = times, added_at = n, removed_at = nil,
-  }
 end
 
 --- Adds a raw rule to the fake connector: { match = substring of the decoded URL path,
@@ -618,9 +851,7 @@ end
 
 --- Forgets every fake answer: the connector answers like a healthy Teams again.
 function Bot:heal()
-  local n = #host(self):requests()
   host(self):clear_responses()
-  for _, r in ipairs(self.rules) do r.removed_at = r.removed_at or n end
   return self
 end
 
@@ -685,56 +916,22 @@ function Bot:fail(conv, status, times)
   return self
 end
 
--- The fake's answer to request i, replayed from the mirrored rules: (id, activityId) or nil.
-local function replay_answer(self, i, rec)
-  local rule
-  for _, r in ipairs(self.rules) do
-    if r.added_at < i and (r.removed_at == nil or i <= r.removed_at) and r.times ~= 0
-        and (r.method == nil or r.method == rec.method)
-        and (r.match == "" or rec.path:find(r.match, 1, true)) then
-      rule = r
-      break
-    end
-  end
-  if rule and rule.times > 0 then rule.times = rule.times - 1 end
-  if rule and rule.body then
-    local v = decode(rule.body)
-    if type(v) == "table" then return nonnull(v.id), nonnull(v.activityId) end
-    return nil
-  end
-  if rule and not (rule.status >= 200 and rule.status < 300) then return nil end
-  -- default_answer
-  local s, e = rec.path:find("/v3/conversations", 1, true)
-  if not s then return nil end
-  local rest = rec.path:sub(e + 1)
-  if rec.method == "POST" and (rest == "" or rest == "/") then
-    self.next_id = self.next_id + 1
-    local p = decode(rec.body) or {}
-    if p.isGroup == true then
-      local ch = type(p.channelData) == "table" and type(p.channelData.channel) == "table"
-        and p.channelData.channel.id or "19:channel"
-      return ("%s;messageid=%d"):format(ch, self.next_id), tostring(self.next_id)
-    end
-    local m = type(p.members) == "table" and p.members[1]
-    return "a:" .. (type(m) == "table" and m.id or "user"), nil
-  end
-  local acts = rest:find("/activities", 1, true)
-  if rec.method == "POST" and acts then
-    self.next_id = self.next_id + 1
-    return tostring(self.next_id)
-  elseif rec.method == "PUT" and acts then
-    return rest:sub(acts + #"/activities/")
-  end
-  return nil
+-- What the fake answered a request with: (id, activityId) from its body, or nil (no body, not
+-- JSON, or no id: a 202 with an empty body, as the Agents Playground answers, has none).
+local function answered_ids(rec)
+  local v = decode(rec.answer)
+  if type(v) ~= "table" then return nil end
+  local id, activity_id = nonnull(v.id), nonnull(v.activityId)
+  return type(id) == "string" and id or nil, type(activity_id) == "string" and activity_id or nil
 end
 
 local function decode_request(self, i, rec)
   local op = {
     index = i, method = rec.method, url = rec.url, path = rec.path, status = rec.status,
-    at = rec.at, json = rec.body,
+    at = rec.at, json = rec.body, answer = rec.answer,
   }
   op.ok = rec.status >= 200 and rec.status < 300
-  local id, activity_id = replay_answer(self, i, rec)
+  local id, activity_id = answered_ids(rec)
   local body = decode(rec.body)
   op.body = body
   local conv, tail = rec.path:match("/v3/conversations/(.-)/activities(.*)$")
@@ -916,12 +1113,20 @@ function Bot:broadcasts(id)
   return b
 end
 
---- Stored conversation references. With an id: that one or nil.
+--- A stored conversation reference, exactly as teams.conversation(id) gives it to the bot
+--- (tenant, user_aad_object_id, installed = true|false, ...), or nil.
 function Bot:conversation(id)
-  return host(self):query("SELECT * FROM conversations WHERE id = ?", id)[1]
+  if type(id) ~= "string" then error("teams.testing: bot:conversation expects an id", 2) end
+  return host(self):reference(id)
 end
-function Bot:conversations()
-  return host(self):query("SELECT * FROM conversations ORDER BY created_at, id")
+
+--- Stored references as teams.conversations(filter) yields them, in its order, as a list.
+--- filter: { tenant =, scope =, team =, user =, include_uninstalled = }; with no filter, every
+--- reference, uninstalled ones included.
+function Bot:conversations(filter)
+  if filter == nil then filter = { include_uninstalled = true } end
+  if type(filter) ~= "table" then error("teams.testing: bot:conversations expects a filter table", 2) end
+  return host(self):references(filter)
 end
 
 ---------------------------------------------------------------------------------------------
@@ -936,7 +1141,11 @@ end
 local function describe_op(self, op)
   local parts = { ("%-6s"):format(op.op or "?") }
   parts[#parts + 1] = "-> " .. tostring(op.conversation or op.user or op.channel or op.path)
-  if op.activity_id then parts[#parts + 1] = "#" .. op.activity_id end
+  if op.activity_id then
+    parts[#parts + 1] = "#" .. op.activity_id
+  elseif op.ok and (op.op == "send" or op.op == "reply") then
+    parts[#parts + 1] = "(no activity id)"
+  end
   parts[#parts + 1] = ("at %s (+%gs)"):format(testing.iso(op.at), (op.at - self.start_ms) / 1000)
   if not op.ok then parts[#parts + 1] = ("[HTTP %s]"):format(op.status == 0 and "no answer" or op.status) end
   if op.text then parts[#parts + 1] = '"' .. short(op.text, 100) .. '"' end

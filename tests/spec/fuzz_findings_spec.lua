@@ -13,11 +13,11 @@ describe("inbound activities the fuzzer found", function()
     local r = bot:post('{"type":"message","conversation":{"id":"a:1\\u0000b"},'
       .. '"serviceUrl":"https://smba.trafficmanager.net/amer/"}')
     assert.equal(400, r.status)
-    assert.same({ error = "missing conversation.id", field = "conversation.id" }, r.body)
+    assert.same({ error = "missing conversation.id", field = "conversation.id" }, r.json)
     r = bot:post('{"type":"message","conversation":{"id":"a:2"},'
       .. '"serviceUrl":"https://smba.trafficmanager.net/amer/\\u0000.evil.example"}')
     assert.equal(400, r.status)
-    assert.same({ error = "missing serviceUrl", field = "serviceUrl" }, r.body)
+    assert.same({ error = "missing serviceUrl", field = "serviceUrl" }, r.json)
     assert.equal(0, #bot:query("SELECT id FROM conversations"))
   end)
 

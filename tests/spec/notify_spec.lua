@@ -53,7 +53,7 @@ describe("notify.lua", function()
   it("refuses a payload without a project", function()
     local r = bot:notify("build", { build = "1" })
     assert.equal(200, r.status)
-    assert.equal("expected {project, build, status, author, url}", r.body.error)
+    assert.equal("expected {project, build, status, author, url}", r.json.error)
     assert.equal(0, #bot:broadcasts())
   end)
 

@@ -44,7 +44,7 @@ cases[3] = function(i)
   assert.replied(r.conversation, "echo: ping " .. i)
   assert.sent_to(conv, "installed in channel")
   local a = bot:card_action({ request = i }, { verb = "approve", team = "Contoso" })
-  assert.equal("Approved " .. i, a.body.value)
+  assert.equal("Approved " .. i, a.json.value)
   bot:close()
 end
 
