@@ -770,6 +770,45 @@ static int t_reference(lua_State *L)
     return 1;
 }
 
+/* host:schedule(id) → the schedule as teams.schedule.get(id) gives it, or nil */
+static int t_schedule(lua_State *L)
+{
+    host *h = check_host(L);
+    return scheduler_push_get(h->rt.scheduler, L, luaL_checkstring(L, 2));
+}
+
+/* host:schedules(handler, conversation) → every matching schedule as teams.schedule.list gives
+ * them (its order: by id) */
+static int t_schedules(lua_State *L)
+{
+    host *h = check_host(L);
+    const char *handler = luaL_optstring(L, 2, NULL), *conv = luaL_optstring(L, 3, NULL);
+    lua_settop(L, 3);
+    lua_newtable(L);                                        /* [.. out] */
+    char *after = NULL;
+    for (;;) {
+        scheduler_push_list(h->rt.scheduler, L, handler, conv, after, 500);  /* [.. out page] */
+        free(after);
+        after = NULL;
+        lua_Integer n = (lua_Integer)lua_rawlen(L, -1);
+        for (lua_Integer i = 1; i <= n; i++) {
+            lua_rawgeti(L, -1, i);
+            lua_rawseti(L, -3, (lua_Integer)lua_rawlen(L, -3) + 1);
+        }
+        if (n < 500) {
+            lua_pop(L, 1);
+            break;
+        }
+        lua_rawgeti(L, -1, n);
+        lua_getfield(L, -1, "id");
+        after = strdup(lua_tostring(L, -1));
+        lua_pop(L, 3);
+        if (!after)
+            return luaL_error(L, "out of memory");
+    }
+    return 1;
+}
+
 static int reference_one(const store_reference *r, void *ud)
 {
     lua_State *L = ud;
@@ -924,6 +963,8 @@ static const luaL_Reg host_methods[] = {
     {"references", t_references},
     {"requests", t_requests},
     {"respond", t_respond},
+    {"schedule", t_schedule},
+    {"schedules", t_schedules},
     {"settle", t_settle},
     {"stats", t_stats},
     {NULL, NULL},

@@ -1093,13 +1093,18 @@ function Bot:ledger(conv)
   return host(self):query("SELECT * FROM ledger ORDER BY at, conversation_id")
 end
 
---- Durable schedules. With an id: that schedule or nil. Filter table: { conversation =, handler = }.
+--- Durable schedules, as teams.schedule.list(filter) gives them to the bot (id, handler, kind,
+--- expr, tz, conversation, payload, missed, next_fire, last_fire, last_result, runs,
+--- waiting_for_handler; ordered by id). Filter: a conversation id or { conversation =, handler = }.
 function Bot:schedules(f)
   f = filter_of(f)
-  return host(self):query("SELECT * FROM schedules WHERE (?1 IS NULL OR conversation_id = ?1) AND "
-    .. "(?2 IS NULL OR handler = ?2) ORDER BY next_fire_at, id", f.conversation, f.handler)
+  return host(self):schedules(f.handler, f.conversation)
 end
-function Bot:schedule(id) return host(self):query("SELECT * FROM schedules WHERE id = ?", id)[1] end
+--- One schedule as teams.schedule.get(id) gives it, or nil.
+function Bot:schedule(id)
+  if type(id) ~= "string" then error("teams.testing: bot:schedule expects an id", 2) end
+  return host(self):schedule(id)
+end
 
 --- Broadcast jobs (teams.broadcast). With an id: that job with its recipients
 --- ({ broadcast_id, seq, conversation_id, user_id, state, op_id, activity_id } rows) or nil.

@@ -58,7 +58,7 @@ describe("reminders.lua", function()
     local s = bot:schedules(conv)[1]
     assert.equal("user", s.tz)
     -- Sunday 09:00 in New York is 13:00 UTC: an hour earlier than on Saturday
-    assert.equal(testing.time("2027-03-14T09:00:00-04:00") // 1000, s.next_fire_at)
+    assert.equal(testing.time("2027-03-14T09:00:00-04:00") // 1000, s.next_fire)
     bot:advance_to("2027-03-14T12:59:59Z")
     assert.not_sent_to(conv, "Reminder")
     bot:advance("1s")

@@ -36,7 +36,7 @@ describe("schedules through the kit", function()
       assert.equal("tick due 2027-06-01T10:45:00Z", fired("tick")[4].text)
       local s = bot:schedules(conv)[1]
       assert.same({ "every", "15m", 5 }, { s.kind, s.expr, s.runs })
-      assert.equal(testing.time("2027-06-01T11:15:00Z") // 1000, s.next_fire_at)
+      assert.equal(testing.time("2027-06-01T11:15:00Z") // 1000, s.next_fire)
     end)
 
     it("takes seconds as a number", function()
@@ -99,7 +99,7 @@ describe("schedules through the kit", function()
       assert.equal(1, #fired("standup"))
       local s = bot:schedules(conv)[1]
       assert.equal(1, s.runs)
-      assert.is_nil(s.next_fire_at)             -- kept for the record, never due again
+      assert.is_nil(s.next_fire)             -- kept for the record, never due again
       assert.equal("fired", s.last_result)
     end)
 

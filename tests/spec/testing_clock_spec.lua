@@ -73,7 +73,7 @@ describe("teams.testing clock", function()
     assert.replied(conv, "next 2027-03-11T08:30:00Z")
     local s = bot:schedules(conv)[1]
     assert.equal("at", s.kind)
-    assert.equal(testing.time("2027-03-11T08:30:00Z") // 1000, s.next_fire_at)
+    assert.equal(testing.time("2027-03-11T08:30:00Z") // 1000, s.next_fire)
     bot:advance_to("2027-03-11T08:29:59Z")
     assert.not_sent_to(conv, "standup")
     bot:advance("1s")

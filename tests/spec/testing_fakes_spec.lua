@@ -188,6 +188,22 @@ describe("teams.testing fakes", function()
       assert.is_nil(bot:conversation("a:29:nobody"))
     end)
 
+    it("bot:schedules and bot:schedule are what teams.schedule.list and .get give", function()
+      local conv = bot:install { user = "megan" }
+      bot:message("every 1h", { user = "megan" })
+      bot:advance("90m")
+      local seen = ask("schedules")      -- asked in alex's chat: megan's schedule is not listed
+      assert.same({}, seen.list)
+      bot:clear()
+      bot:message("schedules", { user = "megan" })
+      seen = cjson.decode(bot:last(conv).text)
+      assert.equal(1, #seen.list)
+      assert.same(seen.list, bot:schedules(conv))
+      assert.same(seen.one, bot:schedule("tick:" .. conv))
+      assert.is_true(bot:schedule("tick:" .. conv).runs >= 1)
+      assert.is_number(bot:schedule("tick:" .. conv).next_fire)
+    end)
+
     it("bot:conversations(filter) is what teams.conversations(filter) yields", function()
       bot:install { user = "megan" }
       bot:install { team = "Contoso" }

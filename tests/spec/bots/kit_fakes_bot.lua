@@ -45,6 +45,19 @@ end
 
 commands.ref = function(ev, id) out(ev, { ref = teams.conversation(id ~= "" and id or ev.conversation) }) end
 
+commands.every = function(ev, expr)
+  teams.schedule { id = "tick:" .. ev.conversation, handler = "tick", every = expr,
+                   conversation = ev.conversation, payload = { n = 1 } }
+  out(ev, { ok = true })
+end
+
+commands.schedules = function(ev)
+  out(ev, { list = teams.schedule.list { conversation = ev.conversation },
+            one = teams.schedule.get("tick:" .. ev.conversation) })
+end
+
+teams.on_schedule("tick", function() end)
+
 teams.on_message(function(ev)
   local cmd, a, b = (ev.text or ""):match("^(%S+)%s*(%S*)%s*(%S*)$")
   local fn = commands[cmd or ""]
