@@ -74,33 +74,66 @@ local function fail(level, fmt, ...)
   error("message: " .. fmt:format(...), level + 1)
 end
 
--- Any table below the activity with integer keys must be a list 1..n: a hole would be sent as
--- JSON null and a mix of keys as an object with "1", "2" keys, which Teams rejects or misreads.
--- Raises naming the field and index (cjson.null, put there on purpose, is left alone).
-check_lists = function(t, path, level, depth)
-  if depth > 64 then fail(level, "%s is nested too deeply", path) end
-  local max, n, other = 0, 0, nil
-  for k, v in pairs(t) do
-    if math.type(k) == "integer" and k >= 1 then
-      n = n + 1
-      if k > max then max = k end
-    elseif other == nil then
-      other = k
-    end
-    if type(v) == "table" then
-      local sub = math.type(k) == "integer" and ("%s[%d]"):format(path, k)
-        or (path == "" and tostring(k) or path .. "." .. tostring(k))
-      check_lists(v, sub, level + 1, depth + 1)
+-- Every table under the fields a script fills (attachments, entities, channelData,
+-- suggestedActions) with integer keys must be a list 1..n: a hole would be sent as JSON null and
+-- a mix of keys as an object with "1", "2" keys, which Teams rejects or misreads. Raises naming
+-- the field and index (cjson.null, put there on purpose, is left alone). Breadth-first over a
+-- work list, not recursive, and nothing allocated for a message without those fields: a deeper
+-- Lua stack is a reallocation that can fail near the memory cap, where a queued send must meet
+-- queue_full rather than a memory error.
+local ROOTS = { "attachments", "entities", "channelData", "suggestedActions" }
+local MAX_DEPTH, MAX_TABLES = 64, 100000
+
+check_lists = function(a, level)
+  local nodes, parents, keys, depths
+  for _, name in ipairs(ROOTS) do
+    if type(a[name]) == "table" then
+      if not nodes then nodes, parents, keys, depths = {}, {}, {}, {} end
+      local n = #nodes + 1
+      nodes[n], parents[n], keys[n], depths[n] = a[name], 0, name, 1
     end
   end
-  if n > 0 and other ~= nil then
-    fail(level, "%s mixes list items and the key '%s' (a list, or a table with names, not both)",
-      path, tostring(other))
+  if not nodes then return end
+  local function path_of(i)
+    local parts = {}
+    while i > 0 do
+      local k = keys[i]
+      parts[#parts + 1] = math.type(k) == "integer" and ("[" .. k .. "]")
+        or (parents[i] == 0 and tostring(k) or "." .. tostring(k))
+      i = parents[i]
+    end
+    local out = {}
+    for x = #parts, 1, -1 do out[#out + 1] = parts[x] end
+    return table.concat(out)
   end
-  if max ~= n then
-    for i = 1, max do
-      if t[i] == nil then
-        fail(level, "%s[%d] is nil: a hole in a list (would be sent as null)", path, i)
+  local i = 0
+  while i < #nodes do
+    i = i + 1
+    local t = nodes[i]
+    if depths[i] > MAX_DEPTH then fail(level, "%s is nested too deeply", path_of(i)) end
+    local max, n, other = 0, 0, nil
+    for k, v in pairs(t) do
+      if math.type(k) == "integer" and k >= 1 then
+        n = n + 1
+        if k > max then max = k end
+      elseif other == nil then
+        other = k
+      end
+      if type(v) == "table" then
+        local m = #nodes + 1
+        if m > MAX_TABLES then fail(level, "%s holds too many tables (a cycle?)", path_of(i)) end
+        nodes[m], parents[m], keys[m], depths[m] = v, i, k, depths[i] + 1
+      end
+    end
+    if n > 0 and other ~= nil then
+      fail(level, "%s mixes list items and the key '%s' (a list, or a table with names, not both)",
+        path_of(i), tostring(other))
+    end
+    if max ~= n then
+      for x = 1, max do
+        if t[x] == nil then
+          fail(level, "%s[%d] is nil: a hole in a list (would be sent as null)", path_of(i), x)
+        end
       end
     end
   end
@@ -171,7 +204,7 @@ function M.build(msg, ctx, level)
     if ctx.reply_to then a.replyToId = ctx.reply_to end
     if ctx.id then a.id = ctx.id end
   end
-  check_lists(a, "", level + 1, 0)
+  check_lists(a, level + 1)
   return a
 end
 

@@ -116,6 +116,14 @@ describe("lists with holes", function()
     assert.matches("channelData.list mixes list items and the key 'b'", err, 1, true)
   end)
 
+  it("refuses a cycle instead of walking it for ever", function()
+    local t = {}
+    t.a, t.b = t, t
+    local ok, err = pcall(message.build, { text = "x", channel_data = t })
+    assert.is_false(ok)
+    assert.matches("holds too many tables", err, 1, true)
+  end)
+
   it("teams.card refuses a single element where the body list belongs", function()
     assert.has_error(function() message.card { type = "TextBlock", text = "x" } end)
   end)
