@@ -104,13 +104,13 @@ describe("empty arrays in herald's JSON", function()
     assert.same({ items = "[]", also = "[]", meta = "{}", full = "[1,2]" }, (function()
       local out = {}
       for _, k in ipairs { "items", "also", "meta", "full" } do
-        out[k] = r.raw:match('"' .. k .. '":(%b[])') or r.raw:match('"' .. k .. '":(%b{})')
+        out[k] = r.body:match('"' .. k .. '":(%b[])') or r.body:match('"' .. k .. '":(%b{})')
       end
       return out
     end)())
-    assert.same({ items = {}, also = {}, meta = {}, full = { 1, 2 } }, cjson.decode(r.raw))
+    assert.same({ items = {}, also = {}, meta = {}, full = { 1, 2 } }, cjson.decode(r.body))
     r = bot:invoke("top", {}, { user = "megan" })
-    assert.equal("[]", r.raw)
+    assert.equal("[]", r.body)
   end)
 
   it("writes [] in a message too, and leaves the script's tables as they were", function()
