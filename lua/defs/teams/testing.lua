@@ -9,19 +9,20 @@
 ---A time: ISO 8601 with an offset, or unix ms.
 ---@alias teams.testing.Time string|integer
 
----What Teams would see for one activity.
+---What Teams (or, for bot:notify, the calling system) gets back.
 ---@class teams.testing.Result
 ---@field status? integer nil while the handler is still running
----@field body? any
----@field activity table
----@field conversation string
+---@field body? string the answer's text exactly as sent over HTTP ("" when empty)
+---@field json? any the body decoded; nil when it is not JSON
+---@field activity? table
+---@field conversation? string
 ---@field pending? boolean
 
 ---One operation the bot made.
 ---@class teams.testing.Op
----@field op "create"|"send"|"reply"|"update"|"delete"
+---@field op "create"|"send"|"reply"|"update"|"delete"|"get"
 ---@field conversation string
----@field activity_id? string
+---@field activity_id? string nil when the answer carried none (an empty 202)
 ---@field reply_to? string
 ---@field text? string
 ---@field attachments? table[]
@@ -29,7 +30,9 @@
 ---@field cards? table[]
 ---@field mentions? table[]
 ---@field summary? string
----@field body? string the JSON sent
+---@field body? table the JSON sent, decoded
+---@field json? string the JSON sent
+---@field answer? string the fake's answer body
 ---@field at integer unix ms
 ---@field status integer
 
@@ -182,17 +185,42 @@ function Bot:attempts(op_id) end
 ---@param conversation? string
 ---@return table[]
 function Bot:ledger(conversation) end
----@param filter? string|{handler?: string}
+---Schedules as teams.schedule.list gives them.
+---@param filter? string|{conversation?: string, handler?: string}
 ---@return table[]
 function Bot:schedules(filter) end
+---One schedule as teams.schedule.get gives it.
 ---@param id string
 ---@return table?
 function Bot:schedule(id) end
+---A stored reference exactly as teams.conversation(id) gives it.
 ---@param id string
----@return table?
+---@return teams.Reference?
 function Bot:conversation(id) end
----@return table[]
-function Bot:conversations() end
+---References as teams.conversations(filter) yields them; no filter: all, uninstalled included.
+---@param filter? {tenant?: string, scope?: string, team?: string, user?: string, include_uninstalled?: boolean}
+---@return teams.Reference[]
+function Bot:conversations(filter) end
+
+---A roster member for the fake: a name, the fields teams.members returns, or raw Teams JSON (with aadObjectId).
+---@alias teams.testing.Member string|{id?: string, name?: string, aad_object_id?: string, given_name?: string, surname?: string, email?: string, user_principal_name?: string, tenant?: string, role?: string}|table
+
+---Replaces the roster the fake answers for a team or conversation (pagedmembers, members, members/{id}).
+---@param target string|table a team (name, id or table) or a conversation id
+---@param members teams.testing.Member[]
+---@param opts? {page_size?: integer} no page holds more than page_size members
+---@return teams.testing.Bot
+function Bot:roster(target, members, opts) end
+---Replaces a team's channel list (General stays first).
+---@param team string|table
+---@param channels (string|{id?: string, name?: string, type?: string})[]
+---@return teams.testing.Bot
+function Bot:channels(team, channels) end
+---Overrides what GET /v3/teams/{id} answers.
+---@param team string|table
+---@param details {name?: string, aad_group_id?: string, type?: string, member_count?: integer, channel_count?: integer}
+---@return teams.testing.Bot
+function Bot:team_details(team, details) end
 ---@param id? integer
 ---@return table
 function Bot:broadcasts(id) end
