@@ -40,8 +40,8 @@ describe("rosters", function()
       bot:advance(60)
       r = bot:notify("last")
     end
-    assert.equal(200, r.status, r.raw)
-    return r.body
+    assert.equal(200, r.status, r.body)
+    return r.json
   end
 
   it("iterates every page", function()
@@ -94,12 +94,12 @@ describe("rosters", function()
   it("answers nil, message, code from member, channels and team on a connector error", function()
     bot:respond { method = "GET", match = "/members/", status = 500 }
     bot:respond { method = "GET", match = "/teams/", status = 404, body = '{"error":{"code":"NotFound"}}' }
-    local r = bot:notify("member", { target = TEAM, id = "29:ann" }).body
+    local r = bot:notify("member", { target = TEAM, id = "29:ann" }).json
     assert.same({ err = r.err, code = "unavailable", n = 3 }, r)
     assert.is_string(r.err)
-    r = bot:notify("channels", { team = TEAM }).body
+    r = bot:notify("channels", { team = TEAM }).json
     assert.equal("not_found", r.code)
-    r = bot:notify("team", { team = TEAM }).body
+    r = bot:notify("team", { team = TEAM }).json
     assert.equal("not_found", r.code)
     assert.same({}, bot:errors())
   end)
@@ -108,15 +108,15 @@ describe("rosters", function()
     bot:respond { method = "GET", match = "/members/", body = "42" }
     bot:respond { method = "GET", match = "/conversations", body = "null" }
     bot:respond { method = "GET", match = "/teams/", body = '"a string"' }
-    assert.equal("bad_response", bot:notify("member", { target = TEAM, id = "29:ann" }).body.code)
-    assert.equal("bad_response", bot:notify("channels", { team = TEAM }).body.code)
-    assert.equal("bad_response", bot:notify("team", { team = TEAM }).body.code)
+    assert.equal("bad_response", bot:notify("member", { target = TEAM, id = "29:ann" }).json.code)
+    assert.equal("bad_response", bot:notify("channels", { team = TEAM }).json.code)
+    assert.equal("bad_response", bot:notify("team", { team = TEAM }).json.code)
     assert.same({}, bot:errors())
   end)
 
   it("a broadcast to a team whose roster fails returns nil, message, code and creates no job", function()
     bot:respond { method = "GET", match = "/pagedmembers", status = 503 }
-    local r = bot:notify("greet", { to = { team = TEAM } }).body
+    local r = bot:notify("greet", { to = { team = TEAM } }).json
     assert.is_nil(r.id)
     assert.equal("unavailable", r.code)
     assert.same({}, bot:broadcasts())
@@ -138,9 +138,9 @@ describe("a 1:1 with a roster member", function()
   for _, whole in ipairs { false, true } do
     it(("stores the member's name and Entra id (user = %s)"):format(whole and "m" or "m.id"), function()
       local r = bot:notify("dm-roster", { team = TEAM, whole = whole, tenant = testing.defaults.tenant })
-      assert.equal(200, r.status, r.raw)
-      local list = r.body
-      assert.equal(2, #list, r.raw)
+      assert.equal(200, r.status, r.body)
+      local list = r.json
+      assert.equal(2, #list, r.body)
       assert.same({ conversation = "a:29:ann", name = "Ann", aad = "aad-ann", user = "29:ann" }, list[1])
       assert.same({ conversation = "a:29:bo", name = "Bo", aad = "aad-bo", user = "29:bo" }, list[2])
       local ref = bot:conversation("a:29:ann")
@@ -151,7 +151,7 @@ describe("a 1:1 with a roster member", function()
   it("a personalised broadcast to those 1:1s greets each by name", function()
     bot:notify("dm-roster", { team = TEAM, tenant = testing.defaults.tenant })
     bot:clear()
-    local r = bot:notify("greet", { to = { conversations = { "a:29:ann", "a:29:bo" } } }).body
+    local r = bot:notify("greet", { to = { conversations = { "a:29:ann", "a:29:bo" } } }).json
     assert.is_number(r.id)
     bot:advance(5)
     assert.sent_to("a:29:ann", "Hi Ann")
@@ -175,7 +175,7 @@ describe("the recipient of a personalised broadcast", function()
       { conversations = { "a:29:lena" } },
       { users = { "29:lena" }, tenant = testing.defaults.tenant },
     } do
-      local r = bot:notify("greet", { to = to }).body
+      local r = bot:notify("greet", { to = to }).json
       assert.is_number(r.id, cjson.encode(r))
       local seen = r.seen[1]
       assert.same({ conversation = "a:29:lena", user = "29:lena", name = "Lena", locale = "de-DE",
@@ -186,7 +186,7 @@ describe("the recipient of a personalised broadcast", function()
   it("carries the roster's name for a team broadcast", function()
     bot:install { team = "Contoso", user = "megan", both = false }
     bot:respond { method = "GET", match = "/pagedmembers", body = page({ member "Ann" }) }
-    local r = bot:notify("greet", { to = { team = TEAM } }).body
+    local r = bot:notify("greet", { to = { team = TEAM } }).json
     assert.is_number(r.id, cjson.encode(r))
     assert.equal("Ann", r.seen[1].name)
     assert.equal("aad-ann", r.seen[1].aad_object_id)
@@ -269,8 +269,8 @@ describe("teams.ledger", function()
 
   local function ledger(filter)
     local r = bot:notify("ledger", { filter = filter })
-    assert.equal(200, r.status, r.raw)
-    return r.body.entries
+    assert.equal(200, r.status, r.body)
+    return r.json.entries
   end
 
   it("lists blocked, gone and uninstalled conversations, filtered by state and time", function()
