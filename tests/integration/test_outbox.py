@@ -503,7 +503,9 @@ class TeamsLimitsTest(HeraldTestCase):
                      "tenant": "bulk", "service_url": url + "/t/bulk", "tag": "k"}):
             self.invoke_blast(h, cmd)
         total = self.BURST + self.BULK + warm
-        self.fc.wait_until(lambda rs: sum(1 for x in rs if x["status"] == 201) >= total, 60,
+        blast_t0 = time.monotonic()
+        # the limits pace these over ~20 s; the bound is only how long to wait for the outcome
+        self.fc.wait_until(lambda rs: sum(1 for x in rs if x["status"] == 201) >= total, 180,
                            f"{total} messages")
         c = self.fc.counts()
         reqs = self.fc.snapshot()
@@ -520,7 +522,11 @@ class TeamsLimitsTest(HeraldTestCase):
             t = tenants.get(name)
             self.assertIsNotNone(t, out)
             self.assertEqual((t["queued"], t["throttled_last_hour"]), (0, 0), t)
-            self.assertEqual(t["sent_last_60s"], n, t)
+            # "last 60 s" holds them all unless a slow machine spread the blast wider than that
+            if time.monotonic() - blast_t0 < 58:
+                self.assertEqual(t["sent_last_60s"], n, t)
+            else:
+                self.assertLessEqual(t["sent_last_60s"], n, t)
         # herald's own send times: every Teams window, per conversation and per tenant, exactly
         starts = call_starts(h.log)
         by_tenant = {}
