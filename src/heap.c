@@ -92,8 +92,6 @@ heap_node *heap_pop(heap *h)
 
 void heap_free(heap *h)
 {
-    for (int i = 0; i < h->len; i++)
-        h->nodes[i]->idx = -1;
     free(h->nodes);
     *h = (heap)HEAP_INIT;
 }

@@ -30,13 +30,14 @@ static inline heap_node *heap_top(const heap *h) { return h->len ? h->nodes[0] :
 static inline int heap_len(const heap *h) { return h->len; }
 
 /* Puts n at deadline behind every node already due then (a fresh sequence number), moving it if it
- * is in h already. 0, or -1 when the array cannot grow: n, not in h before, is still not. */
+ * is in h already (a move always succeeds). 0, or -1 when the array cannot grow: n, not in h
+ * before, is still not. */
 int heap_set(heap *h, heap_node *n, int64_t deadline);
 /* Takes n out of h; nothing if it is not in h. */
 void heap_remove(heap *h, heap_node *n);
 /* Takes the earliest node out of h and returns it; NULL when h is empty. */
 heap_node *heap_pop(heap *h);
-/* Frees the array; the nodes still in it are only forgotten (their owner frees them). */
+/* Frees the array without touching a node (their owners may have freed them already). */
 void heap_free(heap *h);
 
 #endif

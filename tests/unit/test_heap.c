@@ -1,5 +1,6 @@
 /* test_heap.c — src/heap.c: ties leave in the order they were (re)armed, removal from the middle,
- * moving a node, and thousands of random operations checked against a brute-force reference. */
+ * moving a node, freeing a heap whose elements are gone, and thousands of random operations
+ * checked against a brute-force reference. */
 #include "heap.h"
 #include "unit.h"
 
@@ -78,14 +79,16 @@ static void test_remove_from_the_middle(void)
     heap_free(&h);
 }
 
-static void test_free_unlinks_what_it_held(void)
+/* Owners free their elements first (the outbox frees its queues, then the heap): heap_free must
+ * not reach into them. ASan reports it if it does. */
+static void test_free_touches_no_node(void)
 {
     heap h = HEAP_INIT;
-    item a;
-    heap_node_init(&a.node);
-    heap_set(&h, &a.node, 1);
+    item *a = malloc(sizeof *a);
+    heap_node_init(&a->node);
+    heap_set(&h, &a->node, 1);
+    free(a);
     heap_free(&h);
-    CHECK(!heap_linked(&a.node));
     CHECK(h.nodes == NULL && h.len == 0 && h.cap == 0);
 }
 
@@ -147,5 +150,5 @@ static void test_random_operations_match_a_reference(void)
 UNIT_MAIN("heap",
           CASE(test_ties_leave_in_arming_order),
           CASE(test_remove_from_the_middle),
-          CASE(test_free_unlinks_what_it_held),
+          CASE(test_free_touches_no_node),
           CASE(test_random_operations_match_a_reference))
