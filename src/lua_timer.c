@@ -188,17 +188,21 @@ static int start_timer(lua_State *L, int repeat)
         lua_pushliteral(L, "quarantined");
         return 3;
     }
-    /* every allocation that can raise (the memory cap) comes before the timer's own: the handle
-     * starts closed, as liolib's newprefile does, and the ref is released if calloc fails */
+    /* The handle comes first and closed (h->t NULL), with its metatable, as liolib's newprefile
+     * makes a file: everything that can raise at the memory cap (the handle, the table of the
+     * callback and its arguments, the registry slot) is done before the timer's C memory exists,
+     * and a closed handle that is collected or used owns nothing. */
     int nargs = lua_gettop(L) - 2;
     timer_handle *h = lua_newuserdatauv(L, sizeof *h, 0);   /* [secs fn args... h] */
     h->t = NULL;
+    luaL_setmetatable(L, TIMER_MT);
     lua_createtable(L, nargs + 1, 0);              /* [secs fn args... h spec] */
     for (int i = 0; i <= nargs; i++) {
         lua_pushvalue(L, 2 + i);
         lua_rawseti(L, -2, i + 1);
     }
     int ref = vm_ref(v, L);                        /* [secs fn args... h] */
+    /* from here nothing raises until the timer is in the heap and the handle owns it */
     ltimer *t = calloc(1, sizeof *t);
     if (!t) {
         vm_unref(v, ref);
@@ -220,7 +224,6 @@ static int start_timer(lua_State *L, int repeat)
         arm(ts);
     h->t = t;
     t->handle = h;
-    luaL_setmetatable(L, TIMER_MT);
     return 1;
 }
 
@@ -251,7 +254,8 @@ static int timer_pending(lua_State *L)
     return 1;
 }
 
-/* A dropped handle does not stop its timer: fire-and-forget timers are common. */
+/* A dropped handle does not stop its timer: fire-and-forget timers are common. A closed handle
+ * (its timer done, cancelled, or never given one) has nothing to let go. */
 static int timer_gc(lua_State *L)
 {
     timer_handle *h = luaL_checkudata(L, 1, TIMER_MT);

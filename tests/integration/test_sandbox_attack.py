@@ -164,6 +164,46 @@ class SandboxAttackTest(HeraldTestCase):
         self.assertEqual(r.get("value"), 100, r)
         h.stop()                              # LeakSanitizer reports at exit
 
+    def test_timer_handles_made_at_the_memory_cap_own_exactly_their_timers(self):
+        # A timer handle is made closed first, then given its timer (liolib's newprefile): at the
+        # memory cap every teams.timer.after/every either returns a handle that owns its timer or
+        # raises holding no C memory and leaving no timer behind (the heap counts only handed-out
+        # ones; LeakSanitizer at exit). Made in the old order, each raising call leaked a timer.
+        h = self.start_probe_bot(env={"HERALD_LUA_MEMORY_MB": "8", "HERALD_TASK_SLICE_MS": "2000",
+                                      "HERALD_MAX_TIMERS": "100000"})
+        r = self.probe(h, """
+            local after, every, count = teams.timer.after, teams.timer.every, teams.timer.count
+            local function f() end
+            local ok, fails, handles = 0, 0, {}
+            local keep = {}
+            local function big() keep[#keep + 1] = ("x"):rep(4096) .. #keep end
+            local function small() keep[#keep + 1] = {} end
+            local function made(s, hd) if s then ok = ok + 1; handles[ok] = hd else fails = fails + 1 end end
+            for i = 1, 400 do handles[i] = false end     -- room for the handles, made up front
+            local before = count()
+            while pcall(big) do end
+            while pcall(small) do end
+            for i = 1, 200 do
+              made(pcall(after, 3600, f, i))
+              made(pcall(every, 3600, f, i))
+              if i % 4 == 0 then for _ = 1, 6 do keep[#keep] = nil end end   -- a little room now and then
+            end
+            local pending = count() - before
+            keep = nil
+            collectgarbage()
+            local cancelled = 0
+            for i = 1, ok do if handles[i]:cancel() then cancelled = cancelled + 1 end end
+            return ("%d %d %d %d %d"):format(ok, fails, pending, cancelled, count() - before)""")
+        self.assertTrue(r["ok"], r)
+        v = dict(zip(["ok", "fails", "pending", "cancelled", "left"], map(int, r["value"].split())))
+        self.assertGreater(v["fails"], 0, v)      # the cap was met
+        self.assertGreater(v["ok"], 0, v)         # and some room was found now and then
+        self.assertEqual(v["pending"], v["ok"], v)
+        self.assertEqual(v["cancelled"], v["ok"], v)
+        self.assertEqual(v["left"], 0, v)
+        self.assert_alive(h, "timers made at the memory cap")
+        h.stop()                              # LeakSanitizer reports at exit
+
     def test_a_handler_the_slice_killed_does_not_run_its_close_handlers_unbounded(self):
         # The slice kills from inside Lua's hook, and Lua leaves hooks off on the thread it kills.
         # Closing that thread's <close> variables afterwards (a handler's are closed however it
