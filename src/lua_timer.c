@@ -330,6 +330,24 @@ void lua_timer_cancel_all(vm *v)
 
 static scheduler *sched_of(lua_State *L) { return ((runtime *)vm_host(vm_of(L)))->scheduler; }
 
+static int push_string(lua_State *L)
+{
+    lua_pushstring(L, lua_touserdata(L, 1));
+    return 1;
+}
+
+/* Pushes s (or fallback when s is NULL) and frees s. Pushing a new string can raise at the memory
+ * cap, so it runs in a protected call and the error is raised again only once s is freed. */
+static void push_owned(lua_State *L, char *s, const char *fallback)
+{
+    lua_pushcfunction(L, push_string);            /* [... f]; a light C function: no allocation */
+    lua_pushlightuserdata(L, s ? s : (char *)fallback);   /* [... f s] */
+    int status = lua_pcall(L, 1, 1, 0);           /* [... string | error] */
+    free(s);
+    if (status != LUA_OK)
+        lua_error(L);
+}
+
 /* put{id, handler, kind, expr, tz, conversation, payload (JSON), missed} → next (unix s) |
  * nil, message, "bad_schedule" | nil, message, "store" (the database cannot be written) */
 static int sched_put(lua_State *L)
@@ -352,13 +370,13 @@ static int sched_put(lua_State *L)
     char *err = NULL;
     int64_t next = scheduler_put(sched_of(L), &e, &err);
     if (next < 0) {
+        int store = err && strncmp(err, "store:", 6) == 0;
         lua_pushnil(L);
-        lua_pushstring(L, err ? err : "bad schedule");
-        if (err && strncmp(err, "store:", 6) == 0)
+        push_owned(L, err, "bad schedule");
+        if (store)
             lua_pushliteral(L, "store");
         else
             lua_pushliteral(L, "bad_schedule");
-        free(err);
         return 3;
     }
     lua_pushinteger(L, next);

@@ -204,6 +204,33 @@ class SandboxAttackTest(HeraldTestCase):
         self.assert_alive(h, "timers made at the memory cap")
         h.stop()                              # LeakSanitizer reports at exit
 
+    def test_a_refused_schedule_at_the_memory_cap_holds_no_c_memory(self):
+        # teams.schedule with an expression the parser refuses: the message is made in C, then
+        # pushed as a Lua string, which can raise at the memory cap. Pushed while C still owned
+        # it, each such call leaked the message (LeakSanitizer at exit).
+        h = self.start_probe_bot(env={"HERALD_LUA_MEMORY_MB": "8", "HERALD_TASK_SLICE_MS": "2000"})
+        r = self.probe(h, """
+            local schedule, spec = teams.schedule, { id = "bad", handler = "h", cron = "not a cron at all" }
+            local refused, raised = 0, 0
+            local keep = {}
+            local function big() keep[#keep + 1] = ("x"):rep(4096) .. #keep end
+            local function small() keep[#keep + 1] = {} end
+            local function tally(s, id) if s then refused = refused + 1 else raised = raised + 1 end end
+            while pcall(big) do end
+            while pcall(small) do end
+            for i = 1, 400 do
+              tally(pcall(schedule, spec))
+              if i % 4 == 0 then for _ = 1, 6 do keep[#keep] = nil end end   -- a little room now and then
+            end
+            keep = nil
+            return ("%d %d"):format(refused, raised)""")
+        self.assertTrue(r["ok"], r)
+        refused, raised = map(int, r["value"].split())
+        self.assertGreater(raised, 0, r)          # the cap was met
+        self.assertGreater(refused, 0, r)         # and the parser was reached
+        self.assert_alive(h, "schedules refused at the memory cap")
+        h.stop()                              # LeakSanitizer reports at exit
+
     def test_a_handler_the_slice_killed_does_not_run_its_close_handlers_unbounded(self):
         # The slice kills from inside Lua's hook, and Lua leaves hooks off on the thread it kills.
         # Closing that thread's <close> variables afterwards (a handler's are closed however it
