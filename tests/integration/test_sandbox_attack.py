@@ -231,6 +231,39 @@ class SandboxAttackTest(HeraldTestCase):
         self.assert_alive(h, "schedules refused at the memory cap")
         h.stop()                              # LeakSanitizer reports at exit
 
+    def test_schedule_queries_that_raise_at_the_memory_cap_leave_no_query_open(self):
+        # teams.schedule.list/get push rows while their SQLite query steps. A push that raised at
+        # the memory cap left the query stepping: it held its read snapshot, and the next list
+        # carried on with the old query's remaining rows (7 of 30 schedules).
+        h = self.start_probe_bot(env={"HERALD_LUA_MEMORY_MB": "8", "HERALD_TASK_SLICE_MS": "2000"})
+        r = self.probe(h, """
+            teams.on_schedule("h", function() end)
+            for i = 1, 30 do assert(teams.schedule { id = "s" .. i, handler = "h", every = 3600 }) end
+            local list, get = teams.schedule.list, teams.schedule.get
+            local ok, raised, res = 0, 0, {}
+            for i = 1, 800 do res[i] = false end          -- answers are kept: memory stays full
+            local function tally(s, v) if s then ok = ok + 1; res[ok] = v else raised = raised + 1 end end
+            local keep = {}
+            local function big() keep[#keep + 1] = ("x"):rep(4096) .. #keep end
+            local function small() keep[#keep + 1] = {} end
+            while pcall(big) do end
+            while pcall(small) do end
+            for i = 1, 400 do
+              tally(pcall(list))
+              tally(pcall(get, "s1"))
+              if i % 4 == 0 then for _ = 1, 3 do keep[#keep] = nil end end   -- a little room now and then
+            end
+            keep, res = nil, nil
+            collectgarbage()
+            local g = get("s7")
+            return ("%d %d %d %s"):format(ok, raised, #list(), g and g.id or "nil")""")
+        self.assertTrue(r["ok"], r)
+        ok, raised, listed, got = r["value"].split()
+        self.assertGreater(int(raised), 0, r)     # the cap was met
+        self.assertGreater(int(ok), 0, r)
+        self.assertEqual((int(listed), got), (30, "s7"), r)
+        h.stop()
+
     def test_a_handler_the_slice_killed_does_not_run_its_close_handlers_unbounded(self):
         # The slice kills from inside Lua's hook, and Lua leaves hooks off on the thread it kills.
         # Closing that thread's <close> variables afterwards (a handler's are closed however it
