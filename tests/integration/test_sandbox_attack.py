@@ -211,18 +211,21 @@ class SandboxAttackTest(HeraldTestCase):
         h = self.start_probe_bot(env={"HERALD_LUA_MEMORY_MB": "8", "HERALD_TASK_SLICE_MS": "2000"})
         r = self.probe(h, """
             local schedule, spec = teams.schedule, { id = "bad", handler = "h", cron = "not a cron at all" }
-            local refused, raised = 0, 0
+            local refused, raised, res = 0, 0, {}
+            for i = 1, 400 do res[i] = false end          -- messages are kept: memory stays full
             local keep = {}
             local function big() keep[#keep + 1] = ("x"):rep(4096) .. #keep end
             local function small() keep[#keep + 1] = {} end
-            local function tally(s, id) if s then refused = refused + 1 else raised = raised + 1 end end
+            local function tally(s, _, msg)
+              if s then refused = refused + 1; res[refused] = msg else raised = raised + 1 end
+            end
             while pcall(big) do end
             while pcall(small) do end
             for i = 1, 400 do
               tally(pcall(schedule, spec))
               if i % 4 == 0 then for _ = 1, 6 do keep[#keep] = nil end end   -- a little room now and then
             end
-            keep = nil
+            keep, res = nil, nil
             return ("%d %d"):format(refused, raised)""")
         self.assertTrue(r["ok"], r)
         refused, raised = map(int, r["value"].split())
