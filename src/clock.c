@@ -2,24 +2,25 @@
  * clock_advance walks, activating each libevent event at its instant, then settling the loop, so
  * a test can pass a day in microseconds and still see timers, retries and schedules in order. */
 #include "clock.h"
+#include "heap.h"
 
 #include <event2/event.h>
 #include <stdlib.h>
 #include <sys/time.h>
 #include <time.h>
 
+/* A virtual timer: the heap's node for one libevent event (libevent's struct is not ours to embed
+ * a node in), made when the event is first armed and freed when it leaves the heap. */
 typedef struct vtimer {
+    heap_node hn;                 /* deadline: virtual monotonic ms */
     struct event *ev;
-    int64_t due, delay;
-    uint64_t seq;
+    int64_t delay;
 } vtimer;
 
 static int virtual_mode;
 static struct event_base *vbase;
 static int64_t vmono, vwall_start, wall_shift;
-static vtimer *heap;
-static int heap_len, heap_cap;
-static uint64_t seq;
+static heap timers = HEAP_INIT;
 
 int64_t clock_mono_ms(void)
 {
@@ -42,52 +43,29 @@ int64_t clock_wall_ms(void)
 void clock_shift_wall(int64_t delta_ms) { wall_shift += delta_ms; }
 int clock_is_virtual(void) { return virtual_mode; }
 
-static int earlier(const vtimer *a, const vtimer *b)
+static vtimer *of(heap_node *n) { return n ? heap_entry(n, vtimer, hn) : NULL; }
+
+static vtimer *find(struct event *ev)
 {
-    return a->due < b->due || (a->due == b->due && a->seq < b->seq);
+    for (int i = 0; i < timers.len; i++)   /* tests hold few timers: a scan is fine */
+        if (of(timers.nodes[i])->ev == ev)
+            return of(timers.nodes[i]);
+    return NULL;
 }
 
-static void up(int i)
+static void forget(struct event *ev)
 {
-    while (i > 0 && earlier(&heap[i], &heap[(i - 1) / 2])) {
-        vtimer t = heap[i];
-        heap[i] = heap[(i - 1) / 2];
-        heap[(i - 1) / 2] = t;
-        i = (i - 1) / 2;
+    vtimer *t = find(ev);
+    if (t) {
+        heap_remove(&timers, &t->hn);
+        free(t);
     }
 }
 
-static void down(int i)
+static void drop_all(void)
 {
-    for (;;) {
-        int l = 2 * i + 1, r = l + 1, m = i;
-        if (l < heap_len && earlier(&heap[l], &heap[m])) m = l;
-        if (r < heap_len && earlier(&heap[r], &heap[m])) m = r;
-        if (m == i)
-            return;
-        vtimer t = heap[i];
-        heap[i] = heap[m];
-        heap[m] = t;
-        i = m;
-    }
-}
-
-static void remove_at(int i)
-{
-    heap_len--;
-    if (i != heap_len) {
-        heap[i] = heap[heap_len];
-        down(i);
-        up(i);
-    }
-}
-
-static int find(struct event *ev)
-{
-    for (int i = 0; i < heap_len; i++)   /* tests hold few timers: a scan is fine */
-        if (heap[i].ev == ev)
-            return i;
-    return -1;
+    for (heap_node *n; (n = heap_pop(&timers));)
+        free(of(n));
 }
 
 void clock_timer_add(struct event *ev, int64_t delay_ms)
@@ -99,19 +77,16 @@ void clock_timer_add(struct event *ev, int64_t delay_ms)
         event_add(ev, &tv);
         return;
     }
-    int i = find(ev);
-    if (i >= 0)
-        remove_at(i);
-    if (heap_len == heap_cap) {
-        int cap = heap_cap ? heap_cap * 2 : 64;
-        vtimer *n = realloc(heap, (size_t)cap * sizeof *n);
-        if (!n)
+    vtimer *t = find(ev);
+    if (!t) {
+        if (!(t = malloc(sizeof *t)))
             return;
-        heap = n;
-        heap_cap = cap;
+        heap_node_init(&t->hn);
+        t->ev = ev;
     }
-    heap[heap_len] = (vtimer){ev, vmono + delay_ms, delay_ms, seq++};
-    up(heap_len++);
+    t->delay = delay_ms;
+    if (heap_set(&timers, &t->hn, vmono + delay_ms) < 0)
+        free(t);                  /* it was not in the heap: a move cannot fail */
 }
 
 void clock_timer_del(struct event *ev)
@@ -120,9 +95,7 @@ void clock_timer_del(struct event *ev)
         event_del(ev);
         return;
     }
-    int i = find(ev);
-    if (i >= 0)
-        remove_at(i);
+    forget(ev);
     event_del(ev);   /* it may be active already */
 }
 
@@ -130,11 +103,8 @@ void clock_timer_free(struct event *ev)
 {
     if (!ev)
         return;
-    if (virtual_mode) {
-        int i = find(ev);
-        if (i >= 0)
-            remove_at(i);
-    }
+    if (virtual_mode)
+        forget(ev);
     event_free(ev);
 }
 
@@ -142,7 +112,7 @@ int clock_timer_pending(struct event *ev)
 {
     if (!virtual_mode)
         return event_pending(ev, EV_TIMEOUT, NULL);
-    return find(ev) >= 0;
+    return find(ev) != NULL;
 }
 
 void clock_virtual(struct event_base *base, int64_t start_wall_ms)
@@ -151,15 +121,15 @@ void clock_virtual(struct event_base *base, int64_t start_wall_ms)
     vbase = base;
     vmono = 1000000;              /* a nonzero origin: "0 means never" holds in the code */
     vwall_start = start_wall_ms - vmono;
-    heap_len = 0;
+    drop_all();
 }
 
 void clock_virtual_reset(void)
 {
-    heap_len = 0;
+    drop_all();
 }
 
-int clock_virtual_pending(void) { return heap_len; }
+int clock_virtual_pending(void) { return heap_len(&timers); }
 
 /* Runs the loop until nothing is ready, firing timers due at this very instant (a zero-delay
  * answer of the fake connector) without moving time. */
@@ -176,12 +146,17 @@ static void drain(void)
 void clock_settle(void)
 {
     drain();
-    for (int guard = 0; guard < 100000 && heap_len && heap[0].due <= vmono; guard++) {
-        vtimer t = heap[0];
-        remove_at(0);
-        if (event_get_events(t.ev) & EV_PERSIST)
-            clock_timer_add(t.ev, t.delay > 0 ? t.delay : 1);
-        event_active(t.ev, EV_TIMEOUT, 1);
+    for (int guard = 0; guard < 100000 && heap_top(&timers) && heap_top(&timers)->deadline <= vmono;
+         guard++) {
+        vtimer *t = of(heap_top(&timers));
+        struct event *ev = t->ev;
+        if (event_get_events(ev) & EV_PERSIST) {
+            heap_set(&timers, &t->hn, vmono + (t->delay > 0 ? t->delay : 1));   /* a move */
+        } else {
+            heap_remove(&timers, &t->hn);
+            free(t);
+        }
+        event_active(ev, EV_TIMEOUT, 1);
         drain();
     }
 }
@@ -190,9 +165,9 @@ void clock_advance(int64_t ms)
 {
     int64_t target = vmono + (ms > 0 ? ms : 0);
     clock_settle();
-    while (heap_len && heap[0].due <= target) {
-        if (heap[0].due > vmono)
-            vmono = heap[0].due;
+    for (heap_node *top; (top = heap_top(&timers)) && top->deadline <= target;) {
+        if (top->deadline > vmono)
+            vmono = top->deadline;
         clock_settle();           /* fires everything due at this instant, in order */
     }
     vmono = target;

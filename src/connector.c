@@ -2,6 +2,7 @@
  * token is attached, URLs, headers, and turning each answer (ids, error bodies, transport failures)
  * into a connector_result with a stable code; retries and pacing belong to outbox and governor. */
 #include "connector.h"
+#include "err.h"
 #include "clock.h"
 
 #include <event2/event.h>
@@ -11,7 +12,6 @@
 #include "trust.h"
 
 #include <jansson.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,30 +59,6 @@ struct connector_call {
     connector_call *prev, *next;
 };
 
-static void set_err(char **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void set_err(char **err, const char *fmt, ...)
-{
-    if (!err)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    if (vasprintf(err, fmt, ap) < 0)
-        *err = NULL;
-    va_end(ap);
-}
-
-static char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static char *xasprintf(const char *fmt, ...)
-{
-    char *s = NULL;
-    va_list ap;
-    va_start(ap, fmt);
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    return s;
-}
-
 static int has_control_char(const char *s)
 {
     for (; *s; s++)
@@ -129,7 +105,7 @@ static char *build_url(const char *service_url, const char *conversation_id, con
         return NULL;
     }
     if (!conversation_id) {
-        char *url = xasprintf("%.*s/v3/conversations", (int)base, service_url);
+        char *url = errf("%.*s/v3/conversations", (int)base, service_url);
         if (!url)
             set_err(err, "connector: out of memory");
         return url;
@@ -138,7 +114,7 @@ static char *build_url(const char *service_url, const char *conversation_id, con
     char *id = activity_id ? connector_encode_id(activity_id) : NULL;
     char *url = NULL;
     if (conv && (id || !activity_id))
-        url = xasprintf("%.*s/v3/conversations/%s/activities%s%s", (int)base, service_url, conv,
+        url = errf("%.*s/v3/conversations/%s/activities%s%s", (int)base, service_url, conv,
                         id ? "/" : "", id ? id : "");
     if (!url)
         set_err(err, "connector: out of memory");
@@ -327,12 +303,12 @@ void connector_classify(const struct http_response *hr, long timeout_ms, connect
         res->status = 0;
         if (hr->timed_out) {
             res->code = CONNECTOR_TIMEOUT;
-            owned[0] = xasprintf("connector timeout after %ld ms", timeout_ms);
+            owned[0] = errf("connector timeout after %ld ms", timeout_ms);
         } else {
             res->code = CONNECTOR_NETWORK;
             const char *e = hr->error ? hr->error : "";
             char *t = readable(e, strlen(e));
-            owned[0] = xasprintf("connector network error: %s", t && *t ? t : "unknown");
+            owned[0] = errf("connector network error: %s", t && *t ? t : "unknown");
             free(t);
         }
     } else if (hr->status >= 200 && hr->status <= 299) {
@@ -349,13 +325,13 @@ void connector_classify(const struct http_response *hr, long timeout_ms, connect
             label = NULL;
         }
         if (label && text)
-            owned[0] = xasprintf("connector %ld %s: %s", hr->status, label, text);
+            owned[0] = errf("connector %ld %s: %s", hr->status, label, text);
         else if (label)
-            owned[0] = xasprintf("connector %ld %s", hr->status, label);
+            owned[0] = errf("connector %ld %s", hr->status, label);
         else if (text)
-            owned[0] = xasprintf("connector %ld: %s", hr->status, text);
+            owned[0] = errf("connector %ld: %s", hr->status, text);
         else
-            owned[0] = xasprintf("connector %ld (empty body)", hr->status);
+            owned[0] = errf("connector %ld (empty body)", hr->status);
         free(label);
         free(text);
         owned[1] = code;
@@ -427,7 +403,7 @@ static void read_success(connector_call *call, const http_response *hr, connecto
     if (!id) {
         res->ok = 0;
         res->code = CONNECTOR_BAD_RESPONSE;
-        owned[0] = xasprintf("connector %ld: response has no \"id\"", hr->status);
+        owned[0] = errf("connector %ld: response has no \"id\"", hr->status);
         res->message = owned[0] ? owned[0] : "connector response has no id";
     }
 }
@@ -516,7 +492,7 @@ static void fail_later(connector_call *call, const char *code, char *message)
 
 static void fail_auth_later(connector_call *call, const char *error)
 {
-    fail_later(call, CONNECTOR_AUTH, xasprintf("outbound auth: %s", error ? error : "no token"));
+    fail_later(call, CONNECTOR_AUTH, errf("outbound auth: %s", error ? error : "no token"));
 }
 
 static void on_token_ready(void *ud, const char *token, const char *error)
@@ -527,7 +503,7 @@ static void on_token_ready(void *ud, const char *token, const char *error)
         fail_auth_later(call, error);
         return;
     }
-    char *auth = has_control_char(token) ? NULL : xasprintf("Authorization: Bearer %s", token);
+    char *auth = has_control_char(token) ? NULL : errf("Authorization: Bearer %s", token);
     char *err = NULL;
     int rc = auth ? send_http(call, auth, &err) : -1;
     if (auth) {
@@ -569,13 +545,13 @@ static connector_call *start_call(connector *c, const connector_dest *to, enum c
         log_warn("refused to send the bot's token to an untrusted service URL url=%s conversation=%s",
                  to->service_url, to->seal_id ? to->seal_id : "-");
         fail_later(call, CONNECTOR_UNTRUSTED,
-                   xasprintf("service URL %s is not trusted: it came from no validated activity, "
+                   errf("service URL %s is not trusted: it came from no validated activity, "
                              "carries no valid seal and is not the cloud's endpoint (see "
                              "HERALD_TRUSTED_SERVICE_URLS)", to->service_url));
     } else if (c->ts.current) {
         const char *token = c->ts.current(c->ts.src);
         if (token) {
-            char *auth = has_control_char(token) ? NULL : xasprintf("Authorization: Bearer %s", token);
+            char *auth = has_control_char(token) ? NULL : errf("Authorization: Bearer %s", token);
             int rc = auth ? send_http(call, auth, err) : -1;
             if (auth) {
                 explicit_bzero(auth, strlen(auth));
@@ -709,7 +685,7 @@ connector *connector_new(http_client *http, const connector_config *cfg)
     const char *ua = cfg && cfg->user_agent && *cfg->user_agent && !has_control_char(cfg->user_agent)
                          ? cfg->user_agent
                          : "herald/" HERALD_VERSION;
-    c->user_agent_header = xasprintf("User-Agent: %s", ua);
+    c->user_agent_header = errf("User-Agent: %s", ua);
     if (!c->user_agent_header) {
         free(c);
         return NULL;
@@ -741,7 +717,7 @@ void connector_set_token(connector *c, const char *token)
         log_warn("connector bearer token contains control characters; calls go without one");
         return;
     }
-    c->auth_header = xasprintf("Authorization: Bearer %s", token);
+    c->auth_header = errf("Authorization: Bearer %s", token);
     if (!c->auth_header)
         log_error("connector out of memory storing the bearer token");
 }
@@ -777,7 +753,7 @@ connector_call *connector_get(connector *c, const connector_dest *to, const char
     size_t base = strlen(to->service_url);
     while (base > 0 && to->service_url[base - 1] == '/')
         base--;
-    char *url = xasprintf("%.*s%s", (int)base, to->service_url, path);
+    char *url = errf("%.*s%s", (int)base, to->service_url, path);
     if (!url) {
         set_err(err, "connector: out of memory");
         return NULL;

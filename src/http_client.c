@@ -1,12 +1,12 @@
 /* http_client.c — outbound HTTP on the event loop: libcurl's multi socket API driven by libevent.
  * Owns easy handles, one libevent watcher per curl socket, the curl timer and response buffers. */
 #include "http_client.h"
+#include "err.h"
 #include "clock.h"
 
 #include <curl/curl.h>
 #include <event2/event.h>
 #include <event2/event_struct.h> /* struct event embedded in sock_watch: one allocation per socket */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,18 +72,6 @@ struct http_client {
     http_fake_fn fake;           /* when set, no socket is opened: fake answers every request */
     void *fake_ud;
 };
-
-static void set_err(char **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void set_err(char **err, const char *fmt, ...)
-{
-    if (!err)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    if (vasprintf(err, fmt, ap) < 0)
-        *err = NULL;
-    va_end(ap);
-}
 
 static void list_append(struct req_list *l, http_request *r)
 {

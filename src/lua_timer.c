@@ -4,6 +4,7 @@
  * belongs in schedules: a reload cancels the old generation's timers. */
 #include "log.h"
 #include "clock.h"
+#include "heap.h"
 #include "scheduler.h"
 #include "runtime.h"
 #include "task.h"
@@ -25,12 +26,10 @@
 typedef struct timer_handle timer_handle;
 
 typedef struct ltimer {
-    int64_t due;                  /* monotonic ms */
-    uint64_t seq;
+    heap_node hn;                 /* deadline: monotonic ms */
     int64_t interval;             /* 0: once */
     int ref;                      /* {fn, args...} in the registry; released in timer_free */
     int nargs;
-    int heap_idx;
     timer_handle *handle;         /* the script's handle, while it lives */
     char where[160];              /* "file:line" of the callback: the watchdog's culprit key */
 } ltimer;
@@ -41,87 +40,22 @@ struct timer_handle {
 
 typedef struct timers {
     vm *v;
-    ltimer **heap;
-    int len, cap;
-    uint64_t seq;
+    heap pending;                 /* by (deadline, sequence): equal deadlines stay FIFO */
     struct event *ev;
 } timers;
 
 static int64_t mono_ms(void) { return clock_mono_ms(); }
 
-static int before(const ltimer *a, const ltimer *b)
-{
-    return a->due < b->due || (a->due == b->due && a->seq < b->seq);
-}
-
-static void swap(timers *ts, int a, int b)
-{
-    ltimer *t = ts->heap[a];
-    ts->heap[a] = ts->heap[b];
-    ts->heap[b] = t;
-    ts->heap[a]->heap_idx = a;
-    ts->heap[b]->heap_idx = b;
-}
-
-static void sift_up(timers *ts, int i)
-{
-    while (i > 0 && before(ts->heap[i], ts->heap[(i - 1) / 2])) {
-        swap(ts, i, (i - 1) / 2);
-        i = (i - 1) / 2;
-    }
-}
-
-static void sift_down(timers *ts, int i)
-{
-    for (;;) {
-        int l = 2 * i + 1, r = l + 1, m = i;
-        if (l < ts->len && before(ts->heap[l], ts->heap[m])) m = l;
-        if (r < ts->len && before(ts->heap[r], ts->heap[m])) m = r;
-        if (m == i)
-            return;
-        swap(ts, i, m);
-        i = m;
-    }
-}
-
-static void heap_remove(timers *ts, ltimer *t)
-{
-    int i = t->heap_idx;
-    if (i < 0)
-        return;
-    ts->len--;
-    if (i != ts->len) {
-        ts->heap[i] = ts->heap[ts->len];
-        ts->heap[i]->heap_idx = i;
-        sift_down(ts, i);
-        sift_up(ts, i);
-    }
-    t->heap_idx = -1;
-}
-
-static int heap_push(timers *ts, ltimer *t)
-{
-    if (ts->len == ts->cap) {
-        int cap = ts->cap ? ts->cap * 2 : 16;
-        ltimer **n = realloc(ts->heap, (size_t)cap * sizeof *n);
-        if (!n)
-            return -1;
-        ts->heap = n;
-        ts->cap = cap;
-    }
-    t->heap_idx = ts->len;
-    ts->heap[ts->len++] = t;
-    sift_up(ts, t->heap_idx);
-    return 0;
-}
+static ltimer *of(heap_node *n) { return n ? heap_entry(n, ltimer, hn) : NULL; }
 
 static void arm(timers *ts)
 {
-    if (!ts->len) {
+    heap_node *top = heap_top(&ts->pending);
+    if (!top) {
         clock_timer_del(ts->ev);
         return;
     }
-    clock_timer_add(ts->ev, ts->heap[0]->due - mono_ms());
+    clock_timer_add(ts->ev, top->deadline - mono_ms());
 }
 
 static void timer_free(timers *ts, ltimer *t)
@@ -177,21 +111,19 @@ static void on_due(evutil_socket_t fd, short what, void *arg)
     (void)what;
     timers *ts = arg;
     int64_t now = mono_ms();
-    uint64_t seq_end = ts->seq;
-    while (ts->len && ts->heap[0]->due <= now && ts->heap[0]->seq < seq_end) {
+    uint64_t seq_end = ts->pending.seq;
+    heap_node *top;
+    while ((top = heap_top(&ts->pending)) && top->deadline <= now && top->seq < seq_end) {
         if (task_turn_spent(ts->v)) {
             clock_timer_add(ts->ev, 0);
             return;
         }
-        ltimer *t = ts->heap[0];
-        heap_remove(ts, t);
+        ltimer *t = of(top);
         int once = !t->interval;
-        if (!once) {
-            t->due = now + t->interval;
-            t->seq = ts->seq++;
-            if (heap_push(ts, t) < 0)
-                once = 1;
-        }
+        if (once)
+            heap_remove(&ts->pending, &t->hn);
+        else
+            heap_set(&ts->pending, &t->hn, now + t->interval);   /* a move: it cannot fail */
         fire(ts, t, once);
     }
     arm(ts);
@@ -200,12 +132,9 @@ static void on_due(evutil_socket_t fd, short what, void *arg)
 static void timers_free(void *p)
 {
     timers *ts = p;
-    while (ts->len) {
-        ltimer *t = ts->heap[ts->len - 1];
-        heap_remove(ts, t);
-        timer_free(ts, t);
-    }
-    free(ts->heap);
+    for (heap_node *n; (n = heap_pop(&ts->pending));)
+        timer_free(ts, of(n));
+    heap_free(&ts->pending);
     if (ts->ev)
         clock_timer_free(ts->ev);
     free(ts);
@@ -237,9 +166,10 @@ static int start_timer(lua_State *L, int repeat)
     luaL_checktype(L, 2, LUA_TFUNCTION);
     timers *ts = timers_of(L);
     vm *v = ts->v;
-    if (ts->len >= vm_cfg(v)->max_timers) {
+    if (heap_len(&ts->pending) >= vm_cfg(v)->max_timers) {
         lua_pushnil(L);
-        lua_pushfstring(L, "too many pending timers (%d, limit HERALD_MAX_TIMERS)", ts->len);
+        lua_pushfstring(L, "too many pending timers (%d, limit HERALD_MAX_TIMERS)",
+                        heap_len(&ts->pending));
         lua_pushliteral(L, "too_many_timers");
         return 3;
     }
@@ -258,17 +188,21 @@ static int start_timer(lua_State *L, int repeat)
         lua_pushliteral(L, "quarantined");
         return 3;
     }
-    /* every allocation that can raise (the memory cap) comes before the timer's own: the handle
-     * starts closed, as liolib's newprefile does, and the ref is released if calloc fails */
+    /* The handle comes first and closed (h->t NULL), with its metatable, as liolib's newprefile
+     * makes a file: everything that can raise at the memory cap (the handle, the table of the
+     * callback and its arguments, the registry slot) is done before the timer's C memory exists,
+     * and a closed handle that is collected or used owns nothing. */
     int nargs = lua_gettop(L) - 2;
     timer_handle *h = lua_newuserdatauv(L, sizeof *h, 0);   /* [secs fn args... h] */
     h->t = NULL;
+    luaL_setmetatable(L, TIMER_MT);
     lua_createtable(L, nargs + 1, 0);              /* [secs fn args... h spec] */
     for (int i = 0; i <= nargs; i++) {
         lua_pushvalue(L, 2 + i);
         lua_rawseti(L, -2, i + 1);
     }
     int ref = vm_ref(v, L);                        /* [secs fn args... h] */
+    /* from here nothing raises until the timer is in the heap and the handle owns it */
     ltimer *t = calloc(1, sizeof *t);
     if (!t) {
         vm_unref(v, ref);
@@ -280,18 +214,16 @@ static int start_timer(lua_State *L, int repeat)
     t->interval = repeat ? (int64_t)(secs * 1000.0 + 0.5) : 0;
     if (repeat && t->interval < 1)
         t->interval = 1;
-    t->due = mono_ms() + (int64_t)(secs * 1000.0 + 0.5);
-    t->seq = ts->seq++;
-    if (heap_push(ts, t) < 0) {
+    heap_node_init(&t->hn);
+    if (heap_set(&ts->pending, &t->hn, mono_ms() + (int64_t)(secs * 1000.0 + 0.5)) < 0) {
         vm_unref(v, t->ref);
         free(t);
         return luaL_error(L, "out of memory");
     }
-    if (ts->heap[0] == t)
+    if (heap_top(&ts->pending) == &t->hn)
         arm(ts);
     h->t = t;
     t->handle = h;
-    luaL_setmetatable(L, TIMER_MT);
     return 1;
 }
 
@@ -308,7 +240,7 @@ static int timer_cancel(lua_State *L)
     }
     timers *ts = vm_ext(vm_of(L), VM_EXT_TIMERS);
     ltimer *t = h->t;
-    heap_remove(ts, t);
+    heap_remove(&ts->pending, &t->hn);
     timer_free(ts, t);
     arm(ts);
     lua_pushboolean(L, 1);
@@ -322,7 +254,8 @@ static int timer_pending(lua_State *L)
     return 1;
 }
 
-/* A dropped handle does not stop its timer: fire-and-forget timers are common. */
+/* A dropped handle does not stop its timer: fire-and-forget timers are common. A closed handle
+ * (its timer done, cancelled, or never given one) has nothing to let go. */
 static int timer_gc(lua_State *L)
 {
     timer_handle *h = luaL_checkudata(L, 1, TIMER_MT);
@@ -334,7 +267,7 @@ static int timer_gc(lua_State *L)
 static int timer_count(lua_State *L)
 {
     timers *ts = vm_ext(vm_of(L), VM_EXT_TIMERS);
-    lua_pushinteger(L, ts ? ts->len : 0);
+    lua_pushinteger(L, ts ? heap_len(&ts->pending) : 0);
     return 1;
 }
 
@@ -385,12 +318,9 @@ void lua_timer_cancel_all(vm *v)
     timers *ts = vm_ext(v, VM_EXT_TIMERS);
     if (!ts)
         return;
-    int n = ts->len;
-    while (ts->len) {
-        ltimer *t = ts->heap[ts->len - 1];
-        heap_remove(ts, t);
-        timer_free(ts, t);
-    }
+    int n = heap_len(&ts->pending);
+    for (heap_node *hn; (hn = heap_pop(&ts->pending));)
+        timer_free(ts, of(hn));
     clock_timer_del(ts->ev);
     if (n)
         log_info("cancelled %d in-memory timer(s) of the old generation", n);
@@ -399,6 +329,24 @@ void lua_timer_cancel_all(vm *v)
 /* ---- herald.schedule: durable schedules --------------------------------------------------- */
 
 static scheduler *sched_of(lua_State *L) { return ((runtime *)vm_host(vm_of(L)))->scheduler; }
+
+static int push_string(lua_State *L)
+{
+    lua_pushstring(L, lua_touserdata(L, 1));
+    return 1;
+}
+
+/* Pushes s (or fallback when s is NULL) and frees s. Pushing a new string can raise at the memory
+ * cap, so it runs in a protected call and the error is raised again only once s is freed. */
+static void push_owned(lua_State *L, char *s, const char *fallback)
+{
+    lua_pushcfunction(L, push_string);            /* [... f]; a light C function: no allocation */
+    lua_pushlightuserdata(L, s ? s : (char *)fallback);   /* [... f s] */
+    int status = lua_pcall(L, 1, 1, 0);           /* [... string | error] */
+    free(s);
+    if (status != LUA_OK)
+        lua_error(L);
+}
 
 /* put{id, handler, kind, expr, tz, conversation, payload (JSON), missed} → next (unix s) |
  * nil, message, "bad_schedule" | nil, message, "store" (the database cannot be written) */
@@ -422,13 +370,13 @@ static int sched_put(lua_State *L)
     char *err = NULL;
     int64_t next = scheduler_put(sched_of(L), &e, &err);
     if (next < 0) {
+        int store = err && strncmp(err, "store:", 6) == 0;
         lua_pushnil(L);
-        lua_pushstring(L, err ? err : "bad schedule");
-        if (err && strncmp(err, "store:", 6) == 0)
+        push_owned(L, err, "bad schedule");
+        if (store)
             lua_pushliteral(L, "store");
         else
             lua_pushliteral(L, "bad_schedule");
-        free(err);
         return 3;
     }
     lua_pushinteger(L, next);

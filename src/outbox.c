@@ -6,6 +6,7 @@
 #include "clock.h"
 #include "connector.h"
 #include "governor.h"
+#include "heap.h"
 #include "log.h"
 #include "store.h"
 #include "store_outbox.h"
@@ -52,8 +53,7 @@ struct ob_queue {
     ob_op *head, *tail;
     int in_flight;
     int64_t outstanding;          /* operations in it (outbox_admit) */
-    int64_t ready_at;             /* heap key (monotonic) */
-    int heap_idx;                 /* -1 when not in the heap */
+    heap_node hn;                 /* in o->ready: keyed by the time it may go (monotonic) */
     int waiting;                  /* in its tenant's wait list */
     int deferred;                 /* in the outbox's reschedule list */
     ob_queue *dnext;
@@ -96,8 +96,7 @@ struct outbox {
     ob_queue **queues;            /* hash by key */
     ob_tenant **tenants;          /* hash by id ("" for unknown) */
     ledger_entry **ledger;        /* hash by conversation id */
-    ob_queue **heap;
-    int heap_len, heap_cap;
+    heap ready;                   /* queues waiting for their time, by (ready time, sequence) */
     struct event *heap_timer, *commit_ev;
     ob_op *uncommitted, *uncommitted_tail;
     ob_queue *resched;            /* queues to schedule on the next turn */
@@ -147,76 +146,18 @@ static unsigned hash_str(const char *s)
 
 static const char *const kind_names[] = {"send", "reply", "update", "delete", "create"};
 
-/* ---- heap of queues by ready_at ---------------------------------------------------------- */
+/* ---- heap of queues by the time they may go (heap.h) -------------------------------------- */
 
-static void heap_swap(outbox *o, int a, int b)
-{
-    ob_queue *t = o->heap[a];
-    o->heap[a] = o->heap[b];
-    o->heap[b] = t;
-    o->heap[a]->heap_idx = a;
-    o->heap[b]->heap_idx = b;
-}
-
-static void heap_up(outbox *o, int i)
-{
-    while (i > 0 && o->heap[(i - 1) / 2]->ready_at > o->heap[i]->ready_at) {
-        heap_swap(o, i, (i - 1) / 2);
-        i = (i - 1) / 2;
-    }
-}
-
-static void heap_down(outbox *o, int i)
-{
-    for (;;) {
-        int l = 2 * i + 1, r = l + 1, m = i;
-        if (l < o->heap_len && o->heap[l]->ready_at < o->heap[m]->ready_at) m = l;
-        if (r < o->heap_len && o->heap[r]->ready_at < o->heap[m]->ready_at) m = r;
-        if (m == i)
-            return;
-        heap_swap(o, i, m);
-        i = m;
-    }
-}
-
-static void heap_remove(outbox *o, ob_queue *q)
-{
-    int i = q->heap_idx;
-    if (i < 0)
-        return;
-    o->heap_len--;
-    if (i != o->heap_len) {
-        o->heap[i] = o->heap[o->heap_len];
-        o->heap[i]->heap_idx = i;
-        heap_down(o, i);
-        heap_up(o, i);
-    }
-    q->heap_idx = -1;
-}
-
-static int heap_push(outbox *o, ob_queue *q)
-{
-    if (o->heap_len == o->heap_cap) {
-        int cap = o->heap_cap ? o->heap_cap * 2 : 256;
-        ob_queue **n = realloc(o->heap, (size_t)cap * sizeof *n);
-        if (!n)
-            return -1;
-        o->heap = n;
-        o->heap_cap = cap;
-    }
-    q->heap_idx = o->heap_len;
-    o->heap[o->heap_len++] = q;
-    heap_up(o, q->heap_idx);
-    return 0;
-}
+static ob_queue *heap_queue(heap_node *n) { return n ? heap_entry(n, ob_queue, hn) : NULL; }
 
 static void arm_heap_timer(outbox *o)
 {
-    if (!o->heap_len) {
+    heap_node *top = heap_top(&o->ready);
+    if (!top) {
         clock_timer_del(o->heap_timer);
         return;
     }
-    clock_timer_add(o->heap_timer, o->heap[0]->ready_at - mono_ms());
+    clock_timer_add(o->heap_timer, top->deadline - mono_ms());
 }
 
 /* ---- queues, tenants, ledger -------------------------------------------------------------- */
@@ -268,7 +209,7 @@ static ob_queue *queue_get(outbox *o, const char *key, const char *tenant)
         free(q);
         return NULL;
     }
-    q->heap_idx = -1;
+    heap_node_init(&q->hn);
     q->tenant = tenant_get(o, tenant);
     if (!q->tenant) {
         free(q->key);
@@ -284,7 +225,7 @@ static ob_queue *queue_get(outbox *o, const char *key, const char *tenant)
 static void queue_maybe_drop(outbox *o, ob_queue *q)
 {
     if (q->head || q->in_flight || q->waiting || q->deferred || q->slot_waiting || q->held ||
-        q->heap_idx >= 0)
+        heap_linked(&q->hn))
         return;
     if (q->lim.len && q->lim.t && mono_ms() - gov_conversation_windows[3].ms <
                                       q->lim.t[(q->lim.head + q->lim.len - 1) % q->lim.cap])
@@ -835,19 +776,15 @@ static void schedule(outbox *o, ob_queue *q)
             ready = g;
     }
     if (ready <= now) {
-        heap_remove(o, q);
+        heap_remove(&o->ready, &q->hn);
         dispatch(o, q);
         return;
     }
-    q->ready_at = ready;
-    if (q->heap_idx >= 0) {
-        heap_down(o, q->heap_idx);
-        heap_up(o, q->heap_idx);
-    } else if (heap_push(o, q) < 0) {
+    if (heap_set(&o->ready, &q->hn, ready) < 0) {
         log_error("outbox: out of memory scheduling a queue");
         return;
     }
-    if (o->heap[0] == q)
+    if (heap_top(&o->ready) == &q->hn)
         arm_heap_timer(o);
 }
 
@@ -859,9 +796,8 @@ static void on_heap_timer(evutil_socket_t fd, short what, void *arg)
     outbox *o = arg;
     int64_t now = mono_ms();
     ob_queue *due = NULL;
-    while (o->heap_len && o->heap[0]->ready_at <= now) {
-        ob_queue *q = o->heap[0];
-        heap_remove(o, q);
+    while (heap_top(&o->ready) && heap_top(&o->ready)->deadline <= now) {
+        ob_queue *q = heap_queue(heap_pop(&o->ready));
         q->tnext = due;           /* borrowed as a list link; cleared below */
         due = q;
     }
@@ -1253,7 +1189,7 @@ void outbox_free(outbox *o)
         event_free(o->resched_ev);
     if (o->purge_timer)
         clock_timer_free(o->purge_timer);
-    free(o->heap);
+    heap_free(&o->ready);
     free(o->queues);
     free(o->tenants);
     free(o->ledger);

@@ -1,29 +1,17 @@
 /* scaffold.c — `herald new NAME`: writes a bot project (bot.lua, a passing spec, .busted,
  * .luarc.json, env/.env.local) from the embedded templates, with the paths of this herald's kit. */
 #include "scaffold.h"
+#include "err.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <dirent.h>
 #include <unistd.h>
-
-static char *fmt_err(const char *f, ...) __attribute__((format(printf, 1, 2)));
-static char *fmt_err(const char *f, ...)
-{
-    va_list ap;
-    va_start(ap, f);
-    char *s = NULL;
-    if (vasprintf(&s, f, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    return s;
-}
 
 static int is_file(const char *dir, const char *rel)
 {
@@ -59,7 +47,7 @@ int scaffold_find_paths(const char *exe, scaffold_paths *p, char **err)
     char *real = realpath(exe, NULL);
     char *slash = real ? strrchr(real, '/') : NULL;
     if (!slash) {
-        *err = fmt_err("cannot find the herald binary's directory (%s)", exe);
+        *err = errf("cannot find the herald binary's directory (%s)", exe);
         free(real);
         return -1;
     }
@@ -86,7 +74,7 @@ int scaffold_find_paths(const char *exe, scaffold_paths *p, char **err)
         p->defs_dir = resolve(real, "../share/herald/lua/defs");
     }
     if (!p->lua_dir || !p->so_dir || !p->defs_dir) {
-        *err = fmt_err("cannot find herald's test kit beside %s/herald: build it with `make` (the build "
+        *err = errf("cannot find herald's test kit beside %s/herald: build it with `make` (the build "
                        "tree's lua/ and build/lua/) or install it with `make install` "
                        "(share/herald/lua and lib/herald/lua)", real);
         free(real);
@@ -176,13 +164,13 @@ static int write_file(const char *root, const char *rel, const char *text, char 
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/%s", root, rel);
     if (make_parents(root, rel) < 0) {
-        *err = fmt_err("cannot create the directories of %s: %s", path, strerror(errno));
+        *err = errf("cannot create the directories of %s: %s", path, strerror(errno));
         return -1;
     }
     /* O_EXCL: never overwrite, even a file that appeared since the emptiness check */
     int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0) {
-        *err = fmt_err("cannot create %s: %s", path, strerror(errno));
+        *err = errf("cannot create %s: %s", path, strerror(errno));
         return -1;
     }
     size_t len = strlen(text), off = 0;
@@ -191,14 +179,14 @@ static int write_file(const char *root, const char *rel, const char *text, char 
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0) {
-            *err = fmt_err("cannot write %s: %s", path, strerror(errno));
+            *err = errf("cannot write %s: %s", path, strerror(errno));
             close(fd);
             return -1;
         }
         off += (size_t)w;
     }
     if (close(fd) < 0) {
-        *err = fmt_err("cannot write %s: %s", path, strerror(errno));
+        *err = errf("cannot write %s: %s", path, strerror(errno));
         return -1;
     }
     return 0;
@@ -211,16 +199,16 @@ static int existing_empty(const char *dir, char **err)
     if (stat(dir, &st) < 0) {
         if (errno == ENOENT)
             return 0;
-        *err = fmt_err("cannot use %s: %s", dir, strerror(errno));
+        *err = errf("cannot use %s: %s", dir, strerror(errno));
         return -1;
     }
     if (!S_ISDIR(st.st_mode)) {
-        *err = fmt_err("%s exists and is not a directory: not overwriting it", dir);
+        *err = errf("%s exists and is not a directory: not overwriting it", dir);
         return -1;
     }
     DIR *d = opendir(dir);
     if (!d) {
-        *err = fmt_err("cannot read %s: %s", dir, strerror(errno));
+        *err = errf("cannot read %s: %s", dir, strerror(errno));
         return -1;
     }
     struct dirent *e;
@@ -230,7 +218,7 @@ static int existing_empty(const char *dir, char **err)
             empty = 0;
     closedir(d);
     if (!empty) {
-        *err = fmt_err("%s exists and is not empty: not overwriting it (pick a new name, or empty it)",
+        *err = errf("%s exists and is not empty: not overwriting it (pick a new name, or empty it)",
                        dir);
         return -1;
     }
@@ -244,7 +232,7 @@ int scaffold_new(const char *name, const scaffold_file *files, const scaffold_pa
         nl--;
     char *dir = strndup(name, nl);
     if (!dir) {
-        *err = fmt_err("out of memory");
+        *err = errf("out of memory");
         return -1;
     }
     const char *base = strrchr(dir, '/');
@@ -252,12 +240,12 @@ int scaffold_new(const char *name, const scaffold_file *files, const scaffold_pa
     int rc = -1;
     if (!*base || strcmp(base, ".") == 0 || strcmp(base, "..") == 0 ||
         strspn(base, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.") != strlen(base)) {
-        *err = fmt_err("herald new: the project's name (the directory's last part) may hold letters, "
+        *err = errf("herald new: the project's name (the directory's last part) may hold letters, "
                        "digits, '_', '-' and '.', got '%s'", base);
         goto out;
     }
     if (!plain_path(p->lua_dir) || !plain_path(p->so_dir) || !plain_path(p->defs_dir)) {
-        *err = fmt_err("herald's directory %s holds a quote, a backslash or a control character; "
+        *err = errf("herald's directory %s holds a quote, a backslash or a control character; "
                        "the project's .busted could not name it", p->lua_dir);
         goto out;
     }
@@ -265,7 +253,7 @@ int scaffold_new(const char *name, const scaffold_file *files, const scaffold_pa
     if (exists < 0)
         goto out;
     if (!exists && mkdir(dir, 0755) < 0) {
-        *err = fmt_err("cannot create %s: %s", dir, strerror(errno));
+        *err = errf("cannot create %s: %s", dir, strerror(errno));
         goto out;
     }
     const char *const subst[] = {"NAME", base, "LUA_DIR", p->lua_dir, "SO_DIR", p->so_dir,
@@ -273,7 +261,7 @@ int scaffold_new(const char *name, const scaffold_file *files, const scaffold_pa
     for (const scaffold_file *f = files; f->path; f++) {
         char *text = expand(f->text, f->len, subst);
         if (!text) {
-            *err = fmt_err("out of memory");
+            *err = errf("out of memory");
             goto out;
         }
         int w = write_file(dir, f->path, text, err);

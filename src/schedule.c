@@ -2,8 +2,8 @@
  * Cron is matched in local wall time, one constant-offset stretch of the zone at a time, so DST
  * gaps and overlaps are decided where they happen (see schedule.h for the rules). */
 #include "schedule.h"
+#include "err.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,18 +12,6 @@
 /* Instants handled: years 0001..9999, the range RFC 3339 can write. */
 #define SCHEDULE_MIN_S (-62135596800LL)
 #define SCHEDULE_MAX_S 253402300799LL
-
-static void set_err(char **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void set_err(char **err, const char *fmt, ...)
-{
-    if (!err)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    if (vasprintf(err, fmt, ap) < 0)
-        *err = NULL;
-    va_end(ap);
-}
 
 /* ---- date-times ---------------------------------------------------------------------------- */
 

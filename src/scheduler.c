@@ -599,17 +599,47 @@ static void push_row(lua_State *L, sqlite3_stmt *st)
     }
 }
 
+static int push_one(lua_State *L)
+{
+    sqlite3_stmt *st = lua_touserdata(L, 1);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        push_row(L, st);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+static int push_all(lua_State *L)
+{
+    sqlite3_stmt *st = lua_touserdata(L, 1);
+    lua_newtable(L);
+    int n = 0;
+    while (sqlite3_step(st) == SQLITE_ROW) {
+        push_row(L, st);
+        lua_rawseti(L, -2, ++n);
+    }
+    return 1;
+}
+
+/* Pushes what fn makes of the bound query st. A push can raise at the memory cap, and a query left
+ * stepping holds its read snapshot and hands its remaining rows to the next call; so fn runs in a
+ * protected call, and the error is raised again once st is reset. */
+static int push_query(lua_State *L, sqlite3_stmt *st, lua_CFunction fn)
+{
+    lua_pushcfunction(L, fn);                     /* [... fn]; a light C function: no allocation */
+    lua_pushlightuserdata(L, st);                 /* [... fn st] */
+    int status = lua_pcall(L, 1, 1, 0);           /* [... result | error] */
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+    if (status != LUA_OK)
+        lua_error(L);
+    return 1;
+}
+
 int scheduler_push_get(scheduler *s, lua_State *L, const char *id)
 {
     store_bind_text(s->get, 1, id);
-    int found = sqlite3_step(s->get) == SQLITE_ROW;
-    if (found)
-        push_row(L, s->get);
-    else
-        lua_pushnil(L);
-    sqlite3_reset(s->get);
-    sqlite3_clear_bindings(s->get);
-    return 1;
+    return push_query(L, s->get, push_one);
 }
 
 int scheduler_push_list(scheduler *s, lua_State *L, const char *handler, const char *conv,
@@ -620,13 +650,5 @@ int scheduler_push_list(scheduler *s, lua_State *L, const char *handler, const c
     store_bind_text(st, 2, conv);
     store_bind_text(st, 3, after ? after : "");
     sqlite3_bind_int(st, 4, limit);
-    lua_newtable(L);
-    int n = 0;
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        push_row(L, st);
-        lua_rawseti(L, -2, ++n);
-    }
-    sqlite3_reset(st);
-    sqlite3_clear_bindings(st);
-    return 1;
+    return push_query(L, st, push_all);
 }

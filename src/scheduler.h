@@ -31,7 +31,8 @@ void scheduler_free(scheduler *s);
 int64_t scheduler_put(scheduler *s, const scheduler_entry *e, char **err);
 /* Deletes a schedule; returns 1 if it existed, 0 if not, -1 on a store error. */
 int scheduler_cancel(scheduler *s, const char *id);
-/* Pushes one schedule as a table (or nil); pushes an array of up to limit schedules. */
+/* Pushes one schedule as a table (or nil); pushes an array of up to limit schedules. May raise
+ * (the memory cap), and then only once the query is reset. */
 int scheduler_push_get(scheduler *s, lua_State *L, const char *id);
 int scheduler_push_list(scheduler *s, lua_State *L, const char *handler, const char *conv,
                         const char *after, int limit);

@@ -3,11 +3,11 @@
  * and durability: the group-commit batch, the degraded state with its replay of kept writes, the
  * start-up checks and the one-process lock. */
 #include "store.h"
+#include "err.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <sqlite3.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -389,18 +389,6 @@ static int keys_unchanged(sqlite3_stmt *stmt, const store_reference *ref)
             return 0;
     }
     return 1;
-}
-
-__attribute__((format(printf, 2, 3)))
-static void set_err(char **err, const char *fmt, ...)
-{
-    if (!err)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    if (vasprintf(err, fmt, ap) < 0)
-        *err = NULL;
-    va_end(ap);
 }
 
 static void set_db_err(store *s, char **err, const char *what)

@@ -4,10 +4,10 @@
  * degraded; what happens to operations already under way (attempts, final states, keys, ledger)
  * is kept for replay instead, so a send that went out is never forgotten. */
 #include "store_outbox.h"
+#include "err.h"
 #include "store.h"
 
 #include <sqlite3.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -89,17 +89,6 @@ static const store_statement statements[] = {
 };
 
 #define NSTATEMENTS (sizeof statements / sizeof statements[0])
-
-static void set_err(char **err, const char *fmt, ...)
-{
-    if (!err)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    if (vasprintf(err, fmt, ap) < 0)
-        *err = NULL;
-    va_end(ap);
-}
 
 store_outbox *store_outbox_open(store *s, char **err)
 {

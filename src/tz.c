@@ -2,11 +2,11 @@
  * A zone is an immutable table of transitions plus an optional footer rule; every query is a binary
  * search or a few lines of calendar arithmetic, so schedule.c can afford several per computation. */
 #include "tz.h"
+#include "err.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -48,18 +48,6 @@ struct tz {
     int has_rule;                 /* footer rule governs instants after the last transition */
     tz_rule rule;
 };
-
-static void set_err(char **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void set_err(char **err, const char *fmt, ...)
-{
-    if (!err)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    if (vasprintf(err, fmt, ap) < 0)
-        *err = NULL;
-    va_end(ap);
-}
 
 /* ---- civil arithmetic ---------------------------------------------------------------------- */
 

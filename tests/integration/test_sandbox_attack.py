@@ -164,6 +164,109 @@ class SandboxAttackTest(HeraldTestCase):
         self.assertEqual(r.get("value"), 100, r)
         h.stop()                              # LeakSanitizer reports at exit
 
+    def test_timer_handles_made_at_the_memory_cap_own_exactly_their_timers(self):
+        # A timer handle is made closed first, then given its timer (liolib's newprefile): at the
+        # memory cap every teams.timer.after/every either returns a handle that owns its timer or
+        # raises holding no C memory and leaving no timer behind (the heap counts only handed-out
+        # ones; LeakSanitizer at exit). Made in the old order, each raising call leaked a timer.
+        h = self.start_probe_bot(env={"HERALD_LUA_MEMORY_MB": "8", "HERALD_TASK_SLICE_MS": "2000",
+                                      "HERALD_MAX_TIMERS": "100000"})
+        r = self.probe(h, """
+            local after, every, count = teams.timer.after, teams.timer.every, teams.timer.count
+            local function f() end
+            local ok, fails, handles = 0, 0, {}
+            local keep = {}
+            local function big() keep[#keep + 1] = ("x"):rep(4096) .. #keep end
+            local function small() keep[#keep + 1] = {} end
+            local function made(s, hd) if s then ok = ok + 1; handles[ok] = hd else fails = fails + 1 end end
+            for i = 1, 400 do handles[i] = false end     -- room for the handles, made up front
+            local before = count()
+            while pcall(big) do end
+            while pcall(small) do end
+            for i = 1, 200 do
+              made(pcall(after, 3600, f, i))
+              made(pcall(every, 3600, f, i))
+              if i % 4 == 0 then for _ = 1, 6 do keep[#keep] = nil end end   -- a little room now and then
+            end
+            local pending = count() - before
+            keep = nil
+            collectgarbage()
+            local cancelled = 0
+            for i = 1, ok do if handles[i]:cancel() then cancelled = cancelled + 1 end end
+            return ("%d %d %d %d %d"):format(ok, fails, pending, cancelled, count() - before)""")
+        self.assertTrue(r["ok"], r)
+        v = dict(zip(["ok", "fails", "pending", "cancelled", "left"], map(int, r["value"].split())))
+        self.assertGreater(v["fails"], 0, v)      # the cap was met
+        self.assertGreater(v["ok"], 0, v)         # and some room was found now and then
+        self.assertEqual(v["pending"], v["ok"], v)
+        self.assertEqual(v["cancelled"], v["ok"], v)
+        self.assertEqual(v["left"], 0, v)
+        self.assert_alive(h, "timers made at the memory cap")
+        h.stop()                              # LeakSanitizer reports at exit
+
+    def test_a_refused_schedule_at_the_memory_cap_holds_no_c_memory(self):
+        # teams.schedule with an expression the parser refuses: the message is made in C, then
+        # pushed as a Lua string, which can raise at the memory cap. Pushed while C still owned
+        # it, each such call leaked the message (LeakSanitizer at exit).
+        h = self.start_probe_bot(env={"HERALD_LUA_MEMORY_MB": "8", "HERALD_TASK_SLICE_MS": "2000"})
+        r = self.probe(h, """
+            local schedule, spec = teams.schedule, { id = "bad", handler = "h", cron = "not a cron at all" }
+            local refused, raised, res = 0, 0, {}
+            for i = 1, 400 do res[i] = false end          -- messages are kept: memory stays full
+            local keep = {}
+            local function big() keep[#keep + 1] = ("x"):rep(4096) .. #keep end
+            local function small() keep[#keep + 1] = {} end
+            local function tally(s, _, msg)
+              if s then refused = refused + 1; res[refused] = msg else raised = raised + 1 end
+            end
+            while pcall(big) do end
+            while pcall(small) do end
+            for i = 1, 400 do
+              tally(pcall(schedule, spec))
+              if i % 4 == 0 then for _ = 1, 6 do keep[#keep] = nil end end   -- a little room now and then
+            end
+            keep, res = nil, nil
+            return ("%d %d"):format(refused, raised)""")
+        self.assertTrue(r["ok"], r)
+        refused, raised = map(int, r["value"].split())
+        self.assertGreater(raised, 0, r)          # the cap was met
+        self.assertGreater(refused, 0, r)         # and the parser was reached
+        self.assert_alive(h, "schedules refused at the memory cap")
+        h.stop()                              # LeakSanitizer reports at exit
+
+    def test_schedule_queries_that_raise_at_the_memory_cap_leave_no_query_open(self):
+        # teams.schedule.list/get push rows while their SQLite query steps. A push that raised at
+        # the memory cap left the query stepping: it held its read snapshot, and the next list
+        # carried on with the old query's remaining rows (7 of 30 schedules).
+        h = self.start_probe_bot(env={"HERALD_LUA_MEMORY_MB": "8", "HERALD_TASK_SLICE_MS": "2000"})
+        r = self.probe(h, """
+            teams.on_schedule("h", function() end)
+            for i = 1, 30 do assert(teams.schedule { id = "s" .. i, handler = "h", every = 3600 }) end
+            local list, get = teams.schedule.list, teams.schedule.get
+            local ok, raised, res = 0, 0, {}
+            for i = 1, 800 do res[i] = false end          -- answers are kept: memory stays full
+            local function tally(s, v) if s then ok = ok + 1; res[ok] = v else raised = raised + 1 end end
+            local keep = {}
+            local function big() keep[#keep + 1] = ("x"):rep(4096) .. #keep end
+            local function small() keep[#keep + 1] = {} end
+            while pcall(big) do end
+            while pcall(small) do end
+            for i = 1, 400 do
+              tally(pcall(list))
+              tally(pcall(get, "s1"))
+              if i % 4 == 0 then for _ = 1, 3 do keep[#keep] = nil end end   -- a little room now and then
+            end
+            keep, res = nil, nil
+            collectgarbage()
+            local g = get("s7")
+            return ("%d %d %d %s"):format(ok, raised, #list(), g and g.id or "nil")""")
+        self.assertTrue(r["ok"], r)
+        ok, raised, listed, got = r["value"].split()
+        self.assertGreater(int(raised), 0, r)     # the cap was met
+        self.assertGreater(int(ok), 0, r)
+        self.assertEqual((int(listed), got), (30, "s7"), r)
+        h.stop()
+
     def test_a_handler_the_slice_killed_does_not_run_its_close_handlers_unbounded(self):
         # The slice kills from inside Lua's hook, and Lua leaves hooks off on the thread it kills.
         # Closing that thread's <close> variables afterwards (a handler's are closed however it
