@@ -3,6 +3,7 @@
  * `herald check`, `herald --help`, README's tables (`herald config --markdown`) and the warning
  * about unknown HERALD_* variables. Secrets are only ever stored, never printed. */
 #include "config.h"
+#include "err.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -13,17 +14,6 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
-
-static char *fmt_err(const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    char *s = NULL;
-    if (vasprintf(&s, fmt, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    return s;
-}
 
 const char *config_usage(void)
 {
@@ -80,7 +70,7 @@ static int parse_hostport(const char *what, const char *spec, char **host, int *
     const char *colon = strrchr(spec, ':');
     long p;
     if (!colon || colon == spec || parse_long(colon + 1, 0, 65535, &p) < 0) {
-        *err = fmt_err("%s wants HOST:PORT (e.g. 127.0.0.1:3978), got '%s'", what, spec);
+        *err = errf("%s wants HOST:PORT (e.g. 127.0.0.1:3978), got '%s'", what, spec);
         return -1;
     }
     size_t hlen = (size_t)(colon - spec);
@@ -139,13 +129,13 @@ static int admin_cli_arg(config *cfg, int argc, char **argv, int *i, const char 
     }
     if (!val) {
         if (*i + 1 >= argc) {
-            *err = fmt_err("%s needs a value", a);
+            *err = errf("%s needs a value", a);
             return -1;
         }
         val = argv[++*i];
     }
     if (strcmp(a, "--listen") == 0) {
-        *err = fmt_err("herald %s does not use --listen: the admin endpoints are served only on the "
+        *err = errf("herald %s does not use --listen: the admin endpoints are served only on the "
                        "admin socket beside the database (give --db PATH or the bot script) or on "
                        "--admin-listen HOST:PORT", cfg->command);
         return -1;
@@ -183,7 +173,7 @@ static int admin_target(config *cfg, int tcp, const char *db, char **err)
     }
     if (cfg->admin_host)
         return 0;
-    *err = fmt_err("herald %s finds the running herald through the admin socket beside its database: "
+    *err = errf("herald %s finds the running herald through the admin socket beside its database: "
                    "give --db PATH (or HERALD_DB) or the bot script, or --admin-listen HOST:PORT",
                    cfg->command);
     return -1;
@@ -496,7 +486,7 @@ static int setting_set(config *cfg, const config_setting *s, const char *v, cons
     switch (s->type) {
     case CONFIG_T_NUMBER:
         if (parse_long(v, s->min, s->max, &x) < 0) {
-            *err = fmt_err("%s must be an integer from %ld to %ld (%s), got '%s'", s->name, s->min,
+            *err = errf("%s must be an integer from %ld to %ld (%s), got '%s'", s->name, s->min,
                            s->max, s->unit, v);
             return -1;
         }
@@ -845,7 +835,7 @@ int config_warn_unknown(char *const *envp, void (*warn)(const char *msg))
         size_t n = strcspn(e, "=");
         if (strncmp(e, "HERALD_", 7) != 0 || known_name(e, n, &closest))
             continue;
-        char *msg = fmt_err("unknown setting %.*s (did you mean %s?)", (int)n, e, closest);
+        char *msg = errf("unknown setting %.*s (did you mean %s?)", (int)n, e, closest);
         if (msg)
             warn(msg);
         free(msg);
@@ -884,14 +874,14 @@ int config_load(config *cfg, int argc, char **argv, char **err)
         return 1;
     }
     if (i >= argc) {
-        *err = fmt_err("no command given");
+        *err = errf("no command given");
         return -1;
     }
     if (strcmp(argv[i], "config") == 0) {
         /* herald config [--markdown | --names]: README's tables, or every name herald knows */
         const char *what = i + 1 < argc ? argv[i + 1] : "--markdown";
         if (i + 2 < argc || (strcmp(what, "--markdown") != 0 && strcmp(what, "--names") != 0)) {
-            *err = fmt_err("herald config takes --markdown or --names");
+            *err = errf("herald config takes --markdown or --names");
             return -1;
         }
         if (strcmp(what, "--names") == 0)
@@ -919,22 +909,22 @@ int config_load(config *cfg, int argc, char **argv, char **err)
             else if (strcmp(a, "--watch") == 0) cfg->watch = 1;
             else if (a[0] >= '0' && a[0] <= '9') cfg->broadcast_id = atoll(a);
             else {
-                *err = fmt_err("herald broadcast: unexpected '%s'", a);
+                *err = errf("herald broadcast: unexpected '%s'", a);
                 return -1;
             }
         }
         int control = strcmp(cfg->action, "pause") == 0 || strcmp(cfg->action, "resume") == 0 ||
                       strcmp(cfg->action, "cancel") == 0;
         if (!control && strcmp(cfg->action, "list") != 0 && strcmp(cfg->action, "show") != 0) {
-            *err = fmt_err("herald broadcast list|show|pause|resume|cancel, got '%s'", cfg->action);
+            *err = errf("herald broadcast list|show|pause|resume|cancel, got '%s'", cfg->action);
             return -1;
         }
         if (cfg->watch && strcmp(cfg->format, "text") != 0) {
-            *err = fmt_err("herald broadcast --watch draws a bar; it takes no --%s", cfg->format);
+            *err = errf("herald broadcast --watch draws a bar; it takes no --%s", cfg->format);
             return -1;
         }
         if ((control || strcmp(cfg->action, "show") == 0) && cfg->broadcast_id <= 0) {
-            *err = fmt_err("herald broadcast %s needs a broadcast id", cfg->action);
+            *err = errf("herald broadcast %s needs a broadcast id", cfg->action);
             return -1;
         }
         if (control && admin_target(cfg, tcp, db, err) < 0)
@@ -951,7 +941,7 @@ int config_load(config *cfg, int argc, char **argv, char **err)
                              slash ? cfg->script : ".") < 0)
                     cfg->db_path = NULL;
             } else {
-                *err = fmt_err("herald broadcast %s needs --db PATH (or the bot script)", cfg->action);
+                *err = errf("herald broadcast %s needs --db PATH (or the bot script)", cfg->action);
                 return -1;
             }
         }
@@ -966,7 +956,7 @@ int config_load(config *cfg, int argc, char **argv, char **err)
             if (r < 0)
                 return -1;
             if (r == 0) {
-                *err = fmt_err("herald reload takes --db PATH or the bot script, --admin-socket PATH "
+                *err = errf("herald reload takes --db PATH or the bot script, --admin-socket PATH "
                                "or --admin-listen HOST:PORT; got '%s'", argv[i]);
                 return -1;
             }
@@ -980,7 +970,7 @@ int config_load(config *cfg, int argc, char **argv, char **err)
                  strcmp(argv[i], "deliveries") == 0;
     cfg->format = "text";
     if (strcmp(argv[i], "run") != 0 && strcmp(argv[i], "check") != 0 && !report) {
-        *err = fmt_err("unknown command '%s'", argv[i]);
+        *err = errf("unknown command '%s'", argv[i]);
         return -1;
     }
     cfg->command = argv[i++];
@@ -997,7 +987,7 @@ int config_load(config *cfg, int argc, char **argv, char **err)
         } else if (report && strcmp(a, "--since") == 0) {
             if (!val) {
                 if (i + 1 >= argc) {
-                    *err = fmt_err("--since needs a value (seconds ago, or an ISO 8601 time)");
+                    *err = errf("--since needs a value (seconds ago, or an ISO 8601 time)");
                     return -1;
                 }
                 val = argv[++i];
@@ -1009,7 +999,7 @@ int config_load(config *cfg, int argc, char **argv, char **err)
         } else if (flag && flag->type != CONFIG_T_BOOL) {
             if (!val) {
                 if (i + 1 >= argc) {
-                    *err = fmt_err("%s needs a value", a);
+                    *err = errf("%s needs a value", a);
                     return -1;
                 }
                 val = argv[++i];
@@ -1017,25 +1007,25 @@ int config_load(config *cfg, int argc, char **argv, char **err)
             if (flag_set(cfg, row, val, err) < 0)
                 return -1;
         } else if (a[0] == '-' && a[1]) {
-            *err = fmt_err("unknown flag '%s'", argv[i]);
+            *err = errf("unknown flag '%s'", argv[i]);
             return -1;
         } else if (!cfg->script) {
             cfg->script = a;
         } else {
-            *err = fmt_err("unexpected argument '%s' (one script only)", a);
+            *err = errf("unexpected argument '%s' (one script only)", a);
             return -1;
         }
     }
     if (report && !cfg->script) {
         if (!cfg->db_path) {
-            *err = fmt_err("'%s' needs --db PATH (or the bot script, whose directory holds herald.db)",
+            *err = errf("'%s' needs --db PATH (or the bot script, whose directory holds herald.db)",
                            cfg->command);
             return -1;
         }
         return apply_cloud(cfg, err);
     }
     if (!cfg->script) {
-        *err = fmt_err("'%s' needs a bot script, e.g. herald run bot.lua", cfg->command);
+        *err = errf("'%s' needs a bot script, e.g. herald run bot.lua", cfg->command);
         return -1;
     }
     const char *slash = strrchr(cfg->script, '/');
@@ -1083,7 +1073,7 @@ static int apply_cloud(config *cfg, char **err)
         if (strcasecmp(cfg->cloud, clouds[i].name) == 0)
             c = &clouds[i];
     if (!c) {
-        *err = fmt_err("HERALD_CLOUD must be public, gcc, gcch or dod, got '%s'", cfg->cloud);
+        *err = errf("HERALD_CLOUD must be public, gcc, gcch or dod, got '%s'", cfg->cloud);
         return -1;
     }
     cfg->cloud = c->name;
@@ -1095,7 +1085,7 @@ static int apply_cloud(config *cfg, char **err)
     int single = cfg->app_type && strcasecmp(cfg->app_type, "SingleTenant") == 0;
     int multi = cfg->app_type && strcasecmp(cfg->app_type, "MultiTenant") == 0;
     if (cfg->app_type && !single && !multi) {
-        *err = fmt_err("MicrosoftAppType must be MultiTenant or SingleTenant, got '%s' "
+        *err = errf("MicrosoftAppType must be MultiTenant or SingleTenant, got '%s' "
                        "(managed identity is not supported yet)", cfg->app_type);
         return -1;
     }
@@ -1103,7 +1093,7 @@ static int apply_cloud(config *cfg, char **err)
      * tenant id means single-tenant unless the app type says otherwise. */
     const char *authority_tenant = (cfg->tenant_id && !multi) ? cfg->tenant_id : c->default_tenant;
     if (single && !cfg->tenant_id) {
-        *err = fmt_err("MicrosoftAppType=SingleTenant needs TENANT_ID (or MicrosoftAppTenantId)");
+        *err = errf("MicrosoftAppType=SingleTenant needs TENANT_ID (or MicrosoftAppTenantId)");
         return -1;
     }
     size_t ll = strlen(cfg->login_url);
@@ -1159,36 +1149,36 @@ int config_validate(const config *cfg, char **err)
 {
     struct stat st;
     if (stat(cfg->script, &st) < 0 || !S_ISREG(st.st_mode)) {
-        *err = fmt_err("bot script '%s' not found: %s", cfg->script,
+        *err = errf("bot script '%s' not found: %s", cfg->script,
                        errno ? strerror(errno) : "not a regular file");
         return -1;
     }
     if (cfg->dev && !is_loopback(cfg->listen_host)) {
-        *err = fmt_err("--dev serves without authentication and binds loopback only; "
+        *err = errf("--dev serves without authentication and binds loopback only; "
                        "'%s' is not a loopback address", cfg->listen_host);
         return -1;
     }
     if (cfg->admin_host && !is_loopback(cfg->admin_host)) {
         if (cfg->dev) {
-            *err = fmt_err("--dev binds loopback only; the admin listener '%s' is not a loopback "
+            *err = errf("--dev binds loopback only; the admin listener '%s' is not a loopback "
                            "address", cfg->admin_host);
             return -1;
         }
         if (!cfg->admin_token) {
-            *err = fmt_err("the admin listener %s:%d is not on loopback: set HERALD_ADMIN_TOKEN (a long "
+            *err = errf("the admin listener %s:%d is not on loopback: set HERALD_ADMIN_TOKEN (a long "
                            "random secret); every admin request must then carry "
                            "\"Authorization: Bearer <token>\"", cfg->admin_host, cfg->admin_port);
             return -1;
         }
     }
     if (!cfg->dev && !cfg->app_id) {
-        *err = fmt_err("no app id configured: set CLIENT_ID (or MicrosoftAppId) and CLIENT_SECRET "
+        *err = errf("no app id configured: set CLIENT_ID (or MicrosoftAppId) and CLIENT_SECRET "
                        "(or MicrosoftAppPassword) for a real bot, or pass --dev (HERALD_DEV=1) to run "
                        "unauthenticated against the Agents Playground");
         return -1;
     }
     if (!cfg->dev && !cfg->app_password && !cfg->cert_path) {
-        *err = fmt_err("app id %s has no credential: set CLIENT_SECRET (or MicrosoftAppPassword), "
+        *err = errf("app id %s has no credential: set CLIENT_SECRET (or MicrosoftAppPassword), "
                        "or HERALD_CERTIFICATE_PATH for certificate authentication", cfg->app_id);
         return -1;
     }
@@ -1197,7 +1187,7 @@ int config_validate(const config *cfg, char **err)
         const char *v = s->type == CONFIG_T_URL || s->type == CONFIG_T_URLS
                             ? *(const char *const *)((const char *)cfg + s->offset) : NULL;
         if (v && s->type == CONFIG_T_URL && !config_url_allowed(v)) {
-            *err = fmt_err("%s must be https (plain http only on a loopback host), got '%s'",
+            *err = errf("%s must be https (plain http only on a loopback host), got '%s'",
                            s->name, v);
             return -1;
         }
@@ -1207,7 +1197,7 @@ int config_validate(const config *cfg, char **err)
         for (char *u = strtok_r(list, ",", &save); u; u = strtok_r(NULL, ",", &save)) {
             while (*u == ' ') u++;
             if (*u && !config_url_allowed(u)) {
-                *err = fmt_err("%s entries must be https (plain http only on a loopback host), "
+                *err = errf("%s entries must be https (plain http only on a loopback host), "
                                "got '%s'", s->name, u);
                 free(list);
                 return -1;

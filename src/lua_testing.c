@@ -2,6 +2,7 @@
  * wires (store, outbox, governor, scheduler, Lua generation), built in-process for a busted spec,
  * on virtual time, with an in-memory database and a fake Bot Connector instead of the network.
  * Built as build/lua/herald/testing_core.so; lua/teams/testing.lua is the API bot authors use. */
+#include "err.h"
 #include "broadcast.h"
 #include "clock.h"
 #include "config.h"
@@ -89,18 +90,6 @@ static char *url_path(const char *url)
     char *copy = out ? strdup(out) : strdup(p);
     curl_free(out);
     return copy;
-}
-
-static char *fmt(const char *f, ...) __attribute__((format(printf, 1, 2)));
-static char *fmt(const char *f, ...)
-{
-    va_list ap;
-    va_start(ap, f);
-    char *s = NULL;
-    if (vasprintf(&s, f, ap) < 0)
-        s = NULL;
-    va_end(ap);
-    return s;
 }
 
 static const char *datum(const host *h, const char *kind, const char *id, size_t id_len)
@@ -220,7 +209,7 @@ static int roster_answer(const host *h, const char *rest, http_fake_answer *a)
     json_t *doc = json_object();
     json_object_set_new(doc, "members", page);
     if ((size_t)(from + size) < n) {
-        char *next = fmt("kit-page-%ld", from + size);
+        char *next = errf("kit-page-%ld", from + size);
         json_object_set_new(doc, "continuationToken", json_string(next ? next : ""));
         free(next);
     }
@@ -282,12 +271,12 @@ static void default_answer(host *h, const char *method, const char *path, const 
         if (json_is_true(json_object_get(p, "isGroup"))) {
             const char *ch = json_string_value(json_object_get(json_object_get(
                 json_object_get(p, "channelData"), "channel"), "id"));
-            a->body = fmt("{\"id\":\"%s;messageid=%ld\",\"activityId\":\"%ld\"}", ch ? ch : "19:channel",
+            a->body = errf("{\"id\":\"%s;messageid=%ld\",\"activityId\":\"%ld\"}", ch ? ch : "19:channel",
                           n, n);
         } else {
             const char *user = json_string_value(json_object_get(
                 json_array_get(json_object_get(p, "members"), 0), "id"));
-            a->body = fmt("{\"id\":\"a:%s\"}", user ? user : "user");
+            a->body = errf("{\"id\":\"a:%s\"}", user ? user : "user");
         }
         json_decref(p);
         a->status = 201;
@@ -296,10 +285,10 @@ static void default_answer(host *h, const char *method, const char *path, const 
     const char *acts = strstr(conv, "/activities");
     if (strcmp(method, "POST") == 0 && acts) {
         a->status = 201;
-        a->body = fmt("{\"id\":\"%ld\"}", ++h->next_id);
+        a->body = errf("{\"id\":\"%ld\"}", ++h->next_id);
     } else if (strcmp(method, "PUT") == 0 && acts) {
         a->status = 200;
-        a->body = fmt("{\"id\":\"%s\"}", acts + strlen("/activities/"));
+        a->body = errf("{\"id\":\"%s\"}", acts + strlen("/activities/"));
     } else if (strcmp(method, "DELETE") == 0) {
         a->status = 200;
         a->body = strdup("");
