@@ -2,11 +2,11 @@
  * wires (store, outbox, governor, scheduler, Lua generation), built in-process for a busted spec,
  * on virtual time, with an in-memory database and a fake Bot Connector instead of the network.
  * Built as build/lua/herald/testing_core.so; lua/teams/testing.lua is the API bot authors use. */
-#include "err.h"
 #include "broadcast.h"
 #include "clock.h"
 #include "config.h"
 #include "connector.h"
+#include "err.h"
 #include "http_client.h"
 #include "http_server.h"
 #include "log.h"
