@@ -82,6 +82,12 @@ static void on_timer_task_done(task *t, enum task_status status, int nres, const
 static void fire(timers *ts, ltimer *t, int once)
 {
     lua_State *L = vm_state(ts->v);
+    if (!lua_checkstack(L, t->nargs + 2)) {       /* fn and its arguments, unpacked below */
+        log_error("timer could not start its task: no stack for %d arguments", t->nargs);
+        if (once)
+            timer_free(ts, t);
+        return;
+    }
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->ref);    /* [spec] */
     int spec = lua_gettop(L);
     int nargs = t->nargs;

@@ -225,6 +225,15 @@ task *task_spawn(vm *v, const char *label, int nargs, task_done_fn done, void *u
         blame = NULL;
     t->culprit = blame;
     lua_State *T = lua_newthread(L);          /* main: [fn args... T] */
+    /* a new thread has room for LUA_MINSTACK values, and lua_xmove does not check: a timer with
+     * hundreds of arguments wrote past the thread's stack (liblua is not instrumented by ASan) */
+    if (!lua_checkstack(T, nargs + 1 + LUA_MINSTACK)) {
+        free(blame);
+        free(t);
+        lua_pop(L, nargs + 2);
+        *err = strdup("too many arguments for a new task");
+        return NULL;
+    }
     t->ref = vm_ref(v, L);                    /* main: [fn args...] */
     lua_xmove(L, T, nargs + 1);               /* main: [], T: [fn args...] */
     *(task **)lua_getextraspace(T) = t;

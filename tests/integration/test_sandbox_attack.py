@@ -164,6 +164,29 @@ class SandboxAttackTest(HeraldTestCase):
         self.assertEqual(r.get("value"), 100, r)
         h.stop()                              # LeakSanitizer reports at exit
 
+    def test_a_timer_with_thousands_of_arguments_gets_them_all(self):
+        # A new task's thread has room for 20 values and lua_xmove does not check: a timer's
+        # arguments were written past the thread's stack. liblua is not instrumented, so ASan saw
+        # nothing there; the heap it trampled crashed herald later (at shutdown, in SQLite).
+        h = self.start_probe_bot()
+        r = self.probe(h, """
+            local args = {}
+            for i = 1, 5000 do args[i] = i end
+            _G.timer_got = nil
+            teams.timer.after(0, function(...) _G.timer_got = select("#", ...) + select(5000, ...) end,
+                              table.unpack(args))
+            return true""")
+        self.assertTrue(r["ok"], r)
+        deadline = time.monotonic() + tf(10)
+        while True:
+            r = self.probe(h, "return _G.timer_got")
+            if r.get("value") is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        self.assertEqual(r.get("value"), 10000, r)
+        self.assert_alive(h, "a timer with 5,000 arguments")
+        h.stop()                              # a trampled heap shows here at the latest
+
     def test_timer_handles_made_at_the_memory_cap_own_exactly_their_timers(self):
         # A timer handle is made closed first, then given its timer (liolib's newprefile): at the
         # memory cap every teams.timer.after/every either returns a handle that owns its timer or
