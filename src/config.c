@@ -717,11 +717,11 @@ void config_markdown(FILE *out)
 {
     static const char *const heads[] = {
         "| flag / variable | default | meaning |\n| --- | --- | --- |\n",
-        "\n**Limits.** Each is an integer checked against its range at start (`herald check` shows "
-        "the ranges).\n\n| variable | default | what happens when it is reached |\n"
-        "| --- | --- | --- |\n",
-        "\n**Test hooks**, for herald's own tests; never set them in production.\n\n"
-        "| variable | meaning |\n| --- | --- |\n",
+        ("\n**Limits.** Each is an integer checked against its range at start (`herald check` shows "
+         "the ranges).\n\n| variable | default | what happens when it is reached |\n"
+         "| --- | --- | --- |\n"),
+        ("\n**Test hooks**, for herald's own tests; never set them in production.\n\n"
+         "| variable | meaning |\n| --- | --- |\n"),
     };
     for (int table = 0; table < 3; table++) {
         fputs(heads[table], out);
