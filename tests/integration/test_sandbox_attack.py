@@ -146,9 +146,12 @@ class SandboxAttackTest(HeraldTestCase):
             -- after it would itself meet the cap, outside any pcall
             local fails, after = 0, teams.timer.after
             local function f() end
-            local keep = {}
-            local function big() keep[#keep + 1] = ("x"):rep(4096) .. #keep end
-            local function small() keep[#keep + 1] = {} end
+            -- memory is filled with a list, not an array: an array's doubling can fail with
+            -- plenty of room left, so how close to the cap it ends would depend on the baseline
+            local keep
+            local function big() keep = { ("x"):rep(4096), keep } end
+            local function small() keep = { false, keep } end
+            local function room(n) for _ = 1, n do if keep then keep = keep[2] end end end
             while pcall(big) do end
             while pcall(small) do end
             for i = 1, 200 do if not pcall(after, 3600, f) then fails = fails + 1 end end
@@ -198,9 +201,12 @@ class SandboxAttackTest(HeraldTestCase):
             local after, every, count = teams.timer.after, teams.timer.every, teams.timer.count
             local function f() end
             local ok, fails, handles = 0, 0, {}
-            local keep = {}
-            local function big() keep[#keep + 1] = ("x"):rep(4096) .. #keep end
-            local function small() keep[#keep + 1] = {} end
+            -- memory is filled with a list, not an array: an array's doubling can fail with
+            -- plenty of room left, so how close to the cap it ends would depend on the baseline
+            local keep
+            local function big() keep = { ("x"):rep(4096), keep } end
+            local function small() keep = { false, keep } end
+            local function room(n) for _ = 1, n do if keep then keep = keep[2] end end end
             local function made(s, hd) if s then ok = ok + 1; handles[ok] = hd else fails = fails + 1 end end
             for i = 1, 400 do handles[i] = false end     -- room for the handles, made up front
             local before = count()
@@ -209,7 +215,7 @@ class SandboxAttackTest(HeraldTestCase):
             for i = 1, 200 do
               made(pcall(after, 3600, f, i))
               made(pcall(every, 3600, f, i))
-              if i % 4 == 0 then for _ = 1, 6 do keep[#keep] = nil end end   -- a little room now and then
+              if i % 4 == 0 then room(6) end   -- a little room now and then (~90 bytes a node)
             end
             local pending = count() - before
             keep = nil
@@ -236,9 +242,12 @@ class SandboxAttackTest(HeraldTestCase):
             local schedule, spec = teams.schedule, { id = "bad", handler = "h", cron = "not a cron at all" }
             local refused, raised, res = 0, 0, {}
             for i = 1, 400 do res[i] = false end          -- messages are kept: memory stays full
-            local keep = {}
-            local function big() keep[#keep + 1] = ("x"):rep(4096) .. #keep end
-            local function small() keep[#keep + 1] = {} end
+            -- memory is filled with a list, not an array: an array's doubling can fail with
+            -- plenty of room left, so how close to the cap it ends would depend on the baseline
+            local keep
+            local function big() keep = { ("x"):rep(4096), keep } end
+            local function small() keep = { false, keep } end
+            local function room(n) for _ = 1, n do if keep then keep = keep[2] end end end
             local function tally(s, _, msg)
               if s then refused = refused + 1; res[refused] = msg else raised = raised + 1 end
             end
@@ -246,7 +255,7 @@ class SandboxAttackTest(HeraldTestCase):
             while pcall(small) do end
             for i = 1, 400 do
               tally(pcall(schedule, spec))
-              if i % 4 == 0 then for _ = 1, 6 do keep[#keep] = nil end end   -- a little room now and then
+              if i % 4 == 0 then room(2) end   -- a little room now and then (~90 bytes a node)
             end
             keep, res = nil, nil
             return ("%d %d"):format(refused, raised)""")
@@ -269,15 +278,18 @@ class SandboxAttackTest(HeraldTestCase):
             local ok, raised, res = 0, 0, {}
             for i = 1, 800 do res[i] = false end          -- answers are kept: memory stays full
             local function tally(s, v) if s then ok = ok + 1; res[ok] = v else raised = raised + 1 end end
-            local keep = {}
-            local function big() keep[#keep + 1] = ("x"):rep(4096) .. #keep end
-            local function small() keep[#keep + 1] = {} end
+            -- memory is filled with a list, not an array: an array's doubling can fail with
+            -- plenty of room left, so how close to the cap it ends would depend on the baseline
+            local keep
+            local function big() keep = { ("x"):rep(4096), keep } end
+            local function small() keep = { false, keep } end
+            local function room(n) for _ = 1, n do if keep then keep = keep[2] end end end
             while pcall(big) do end
             while pcall(small) do end
             for i = 1, 400 do
               tally(pcall(list))
               tally(pcall(get, "s1"))
-              if i % 4 == 0 then for _ = 1, 3 do keep[#keep] = nil end end   -- a little room now and then
+              if i % 4 == 0 then room(40) end   -- room for a get now and then, never for a list
             end
             keep, res = nil, nil
             collectgarbage()
