@@ -19,6 +19,7 @@
 #include <lua-cjson.h>
 #include <lua.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
@@ -38,13 +39,17 @@ typedef struct target {
     store_reference ref;          /* owns the strings when looked up by id */
 } target;
 
-/* Pushes a refusal of send_policy as nil, message, code; clears v and returns 3. */
+/* Pushes a refusal of send_policy as nil, message, code; clears v and returns 3. The message is
+ * copied out and freed first: a push can raise under the memory cap. */
 static int push_verdict(lua_State *L, send_verdict *v)
 {
-    lua_pushnil(L);
-    lua_pushstring(L, v->message ? v->message : v->code);
-    lua_pushstring(L, v->code);
+    char msg[1024];
+    const char *code = v->code;   /* a static string */
+    snprintf(msg, sizeof msg, "%s", v->message ? v->message : code);
     send_verdict_clear(v);
+    lua_pushnil(L);
+    lua_pushstring(L, msg);
+    lua_pushstring(L, code);
     return 3;
 }
 

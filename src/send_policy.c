@@ -4,26 +4,22 @@
  * bindings turn a verdict into `nil, message, code`, broadcast.c into a recipient's state. */
 #include "send_policy.h"
 #include "broadcast.h"
+#include "err.h"
 #include "log.h"
 #include "outbox.h"
 #include "runtime.h"
 #include "store.h"
 #include "trust.h"
 
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Refuses with code and a formatted message; returns 0 so callers can `return refuse(...)`. */
-static int refuse(send_verdict *v, const char *code, const char *fmt, ...)
+/* Refuses with code and message (taken; NULL when memory ran out); returns 0 so callers can
+ * `return refuse(...)`. */
+static int refuse(send_verdict *v, const char *code, char *message)
 {
-    va_list ap;
-    va_start(ap, fmt);
     free(v->message);
-    if (vasprintf(&v->message, fmt, ap) < 0)
-        v->message = NULL;
-    va_end(ap);
+    v->message = message;
     v->code = code;
     v->not_before_ms = 0;
     return 0;
@@ -44,9 +40,9 @@ int send_policy_lookup(runtime *rt, const char *conversation_id, store_reference
         return 1;
     memset(ref, 0, sizeof *ref);
     if (found == 0)
-        refuse(v, "unknown_conversation", "no stored conversation '%s'", conversation_id);
+        refuse(v, "unknown_conversation", errf("no stored conversation '%s'", conversation_id));
     else
-        refuse(v, "store", "store error: %s", err ? err : "?");
+        refuse(v, "store", errf("store error: %s", err ? err : "?"));
     free(err);
     return 0;
 }
@@ -65,9 +61,9 @@ static int check_trust(runtime *rt, const send_request *rq, send_verdict *v)
     log_warn("refused to send the bot's token to an untrusted service URL url=%s conversation=%s",
              rq->service_url ? rq->service_url : "-", conv ? conv : "-");
     return refuse(v, "untrusted_service_url",
-                  "service URL %s is not trusted: it came from no validated activity and is not "
-                  "the cloud's endpoint (see HERALD_TRUSTED_SERVICE_URLS)",
-                  rq->service_url ? rq->service_url : "(none)");
+                  errf("service URL %s is not trusted: it came from no validated activity and is "
+                       "not the cloud's endpoint (see HERALD_TRUSTED_SERVICE_URLS)",
+                       rq->service_url ? rq->service_url : "(none)"));
 }
 
 static int check_category(runtime *rt, const send_request *rq, send_verdict *v)
@@ -76,15 +72,16 @@ static int check_category(runtime *rt, const send_request *rq, send_verdict *v)
         return 1;
     if (rt->broadcaster && opt_out_check(rt->broadcaster, rq->conversation_id, rq->user_id,
                                          rq->user_aad_id, rq->category))
-        return refuse(v, "opted_out", "the recipient opted out of '%s'", rq->category);
+        return refuse(v, "opted_out", errf("the recipient opted out of '%s'", rq->category));
     if (rq->conversation_id && rq->cap_max > 0 && rq->cap_per_ms > 0) {
         int64_t oldest = 0;
         int n = outbox_count_category(rt->outbox, rq->conversation_id, rq->category,
                                       rq->cap_per_ms, &oldest);
         if (n >= rq->cap_max) {
             if (rq->cap_drop)
-                return refuse(v, "capped", "frequency cap of %d per %d s reached for '%s'",
-                              (int)rq->cap_max, (int)(rq->cap_per_ms / 1000), rq->category);
+                return refuse(v, "capped", errf("frequency cap of %d per %d s reached for '%s'",
+                                                (int)rq->cap_max, (int)(rq->cap_per_ms / 1000),
+                                                rq->category));
             v->not_before_ms = oldest + rq->cap_per_ms;   /* the window opens when the oldest leaves */
         }
     }
