@@ -248,7 +248,7 @@ static const char *refused_state(const char *code)
 static void refuse(broadcaster *b, job *j, int64_t seq, const char *conv, send_verdict *v)
 {
     mark(b, j->id, seq, refused_state(v->code), 0, conv, v->code);
-    send_verdict_clear(v);
+    send_policy_clear(v);
 }
 
 /* Moves one pending recipient into the outbox (or straight to a final state). Every send and
@@ -267,7 +267,7 @@ static void feed(broadcaster *b, job *j, int64_t seq, const char *conv, const ch
             refuse(b, j, seq, NULL, &v);
             return;
         }
-        send_verdict_clear(&v);
+        send_policy_clear(&v);
     } else if (user && (found = store_find_user_reference(rt->store, user, tenant, "personal", &ref,
                                                           &err) == 1))
         conv = ref.id;
@@ -290,7 +290,7 @@ static void feed(broadcaster *b, job *j, int64_t seq, const char *conv, const ch
             refuse(b, j, seq, NULL, &v);
             return;
         }
-        send_verdict_clear(&v);
+        send_policy_clear(&v);
         char *json = create_body(&known, user, tenant);
         char queue[300];
         snprintf(queue, sizeof queue, "create:%s", user);
@@ -323,7 +323,7 @@ static void feed(broadcaster *b, job *j, int64_t seq, const char *conv, const ch
         return;
     }
     int64_t not_before = v.not_before_ms;
-    send_verdict_clear(&v);
+    send_policy_clear(&v);
     /* what the outbox would find at the attempt, found now: no operation, the same outcome */
     const char *ledger = outbox_ledger_state(rt->outbox, ref.id);
     if (ledger) {
@@ -864,7 +864,7 @@ int broadcast_redo(broadcaster *b, int64_t id, const char *body, char **err)
             log_warn("broadcast %lld: the %s of its copy in %s was refused: %s", (long long)id,
                      body ? "update" : "recall", ref.id, v.code);
         }
-        send_verdict_clear(&v);
+        send_policy_clear(&v);
         if (found)
             store_reference_clear(&ref);
         free(e);

@@ -46,7 +46,7 @@ static int push_verdict(lua_State *L, send_verdict *v)
     char msg[1024];
     const char *code = v->code;   /* a static string */
     snprintf(msg, sizeof msg, "%s", v->message ? v->message : code);
-    send_verdict_clear(v);
+    send_policy_clear(v);
     lua_pushnil(L);
     lua_pushstring(L, msg);
     lua_pushstring(L, code);
@@ -109,7 +109,7 @@ static int resolve_target(lua_State *L, int arg, target *tg, send_request *rq,
     }
     if (not_before)
         *not_before = v.not_before_ms;
-    send_verdict_clear(&v);
+    send_policy_clear(&v);
     return 1;
 }
 
@@ -458,7 +458,7 @@ static int core_create(lua_State *L)
     store_reference_clear(&kref);
     if (!trusted)
         return push_verdict(L, &v);
-    send_verdict_clear(&v);
+    send_policy_clear(&v);
     outbox_spec spec = {.kind = OUTBOX_CREATE, .service_url = service_url, .tenant_id = tenant,
                         .queue = queue, .body = json, .body_len = len};
     return enqueue(L, &spec, 1, NULL);
@@ -555,7 +555,7 @@ static int core_get(lua_State *L)
         store_reference_clear(&ref);
         return push_verdict(L, &v);
     }
-    send_verdict_clear(&v);
+    send_policy_clear(&v);
     get_op *op = calloc(1, sizeof *op);
     if (!op) {
         store_reference_clear(&ref);

@@ -25,7 +25,7 @@ static int refuse(send_verdict *v, const char *code, char *message)
     return 0;
 }
 
-void send_verdict_clear(send_verdict *v)
+void send_policy_clear(send_verdict *v)
 {
     free(v->message);
     memset(v, 0, sizeof *v);

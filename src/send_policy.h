@@ -50,6 +50,6 @@ void send_policy_note_created(runtime *rt, const char *service_url);
 int send_policy_seal(runtime *rt, const char *id, const char *service_url, char out[65]);
 
 /* Frees the message of a refusal and resets *v. */
-void send_verdict_clear(send_verdict *v);
+void send_policy_clear(send_verdict *v);
 
 #endif
