@@ -1,7 +1,7 @@
-/* send_policy.c — one policy for every way out (issue 13): a single send and a broadcast recipient
- * go through the same trust, opt-out and frequency-cap checks, in the same order, and are refused
- * with the same codes, so a security rule cannot drift between two copies. No Lua here: the
- * bindings turn a verdict into `nil, message, code`, broadcast.c into a recipient's state. */
+/* send_policy.c — one policy for every way out (issue 13): a single send and a broadcast
+ * recipient go through the same trust, opt-out and frequency-cap checks, in the same order, and
+ * are refused with the same codes, so a security rule cannot drift between two copies. No Lua
+ * here: the bindings turn a verdict into `nil, message, code`, broadcast.c into a recipient's state. */
 #include "send_policy.h"
 #include "broadcast.h"
 #include "err.h"
@@ -82,7 +82,8 @@ static int check_category(runtime *rt, const send_request *rq, send_verdict *v)
                 return refuse(v, "capped", errf("frequency cap of %d per %d s reached for '%s'",
                                                 (int)rq->cap_max, (int)(rq->cap_per_ms / 1000),
                                                 rq->category));
-            v->not_before_ms = oldest + rq->cap_per_ms;   /* the window opens when the oldest leaves */
+            /* the window opens when the oldest leaves it */
+            v->not_before_ms = oldest + rq->cap_per_ms;
         }
     }
     return 1;

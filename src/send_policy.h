@@ -1,6 +1,6 @@
 /* send_policy.h — the one decision every way out passes before anything is queued: send, reply,
  * update, delete, create_conversation and each broadcast recipient (trust, opt-out, frequency cap).
- * It decides; the callers (lua_teams.c, broadcast.c) queue, and connector.c re-checks trust at use. */
+ * It decides; the callers (lua_teams.c, broadcast.c) queue; connector.c re-checks trust at use. */
 #ifndef HERALD_SEND_POLICY_H
 #define HERALD_SEND_POLICY_H
 
