@@ -1,7 +1,7 @@
 /* send_policy.c — one policy for every way out (issue 13): a single send and a broadcast
  * recipient go through the same trust, opt-out and frequency-cap checks, in the same order, and
  * are refused with the same codes, so a security rule cannot drift between two copies. No Lua
- * here: the bindings turn a verdict into `nil, message, code`, broadcast.c into a recipient's state. */
+ * here: the bindings turn a verdict into `nil, message, code`, broadcast.c into a row's state. */
 #include "send_policy.h"
 #include "broadcast.h"
 #include "err.h"
