@@ -9,8 +9,8 @@
 #include "log.h"
 #include "outbox.h"
 #include "runtime.h"
+#include "send_policy.h"
 #include "store.h"
-#include "trust.h"
 
 #include <event2/event.h>
 #include <jansson.h>
@@ -85,14 +85,14 @@ static const store_statement statements[] = {
      "UPDATE broadcasts SET state = ?2, updated_at = ?3,"
      " finished_at = CASE WHEN ?2 IN ('done', 'cancelled') THEN ?3 END WHERE id = ?1"},
     {offsetof(broadcaster, pending),
-     "SELECT seq, conversation_id, user_id, tenant_id, body FROM broadcast_recipients"
+     "SELECT seq, conversation_id, user_id, tenant_id, body, user_aad_id FROM broadcast_recipients"
      " WHERE broadcast_id = ?1 AND state = 'pending' ORDER BY seq LIMIT ?2"},
     {offsetof(broadcaster, mark),
      "UPDATE broadcast_recipients SET state = ?3, op_id = ?4, conversation_id = coalesce(?5,"
-     " conversation_id) WHERE broadcast_id = ?1 AND seq = ?2"},
+     " conversation_id), code = ?6 WHERE broadcast_id = ?1 AND seq = ?2"},
     {offsetof(broadcaster, on_op),
      "UPDATE broadcast_recipients SET state = ?2, activity_id = coalesce(?3, activity_id),"
-     " conversation_id = coalesce(?4, conversation_id)"
+     " conversation_id = coalesce(?4, conversation_id), code = ?5"
      " WHERE op_id = ?1 RETURNING broadcast_id, seq, state, user_id, tenant_id, user_name,"
      " user_aad_id"},
     {offsetof(broadcaster, progress),
@@ -178,14 +178,17 @@ static void set_state(broadcaster *b, int64_t id, const char *state)
     run(b, b->set_state, NULL);
 }
 
+/* code: why the recipient ended in state, as a single send would have been told (NULL: no
+ * refusal, or not final yet). */
 static void mark(broadcaster *b, int64_t id, int64_t seq, const char *state, int64_t op,
-                 const char *conv)
+                 const char *conv, const char *code)
 {
     sqlite3_bind_int64(b->mark, 1, id);
     sqlite3_bind_int64(b->mark, 2, seq);
     store_bind_text(b->mark, 3, state);
     if (op > 0) sqlite3_bind_int64(b->mark, 4, op); else sqlite3_bind_null(b->mark, 4);
     store_bind_text(b->mark, 5, conv);
+    store_bind_text(b->mark, 6, code);
     run(b, b->mark, NULL);
 }
 
@@ -226,18 +229,47 @@ static char *create_body(const store_reference *known, const char *user, const c
     return s;
 }
 
-/* Moves one pending recipient into the outbox (or straight to a final state). */
+/* A refusal's recipient state: the job's counts keep their names (skipped, capped, ...), and the
+ * row's code is the one a single send gets. */
+static const char *refused_state(const char *code)
+{
+    if (strcmp(code, "opted_out") == 0)
+        return "skipped";
+    if (strcmp(code, "capped") == 0)
+        return "capped";
+    if (strcmp(code, "unknown_conversation") == 0)
+        return "not_found";
+    if (strcmp(code, "store") == 0)
+        return "failed";
+    return "rejected";            /* untrusted_service_url */
+}
+
+/* The recipient refused by send_policy: its row ends with the verdict's code. */
+static void refuse(broadcaster *b, job *j, int64_t seq, const char *conv, send_verdict *v)
+{
+    mark(b, j->id, seq, refused_state(v->code), 0, conv, v->code);
+    send_policy_clear(v);
+}
+
+/* Moves one pending recipient into the outbox (or straight to a final state). Every send and
+ * create passes send_policy first, exactly as teams.send and teams.create_conversation do. */
 static void feed(broadcaster *b, job *j, int64_t seq, const char *conv, const char *user,
-                 const char *tenant, const char *body)
+                 const char *tenant, const char *body, const char *user_aad)
 {
     runtime *rt = b->rt;
     store_reference ref = {0};
+    send_verdict v = {0};
     char *err = NULL;
     int found = 0;
-    if (conv)
-        found = store_get_reference(rt->store, conv, &ref, &err) == 1;
-    else if (user && (found = store_find_user_reference(rt->store, user, tenant, "personal", &ref,
-                                                        &err) == 1))
+    if (conv) {
+        found = send_policy_lookup(rt, conv, &ref, &v);
+        if (!found && !user) {
+            refuse(b, j, seq, NULL, &v);
+            return;
+        }
+        send_policy_clear(&v);
+    } else if (user && (found = store_find_user_reference(rt->store, user, tenant, "personal", &ref,
+                                                          &err) == 1))
         conv = ref.id;
     free(err);
     if (!found && user) {
@@ -246,9 +278,19 @@ static void feed(broadcaster *b, job *j, int64_t seq, const char *conv, const ch
         char *e2 = NULL;
         if (!tenant || store_find_tenant_reference(rt->store, tenant, &known, &e2) != 1) {
             free(e2);
-            mark(b, j->id, seq, "rejected", 0, NULL);
+            mark(b, j->id, seq, "rejected", 0, NULL, "unknown_conversation");
             return;
         }
+        /* the user's opt-outs apply before a conversation is made only to be skipped */
+        send_request rq = {.service_url = known.service_url, .seal_id = known.id,
+                           .seal = known.service_url_seal, .user_id = user,
+                           .user_aad_id = user_aad, .category = j->category};
+        if (!send_policy_check(rt, &rq, &v)) {
+            store_reference_clear(&known);
+            refuse(b, j, seq, NULL, &v);
+            return;
+        }
+        send_policy_clear(&v);
         char *json = create_body(&known, user, tenant);
         char queue[300];
         snprintf(queue, sizeof queue, "create:%s", user);
@@ -260,45 +302,36 @@ static void feed(broadcaster *b, job *j, int64_t seq, const char *conv, const ch
         store_reference_clear(&known);
         if (op < 0) {
             free(e2);
-            mark(b, j->id, seq, "failed", 0, NULL);
+            mark(b, j->id, seq, "failed", 0, NULL, "store");
             return;
         }
-        mark(b, j->id, seq, "creating", op, NULL);
+        mark(b, j->id, seq, "creating", op, NULL, NULL);
         j->queued++;
         return;
     }
     if (!found) {
-        mark(b, j->id, seq, "not_found", 0, NULL);
+        mark(b, j->id, seq, "not_found", 0, NULL, "unknown_conversation");
         return;
     }
-    if (opt_out_check(b, ref.id, ref.user_id, ref.user_aad_id, j->category)) {
-        mark(b, j->id, seq, "skipped", 0, ref.id);
+    send_request rq = {.conversation_id = ref.id, .service_url = ref.service_url,
+                       .seal_id = ref.id, .seal = ref.service_url_seal, .user_id = ref.user_id,
+                       .user_aad_id = ref.user_aad_id, .category = j->category,
+                       .cap_max = j->cap_max, .cap_per_ms = j->cap_per_ms, .cap_drop = j->cap_drop};
+    if (!send_policy_check(rt, &rq, &v)) {
+        refuse(b, j, seq, ref.id, &v);
         store_reference_clear(&ref);
         return;
     }
+    int64_t not_before = v.not_before_ms;
+    send_policy_clear(&v);
+    /* what the outbox would find at the attempt, found now: no operation, the same outcome */
     const char *ledger = outbox_ledger_state(rt->outbox, ref.id);
     if (ledger) {
-        mark(b, j->id, seq, strcmp(ledger, "blocked") == 0 ? "blocked" : "not_found", 0, ref.id);
+        int blocked = strcmp(ledger, "blocked") == 0;
+        mark(b, j->id, seq, blocked ? "blocked" : "not_found", 0, ref.id,
+             blocked ? "blocked" : "not_found");
         store_reference_clear(&ref);
         return;
-    }
-    if (rt->trust && !trust_allows(rt->trust, ref.service_url, ref.id, ref.service_url_seal)) {
-        mark(b, j->id, seq, "rejected", 0, ref.id);
-        store_reference_clear(&ref);
-        return;
-    }
-    int64_t not_before = 0;
-    if (j->category && j->cap_max > 0 && j->cap_per_ms > 0) {
-        int64_t oldest = 0;
-        int n = outbox_count_category(rt->outbox, ref.id, j->category, j->cap_per_ms, &oldest);
-        if (n >= j->cap_max) {
-            if (j->cap_drop) {
-                mark(b, j->id, seq, "capped", 0, ref.id);
-                store_reference_clear(&ref);
-                return;
-            }
-            not_before = oldest + j->cap_per_ms;
-        }
     }
     const char *msg = body ? body : j->body;
     outbox_spec spec = {.kind = OUTBOX_SEND, .conversation_id = ref.id, .service_url = ref.service_url,
@@ -307,9 +340,9 @@ static void feed(broadcaster *b, job *j, int64_t seq, const char *conv, const ch
     int64_t op = msg ? outbox_enqueue(rt->outbox, &spec, NULL, NULL, NULL, &err) : -1;
     if (op < 0) {
         free(err);
-        mark(b, j->id, seq, "failed", 0, ref.id);
+        mark(b, j->id, seq, "failed", 0, ref.id, "store");
     } else {
-        mark(b, j->id, seq, "queued", op, ref.id);
+        mark(b, j->id, seq, "queued", op, ref.id, NULL);
         j->queued++;
     }
     store_reference_clear(&ref);
@@ -338,7 +371,7 @@ static void pump(broadcaster *b, job *j)
     if (j->paused || j->queued >= WINDOW / 2 || !store_writable(b->rt->store))
         return;
     int want = WINDOW - j->queued;
-    typedef struct row { int64_t seq; char *conv, *user, *tenant, *body; } row;
+    typedef struct row { int64_t seq; char *conv, *user, *tenant, *body, *aad; } row;
     row *rows = calloc((size_t)want, sizeof *rows);
     if (!rows)
         return;
@@ -347,8 +380,8 @@ static void pump(broadcaster *b, job *j)
     sqlite3_bind_int(b->pending, 2, want);
     while (n < want && sqlite3_step(b->pending) == SQLITE_ROW) {
         rows[n].seq = sqlite3_column_int64(b->pending, 0);
-        char **f[] = {&rows[n].conv, &rows[n].user, &rows[n].tenant, &rows[n].body};
-        for (int k = 0; k < 4; k++) {
+        char **f[] = {&rows[n].conv, &rows[n].user, &rows[n].tenant, &rows[n].body, &rows[n].aad};
+        for (int k = 0; k < 5; k++) {
             const unsigned char *t = sqlite3_column_text(b->pending, k + 1);
             *f[k] = t ? strdup((const char *)t) : NULL;
         }
@@ -358,7 +391,9 @@ static void pump(broadcaster *b, job *j)
     sqlite3_clear_bindings(b->pending);
     outbox_touch_batch(b->rt->outbox);
     for (int i = 0; i < n; i++) {
-        feed(b, j, rows[i].seq, rows[i].conv, rows[i].user, rows[i].tenant, rows[i].body);
+        feed(b, j, rows[i].seq, rows[i].conv, rows[i].user, rows[i].tenant, rows[i].body,
+             rows[i].aad);
+        free(rows[i].aad);
         free(rows[i].conv);
         free(rows[i].user);
         free(rows[i].tenant);
@@ -382,6 +417,7 @@ static void on_finished(enum outbox_kind kind, const outbox_result *res, void *u
     store_bind_text(st, 2, state);
     store_bind_text(st, 3, kind == OUTBOX_SEND ? res->activity_id : NULL);
     store_bind_text(st, 4, kind == OUTBOX_CREATE ? res->conversation_id : NULL);
+    store_bind_text(st, 5, strcmp(state, "pending") == 0 ? NULL : res->code);
     int64_t id = 0;
     char user[200] = "", tenant[100] = "", user_name[256] = "", user_aad[100] = "";
     /* kept: the outcome of a send that happened must reach the job even while the store is
@@ -416,6 +452,12 @@ static void on_finished(enum outbox_kind kind, const outbox_result *res, void *u
             r.user_aad_id = *user_aad ? user_aad : NULL;
             r.bot_id = known.bot_id;
             r.channel_id = "msteams";
+            /* as teams.create_conversation stores it: the answer came from a trusted endpoint,
+             * so its URL is trusted, and the reference is sealed to stay so after a restart */
+            send_policy_note_created(b->rt, res->service_url);
+            char seal[65];
+            if (send_policy_seal(b->rt, r.id, r.service_url, seal))
+                r.service_url_seal = seal;
             int hook;
             store_put_reference(b->rt->store, &r, STORE_SIGNAL_NONE, clock_wall_ms(), 0, &hook, &err);
         }
@@ -802,19 +844,29 @@ int broadcast_redo(broadcaster *b, int64_t id, const char *body, char **err)
     for (int i = 0; i < n; i++) {
         store_reference ref;
         char *e = NULL;
-        if (store_get_reference(b->rt->store, rows[i].conv, &ref, &e) == 1) {
+        send_verdict v = {0};
+        int found = send_policy_lookup(b->rt, rows[i].conv, &ref, &v);
+        /* an edit or recall goes where teams.update / teams.delete would go, nowhere else */
+        send_request rq = {.conversation_id = ref.id, .service_url = ref.service_url,
+                           .seal_id = ref.id, .seal = ref.service_url_seal};
+        if (found && send_policy_check(b->rt, &rq, &v)) {
             outbox_spec spec = {.kind = body ? OUTBOX_UPDATE : OUTBOX_DELETE,
                                 .conversation_id = ref.id, .service_url = ref.service_url,
                                 .tenant_id = ref.tenant_id, .target_id = rows[i].act,
                                 .body = body, .body_len = body ? strlen(body) : 0};
             int64_t op = outbox_enqueue(b->rt->outbox, &spec, NULL, NULL, NULL, &e);
             if (op > 0) {
-                mark(b, id, rows[i].seq, body ? "updating" : "recalling", op, NULL);
+                mark(b, id, rows[i].seq, body ? "updating" : "recalling", op, NULL, NULL);
                 j->queued++;
                 queued++;
             }
-            store_reference_clear(&ref);
+        } else if (found) {
+            log_warn("broadcast %lld: the %s of its copy in %s was refused: %s", (long long)id,
+                     body ? "update" : "recall", ref.id, v.code);
         }
+        send_policy_clear(&v);
+        if (found)
+            store_reference_clear(&ref);
         free(e);
         free(rows[i].conv);
         free(rows[i].act);

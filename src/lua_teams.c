@@ -8,10 +8,10 @@
 #include "log.h"
 #include "outbox.h"
 #include "runtime.h"
+#include "send_policy.h"
 #include "store.h"
 #include "store_outbox.h"
 #include "task.h"
-#include "trust.h"
 #include "vm.h"
 
 #include <event2/event.h>
@@ -19,6 +19,7 @@
 #include <lua-cjson.h>
 #include <lua.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
@@ -38,25 +39,23 @@ typedef struct target {
     store_reference ref;          /* owns the strings when looked up by id */
 } target;
 
-static int check_trust(lua_State *L, const char *url, const char *conv, const char *seal);
-static int locate_target(lua_State *L, int arg, target *tg);
-
-/* Resolves argument arg (a stored id, or a reference table with id and service_url) to a target
- * the bot's token may go to. Returns 1, or pushes nil, message, code and returns 0 (an unknown id
- * or an untrusted service URL is operational; nothing is left to release then). */
-static int resolve_target(lua_State *L, int arg, target *tg)
+/* Pushes a refusal of send_policy as nil, message, code; clears v and returns 3. The message is
+ * copied out and freed first: a push can raise under the memory cap. */
+static int push_verdict(lua_State *L, send_verdict *v)
 {
-    if (!locate_target(L, arg, tg))
-        return 0;
-    if (!check_trust(L, tg->service_url, tg->id, tg->ref.service_url_seal)) {
-        store_reference_clear(&tg->ref);
-        return 0;
-    }
-    return 1;
+    char msg[1024];
+    const char *code = v->code;   /* a static string */
+    snprintf(msg, sizeof msg, "%s", v->message ? v->message : code);
+    send_policy_clear(v);
+    lua_pushnil(L);
+    lua_pushstring(L, msg);
+    lua_pushstring(L, code);
+    return 3;
 }
 
-/* The lookup half of resolve_target. */
-static int locate_target(lua_State *L, int arg, target *tg)
+/* Locates argument arg: a stored id, or a reference table with id and service_url (a table
+ * without service_url names a stored id). Misuse raises. Returns 1, or 0 with *v refused. */
+static int locate_target(lua_State *L, int arg, target *tg, send_verdict *v)
 {
     memset(tg, 0, sizeof *tg);
     if (lua_type(L, arg) == LUA_TTABLE) {
@@ -78,45 +77,40 @@ static int locate_target(lua_State *L, int arg, target *tg)
         return 1;
     }
     const char *id = luaL_checkstring(L, arg);
-    char *err = NULL;
-    int found = store_get_reference(rt_of(L)->store, id, &tg->ref, &err);
-    if (found == 1) {
-        tg->id = tg->ref.id;
-        tg->service_url = tg->ref.service_url;
-        tg->tenant = tg->ref.tenant_id;
-        return 1;
-    }
-    lua_pushnil(L);
-    if (found == 0) {
-        lua_pushfstring(L, "no stored conversation '%s'", id);
-        lua_pushliteral(L, "unknown_conversation");
-    } else {
-        lua_pushfstring(L, "store error: %s", err ? err : "?");
-        lua_pushliteral(L, "store");
-    }
-    free(err);
-    return 0;
+    if (!send_policy_lookup(rt_of(L), id, &tg->ref, v))
+        return 0;
+    tg->id = tg->ref.id;
+    tg->service_url = tg->ref.service_url;
+    tg->tenant = tg->ref.tenant_id;
+    return 1;
 }
 
-/* The bearer token only goes where trust.c allows (never checked in dev mode). A URL that passes
- * through its seal is remembered for this process, so conversations created from it can be sealed
- * too. Returns 1, or pushes nil, message, code and returns 0. */
-static int check_trust(lua_State *L, const char *url, const char *conv, const char *seal)
+/* Resolves argument arg to a target and asks send_policy whether rq (its target fields are
+ * filled here; category fields are the caller's) may go. Returns 1 (tg->ref to be cleared by the
+ * caller, *not_before set), or pushes nil, message, code and returns 0 with nothing held. */
+static int resolve_target(lua_State *L, int arg, target *tg, send_request *rq,
+                          int64_t *not_before)
 {
-    runtime *rt = rt_of(L);
-    if (!rt->trust)
-        return 1;
-    if (config_url_allowed(url) && trust_allows(rt->trust, url, conv, seal)) {
-        trust_note_validated(rt->trust, url);
-        return 1;
+    send_verdict v = {0};
+    if (!locate_target(L, arg, tg, &v)) {
+        push_verdict(L, &v);
+        return 0;
     }
-    log_warn("refused to send the bot's token to an untrusted service URL url=%s conversation=%s",
-             url, conv ? conv : "-");
-    lua_pushnil(L);
-    lua_pushfstring(L, "service URL %s is not trusted: it came from no validated activity and is "
-                       "not the cloud's endpoint (see HERALD_TRUSTED_SERVICE_URLS)", url);
-    lua_pushliteral(L, "untrusted_service_url");
-    return 0;
+    rq->conversation_id = tg->id;
+    rq->service_url = tg->service_url;
+    rq->seal_id = tg->id;
+    rq->seal = tg->ref.service_url_seal;
+    rq->user_id = tg->ref.user_id;
+    rq->user_aad_id = tg->ref.user_aad_id;
+    if (!send_policy_check(rt_of(L), rq, &v)) {
+        store_reference_clear(&tg->ref);
+        push_verdict(L, &v);
+        return 0;
+    }
+    if (not_before)
+        *not_before = v.not_before_ms;
+    send_policy_clear(&v);
+    return 1;
 }
 
 /* ---- yielding outbox operations ----------------------------------------------------------- */
@@ -173,8 +167,7 @@ static int push_out_result(lua_State *L, void *arg)
             break;
         case OUTBOX_CREATE:
             /* the answer came from a trusted endpoint, so its serviceUrl is trusted too */
-            if (op->service_url && op->rt->trust)
-                trust_note_validated(op->rt->trust, op->service_url);
+            send_policy_note_created(op->rt, op->service_url);
             lua_pushstring(L, op->conversation_id);
             if (op->id) lua_pushstring(L, op->id); else lua_pushnil(L);
             if (op->service_url) lua_pushstring(L, op->service_url); else lua_pushnil(L);
@@ -330,61 +323,23 @@ static int enqueue(lua_State *L, outbox_spec *spec, int wait, store_reference *o
     return task_yield(L, op, cancel_out_op);
 }
 
-/* Category options of a send: opt-outs and a frequency cap (max per per_ms, over "defer"|"drop"). */
-typedef struct send_cat {
-    const char *category;
-    long cap_max;
-    int64_t cap_per_ms;
-    int cap_drop;
-} send_cat;
-
-static void read_cat(lua_State *L, int i, send_cat *c)
+/* Category options of a send: opt-outs and a frequency cap (max per per_ms, over "defer"|"drop"),
+ * read into rq (which is otherwise zeroed). */
+static void read_cat(lua_State *L, int i, send_request *rq)
 {
-    memset(c, 0, sizeof *c);
+    memset(rq, 0, sizeof *rq);
     if (lua_type(L, i) != LUA_TTABLE)
         return;
-    c->category = lua_field_string(L, i, "category");
+    rq->category = lua_field_string(L, i, "category");
     lua_pushliteral(L, "cap_max");
     lua_rawget(L, i);
-    c->cap_max = (long)lua_tointeger(L, -1);
+    rq->cap_max = (long)lua_tointeger(L, -1);
     lua_pushliteral(L, "cap_per");
     lua_rawget(L, i);
-    c->cap_per_ms = (int64_t)(lua_tonumber(L, -1) * 1000);
+    rq->cap_per_ms = (int64_t)(lua_tonumber(L, -1) * 1000);
     lua_pop(L, 2);
     const char *over = lua_field_string(L, i, "cap_over");
-    c->cap_drop = over && strcmp(over, "drop") == 0;
-}
-
-/* Opt-outs and the frequency cap for a categorised send. Returns 1 to go on (with *not_before set
- * when the message waits for the next window), or pushes nil, message, code and returns 0. */
-static int check_category(lua_State *L, const send_cat *c, const target *tg, int64_t *not_before)
-{
-    runtime *rt = rt_of(L);
-    *not_before = 0;
-    if (!c->category)
-        return 1;
-    const char *user = tg->ref.user_id, *aad = tg->ref.user_aad_id;
-    if (rt->broadcaster && opt_out_check(rt->broadcaster, tg->id, user, aad, c->category)) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "the recipient opted out of '%s'", c->category);
-        lua_pushliteral(L, "opted_out");
-        return 0;
-    }
-    if (c->cap_max > 0 && c->cap_per_ms > 0) {
-        int64_t oldest = 0;
-        int n = outbox_count_category(rt->outbox, tg->id, c->category, c->cap_per_ms, &oldest);
-        if (n >= c->cap_max) {
-            if (c->cap_drop) {
-                lua_pushnil(L);
-                lua_pushfstring(L, "frequency cap of %d per %d s reached for '%s'", (int)c->cap_max,
-                                (int)(c->cap_per_ms / 1000), c->category);
-                lua_pushliteral(L, "capped");
-                return 0;
-            }
-            *not_before = oldest + c->cap_per_ms;   /* the window opens when the oldest leaves */
-        }
-    }
-    return 1;
+    rq->cap_drop = over && strcmp(over, "drop") == 0;
 }
 
 /* Options table at index i: key (string), wait (boolean, default true), send_if_missing. */
@@ -423,20 +378,16 @@ static int core_send(lua_State *L)
     read_opts(L, 4, &key, &wait, &flags);
     if (wait)                                  /* raises: before the target's strings are held */
         task_check(L, "teams.send/update/delete");
-    send_cat cat;
-    read_cat(L, 4, &cat);
+    send_request rq;
+    read_cat(L, 4, &rq);
     target tg;
-    if (!resolve_target(L, 1, &tg))
-        return 3;
     int64_t not_before = 0;
-    if (!check_category(L, &cat, &tg, &not_before)) {
-        store_reference_clear(&tg.ref);
+    if (!resolve_target(L, 1, &tg, &rq, &not_before))
         return 3;
-    }
     outbox_spec spec = {.kind = reply_to ? OUTBOX_REPLY : OUTBOX_SEND, .conversation_id = tg.id,
                         .service_url = tg.service_url, .tenant_id = tg.tenant,
                         .target_id = reply_to, .msg_key = key, .body = json, .body_len = len,
-                        .flags = flags, .category = cat.category, .not_before_ms = not_before};
+                        .flags = flags, .category = rq.category, .not_before_ms = not_before};
     return enqueue(L, &spec, wait, &tg.ref);
 }
 
@@ -453,7 +404,8 @@ static int core_update(lua_State *L)
     if (wait)
         task_check(L, "teams.send/update/delete");
     target tg;
-    if (!resolve_target(L, 1, &tg))
+    send_request rq = {0};                     /* no category: trust alone decides */
+    if (!resolve_target(L, 1, &tg, &rq, NULL))
         return 3;
     outbox_spec spec = {.kind = OUTBOX_UPDATE, .conversation_id = tg.id,
                         .service_url = tg.service_url, .tenant_id = tg.tenant,
@@ -473,7 +425,8 @@ static int core_delete(lua_State *L)
     if (wait)
         task_check(L, "teams.send/update/delete");
     target tg;
-    if (!resolve_target(L, 1, &tg))
+    send_request rq = {0};                     /* no category: trust alone decides */
+    if (!resolve_target(L, 1, &tg, &rq, NULL))
         return 3;
     outbox_spec spec = {.kind = OUTBOX_DELETE, .conversation_id = tg.id,
                         .service_url = tg.service_url, .tenant_id = tg.tenant,
@@ -497,12 +450,15 @@ static int core_create(lua_State *L)
     if (known && store_get_reference(rt_of(L)->store, known, &kref, &kerr) != 1)
         memset(&kref, 0, sizeof kref);
     free(kerr);
-    int trusted = check_trust(L, service_url, kref.service_url ? known : NULL,
-                              kref.service_url && strcmp(kref.service_url, service_url) == 0
-                                  ? kref.service_url_seal : NULL);
+    send_request rq = {.service_url = service_url, .seal_id = kref.service_url ? known : NULL,
+                       .seal = kref.service_url && strcmp(kref.service_url, service_url) == 0
+                                   ? kref.service_url_seal : NULL};
+    send_verdict v;
+    int trusted = send_policy_check(rt_of(L), &rq, &v);
     store_reference_clear(&kref);
     if (!trusted)
-        return 3;
+        return push_verdict(L, &v);
+    send_policy_clear(&v);
     outbox_spec spec = {.kind = OUTBOX_CREATE, .service_url = service_url, .tenant_id = tenant,
                         .queue = queue, .body = json, .body_len = len};
     return enqueue(L, &spec, 1, NULL);
@@ -592,10 +548,14 @@ static int core_get(lua_State *L)
         free(err);
         return 3;
     }
-    if (!check_trust(L, ref.service_url, ref.id, ref.service_url_seal)) {
+    send_request rq = {.conversation_id = ref.id, .service_url = ref.service_url,
+                       .seal_id = ref.id, .seal = ref.service_url_seal};
+    send_verdict v;
+    if (!send_policy_check(rt, &rq, &v)) {
         store_reference_clear(&ref);
-        return 3;
+        return push_verdict(L, &v);
     }
+    send_policy_clear(&v);
     get_op *op = calloc(1, sizeof *op);
     if (!op) {
         store_reference_clear(&ref);
@@ -837,8 +797,7 @@ static int core_put_reference(lua_State *L)
     char *err = NULL;
     runtime *rt = rt_of(L);
     char seal[65];
-    if (rt->trust && trust_allows(rt->trust, r.service_url, NULL, NULL) &&
-        trust_seal(rt->trust, r.id, r.service_url, seal) == 0)
+    if (send_policy_seal(rt, r.id, r.service_url, seal))
         r.service_url_seal = seal;
     if (store_put_reference(rt->store, &r, STORE_SIGNAL_NONE, runtime_wall_ms(), 0, &run_hook,
                             &err) < 0) {

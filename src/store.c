@@ -194,6 +194,9 @@ static const struct migration {
         "ALTER TABLE broadcast_recipients ADD COLUMN user_name TEXT;"
         "ALTER TABLE broadcast_recipients ADD COLUMN user_aad_id TEXT;"
         "CREATE INDEX conversations_uninstalled ON conversations(id) WHERE installed = 0;"),
+    /* Why a broadcast recipient ended as it did, in the codes a single send returns (send_policy.c
+     * refusals, or the outbox operation's last code): the same rule gives the same answer. */
+    MIGRATION(11, "ALTER TABLE broadcast_recipients ADD COLUMN code TEXT;"),
 };
 
 #define LATEST_VERSION ((int)(sizeof migrations / sizeof migrations[0]))

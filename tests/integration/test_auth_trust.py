@@ -180,6 +180,83 @@ class ServiceUrlTrustTest(AuthHeraldTestCase):
         time.sleep(tf(0.3))                   # nothing reaches the attacker late
         self.assertEqual(self.attacker.snapshot(), [])
 
+    def broadcast_rows(self, db, bid):
+        """Waits until broadcast bid is done; returns its recipient rows in order."""
+        deadline = time.monotonic() + tf(15)
+        while True:
+            c = sqlite3.connect(db, timeout=10)
+            try:
+                c.row_factory = sqlite3.Row
+                job = c.execute("SELECT state FROM broadcasts WHERE id = ?", (bid,)).fetchone()
+                rows = [dict(r) for r in c.execute(
+                    "SELECT * FROM broadcast_recipients WHERE broadcast_id = ? ORDER BY seq", (bid,))]
+            finally:
+                c.close()
+            if job and job["state"] == "done":
+                return rows
+            if time.monotonic() > deadline:
+                self.fail(f"broadcast {bid} not done: {job and dict(job)} {rows}")
+            time.sleep(0.1)
+
+    def test_a_broadcast_gets_the_refusal_a_send_gets(self):
+        """send_policy.c (issue 13): a broadcast recipient passes the checks teams.send passes and
+        ends with the code teams.send returns, before anything is queued, for a stored
+        conversation and for a 1:1 it would create from a tenant's (tampered) reference."""
+        from harness import Activities
+        h = self.start_auth_herald()
+        x, y, x2 = "a:bc-victim-x", "a:bc-operator-y", "a:bc-victim-x2"
+        self.command(h, x, "quiet seen", "quiet", "seen")
+        self.command(h, y, "quiet seen", "quiet", "seen")
+        other = Activities(self.acts.service_url, tenant="tenant-tampered")   # x2: its only conversation
+        st, body = h.post_activity(other.message(x2, "quiet seen-x2"))
+        self.assertEqual(st, 200, body)
+        h.wait_log(r"AUTHBOT quiet tag=seen-x2")
+        evil = self.attacker.url + "/_connector"
+        self.tamper(h.db, x, service_url=evil)
+        self.tamper(h.db, x2, service_url=evil)
+        _, code, msg = self.command(h, y, f"probe {x}", "probe", x)
+        self.assertEqual(code, "untrusted_service_url", msg)
+        bid, code, msg = self.command(h, y, f"bcast b1 {x},{y}", "bcast", "b1")
+        self.assertEqual(code, "nil", msg)
+        rows = {r["conversation_id"]: r for r in self.broadcast_rows(h.db, int(bid))}
+        self.assertEqual((rows[x]["state"], rows[x].get("code"), rows[x]["op_id"]),
+                         ("rejected", "untrusted_service_url", None), rows[x])
+        self.assertEqual(rows[y]["state"], "sent", rows[y])
+        # a user of that tenant: no 1:1 is even queued at the tampered URL
+        bid, code, msg = self.command(h, y, "bcastu b2 tenant-tampered 29:bc-new", "bcastu", "b2")
+        self.assertEqual(code, "nil", msg)
+        rows = self.broadcast_rows(h.db, int(bid))
+        self.assertEqual([(r["state"], r.get("code"), r["op_id"]) for r in rows],
+                         [("rejected", "untrusted_service_url", None)], rows)
+        time.sleep(tf(0.3))                   # nothing reaches the attacker late
+        self.assertEqual(self.attacker.snapshot(), [], "the attacker's endpoint was contacted")
+
+    def test_a_broadcast_creates_a_1to1_where_create_conversation_may(self):
+        """After a restart a regional service URL is trusted only through its stored seal:
+        teams.create_conversation passes the tenant reference's seal, and so does a broadcast to a
+        user with no 1:1 yet (it was refused before send_policy.c); the 1:1 it stores is sealed."""
+        from harness import Activities, AuthCheckingConnector
+        regional = AuthCheckingConnector(self.ts.is_issued).start()
+        self.addCleanup(regional.stop)
+        racts = Activities(regional.url + "/emea", tenant="tenant-emea")
+        x, y = "a:emea-x", "a:emea-y"
+        h = self.start_auth_herald()
+        st, body = h.post_activity(racts.message(x, "quiet seen"))
+        self.assertEqual(st, 200, body)
+        h.wait_log(r"AUTHBOT quiet tag=seen")
+        h.stop()
+        h2 = self.start_auth_herald(db=h.db)
+        bid, code, msg = self.command(h2, y, "bcastu b3 tenant-emea 29:emea-new", "bcastu", "b3")
+        self.assertEqual(code, "nil", msg)
+        rows = self.broadcast_rows(h2.db, int(bid))
+        self.assertEqual([(r["state"], r.get("code")) for r in rows], [("sent", None)], rows)
+        got = regional.snapshot()
+        self.assertEqual([(r["method"], r["path"].split("/v3/")[0]) for r in got],
+                         [("POST", "/emea"), ("POST", "/emea")], got)
+        made = self.row(h2.db, rows[0]["conversation_id"])
+        self.assertEqual(made["service_url"], racts.service_url)
+        self.assertRegex(made.get("service_url_seal") or "", r"^[0-9a-f]{64}$", made)
+
     def test_configured_trusted_prefix(self):
         partner = self.attacker   # here a legitimate, configured endpoint: it must get the real token
         prefix = partner.url + "/teams"

@@ -366,6 +366,43 @@ class OptOutTest(BroadcastCase):
         self.assertEqual(s["skipped"], 2, s)
 
 
+    def test_opt_out_applies_before_a_1to1_is_created(self):
+        """send_policy.c (issue 13): a broadcast recipient's opt-outs are those teams.send checks,
+        and a user who opted out gets no 1:1 created only to be skipped; the row's code is the
+        one teams.send returns."""
+        import sqlite3
+        self.start()
+        self.seed("tu", 1, "a:oa-anchor-")
+        self.ctl(cmd="opt_out", who="29:oa-new-1", category="news")    # by user id, never seen
+        bid = self.ctl(cmd="broadcast", to={"users": ["29:oa-new-0", "29:oa-new-1"], "tenant": "tu"},
+                       text="n", category="news")["id"]
+        s = self.wait_state(bid, timeout=20)
+        self.assertEqual((s["sent"], s["skipped"]), (1, 1), s)
+        self.settle(0.3)
+        creates = [r["json"]["members"][0]["id"] for r in self.fc.snapshot() if r["conversation_id"] is None]
+        self.assertEqual(creates, ["29:oa-new-0"])
+
+        def rows(b):
+            c = sqlite3.connect(self.h.db, timeout=10)
+            try:
+                return {u: (st, code, conv) for u, st, code, conv in c.execute(
+                    "SELECT user_id, state, code, conversation_id FROM broadcast_recipients"
+                    " WHERE broadcast_id = ?", (b,))}
+            finally:
+                c.close()
+        got = rows(bid)
+        self.assertEqual(got["29:oa-new-1"][:2], ("skipped", "opted_out"), got)
+        conv = got["29:oa-new-0"][2]
+        # the same rule for a send and a broadcast to the created 1:1, once its user opts out
+        self.ctl(cmd="opt_out", who="29:oa-new-0", category="news")
+        r = self.ctl(cmd="send", conv=conv, text="x", category="news")["r"]
+        self.assertEqual(r.get("c"), "opted_out", r)
+        bid2 = self.ctl(cmd="broadcast", to={"conversations": [conv]}, text="n2", category="news")["id"]
+        s = self.wait_state(bid2, timeout=20)
+        self.assertEqual((s["skipped"], s["sent"]), (1, 0), s)
+        self.assertEqual(list(rows(bid2).values())[0][:2], ("skipped", "opted_out"))
+
+
 @require_binary
 class FrequencyCapTest(BroadcastCase):
     def test_drop_over_the_cap(self):

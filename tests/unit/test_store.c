@@ -5,7 +5,7 @@
 #include "unit.h"
 
 /* The schema version this build migrates to (bump with each migration appended in store.c). */
-#define STORE_TEST_LATEST 10
+#define STORE_TEST_LATEST 11
 
 #include <sqlite3.h>
 #include <stdint.h>

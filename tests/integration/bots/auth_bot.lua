@@ -72,6 +72,14 @@ commands.bcast = function(ev, w)
   out("bcast", w[2], id, msg, code)
 end
 
+-- bcastu TAG TENANT USER1,USER2,...: a broadcast to users, reached 1:1 (created where needed)
+commands.bcastu = function(ev, w)
+  local users = {}
+  for u in (w[4] or ""):gmatch("[^,]+") do users[#users + 1] = u end
+  local id, msg, code = teams.broadcast { to = { users = users, tenant = w[3] }, message = "bcast" }
+  out("bcastu", w[2], id, msg, code)
+end
+
 -- stats: how many handler runs so far (this one included)
 commands.stats = function(ev)
   local id, msg, code = ev:reply("runs=" .. runs)
