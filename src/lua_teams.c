@@ -39,6 +39,29 @@ typedef struct target {
     store_reference ref;          /* owns the strings when looked up by id */
 } target;
 
+/* nil, message, code for an operational failure whose message C owns (NULL: fallback). The
+ * message is copied out and freed before anything is pushed: a push can raise under the memory
+ * cap, and C memory held across it leaked. Returns 3. */
+static int push_fail(lua_State *L, const char *code, char *owned, const char *fallback)
+{
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", owned ? owned : fallback);
+    free(owned);
+    lua_pushnil(L);
+    lua_pushstring(L, msg);
+    lua_pushstring(L, code);
+    return 3;
+}
+
+/* Raises prefix .. message for a failure whose message C owns, freed first (see push_fail). */
+static int raise_owned(lua_State *L, const char *prefix, char *owned, const char *fallback)
+{
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s%s", prefix, owned ? owned : fallback);
+    free(owned);
+    return luaL_error(L, "%s", msg);
+}
+
 /* Pushes a refusal of send_policy as nil, message, code; clears v and returns 3. The message is
  * copied out and freed first: a push can raise under the memory cap. */
 static int push_verdict(lua_State *L, send_verdict *v)
@@ -310,11 +333,7 @@ static int enqueue(lua_State *L, outbox_spec *spec, int wait, store_reference *o
     if (id < 0) {
         free(op);
         spec->release(spec->release_ud, bytes);
-        lua_pushnil(L);
-        lua_pushstring(L, err ? err : "cannot queue the operation");
-        lua_pushliteral(L, "store");
-        free(err);
-        return 3;
+        return push_fail(L, "store", err, "cannot queue the operation");
     }
     if (!wait) {
         lua_pushinteger(L, id);
@@ -542,10 +561,10 @@ static int core_get(lua_State *L)
         found = store_find_channel_reference(rt->store, id, &ref, &err);
     }
     if (found != 1) {
+        free(err);
         lua_pushnil(L);
         lua_pushfstring(L, "no stored conversation or team '%s'", id);
         lua_pushliteral(L, "unknown_conversation");
-        free(err);
         return 3;
     }
     send_request rq = {.conversation_id = ref.id, .service_url = ref.service_url,
@@ -567,11 +586,7 @@ static int core_get(lua_State *L)
     store_reference_clear(&ref);
     if (!op->call) {
         get_op_free(op);
-        lua_pushnil(L);
-        lua_pushstring(L, err ? err : "cannot start the read");
-        lua_pushliteral(L, "network");
-        free(err);
-        return 3;
+        return push_fail(L, "network", err, "cannot start the read");
     }
     return task_yield(L, op, cancel_get);
 }
@@ -676,9 +691,7 @@ void lua_teams_push_reference(struct lua_State *L, const store_reference *r) { p
 static int push_lookup(lua_State *L, int found, store_reference *r, char *err)
 {
     if (found < 0) {
-        lua_pushfstring(L, "store error: %s", err ? err : "?");
-        free(err);
-        return lua_error(L);
+        return raise_owned(L, "store error: ", err, "?");
     }
     if (found == 0) {
         lua_pushnil(L);
@@ -762,9 +775,7 @@ static int core_list(lua_State *L)
     lua_createtable(L, limit < 64 ? limit : 64, 0);
     char *err = NULL;
     if (store_list_references(rt_of(L)->store, &f, after, limit, list_one, L, &err) < 0) {
-        lua_pushfstring(L, "store error: %s", err ? err : "?");
-        free(err);
-        return lua_error(L);
+        return raise_owned(L, "store error: ", err, "?");
     }
     return 1;
 }
@@ -801,9 +812,7 @@ static int core_put_reference(lua_State *L)
         r.service_url_seal = seal;
     if (store_put_reference(rt->store, &r, STORE_SIGNAL_NONE, runtime_wall_ms(), 0, &run_hook,
                             &err) < 0) {
-        lua_pushfstring(L, "store error: %s", err ? err : "?");
-        free(err);
-        return lua_error(L);
+        return raise_owned(L, "store error: ", err, "?");
     }
     lua_pushboolean(L, 1);
     return 1;
@@ -844,11 +853,7 @@ static int core_ledger(lua_State *L)
     char *err = NULL;
     if (store_ledger_list(outbox_tables(rt_of(L)->outbox), state, tenant, since, after, (int)limit,
                           ledger_one, L, &err) < 0) {
-        lua_pushnil(L);
-        lua_pushstring(L, err ? err : "store error");
-        lua_pushliteral(L, "store");
-        free(err);
-        return 3;
+        return push_fail(L, "store", err, "store error");
     }
     return 1;
 }
@@ -869,9 +874,7 @@ static int core_opt_out(lua_State *L)
     char *err = NULL;
     if (opt_out_set(bc_of(L), luaL_checkstring(L, 1), luaL_optstring(L, 2, "*"),
                     lua_toboolean(L, 3), &err) < 0) {
-        lua_pushfstring(L, "opt-out: %s", err ? err : "store error");
-        free(err);
-        return lua_error(L);
+        return raise_owned(L, "opt-out: ", err, "store error");
     }
     return 0;
 }
@@ -931,9 +934,7 @@ static int core_broadcast_prepare(lua_State *L)
     luaL_setmetatable(L, PREP_MT);
     char *err = NULL;
     if (!(lp->p = broadcast_prepare(b, &spec, &err))) {
-        lua_pushfstring(L, "%s", err ? err : "store error");
-        free(err);
-        return lua_error(L);
+        return raise_owned(L, "", err, "store error");
     }
     return 1;
 }
@@ -964,9 +965,7 @@ static int prep_add(lua_State *L)
     int rc = broadcast_prep_add(lp->p, r, n, &err);
     free(r);
     if (rc < 0) {
-        lua_pushfstring(L, "%s", err ? err : "store error");
-        free(err);
-        return lua_error(L);
+        return raise_owned(L, "", err, "store error");
     }
     return 0;
 }
@@ -980,11 +979,7 @@ static int prep_commit(lua_State *L)
     broadcast_prep_free(lp->p);
     lp->p = NULL;
     if (id < 0) {
-        lua_pushnil(L);
-        lua_pushstring(L, err ? err : "cannot start");
-        lua_pushliteral(L, "failed");
-        free(err);
-        return 3;
+        return push_fail(L, "failed", err, "cannot start");
     }
     lua_pushinteger(L, id);
     return 1;
@@ -1005,11 +1000,7 @@ static int core_broadcast_control(lua_State *L)
 {
     char *err = NULL;
     if (broadcast_control(bc_of(L), luaL_checkinteger(L, 1), luaL_checkstring(L, 2), &err) < 0) {
-        lua_pushnil(L);
-        lua_pushstring(L, err ? err : "cannot do that");
-        lua_pushliteral(L, "not_found");
-        free(err);
-        return 3;
+        return push_fail(L, "not_found", err, "cannot do that");
     }
     lua_pushboolean(L, 1);
     return 1;
@@ -1020,11 +1011,7 @@ static int core_broadcast_redo(lua_State *L)
     char *err = NULL;
     int n = broadcast_redo(bc_of(L), luaL_checkinteger(L, 1), luaL_optstring(L, 2, NULL), &err);
     if (n < 0) {
-        lua_pushnil(L);
-        lua_pushstring(L, err ? err : "cannot do that");
-        lua_pushliteral(L, "not_found");
-        free(err);
-        return 3;
+        return push_fail(L, "not_found", err, "cannot do that");
     }
     lua_pushinteger(L, n);
     return 1;
