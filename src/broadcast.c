@@ -6,6 +6,7 @@
 #include "broadcast.h"
 #include "clock.h"
 #include "config.h"
+#include "err.h"
 #include "log.h"
 #include "outbox.h"
 #include "runtime.h"
@@ -781,10 +782,22 @@ void broadcast_prep_free(broadcast_prep *p)
 
 int broadcast_control(broadcaster *b, int64_t id, const char *action, char **err)
 {
+    if (strcmp(action, "pause") != 0 && strcmp(action, "resume") != 0 && strcmp(action, "cancel") != 0) {
+        *err = strdup("action must be pause, resume or cancel");
+        return BROADCAST_E_BAD_ACTION;
+    }
     job *j = find_job(b, id);
     if (!j) {
-        *err = strdup("no running or paused broadcast with that id");
-        return -1;
+        char state[16];
+        if (load_info(b, id, state, NULL, NULL, NULL)) {
+            *err = errf("broadcast %lld is %s: only a running or paused one can be %s", (long long)id,
+                        state, strcmp(action, "pause") == 0    ? "paused"
+                                   : strcmp(action, "resume") == 0 ? "resumed"
+                                                                   : "cancelled");
+            return BROADCAST_E_FINISHED;
+        }
+        *err = strdup("no broadcast with that id");
+        return BROADCAST_E_NOT_FOUND;
     }
     outbox_touch_batch(b->rt->outbox);
     if (strcmp(action, "pause") == 0) {
@@ -800,9 +813,6 @@ int broadcast_control(broadcaster *b, int64_t id, const char *action, char **err
         run(b, b->cancel_pending, NULL);
         set_state(b, id, "cancelled");
         drop_job(b, j);
-    } else {
-        *err = strdup("action must be pause, resume or cancel");
-        return -1;
     }
     log_info("broadcast %lld %s", (long long)id, action);
     return 0;
@@ -813,7 +823,7 @@ int broadcast_redo(broadcaster *b, int64_t id, const char *body, char **err)
     char state[16];
     if (!load_info(b, id, state, NULL, NULL, NULL)) {
         *err = strdup("no broadcast with that id");
-        return -1;
+        return BROADCAST_E_NOT_FOUND;
     }
     typedef struct row { int64_t seq; char *conv, *act; } row;
     row *rows = NULL;
@@ -837,12 +847,17 @@ int broadcast_redo(broadcaster *b, int64_t id, const char *body, char **err)
     outbox_touch_batch(b->rt->outbox);
     job *j = find_job(b, id);
     if (!j && !(j = add_job(b, id, NULL, NULL, 0))) {
+        for (int i = 0; i < n; i++) {
+            free(rows[i].conv);
+            free(rows[i].act);
+        }
+        free(rows);
         *err = strdup("out of memory");
-        return -1;
+        return BROADCAST_E_NO_MEMORY;
     }
     int queued = 0;
     for (int i = 0; i < n; i++) {
-        store_reference ref;
+        store_reference ref = {0};
         char *e = NULL;
         send_verdict v = {0};
         int found = send_policy_lookup(b->rt, rows[i].conv, &ref, &v);

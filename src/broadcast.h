@@ -62,9 +62,15 @@ int64_t broadcast_prep_commit(broadcast_prep *p, char **err);
  * row is then left for the next start to abandon). */
 void broadcast_prep_free(broadcast_prep *p);
 
-/* action: "pause" | "resume" | "cancel". 0, or -1 with *err. */
+/* Why broadcast_control / broadcast_redo refused (their negative results), each its own code for
+ * scripts and the admin route: no such broadcast, one that is no longer running or paused, an
+ * action that is not one, memory. */
+enum { BROADCAST_E_NOT_FOUND = -1, BROADCAST_E_FINISHED = -2, BROADCAST_E_BAD_ACTION = -3,
+       BROADCAST_E_NO_MEMORY = -4 };
+/* action: "pause" | "resume" | "cancel". 0, or a BROADCAST_E_* with *err. */
 int broadcast_control(broadcaster *b, int64_t id, const char *action, char **err);
-/* Edits (body) or, with body NULL, deletes every delivered copy. Returns how many were queued. */
+/* Edits (body) or, with body NULL, deletes every delivered copy. Returns how many were queued, or
+ * a BROADCAST_E_* with *err. */
 int broadcast_redo(broadcaster *b, int64_t id, const char *body, char **err);
 int broadcast_get_progress(broadcaster *b, int64_t id, broadcast_progress *out);
 

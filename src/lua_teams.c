@@ -996,12 +996,24 @@ static int core_broadcast_find(lua_State *L)
     return 1;
 }
 
+/* A refusal of broadcast control as nil, message, code: each reason its own code. */
+static int push_broadcast_fail(lua_State *L, int rc, char *err)
+{
+    return push_fail(L, rc == BROADCAST_E_FINISHED   ? "finished"
+                        : rc == BROADCAST_E_NO_MEMORY ? "no_memory"
+                                                      : "not_found",
+                     err, "cannot do that");
+}
+
 static int core_broadcast_control(lua_State *L)
 {
+    static const char *const actions[] = {"pause", "resume", "cancel", NULL};
+    lua_Integer id = luaL_checkinteger(L, 1);
+    const char *action = actions[luaL_checkoption(L, 2, NULL, actions)];
     char *err = NULL;
-    if (broadcast_control(bc_of(L), luaL_checkinteger(L, 1), luaL_checkstring(L, 2), &err) < 0) {
-        return push_fail(L, "not_found", err, "cannot do that");
-    }
+    int rc = broadcast_control(bc_of(L), id, action, &err);
+    if (rc < 0)
+        return push_broadcast_fail(L, rc, err);
     lua_pushboolean(L, 1);
     return 1;
 }
@@ -1010,9 +1022,8 @@ static int core_broadcast_redo(lua_State *L)
 {
     char *err = NULL;
     int n = broadcast_redo(bc_of(L), luaL_checkinteger(L, 1), luaL_optstring(L, 2, NULL), &err);
-    if (n < 0) {
-        return push_fail(L, "not_found", err, "cannot do that");
-    }
+    if (n < 0)
+        return push_broadcast_fail(L, n, err);
     lua_pushinteger(L, n);
     return 1;
 }

@@ -89,10 +89,20 @@ static char *admin(const char *what, const char *body, size_t len, int *status, 
         char *err = NULL;
         int rc = json_is_integer(id) && action
                      ? broadcast_control(rt->broadcaster, json_integer_value(id), action, &err)
-                     : (err = strdup("want {\"id\": N, \"action\": \"pause|resume|cancel\"}"), -1);
+                     : (err = strdup("want {\"id\": N, \"action\": \"pause|resume|cancel\"}"),
+                        BROADCAST_E_BAD_ACTION);
         json_decref(j);
-        *status = rc == 0 ? 200 : 404;
-        json_t *ans = json_pack("{s:b, s:s?}", "ok", rc == 0, "error", err);
+        *status = rc == 0                        ? 200
+                  : rc == BROADCAST_E_NOT_FOUND  ? 404
+                  : rc == BROADCAST_E_FINISHED   ? 409
+                  : rc == BROADCAST_E_BAD_ACTION ? 400
+                                                 : 500;
+        const char *code = rc == BROADCAST_E_NOT_FOUND  ? "not_found"
+                           : rc == BROADCAST_E_FINISHED ? "finished"
+                           : rc == BROADCAST_E_BAD_ACTION ? "bad_request"
+                                                          : "no_memory";
+        json_t *ans = json_pack("{s:b, s:s?, s:s?}", "ok", rc == 0, "error", err, "code",
+                                rc == 0 ? NULL : code);
         s = ans ? json_dumps(ans, JSON_COMPACT) : NULL;
         json_decref(ans);
         free(err);

@@ -266,11 +266,19 @@ class BroadcastControlTest(BroadcastCase):
         self.assertEqual(doc["counts"].get("cancelled"), self.N - window, doc)
         self.assertEqual(doc["counts"].get("sent"), window, doc)
         self.assertEqual(sum(doc["counts"].values()), self.N)
-        # controls on a finished job are refused
+        # controls on a finished job are refused, each reason with its own code (issue 13: every
+        # refusal was "not_found")
         r = self.ctl(cmd="pause", id=bid)
+        self.assertEqual((r.get("ok"), r.get("code")), (None, "finished"), r)
+        self.assertIn("is done", r.get("error", ""), r)
+        r = self.ctl(cmd="cancel", id=bid + 1000)
         self.assertEqual((r.get("ok"), r.get("code")), (None, "not_found"), r)
         rc, out, err = run_cli(["broadcast", "resume", str(bid2), "--db", h.db])
         self.assertNotEqual(rc, 0)
+        self.assertEqual(json.loads(out)["code"], "finished", out + err)
+        rc, out, err = run_cli(["broadcast", "resume", str(bid2 + 1000), "--db", h.db])
+        self.assertNotEqual(rc, 0)
+        self.assertEqual(json.loads(out)["code"], "not_found", out + err)
 
 
 @require_binary
