@@ -88,6 +88,23 @@ static void reply_error(struct evhttp_request *req, int status, const char *reas
     reply_json(req, status, reason, body);
 }
 
+/* The exchange a handler answers through (http_server_reply), counted as pending until it is;
+ * NULL once the request has been answered 503 for want of memory. */
+static http_exchange *exchange_new(http_server *s, struct evhttp_request *req)
+{
+    http_exchange *x = malloc(sizeof *x);
+    if (!x) {
+        reply_error(req, 503, "Service Unavailable", "out of memory");
+        return NULL;
+    }
+    x->s = s;
+    x->req = req;
+    x->on_reply = NULL;
+    x->reply_ud = NULL;
+    s->pending++;
+    return x;
+}
+
 static void on_messages(struct evhttp_request *req, http_server *s)
 {
     if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
@@ -115,16 +132,9 @@ static void on_messages(struct evhttp_request *req, http_server *s)
     }
     evbuffer_copyout(in, s->body_buf, len);
     s->body_buf[len] = 0;
-    http_exchange *x = malloc(sizeof *x);
-    if (!x) {
-        reply_error(req, 503, "Service Unavailable", "out of memory");
+    http_exchange *x = exchange_new(s, req);
+    if (!x)
         return;
-    }
-    x->s = s;
-    x->req = req;
-    x->on_reply = NULL;
-    x->reply_ud = NULL;
-    s->pending++;
     s->on_activity(x, s->body_buf, len, s->ud);
 }
 
@@ -175,16 +185,9 @@ static void on_notify(struct evhttp_request *req, http_server *s, const char *na
     size_t len;
     if (take_body(req, s, &len) < 0)
         return;
-    http_exchange *x = malloc(sizeof *x);
-    if (!x) {
-        reply_error(req, 503, "Service Unavailable", "out of memory");
+    http_exchange *x = exchange_new(s, req);
+    if (!x)
         return;
-    }
-    x->s = s;
-    x->req = req;
-    x->on_reply = NULL;
-    x->reply_ud = NULL;
-    s->pending++;
     s->cfg.on_notify(x, buf, s->body_buf, len, s->ud);
 }
 
@@ -208,16 +211,9 @@ static void on_notify_operation(struct evhttp_request *req, http_server *s, cons
     }
     memcpy(buf, id, len);
     buf[len] = 0;
-    http_exchange *x = malloc(sizeof *x);
-    if (!x) {
-        reply_error(req, 503, "Service Unavailable", "out of memory");
+    http_exchange *x = exchange_new(s, req);
+    if (!x)
         return;
-    }
-    x->s = s;
-    x->req = req;
-    x->on_reply = NULL;
-    x->reply_ud = NULL;
-    s->pending++;
     s->cfg.on_notify_operation(x, buf, s->ud);
 }
 
