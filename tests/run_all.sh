@@ -2,7 +2,7 @@
 # run_all.sh — every test suite of herald, one summary line per suite, and ONE final line
 # "N passed, N failed" (individual tests, all suites). Exit status non-zero if anything failed.
 #
-# Suites: build/asan/test_* (C unit tests), busted on tests/spec (if it has *_spec.lua),
+# Suites: tests/check_layering.py (include rules), build/asan/test_* (C unit tests), busted on tests/spec (if it has *_spec.lua),
 # the Python integration tests (tests/integration), a short run of every fuzz target (tests/fuzz,
 # when clang is installed), tests/e2e/run.sh (if present).
 # Expects `make asan unit` to have run (make test does it). Env: HERALD_BIN (integration binary),
@@ -50,6 +50,22 @@ last_counts() {
     grep -aE '^([A-Za-z_-]+: )?[0-9]+ passed, [0-9]+ failed' "$1" | tail -n 1 |
         sed -E 's/^([A-Za-z_-]+: )?([0-9]+) passed, ([0-9]+) failed.*/\2 \3/'
 }
+
+# ---- layering: the include rules of src/ (tests/check_layering.py) -------------------------------
+log="$LOGDIR/layering.log"
+echo "-- tests/check_layering.py (Lua headers only in vm.c, task.c, lua_*.c; no include cycle)"
+run_logged 60 "$log" python3 tests/check_layering.py src
+rc=$?
+counts=$(last_counts "$log")
+if [ -n "$counts" ]; then
+    set -- $counts
+    p=$1 f=$2
+    note=""
+    if [ $rc -ne 0 ] && [ "$f" -eq 0 ]; then f=1; note="exit $rc"; fi
+    add "layering" "$p" "$f" "$note"
+else
+    add "layering" 0 1 "exit $rc"
+fi
 
 # ---- C unit tests --------------------------------------------------------------------------------
 shopt -s nullglob
