@@ -8,6 +8,7 @@
 #include "connector.h"
 #include "http_client.h"
 #include "log.h"
+#include "lua_teams.h"
 #include "outbox.h"
 #include "runtime.h"
 #include "scheduler.h"

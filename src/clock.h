@@ -9,10 +9,12 @@
 struct event;
 struct event_base;
 
+/* Monotonic milliseconds (timeouts, pacing); wall-clock unix milliseconds (references,
+ * schedules). */
 int64_t clock_mono_ms(void);
 int64_t clock_wall_ms(void);
 
-/* Shifts the wall clock (real mode; HERALD_TEST_CLOCK). */
+/* Shifts the wall clock (real mode; a test build: HERALD_TEST_CLOCK=1 and POST /-/clock). */
 void clock_shift_wall(int64_t delta_ms);
 
 /* Arms ev (made with evtimer_new or event_new(-1, [EV_PERSIST])) to fire after delay_ms; a

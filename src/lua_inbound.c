@@ -1,6 +1,7 @@
 /* lua_inbound.c — one POST /api/messages: decode (cjson, in the generation's state), validate,
  * drop redeliveries, store the conversation reference, run the dispatcher as a task, and answer
  * when the task ends or at the response deadline, whichever comes first. */
+#include "lua_inbound.h"
 #include "auth_in.h"
 #include "clock.h"
 #include "config.h"
@@ -540,7 +541,7 @@ static int authenticate(runtime *rt, http_exchange *x, const char *body, size_t 
 {
     const char *reason = "?";
     enum auth_result r = auth_in_check(rt->auth_in, http_exchange_header(x, "Authorization"),
-                                       service_url, channel_id, runtime_wall_ms() / 1000, &reason);
+                                       service_url, channel_id, clock_wall_ms() / 1000, &reason);
     if (r == AUTH_PENDING) {
         /* park the activity (its body copied: the server reuses its buffer) until keys arrive */
         pending_auth *p = calloc(1, sizeof *p);
@@ -820,7 +821,7 @@ void inbound_activity(http_exchange *x, const char *body, size_t len, void *arg)
     char *err = NULL;
     outbox_touch_batch(rt->outbox);            /* one commit per loop turn, not per activity */
     if (!store_in_batch(rt->store) ||
-        store_put_inbound(rt->store, &ref, signal, runtime_wall_ms(),
+        store_put_inbound(rt->store, &ref, signal, clock_wall_ms(),
                           (int64_t)rt->cfg->install_window_s * 1000, &run_hook, &zone_changed,
                           &err) < 0) {
         log_error("cannot store the conversation reference conversation=%s error=%s", conv,
@@ -928,7 +929,7 @@ static uint64_t notify_seq;
 static uint64_t notify_next_id(void)
 {
     if (!notify_seq)
-        notify_seq = (uint64_t)(runtime_wall_ms() / 1000) << 20;
+        notify_seq = (uint64_t)(clock_wall_ms() / 1000) << 20;
     return ++notify_seq;
 }
 
@@ -960,7 +961,7 @@ static void on_notify_done(task *t, enum task_status status, int nres, const cha
 {
     notify_call *n = ud;
     notify_ops *ops = n->kept ? n->rt->notify_ops : NULL;
-    int64_t now = runtime_wall_ms();
+    int64_t now = clock_wall_ms();
     if (status == TASK_ERROR) {
         n->rt->handler_errors++;
         log_error("notify handler failed trigger=%s operation=%llu error=%s", n->name,
@@ -1005,7 +1006,7 @@ static int notify_authorized(runtime *rt, http_exchange *x, const char *name, co
         enum notify_verdict v = notify_auth_check(
             rt->notify, secret, http_exchange_header(x, "X-Herald-Signature"),
             http_exchange_header(x, "X-Herald-Timestamp"), http_exchange_header(x, "Authorization"),
-            signed_text, len, runtime_wall_ms() / 1000, &reason, &retry_s);
+            signed_text, len, clock_wall_ms() / 1000, &reason, &retry_s);
         if (v != NOTIFY_OK) {
             notify_refuse(rt, x, name, v, reason, retry_s);
             return 0;
@@ -1023,7 +1024,7 @@ void notify_operation_request(http_exchange *x, const char *id, void *arg)
 {
     runtime *rt = arg;
     uint64_t n = strtoull(id, NULL, 10);
-    const notify_op *op = rt->notify_ops ? notify_ops_get(rt->notify_ops, n, runtime_wall_ms()) : NULL;
+    const notify_op *op = rt->notify_ops ? notify_ops_get(rt->notify_ops, n, clock_wall_ms()) : NULL;
     if (!op) {
         /* an id says nothing secret (they count up), so this 404 needs no credentials */
         reply_error(rt, x, 404, "no such operation (unknown, expired, or from before a restart)");
@@ -1034,7 +1035,7 @@ void notify_operation_request(http_exchange *x, const char *id, void *arg)
     int len = snprintf(signed_text, sizeof signed_text, "GET /api/notify/operations/%s", id);
     if (!notify_authorized(rt, x, name, signed_text, (size_t)len))
         return;
-    op = notify_ops_get(rt->notify_ops, n, runtime_wall_ms());
+    op = notify_ops_get(rt->notify_ops, n, clock_wall_ms());
     if (!op) {
         reply_error(rt, x, 404, "no such operation (unknown, expired, or from before a restart)");
         return;

@@ -1,11 +1,14 @@
 /* lua_teams.c — `herald.core`, the C half of the teams module: yielding connector calls
  * (send, update, delete, create), sleep, reference store access, the dispatcher slot, logging.
  * The pure-Lua half (lua/teams/init.lua) builds activities and events on top of it. */
+#include "lua_teams.h"
 #include "config.h"
 #include "clock.h"
 #include "connector.h"
 #include "broadcast.h"
 #include "log.h"
+#include "lua_timer.h"
+#include "lua_util.h"
 #include "outbox.h"
 #include "runtime.h"
 #include "send_policy.h"
@@ -22,11 +25,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/time.h>
-
-int64_t runtime_wall_ms(void) { return clock_wall_ms(); }
-
-void runtime_shift_clock(int64_t delta_ms) { clock_shift_wall(delta_ms); }
 
 static runtime *rt_of(lua_State *L) { return vm_host(vm_of(L)); }
 
@@ -744,18 +742,6 @@ static int list_one(const store_reference *r, void *ud)
     return 0;
 }
 
-/* Raw and strings only: the string must stay alive in the table after the pop. A value an __index
- * returned, or a number converted on the stack, is held by nothing once popped, and the next
- * allocation may free it while the caller still reads it. */
-const char *lua_field_string(lua_State *L, int t, const char *k)
-{
-    t = lua_absindex(L, t);
-    lua_pushstring(L, k);
-    const char *s = lua_rawget(L, t) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-    lua_pop(L, 1);
-    return s;
-}
-
 /* core.list(filter, after_id, limit) → array of references */
 static int core_list(lua_State *L)
 {
@@ -810,7 +796,7 @@ static int core_put_reference(lua_State *L)
     char seal[65];
     if (send_policy_seal(rt, r.id, r.service_url, seal))
         r.service_url_seal = seal;
-    if (store_put_reference(rt->store, &r, STORE_SIGNAL_NONE, runtime_wall_ms(), 0, &run_hook,
+    if (store_put_reference(rt->store, &r, STORE_SIGNAL_NONE, clock_wall_ms(), 0, &run_hook,
                             &err) < 0) {
         return raise_owned(L, "store error: ", err, "?");
     }
@@ -1106,7 +1092,7 @@ static int core_where(lua_State *L)
 
 static int core_now_ms(lua_State *L)
 {
-    lua_pushinteger(L, runtime_wall_ms());
+    lua_pushinteger(L, clock_wall_ms());
     return 1;
 }
 

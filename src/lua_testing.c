@@ -2,6 +2,7 @@
  * wires (store, outbox, governor, scheduler, Lua generation), built in-process for a busted spec,
  * on virtual time, with an in-memory database and a fake Bot Connector instead of the network.
  * Built as build/lua/herald/testing_core.so; lua/teams/testing.lua is the API bot authors use. */
+#include "lua_testing.h"
 #include "broadcast.h"
 #include "clock.h"
 #include "config.h"
@@ -10,6 +11,9 @@
 #include "http_client.h"
 #include "http_server.h"
 #include "log.h"
+#include "lua_inbound.h"
+#include "lua_teams.h"
+#include "lua_util.h"
 #include "outbox.h"
 #include "redelivery.h"
 #include "runtime.h"

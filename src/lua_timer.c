@@ -2,9 +2,11 @@
  * task of its own. A min-heap on (deadline, sequence) keeps equal deadlines FIFO; due timers move
  * to a ready list before any runs, so a 0-second re-arm cannot starve the loop. Durable work
  * belongs in schedules: a reload cancels the old generation's timers. */
+#include "lua_timer.h"
 #include "log.h"
 #include "clock.h"
 #include "heap.h"
+#include "lua_util.h"
 #include "scheduler.h"
 #include "runtime.h"
 #include "task.h"

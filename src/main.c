@@ -10,6 +10,8 @@
 #include "http_client.h"
 #include "http_server.h"
 #include "log.h"
+#include "lua_inbound.h"
+#include "lua_teams.h"
 #include "notify_auth.h"
 #include "notify_ops.h"
 #include "outbox.h"
@@ -119,10 +121,10 @@ static char *admin(const char *what, const char *body, size_t len, int *status, 
             return strdup(rt->cfg->test_clock ? "{\"error\":\"want {\\\"advance_s\\\": N}\"}"
                                               : "{\"error\":\"HERALD_TEST_CLOCK is off\"}");
         }
-        runtime_shift_clock((int64_t)(json_number_value(adv) * 1000));
+        clock_shift_wall((int64_t)(json_number_value(adv) * 1000));
         json_decref(j);
         scheduler_poke(rt->scheduler);
-        if (asprintf(&s, "{\"now_ms\":%lld}", (long long)runtime_wall_ms()) < 0)
+        if (asprintf(&s, "{\"now_ms\":%lld}", (long long)clock_wall_ms()) < 0)
             s = NULL;
         return s;
     }
@@ -529,7 +531,7 @@ static int run(config *cfg, char *const *argv)
         log_error("cannot set up the redelivery filter (out of memory, or no SipHash in OpenSSL)");
         goto out;
     }
-    rt.notify = notify_auth_new((size_t)cfg->notify_replay_max, runtime_wall_ms() / 1000);
+    rt.notify = notify_auth_new((size_t)cfg->notify_replay_max, clock_wall_ms() / 1000);
     if (!rt.notify) {
         log_error("cannot allocate the notify replay cache (HERALD_NOTIFY_REPLAY_MAX=%ld)",
                   cfg->notify_replay_max);

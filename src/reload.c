@@ -6,6 +6,8 @@
 #include "clock.h"
 #include "config.h"
 #include "log.h"
+#include "lua_teams.h"
+#include "lua_timer.h"
 #include "runtime.h"
 #include "scheduler.h"
 #include "task.h"

@@ -1,5 +1,6 @@
 /* runtime.h — the process-wide objects the Lua bindings reach through vm_host(): config, store,
- * HTTP client and server, connector, the current Lua generation. Wired up by main.c. */
+ * HTTP client and server, connector, the current Lua generation. Wired up by main.c; declares
+ * nothing else (each lua_*.c has its own header). */
 #ifndef HERALD_RUNTIME_H
 #define HERALD_RUNTIME_H
 
@@ -53,46 +54,5 @@ typedef struct runtime {
     /* counters for /healthz */
     uint64_t activities, handler_errors, redelivered, rejected, unauthorized;
 } runtime;
-
-/* lua_inbound.c: handles one POST /api/messages body (answers x exactly once). */
-struct http_exchange;
-void inbound_activity(struct http_exchange *x, const char *body, size_t len, void *rt);
-
-/* lua_inbound.c: handles one GET /api/notify/operations/{id} (answers x exactly once). */
-void notify_operation_request(struct http_exchange *x, const char *id, void *arg);
-/* lua_inbound.c: handles one POST /api/notify/{name} (answers x exactly once). */
-void notify_request(struct http_exchange *x, const char *name, const char *body, size_t len,
-                    void *rt);
-
-/* lua_inbound.c: answers every activity still waiting for signing keys with 503 (shutdown). */
-void inbound_abandon_pending(void *rt);
-
-/* lua_inbound.c: sends every answer still waiting for a commit (shutdown, before the server goes);
- * one parked by a failed commit gets 503 if the store is still degraded (its writes are lost). */
-void inbound_release_answers(void *rt);
-/* lua_inbound.c: the store recovered (its kept writes are committed): sends the answers parked
- * by a failed commit. */
-void inbound_store_recovered(void *rt);
-
-/* lua_teams.c: registers the `herald.core` preload in the generation's state. */
-void lua_teams_install(vm *v);
-
-/* lua_teams.c: t[k] as a string or NULL (numbers converted). The pointer stays valid while the
- * table at index t holds the value. Net stack effect: 0. */
-struct lua_State;
-const char *lua_field_string(struct lua_State *L, int t, const char *k);
-
-/* lua_teams.c: pushes a stored reference as the table teams.conversation returns. */
-struct store_reference;
-void lua_teams_push_reference(struct lua_State *L, const struct store_reference *r);
-
-/* lua_timer.c: registers `herald.timer`; cancels a generation's timers (reload). */
-void lua_timer_install(vm *v);
-void lua_timer_cancel_all(vm *v);
-
-/* Wall-clock unix milliseconds (references, schedules); monotonic time is vm_now_ms. A test
- * build moves it with runtime_shift_clock (HERALD_TEST_CLOCK=1 and POST /-/clock). */
-int64_t runtime_wall_ms(void);
-void runtime_shift_clock(int64_t delta_ms);
 
 #endif

@@ -96,7 +96,7 @@ static const store_statement statements[] = {
 
 #define NSTATEMENTS (sizeof statements / sizeof statements[0])
 
-static int64_t now_s(void) { return runtime_wall_ms() / 1000; }
+static int64_t now_s(void) { return clock_wall_ms() / 1000; }
 
 static int exec(scheduler *s, sqlite3_stmt *st, char **err)
 {
@@ -153,7 +153,7 @@ static void arm(scheduler *s)
         s->armed_for = 0;
         return;
     }
-    int64_t now_ms = runtime_wall_ms();
+    int64_t now_ms = clock_wall_ms();
     int64_t wait = next * 1000 - now_ms;
     if (wait < 0)
         wait = 0;

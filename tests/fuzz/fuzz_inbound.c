@@ -24,6 +24,8 @@
 #include "http_client.h"
 #include "http_server.h"
 #include "log.h"
+#include "lua_inbound.h"
+#include "lua_teams.h"
 #include "outbox.h"
 #include "redelivery.h"
 #include "runtime.h"
