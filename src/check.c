@@ -8,6 +8,7 @@
 #include "connector.h"
 #include "http_client.h"
 #include "log.h"
+#include "lua_schedule.h"
 #include "lua_teams.h"
 #include "outbox.h"
 #include "runtime.h"
@@ -127,7 +128,7 @@ int check_script(const config *cfg, FILE *out)
     rt.vm = rt.outbox ? vm_new(rt.base, &vc, &rt, &err) : NULL;
     if (rt.vm) {
         lua_teams_install(rt.vm);
-        rt.scheduler = scheduler_new(&rt, &err);
+        rt.scheduler = scheduler_new(&rt, &lua_schedule_script, &err);
         rt.broadcaster = rt.scheduler ? broadcast_new(&rt, &err) : NULL;
     }
     if (!rt.broadcaster) {

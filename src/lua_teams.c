@@ -7,6 +7,7 @@
 #include "connector.h"
 #include "broadcast.h"
 #include "log.h"
+#include "lua_schedule.h"
 #include "lua_timer.h"
 #include "lua_util.h"
 #include "outbox.h"
@@ -1173,6 +1174,7 @@ void lua_teams_install(vm *v)
 {
     lua_State *L = vm_state(v);
     lua_timer_install(v);
+    lua_schedule_install(v);
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);  /* [preload] */
     lua_pushcfunction(L, luaopen_herald_core);
     lua_setfield(L, -2, "herald.core");

@@ -12,6 +12,7 @@
 #include "http_server.h"
 #include "log.h"
 #include "lua_inbound.h"
+#include "lua_schedule.h"
 #include "lua_teams.h"
 #include "lua_util.h"
 #include "outbox.h"
@@ -515,7 +516,7 @@ static int t_new(lua_State *L)
     h->open = 1;
     if (rt->vm) {
         lua_teams_install(rt->vm);
-        rt->scheduler = scheduler_new(rt, &err);
+        rt->scheduler = scheduler_new(rt, &lua_schedule_script, &err);
         rt->broadcaster = rt->scheduler ? broadcast_new(rt, &err) : NULL;
         if (!rt->broadcaster) {
             scheduler_free(rt->scheduler);
@@ -767,7 +768,7 @@ static int t_reference(lua_State *L)
 static int t_schedule(lua_State *L)
 {
     host *h = check_host(L);
-    return scheduler_push_get(h->rt.scheduler, L, luaL_checkstring(L, 2));
+    return lua_schedule_push_get(L, h->rt.scheduler, luaL_checkstring(L, 2));
 }
 
 /* host:schedules(handler, conversation) → every matching schedule as teams.schedule.list gives
@@ -780,7 +781,7 @@ static int t_schedules(lua_State *L)
     lua_newtable(L);                                        /* [.. out] */
     char *after = NULL;
     for (;;) {
-        scheduler_push_list(h->rt.scheduler, L, handler, conv, after, 500);  /* [.. out page] */
+        lua_schedule_push_list(L, h->rt.scheduler, handler, conv, after, 500);  /* [.. out page] */
         free(after);
         after = NULL;
         lua_Integer n = (lua_Integer)lua_rawlen(L, -1);

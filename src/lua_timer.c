@@ -6,9 +6,6 @@
 #include "log.h"
 #include "clock.h"
 #include "heap.h"
-#include "lua_util.h"
-#include "scheduler.h"
-#include "runtime.h"
 #include "task.h"
 #include "vm.h"
 #include "quarantine.h"
@@ -309,11 +306,8 @@ static int luaopen_herald_timer(lua_State *L)
     return 1;
 }
 
-void lua_schedule_install(vm *v);
-
 void lua_timer_install(vm *v)
 {
-    lua_schedule_install(v);
     lua_State *L = vm_state(v);
     luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
     lua_pushcfunction(L, luaopen_herald_timer);
@@ -332,119 +326,4 @@ void lua_timer_cancel_all(vm *v)
     clock_timer_del(ts->ev);
     if (n)
         log_info("cancelled %d in-memory timer(s) of the old generation", n);
-}
-
-/* ---- herald.schedule: durable schedules --------------------------------------------------- */
-
-static scheduler *sched_of(lua_State *L) { return ((runtime *)vm_host(vm_of(L)))->scheduler; }
-
-static int push_string(lua_State *L)
-{
-    lua_pushstring(L, lua_touserdata(L, 1));
-    return 1;
-}
-
-/* Pushes s (or fallback when s is NULL) and frees s. Pushing a new string can raise at the memory
- * cap, so it runs in a protected call and the error is raised again only once s is freed. */
-static void push_owned(lua_State *L, char *s, const char *fallback)
-{
-    lua_pushcfunction(L, push_string);            /* [... f]; a light C function: no allocation */
-    lua_pushlightuserdata(L, s ? s : (char *)fallback);   /* [... f s] */
-    int status = lua_pcall(L, 1, 1, 0);           /* [... string | error] */
-    free(s);
-    if (status != LUA_OK)
-        lua_error(L);
-}
-
-/* put{id, handler, kind, expr, tz, conversation, payload (JSON), missed} → next (unix s) |
- * nil, message, "bad_schedule" | nil, message, "store" (the database cannot be written) */
-static int sched_put(lua_State *L)
-{
-    luaL_checktype(L, 1, LUA_TTABLE);
-    scheduler_entry e = {0};
-    e.id = lua_field_string(L, 1, "id");
-    e.handler = lua_field_string(L, 1, "handler");
-    e.kind = lua_field_string(L, 1, "kind");
-    e.expr = lua_field_string(L, 1, "expr");
-    e.tz = lua_field_string(L, 1, "tz");
-    e.conversation_id = lua_field_string(L, 1, "conversation");
-    e.payload = lua_field_string(L, 1, "payload");
-    e.missed = lua_field_string(L, 1, "missed");
-    luaL_argcheck(L, e.id && *e.id && strlen(e.id) <= 200, 1, "schedule needs an 'id' (1-200 bytes)");
-    luaL_argcheck(L, e.handler && *e.handler, 1, "schedule needs a 'handler' name");
-    luaL_argcheck(L, e.kind && e.expr, 1, "schedule needs one of 'at', 'every', 'cron'");
-    luaL_argcheck(L, !e.missed || strcmp(e.missed, "once") == 0 || strcmp(e.missed, "skip") == 0,
-                  1, "'missed' is \"once\" or \"skip\"");
-    char *err = NULL;
-    int64_t next = scheduler_put(sched_of(L), &e, &err);
-    if (next < 0) {
-        int store = err && strncmp(err, "store:", 6) == 0;
-        lua_pushnil(L);
-        push_owned(L, err, "bad schedule");
-        if (store)
-            lua_pushliteral(L, "store");
-        else
-            lua_pushliteral(L, "bad_schedule");
-        return 3;
-    }
-    lua_pushinteger(L, next);
-    return 1;
-}
-
-static int sched_cancel(lua_State *L)
-{
-    int n = scheduler_cancel(sched_of(L), luaL_checkstring(L, 1));
-    if (n < 0)
-        return luaL_error(L, "store error cancelling a schedule");
-    lua_pushboolean(L, n > 0);
-    return 1;
-}
-
-static int sched_get(lua_State *L) { return scheduler_push_get(sched_of(L), L, luaL_checkstring(L, 1)); }
-
-static int sched_list(lua_State *L)
-{
-    return scheduler_push_list(sched_of(L), L, luaL_optstring(L, 1, NULL), luaL_optstring(L, 2, NULL),
-                               luaL_optstring(L, 3, NULL), (int)luaL_optinteger(L, 4, 200));
-}
-
-static int sched_set_dispatch(lua_State *L)
-{
-    luaL_checktype(L, 1, LUA_TFUNCTION);
-    lua_settop(L, 1);
-    lua_setfield(L, LUA_REGISTRYINDEX, "herald.schedule_dispatch");
-    return 0;
-}
-
-static int sched_set_handlers(lua_State *L)
-{
-    luaL_checktype(L, 1, LUA_TTABLE);
-    lua_settop(L, 1);
-    lua_setfield(L, LUA_REGISTRYINDEX, "herald.schedule_handlers");
-    return 0;
-}
-
-static const luaL_Reg sched_funcs[] = {
-    {"cancel", sched_cancel},
-    {"get", sched_get},
-    {"list", sched_list},
-    {"put", sched_put},
-    {"set_dispatch", sched_set_dispatch},
-    {"set_handlers", sched_set_handlers},
-    {NULL, NULL},
-};
-
-static int luaopen_herald_schedule(lua_State *L)
-{
-    luaL_newlib(L, sched_funcs);
-    return 1;
-}
-
-void lua_schedule_install(vm *v)
-{
-    lua_State *L = vm_state(v);
-    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-    lua_pushcfunction(L, luaopen_herald_schedule);
-    lua_setfield(L, -2, "herald.schedule");
-    lua_pop(L, 1);
 }

@@ -11,6 +11,7 @@
 #include "http_server.h"
 #include "log.h"
 #include "lua_inbound.h"
+#include "lua_schedule.h"
 #include "lua_teams.h"
 #include "notify_auth.h"
 #include "notify_ops.h"
@@ -608,7 +609,7 @@ static int run(config *cfg, char *const *argv)
         goto out;
     }
     reloader_set_vm_config(rt.reloader, &vc);
-    rt.scheduler = scheduler_new(&rt, &err);
+    rt.scheduler = scheduler_new(&rt, &lua_schedule_script, &err);
     if (!rt.scheduler) {
         log_error("cannot start the scheduler: %s", err);
         goto out;

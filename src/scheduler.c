@@ -10,14 +10,9 @@
 #include "runtime.h"
 #include "schedule.h"
 #include "store.h"
-#include "task.h"
 #include "tz.h"
-#include "vm.h"
-#include "quarantine.h"
 
 #include <event2/event.h>
-#include <lauxlib.h>
-#include <lua.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +26,7 @@
 
 struct scheduler {
     runtime *rt;
+    const scheduler_script *script;
     sqlite3 *db;
     sqlite3_stmt *put, *del, *get, *due, *min_next, *advance, *wait_handler, *unwait, *result,
         *user_tz, *list, *user_rows, *set_next, *pause, *pause_conv, *paused_rows, *resume;
@@ -163,79 +159,24 @@ static void arm(scheduler *s)
     clock_timer_add(s->timer, wait);
 }
 
-typedef struct fire_ctx {
-    scheduler *s;
-    char id[256];
-} fire_ctx;
-
-static void on_fire_done(task *t, enum task_status status, int nres, const char *message, void *ud)
+void scheduler_fire_failed(scheduler *s, const char *id, const char *message)
 {
-    (void)t;
-    (void)nres;
-    fire_ctx *f = ud;
-    if (status != TASK_OK) {
-        scheduler *s = f->s;
-        log_error("schedule handler failed schedule=%s error=%s", f->id, message);
-        char result[300];
-        snprintf(result, sizeof result, "error: %.280s", message ? message : "?");
-        char *nl = strchr(result, '\n');
-        if (nl)
-            *nl = 0;
-        s->stats.errors++;
-        store_bind_text(s->result, 1, f->id);
-        store_bind_text(s->result, 2, result);
-        outbox_touch_batch(s->rt->outbox);
-        exec(s, s->result, NULL);
-    }
-    free(f);
-}
-
-/* 1 when the live generation has a handler registered under name. */
-static int has_handler(vm *v, const char *name)
-{
-    lua_State *L = vm_state(v);
-    int found = 0;
-    if (lua_getfield(L, LUA_REGISTRYINDEX, "herald.schedule_handlers") == LUA_TTABLE)
-        found = lua_getfield(L, -1, name) == LUA_TFUNCTION, lua_pop(L, 1);
-    lua_pop(L, 1);
-    return found;
-}
-
-/* Runs the dispatcher as a task: dispatch(handler, id, payload_json, conversation, due, now). */
-static void spawn(scheduler *s, const char *handler, const char *id, const char *payload,
-                  const char *conv, int64_t due, int64_t now)
-{
-    vm *v = s->rt->vm;
-    lua_State *L = vm_state(v);
-    if (lua_getfield(L, LUA_REGISTRYINDEX, "herald.schedule_dispatch") != LUA_TFUNCTION) {
-        lua_pop(L, 1);
-        return;
-    }
-    lua_pushstring(L, handler);
-    lua_pushstring(L, id);
-    if (payload) lua_pushstring(L, payload); else lua_pushnil(L);
-    if (conv) lua_pushstring(L, conv); else lua_pushnil(L);
-    lua_pushinteger(L, due);
-    lua_pushinteger(L, now);
-    fire_ctx *f = calloc(1, sizeof *f);
-    if (f) {
-        f->s = s;
-        snprintf(f->id, sizeof f->id, "%s", id);
-    }
-    int started;
-    char *err = NULL;
-    task_blame(v, "schedule", id);
-    task_spawn(v, "schedule", 6, on_fire_done, f, &started, &err);
-    if (!started) {
-        log_error("schedule %s could not start its task: %s", id, err ? err : "?");
-        free(err);
-        free(f);
-    }
+    log_error("schedule handler failed schedule=%s error=%s", id, message);
+    char result[300];
+    snprintf(result, sizeof result, "error: %.280s", message ? message : "?");
+    char *nl = strchr(result, '\n');
+    if (nl)
+        *nl = 0;
+    s->stats.errors++;
+    store_bind_text(s->result, 1, id);
+    store_bind_text(s->result, 2, result);
+    outbox_touch_batch(s->rt->outbox);
+    exec(s, s->result, NULL);
 }
 
 /* Fires up to FIRE_BATCH due rows; returns how many it handled, FIRE_BATCH when it stopped early
- * because this turn has run a slice of script code (task_turn_spent: the rest stay due and fire on
- * a later turn, after inbound requests). */
+ * because this turn has run a slice of script code (scheduler_script.turn_spent: the rest stay due
+ * and fire on a later turn, after inbound requests). */
 static int fire_due(scheduler *s)
 {
     int64_t now = now_s();
@@ -273,7 +214,7 @@ static int fire_due(scheduler *s)
     for (int i = 0; i < n; i++) {
         due_row *r = &rows[i];
         char *err = NULL;
-        if (!hold && !stopped && task_turn_spent(s->rt->vm))
+        if (!hold && !stopped && s->script->turn_spent(s->rt))
             stopped = 1;
         if (hold || stopped)
             goto next_row;                /* stopped: still due, a later turn fires it */
@@ -288,7 +229,7 @@ static int fire_due(scheduler *s)
             s->stats.paused++;
             goto next_row;
         }
-        if (!has_handler(s->rt->vm, r->handler)) {
+        if (!s->script->has_handler(s->rt, r->handler)) {
             char why[300];
             snprintf(why, sizeof why, "no handler '%s' in the live script (kept; retried when one "
                      "registers)", r->handler);
@@ -307,7 +248,7 @@ static int fire_due(scheduler *s)
             log_error("schedule %s can no longer be parsed: %s", r->id, err);
         int missed = !r->was_waiting && now - r->next > misfire;
         int skip = missed && r->missed && strcmp(r->missed, "skip") == 0;
-        int quarantined = quarantine_has(vm_script_hash(s->rt->vm), "schedule", r->id);
+        int quarantined = s->script->quarantined(s->rt, r->id);
         const char *result = err ? "error: unparsable" : skip ? "skipped (missed while down)"
                              : quarantined ? "skipped (quarantined: it stalled the host)"
                              : missed ? "fired late (missed)" : "fired";
@@ -328,7 +269,9 @@ static int fire_due(scheduler *s)
         }
         if (!skip && !err) {
             s->stats.fired++;
-            spawn(s, r->handler, r->id, r->payload, r->conv, r->next, now);
+            scheduler_firing f = {.id = r->id, .handler = r->handler, .payload = r->payload,
+                                  .conversation_id = r->conv, .due = r->next, .now = now};
+            s->script->fire(s->rt, s, &f);
         } else if (skip) {
             s->stats.skipped++;
         }
@@ -366,7 +309,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
     arm(s);
 }
 
-scheduler *scheduler_new(runtime *rt, char **err)
+scheduler *scheduler_new(runtime *rt, const scheduler_script *script, char **err)
 {
     scheduler *s = calloc(1, sizeof *s);
     if (!s) {
@@ -374,6 +317,7 @@ scheduler *scheduler_new(runtime *rt, char **err)
         return NULL;
     }
     s->rt = rt;
+    s->script = script;
     s->db = store_db(rt->store);
     if (store_prepare_set(s->db, s, statements, NSTATEMENTS, err) < 0) {
         scheduler_free(s);
@@ -567,88 +511,54 @@ int scheduler_cancel(scheduler *s, const char *id)
     return n;
 }
 
-static void push_row(lua_State *L, sqlite3_stmt *st)
+static const char *column_text(sqlite3_stmt *st, int i)
 {
-    static const char *const names[] = {"id", "handler", "kind", "expr", "tz", "conversation",
-                                        "payload", "missed"};
-    lua_createtable(L, 0, 14);
+    return (const char *)sqlite3_column_text(st, i);
+}
+
+/* A query is one of the scheduler's statements, bound and stepping. */
+static sqlite3_stmt *stmt_of(scheduler_query *q) { return (sqlite3_stmt *)q; }
+
+int scheduler_query_next(scheduler_query *q, scheduler_row *row)
+{
+    sqlite3_stmt *st = stmt_of(q);
+    if (sqlite3_step(st) != SQLITE_ROW)
+        return 0;
+    const char **f[] = {&row->id, &row->handler, &row->kind, &row->expr, &row->tz,
+                        &row->conversation_id, &row->payload, &row->missed};
     for (int i = 0; i < 8; i++)
-        if (sqlite3_column_text(st, i)) {
-            lua_pushstring(L, (const char *)sqlite3_column_text(st, i));
-            lua_setfield(L, -2, names[i]);
-        }
-    if (sqlite3_column_type(st, 8) != SQLITE_NULL) {
-        lua_pushinteger(L, sqlite3_column_int64(st, 8));
-        lua_setfield(L, -2, "next_fire");
-    }
-    if (sqlite3_column_type(st, 9) != SQLITE_NULL) {
-        lua_pushinteger(L, sqlite3_column_int64(st, 9));
-        lua_setfield(L, -2, "last_fire");
-    }
-    if (sqlite3_column_text(st, 10)) {
-        lua_pushstring(L, (const char *)sqlite3_column_text(st, 10));
-        lua_setfield(L, -2, "last_result");
-    }
-    lua_pushinteger(L, sqlite3_column_int64(st, 11));
-    lua_setfield(L, -2, "runs");
-    lua_pushboolean(L, sqlite3_column_int(st, 12));
-    lua_setfield(L, -2, "waiting_for_handler");
-    if (sqlite3_column_text(st, 13)) {
-        lua_pushstring(L, (const char *)sqlite3_column_text(st, 13));
-        lua_setfield(L, -2, "paused");
-    }
-}
-
-static int push_one(lua_State *L)
-{
-    sqlite3_stmt *st = lua_touserdata(L, 1);
-    if (sqlite3_step(st) == SQLITE_ROW)
-        push_row(L, st);
-    else
-        lua_pushnil(L);
+        *f[i] = column_text(st, i);
+    row->has_next_fire = sqlite3_column_type(st, 8) != SQLITE_NULL;
+    row->next_fire = row->has_next_fire ? sqlite3_column_int64(st, 8) : 0;
+    row->has_last_fire = sqlite3_column_type(st, 9) != SQLITE_NULL;
+    row->last_fire = row->has_last_fire ? sqlite3_column_int64(st, 9) : 0;
+    row->last_result = column_text(st, 10);
+    row->runs = sqlite3_column_int64(st, 11);
+    row->waiting_for_handler = sqlite3_column_int(st, 12);
+    row->paused = column_text(st, 13);
     return 1;
 }
 
-static int push_all(lua_State *L)
+void scheduler_query_end(scheduler_query *q)
 {
-    sqlite3_stmt *st = lua_touserdata(L, 1);
-    lua_newtable(L);
-    int n = 0;
-    while (sqlite3_step(st) == SQLITE_ROW) {
-        push_row(L, st);
-        lua_rawseti(L, -2, ++n);
-    }
-    return 1;
-}
-
-/* Pushes what fn makes of the bound query st. A push can raise at the memory cap, and a query left
- * stepping holds its read snapshot and hands its remaining rows to the next call; so fn runs in a
- * protected call, and the error is raised again once st is reset. */
-static int push_query(lua_State *L, sqlite3_stmt *st, lua_CFunction fn)
-{
-    lua_pushcfunction(L, fn);                     /* [... fn]; a light C function: no allocation */
-    lua_pushlightuserdata(L, st);                 /* [... fn st] */
-    int status = lua_pcall(L, 1, 1, 0);           /* [... result | error] */
+    sqlite3_stmt *st = stmt_of(q);
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
-    if (status != LUA_OK)
-        lua_error(L);
-    return 1;
 }
 
-int scheduler_push_get(scheduler *s, lua_State *L, const char *id)
+scheduler_query *scheduler_get(scheduler *s, const char *id)
 {
     store_bind_text(s->get, 1, id);
-    return push_query(L, s->get, push_one);
+    return (scheduler_query *)s->get;
 }
 
-int scheduler_push_list(scheduler *s, lua_State *L, const char *handler, const char *conv,
-                        const char *after, int limit)
+scheduler_query *scheduler_list(scheduler *s, const char *handler, const char *conv,
+                                const char *after, int limit)
 {
     sqlite3_stmt *st = s->list;
     store_bind_text(st, 1, handler);
     store_bind_text(st, 2, conv);
     store_bind_text(st, 3, after ? after : "");
     sqlite3_bind_int(st, 4, limit);
-    return push_query(L, st, push_all);
+    return (scheduler_query *)st;
 }

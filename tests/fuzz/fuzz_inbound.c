@@ -25,6 +25,7 @@
 #include "http_server.h"
 #include "log.h"
 #include "lua_inbound.h"
+#include "lua_schedule.h"
 #include "lua_teams.h"
 #include "outbox.h"
 #include "redelivery.h"
@@ -119,7 +120,7 @@ static void host_open(host *h)
     rt->vm = rt->outbox ? vm_new(rt->base, &vc, rt, &err) : NULL;
     if (rt->vm) {
         lua_teams_install(rt->vm);
-        rt->scheduler = scheduler_new(rt, &err);
+        rt->scheduler = scheduler_new(rt, &lua_schedule_script, &err);
         rt->broadcaster = rt->scheduler ? broadcast_new(rt, &err) : NULL;
     }
     if (!rt->broadcaster || vm_load_script(rt->vm, bot_path, &err) < 0) {
