@@ -35,41 +35,50 @@ struct task {
     task *rprev, *rnext;          /* ready list */
 };
 
-struct task_list {
+typedef struct task_list {
     vm *v;
     task *head;
     int count;
     task *ready_head, *ready_tail;
     struct event *ready_ev;
     char *blame;                  /* culprit for the next task_spawn (task_blame) */
-};
+} task_list;
 
 static void ready_cb(evutil_socket_t fd, short what, void *arg);
 
-task_list *task_list_new(vm *v, char **err)
+static task_list *list_new(vm *v)
 {
     task_list *l = calloc(1, sizeof *l);
-    if (!l) {
-        *err = strdup("out of memory");
+    if (!l)
         return NULL;
-    }
     l->v = v;
     l->ready_ev = event_new(vm_base(v), -1, 0, ready_cb, l);
     if (!l->ready_ev) {
         free(l);
-        *err = strdup("cannot create the task ready event");
         return NULL;
     }
     return l;
 }
 
-void task_list_free(task_list *l)
+/* vm_free closes the extension slots in order, tasks first: every task ends (its done callback
+ * runs) while the timers and charges it may touch are still there, and before the state closes. */
+static void list_close(void *ext)
 {
-    if (!l)
-        return;
+    task_list *l = ext;
+    task_cancel_all(l->v, "the Lua generation is closing");
     clock_timer_free(l->ready_ev);
     free(l->blame);
     free(l);
+}
+
+/* The generation's task bookkeeping, one of its extension slots (vm.c knows nothing of tasks),
+ * made on first use. NULL when it cannot be made. */
+static task_list *list_of(vm *v)
+{
+    task_list *l = vm_ext(v, VM_EXT_TASKS);
+    if (!l && (l = list_new(v)))
+        vm_set_ext(v, VM_EXT_TASKS, l, list_close);
+    return l;
 }
 
 /* The loop's current turn, as libevent's cached time names it: the cache changes only when the
@@ -89,11 +98,15 @@ int task_turn_spent(vm *v)
     return clock_mono_ms() - turn_start_ms >= vm_cfg(v)->slice_ms;
 }
 
-task *task_of(lua_State *L) { return *(task **)lua_getextraspace(L); }
+task *task_of(lua_State *L) { return vm_thread_task(L); }
 lua_State *task_thread(task *t) { return t->T; }
 const char *task_label(const task *t) { return t->label; }
 void task_set_ud(task *t, void *ud) { t->ud = ud; }
-int task_count(const vm *v) { return vm_tasks((vm *)v)->count; }
+int task_count(const vm *v)
+{
+    task_list *l = vm_ext((vm *)v, VM_EXT_TASKS);
+    return l ? l->count : 0;
+}
 
 task *task_check(lua_State *L, const char *what)
 {
@@ -119,7 +132,7 @@ static void ready_remove(task_list *l, task *t)
 /* Ends t: the owner's done runs while the results are still on T, then T is released. */
 static void finish(task *t, enum task_status status, int nres, const char *message)
 {
-    task_list *l = vm_tasks(t->v);
+    task_list *l = vm_ext(t->v, VM_EXT_TASKS);
     t->state = TASK_DEAD;
     if (t->done)
         t->done(t, status, nres, message, t->ud);
@@ -143,7 +156,7 @@ static void finish(task *t, enum task_status status, int nres, const char *messa
     }
     if (t->deadline)
         clock_timer_free(t->deadline);
-    *(task **)lua_getextraspace(t->T) = NULL;
+    vm_set_thread_task(t->T, NULL);
     if (t->prev) t->prev->next = t->next; else l->head = t->next;
     if (t->next) t->next->prev = t->prev;
     l->count--;
@@ -193,7 +206,9 @@ static int resume(task *t, int nargs)
 
 void task_blame(vm *v, const char *kind, const char *key)
 {
-    task_list *l = vm_tasks(v);
+    task_list *l = list_of(v);
+    if (!l)
+        return;
     free(l->blame);
     if (asprintf(&l->blame, "%s\t%s", kind, key ? key : "") < 0)
         l->blame = NULL;
@@ -202,11 +217,16 @@ void task_blame(vm *v, const char *kind, const char *key)
 task *task_spawn(vm *v, const char *label, int nargs, task_done_fn done, void *ud, int *started,
                  char **err)
 {
-    task_list *l = vm_tasks(v);
+    task_list *l = list_of(v);
     lua_State *L = vm_state(v);
+    *started = 0;
+    if (!l) {
+        lua_pop(L, nargs + 1);
+        *err = strdup("out of memory");
+        return NULL;
+    }
     char *blame = l->blame;
     l->blame = NULL;
-    *started = 0;
     if (l->count >= vm_cfg(v)->max_tasks) {
         free(blame);
         lua_pop(L, nargs + 1);
@@ -236,7 +256,7 @@ task *task_spawn(vm *v, const char *label, int nargs, task_done_fn done, void *u
     }
     t->ref = vm_ref(v, L);                    /* main: [fn args...] */
     lua_xmove(L, T, nargs + 1);               /* main: [], T: [fn args...] */
-    *(task **)lua_getextraspace(T) = t;
+    vm_set_thread_task(T, t);
     t->v = v;
     t->T = T;
     t->started_ms = clock_mono_ms();
@@ -301,7 +321,7 @@ int task_yield(lua_State *L, void *op, task_cancel_fn cancel)
 
 void task_wake(task *t, task_push_fn push, void *op)
 {
-    task_list *l = vm_tasks(t->v);
+    task_list *l = vm_ext(t->v, VM_EXT_TASKS);
     t->op = NULL;
     t->cancel = NULL;
     t->push = push;
@@ -348,7 +368,7 @@ static void ready_cb(evutil_socket_t fd, short what, void *arg)
 
 void task_cancel(task *t, const char *reason)
 {
-    task_list *l = vm_tasks(t->v);
+    task_list *l = vm_ext(t->v, VM_EXT_TASKS);
     if (t->state == TASK_RUNNING || t->state == TASK_DEAD)
         return;                               /* a task cannot be cancelled from inside itself */
     if (t->state == TASK_SUSPENDED && t->op && t->cancel) {
@@ -367,7 +387,9 @@ void task_cancel(task *t, const char *reason)
 void task_cancel_all(vm *v, const char *reason)
 {
     /* a done callback may end other tasks, so rescan from the head after each cancel */
-    task_list *l = vm_tasks(v);
+    task_list *l = vm_ext(v, VM_EXT_TASKS);
+    if (!l)
+        return;
     for (;;) {
         task *t = l->head;
         while (t && t->state == TASK_RUNNING)

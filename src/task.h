@@ -65,9 +65,4 @@ const char *task_label(const task *t);
 /* Attaches a value the owner wants back in done (e.g. the inbound request); plain pointer. */
 void task_set_ud(task *t, void *ud);
 
-/* Internal to vm.c/task.c: per-generation task bookkeeping. */
-typedef struct task_list task_list;
-task_list *task_list_new(vm *v, char **err);
-void task_list_free(task_list *l);
-
 #endif

@@ -4,7 +4,6 @@
 #include "clock.h"
 #include "lua_embedded.h"
 #include "log.h"
-#include "task.h"
 #include "quarantine.h"
 #include "watchdog.h"
 
@@ -42,7 +41,6 @@ struct vm {
     long slice_ms;
     int tripped;
     int refs;
-    struct task_list *tasks;
     void *ext[VM_EXT_COUNT];
     void (*ext_free[VM_EXT_COUNT])(void *);
     char *culprit;                /* "load\t<script>" while the top level runs */
@@ -291,7 +289,8 @@ lua_State *vm_state(vm *v) { return v->L; }
 void *vm_host(vm *v) { return v->host; }
 struct event_base *vm_base(vm *v) { return v->base; }
 const vm_config *vm_cfg(vm *v) { return &v->cfg; }
-struct task_list *vm_tasks(vm *v) { return v->tasks; }
+void *vm_thread_task(lua_State *L) { return *(void **)lua_getextraspace(L); }
+void vm_set_thread_task(lua_State *L, void *task) { *(void **)lua_getextraspace(L) = task; }
 
 /* package.preload loader for one embedded module; upvalue 1 is its index. The chunk's _ENV is the
  * host environment, never the script's globals: a script cannot change what the teams module sees. */
@@ -374,7 +373,7 @@ static int guard_thread_op(lua_State *L, const char *what)
         lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
         int main = lua_tothread(L, -1) == co;
         lua_pop(L, 1);
-        if (main || task_of(co)) {
+        if (main || vm_thread_task(co)) {
             lua_pushboolean(L, 0);
             if (main)
                 lua_pushfstring(L, "the main thread belongs to herald; a script may not %s it", what);
@@ -690,11 +689,8 @@ vm *vm_new(struct event_base *base, const vm_config *cfg, void *host, char **err
      * script allocation past the cap forces a full collection even while it is stopped. */
     lua_gc(v->L, LUA_GCSTOP);
     /* threads copy the main thread's extra space: it must say "no task" */
-    *(void **)lua_getextraspace(v->L) = NULL;
+    vm_set_thread_task(v->L, NULL);
     lua_atpanic(v->L, on_panic);
-    v->tasks = task_list_new(v, err);
-    if (!v->tasks)
-        goto fail;
     if (open_sandbox(v, err) < 0)
         goto fail;
     return v;
@@ -707,10 +703,6 @@ void vm_free(vm *v)
 {
     if (!v)
         return;
-    if (v->tasks) {
-        task_cancel_all(v, "the Lua generation is closing");
-        task_list_free(v->tasks);
-    }
     for (int i = 0; i < VM_EXT_COUNT; i++)
         if (v->ext[i] && v->ext_free[i]) {
             v->ext_free[i](v->ext[i]);

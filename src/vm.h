@@ -78,15 +78,18 @@ size_t vm_memory(const vm *v);
 
 int64_t vm_now_ms(void);                  /* monotonic milliseconds */
 
-/* The generation's task bookkeeping (task.c). */
-struct task_list *vm_tasks(vm *v);
+/* A thread's extra space (LUA_EXTRASPACE) is task.c's: the task running on the thread, NULL on the
+ * main thread and on coroutines the script made (vm_new starts it NULL; threads copy it). */
+void *vm_thread_task(lua_State *L);
+void vm_set_thread_task(lua_State *L, void *task);
 
 /* The files this generation loaded (the script, then each required module), for the watcher. */
 const char *vm_file(const vm *v, int i);   /* NULL past the end */
 
-/* One extension slot per binding family (timers): freed by vm_free after the generation's tasks
- * are cancelled and before the state closes. */
-enum vm_ext_slot { VM_EXT_TIMERS, VM_EXT_CHARGES, VM_EXT_COUNT };
+/* One extension slot per family (tasks, timers, charges), each made by its owner on first use:
+ * freed by vm_free in slot order (the tasks first, so every task has ended before the others go)
+ * and before the state closes. */
+enum vm_ext_slot { VM_EXT_TASKS, VM_EXT_TIMERS, VM_EXT_CHARGES, VM_EXT_COUNT };
 void *vm_ext(vm *v, enum vm_ext_slot slot);
 void vm_set_ext(vm *v, enum vm_ext_slot slot, void *ext, void (*free_fn)(void *ext));
 
