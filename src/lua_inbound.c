@@ -88,7 +88,7 @@ static int decode_body(runtime *rt, const char *body, size_t len)
 {
     lua_State *L = vm_state(rt->vm);
     vm_slice saved;
-    lua_getfield(L, LUA_REGISTRYINDEX, "herald.decode");
+    vm_entry_push(L, vm_entries_of(rt->vm)->decode);
     lua_pushlstring(L, body, len);
     vm_slice_enter(rt->vm, L, vm_cfg(rt->vm)->slice_ms, "host\tdecode", &saved);
     int rc = lua_pcall(L, 1, 1, 0);
@@ -638,7 +638,7 @@ static void on_reference_committed(store_waiter *w, int committed)
  * generation's state. Returns 0 (nothing pushed) when it cannot be made. */
 static int push_gated(lua_State *L)
 {
-    if (lua_getfield(L, LUA_REGISTRYINDEX, "herald.gated_dispatch") == LUA_TFUNCTION)
+    if (vm_entry_push(L, vm_entries_of(vm_of(L))->gated_dispatch) == LUA_TFUNCTION)
         return 1;
     lua_pop(L, 1);
     static const char chunk[] =
@@ -657,7 +657,7 @@ static int push_gated(lua_State *L)
         return 0;
     }
     lua_pushvalue(L, -1);
-    lua_setfield(L, LUA_REGISTRYINDEX, "herald.gated_dispatch");
+    vm_entry_set(vm_of(L), L, &vm_entries_of(vm_of(L))->gated_dispatch);
     return 1;
 }
 
@@ -866,7 +866,7 @@ void inbound_activity(http_exchange *x, const char *body, size_t len, void *arg)
         return;
     }
     lua_pushlightuserdata(L, ib);
-    if (lua_getfield(L, LUA_REGISTRYINDEX, "herald.dispatch") != LUA_TFUNCTION) {
+    if (vm_entry_push(L, vm_entries_of(rt->vm)->dispatch) != LUA_TFUNCTION) {
         log_debug("no dispatcher: the script never required \"teams\"");
         lua_pop(L, 1);
         lua_pushnil(L);
@@ -1079,7 +1079,7 @@ void notify_request(http_exchange *x, const char *name, const char *body, size_t
     if (!notify_authorized(rt, x, name, body, len))
         return;
     int known = 0;
-    if (lua_getfield(L, LUA_REGISTRYINDEX, "herald.notify_handlers") == LUA_TTABLE)
+    if (vm_entry_push(L, vm_entries_of(rt->vm)->notify_handlers) == LUA_TTABLE)
         known = lua_getfield(L, -1, name) == LUA_TFUNCTION;
     lua_settop(L, top);
     if (!known) {
@@ -1101,7 +1101,7 @@ void notify_request(http_exchange *x, const char *name, const char *body, size_t
         reply_error(rt, x, 422, "quarantined: this payload stalled the host before");
         return;
     }
-    if (lua_getfield(L, LUA_REGISTRYINDEX, "herald.notify_dispatch") != LUA_TFUNCTION) {
+    if (vm_entry_push(L, vm_entries_of(rt->vm)->notify_dispatch) != LUA_TFUNCTION) {
         lua_settop(L, top);
         reply_error(rt, x, 404, "no such trigger");
         return;

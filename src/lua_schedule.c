@@ -177,7 +177,7 @@ static int sched_set_dispatch(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TFUNCTION);
     lua_settop(L, 1);
-    lua_setfield(L, LUA_REGISTRYINDEX, "herald.schedule_dispatch");
+    vm_entry_set(vm_of(L), L, &vm_entries_of(vm_of(L))->schedule_dispatch);
     return 0;
 }
 
@@ -185,7 +185,7 @@ static int sched_set_handlers(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
-    lua_setfield(L, LUA_REGISTRYINDEX, "herald.schedule_handlers");
+    vm_entry_set(vm_of(L), L, &vm_entries_of(vm_of(L))->schedule_handlers);
     return 0;
 }
 
@@ -236,7 +236,7 @@ static int has_handler(runtime *rt, const char *name)
 {
     lua_State *L = vm_state(rt->vm);
     int found = 0;
-    if (lua_getfield(L, LUA_REGISTRYINDEX, "herald.schedule_handlers") == LUA_TTABLE)
+    if (vm_entry_push(L, vm_entries_of(rt->vm)->schedule_handlers) == LUA_TTABLE)
         found = lua_getfield(L, -1, name) == LUA_TFUNCTION, lua_pop(L, 1);
     lua_pop(L, 1);
     return found;
@@ -254,7 +254,7 @@ static void fire(runtime *rt, scheduler *s, const scheduler_firing *fg)
 {
     vm *v = rt->vm;
     lua_State *L = vm_state(v);
-    if (lua_getfield(L, LUA_REGISTRYINDEX, "herald.schedule_dispatch") != LUA_TFUNCTION) {
+    if (vm_entry_push(L, vm_entries_of(v)->schedule_dispatch) != LUA_TFUNCTION) {
         lua_pop(L, 1);
         return;
     }

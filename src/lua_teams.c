@@ -1046,7 +1046,7 @@ static int core_set_dispatcher(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TFUNCTION);
     lua_settop(L, 1);
-    lua_setfield(L, LUA_REGISTRYINDEX, "herald.dispatch");
+    vm_entry_set(vm_of(L), L, &vm_entries_of(vm_of(L))->dispatch);
     return 0;
 }
 
@@ -1056,8 +1056,8 @@ static int core_set_notify(lua_State *L)
     luaL_checktype(L, 1, LUA_TTABLE);
     luaL_checktype(L, 2, LUA_TFUNCTION);
     lua_settop(L, 2);
-    lua_setfield(L, LUA_REGISTRYINDEX, "herald.notify_dispatch");
-    lua_setfield(L, LUA_REGISTRYINDEX, "herald.notify_handlers");
+    vm_entry_set(vm_of(L), L, &vm_entries_of(vm_of(L))->notify_dispatch);
+    vm_entry_set(vm_of(L), L, &vm_entries_of(vm_of(L))->notify_handlers);
     return 0;
 }
 
@@ -1065,7 +1065,7 @@ static int core_set_hooks(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
-    lua_setfield(L, LUA_REGISTRYINDEX, "herald.hooks");
+    vm_entry_set(vm_of(L), L, &vm_entries_of(vm_of(L))->hooks);
     return 0;
 }
 
@@ -1183,6 +1183,6 @@ void lua_teams_install(vm *v)
      * change how activities are parsed */
     luaopen_cjson(L);                                            /* [cjson] */
     lua_getfield(L, -1, "decode");                               /* [cjson decode] */
-    lua_setfield(L, LUA_REGISTRYINDEX, "herald.decode");         /* [cjson] */
+    vm_entry_set(v, L, &vm_entries_of(v)->decode);               /* [cjson] */
     lua_pop(L, 1);                                               /* [] */
 }

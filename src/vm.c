@@ -41,6 +41,7 @@ struct vm {
     long slice_ms;
     int tripped;
     int refs;
+    vm_entries entries;
     void *ext[VM_EXT_COUNT];
     void (*ext_free[VM_EXT_COUNT])(void *);
     char *culprit;                /* "load\t<script>" while the top level runs */
@@ -74,7 +75,7 @@ int vm_hook_count(vm *v)
 {
     lua_State *L = v->L;
     int n = 0;
-    if (lua_getfield(L, LUA_REGISTRYINDEX, "herald.hooks") == LUA_TTABLE) {
+    if (vm_entry_push(L, v->entries.hooks) == LUA_TTABLE) {
         lua_pushnil(L);
         while (lua_next(L, -2)) {
             n++;
@@ -282,6 +283,35 @@ void vm_unref(vm *v, int ref)
 }
 
 int vm_ref_count(const vm *v) { return v->refs; }
+
+vm_entries *vm_entries_of(vm *v) { return &v->entries; }
+
+void vm_entry_set(vm *v, lua_State *L, int *slot)
+{
+    int old = *slot;
+    *slot = luaL_ref(L, LUA_REGISTRYINDEX);
+    luaL_unref(v->L, LUA_REGISTRYINDEX, old);     /* LUA_NOREF / LUA_REFNIL: nothing to release */
+}
+
+int vm_entry_push(lua_State *L, int ref)
+{
+    if (ref == LUA_NOREF || ref == LUA_REFNIL) {
+        lua_pushnil(L);
+        return LUA_TNIL;
+    }
+    return lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+}
+
+static void release_entries(vm *v)
+{
+    int *all[] = {&v->entries.dispatch, &v->entries.hooks, &v->entries.notify_dispatch,
+                  &v->entries.notify_handlers, &v->entries.schedule_dispatch,
+                  &v->entries.schedule_handlers, &v->entries.decode, &v->entries.gated_dispatch};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        luaL_unref(v->L, LUA_REGISTRYINDEX, *all[i]);
+        *all[i] = LUA_NOREF;
+    }
+}
 const char *vm_script_hash(const vm *v) { return v->script_hash; }
 int vm_quarantined(const vm *v) { return v->quarantined; }
 size_t vm_memory(const vm *v) { return v->mem_used; }
@@ -676,6 +706,8 @@ vm *vm_new(struct event_base *base, const vm_config *cfg, void *host, char **err
     v->env_allow = cfg->env_allow ? strdup(cfg->env_allow) : NULL;
     v->cfg.env_allow = v->env_allow;
     v->host = host;
+    v->entries = (vm_entries){LUA_NOREF, LUA_NOREF, LUA_NOREF, LUA_NOREF, LUA_NOREF, LUA_NOREF,
+                              LUA_NOREF, LUA_NOREF};
     v->L = lua_newstate(vm_alloc, v);
     if (!v->L) {
         *err = strdup("cannot create a Lua state");
@@ -710,8 +742,10 @@ void vm_free(vm *v)
         }
     if (v->refs)
         log_warn("lua generation closing with %d registry refs still held", v->refs);
-    if (v->L)
+    if (v->L) {
+        release_entries(v);
         lua_close(v->L);
+    }
     free(v->script_dir);
     free(v->env_allow);
     for (int i = 0; i < v->nfiles; i++)

@@ -62,6 +62,26 @@ void vm_slice_enter(vm *v, lua_State *thread, long ms, const char *culprit, vm_s
  * inside its hook, which leaves hooks off on the thread it killed. */
 int vm_slice_leave(vm *v, const vm_slice *saved);
 
+/* The script-side entry points the host calls into: registry refs owned by the generation, set
+ * by the bindings when the teams module hands them over, released by vm_free (they are not in
+ * vm_ref_count, which counts what the host holds on a task's or an operation's behalf). LUA_NOREF
+ * until set. */
+typedef struct vm_entries {
+    int dispatch;                 /* activity dispatcher (lua_teams.c core.set_dispatcher) */
+    int hooks;                    /* table of the lifecycle hooks the script registered */
+    int notify_dispatch;          /* notify dispatcher (core.set_notify) */
+    int notify_handlers;          /* table: trigger name -> function */
+    int schedule_dispatch;        /* schedule dispatcher (herald.schedule.set_dispatch) */
+    int schedule_handlers;        /* table: handler name -> function */
+    int decode;                   /* a private cjson.decode for inbound bodies (lua_teams_install) */
+    int gated_dispatch;           /* lua_inbound.c's task body, made once per generation */
+} vm_entries;
+vm_entries *vm_entries_of(vm *v);
+/* Pops the value on top of L into *slot (a field of vm_entries_of(v)), releasing what it held. */
+void vm_entry_set(vm *v, lua_State *L, int *slot);
+/* Pushes an entry's value (nil when unset) and returns its Lua type. */
+int vm_entry_push(lua_State *L, int ref);
+
 /* Registry refs made through vm_ref are counted so a closing generation can report leaks. */
 int vm_ref(vm *v, lua_State *L);          /* pops the value, returns its ref */
 void vm_unref(vm *v, int ref);            /* LUA_NOREF / LUA_REFNIL are ignored */
