@@ -99,8 +99,8 @@ def find_cycles(graph):
     return cycles
 
 
-def main():
-    src = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
+def check(src, out=print):
+    """Runs both rules over src; prints the offences through out; returns (passed, failed)."""
     files = sorted(f for f in os.listdir(src) if f.endswith((".c", ".h")))
     incs = {f: includes(os.path.join(src, f)) for f in files}
     local = set(files)
@@ -127,7 +127,7 @@ def main():
                        else "a header outside lua_*.h")
             if not ok:
                 for n, name in bad:
-                    print("src/%s:%d: #include %s: %s" % (f, n, name, why))
+                    out("src/%s:%d: #include %s: %s" % (f, n, name, why))
         if ok:
             passed += 1
         else:
@@ -148,16 +148,54 @@ def main():
             where.setdefault((a, b), "src/%s:%d" % (f, n))
     cycles = find_cycles(graph)
     for comp, path in cycles:
-        print("include cycle: %s" % " -> ".join(path))
+        out("include cycle: %s" % " -> ".join(path))
         for a, b in zip(path, path[1:]):
-            print("    %s -> %s  (%s)" % (a, b, where[(a, b)]))
+            out("    %s -> %s  (%s)" % (a, b, where[(a, b)]))
         if len(comp) > len(path) - 1:
-            print("    (modules in the same knot: %s)" % ", ".join(comp))
+            out("    (modules in the same knot: %s)" % ", ".join(comp))
     if cycles:
         failed += 1
     else:
         passed += 1
 
+    return passed, failed
+
+
+def self_test():
+    """The checker finds what it is for: a tree with one offence of each kind fails both ways."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as d:
+        files = {
+            "a.c": '#include "a.h"\n#include "b.h"\n',
+            "a.h": "",
+            "b.c": '#include "b.h"\n#include "c.h"\n',
+            "b.h": "",
+            "c.h": '#include "a.h"\n#include <lua.h>\n',     # cycle a -> b -> c -> a; lua.h
+            "lua_ok.c": '#include <lua.h>\n#include <lauxlib.h>\n#include "a.h"\n',
+            "vm.c": "#include <lualib.h>\n",
+        }
+        for name, text in files.items():
+            with open(os.path.join(d, name), "w") as f:
+                f.write(text)
+        lines = []
+        passed, failed = check(d, lines.append)
+        ok = (failed == 2 and passed == 6
+              and any("c.h:2: #include lua.h" in l for l in lines)
+              and any(l.startswith("include cycle: a -> b -> c -> a") for l in lines))
+        if not ok:
+            print("check_layering self-test failed: %d passed, %d failed" % (passed, failed))
+            for l in lines:
+                print("    " + l)
+        return ok
+
+
+def main():
+    src = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
+    passed, failed = check(src)
+    if self_test():
+        passed += 1
+    else:
+        failed += 1
     print("layering: %d passed, %d failed" % (passed, failed))
     return 1 if failed else 0
 
