@@ -1,4 +1,4 @@
-/* broadcast.c — broadcast jobs and opt-outs. A job's recipients are rows materialised once, while
+/* broadcast.c — broadcast jobs. A job's recipients are rows materialised once, while
  * the job is "preparing", and it starts in one UPDATE (or is abandoned, never half-started); the
  * pump keeps at most a window of them in the outbox (memory stays flat for 100,000 recipients)
  * and each recipient gets exactly one send operation; its outcome comes back through the outbox's
@@ -51,8 +51,8 @@ struct broadcaster {
     runtime *rt;
     sqlite3 *db;
     sqlite3_stmt *create, *add, *start, *set_state, *pending, *mark, *on_op, *progress, *info,
-        *running, *count_queued, *delivered, *opt_set, *opt_del, *opt_check, *cancel_pending,
-        *find_key, *abandon, *abandon_all, *swept, *sweep;
+        *running, *count_queued, *delivered, *cancel_pending, *find_key, *abandon, *abandon_all,
+        *swept, *sweep;
     job *jobs;                    /* running or paused jobs */
     broadcast_prep *preps;        /* open preparations, detached by broadcast_free */
     struct event *sweep_ev;       /* deletes abandoned preparations' rows, a chunk per turn */
@@ -110,11 +110,6 @@ static const store_statement statements[] = {
     {offsetof(broadcaster, delivered),
      "SELECT seq, conversation_id, activity_id FROM broadcast_recipients"
      " WHERE broadcast_id = ?1 AND state = 'sent' AND activity_id IS NOT NULL"},
-    {offsetof(broadcaster, opt_set),
-     "INSERT OR REPLACE INTO opt_outs (subject, category, at) VALUES (?1, ?2, ?3)"},
-    {offsetof(broadcaster, opt_del), "DELETE FROM opt_outs WHERE subject = ?1 AND category = ?2"},
-    {offsetof(broadcaster, opt_check),
-     "SELECT 1 FROM opt_outs WHERE subject IN (?1, ?2, ?3) AND category IN (?4, '*') LIMIT 1"},
     {offsetof(broadcaster, cancel_pending),
      "UPDATE broadcast_recipients SET state = 'cancelled' WHERE broadcast_id = ?1 AND state = 'pending'"},
 };
@@ -191,32 +186,6 @@ static void mark(broadcaster *b, int64_t id, int64_t seq, const char *state, int
     store_bind_text(b->mark, 5, conv);
     store_bind_text(b->mark, 6, code);
     run(b, b->mark, NULL);
-}
-
-int opt_out_check(broadcaster *b, const char *conversation_id, const char *user_id,
-                  const char *user_aad_id, const char *category)
-{
-    if (!category)
-        return 0;
-    store_bind_text(b->opt_check, 1, conversation_id);
-    store_bind_text(b->opt_check, 2, user_id);
-    store_bind_text(b->opt_check, 3, user_aad_id);
-    store_bind_text(b->opt_check, 4, category);
-    int hit = sqlite3_step(b->opt_check) == SQLITE_ROW;
-    sqlite3_reset(b->opt_check);
-    sqlite3_clear_bindings(b->opt_check);
-    return hit;
-}
-
-int opt_out_set(broadcaster *b, const char *subject, const char *category, int out, char **err)
-{
-    sqlite3_stmt *st = out ? b->opt_set : b->opt_del;
-    store_bind_text(st, 1, subject);
-    store_bind_text(st, 2, category ? category : "*");
-    if (out)
-        sqlite3_bind_int64(st, 3, clock_wall_ms());
-    outbox_touch_batch(b->rt->outbox);
-    return run(b, st, err);
 }
 
 /* A 1:1 conversation for a user the bot has no conversation with, as Teams expects it. */

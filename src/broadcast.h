@@ -74,11 +74,4 @@ int broadcast_control(broadcaster *b, int64_t id, const char *action, char **err
 int broadcast_redo(broadcaster *b, int64_t id, const char *body, char **err);
 int broadcast_get_progress(broadcaster *b, int64_t id, broadcast_progress *out);
 
-/* Opt-outs: subject is a conversation id or a user id (Teams or Entra object id); category "*"
- * means everything. */
-int opt_out_set(broadcaster *b, const char *subject, const char *category, int out, char **err);
-/* 1 when any of the subjects opted out of category (or of "*"). */
-int opt_out_check(broadcaster *b, const char *conversation_id, const char *user_id,
-                  const char *user_aad_id, const char *category);
-
 #endif

@@ -859,8 +859,10 @@ static broadcaster *bc_of(lua_State *L)
 static int core_opt_out(lua_State *L)
 {
     char *err = NULL;
-    if (opt_out_set(bc_of(L), luaL_checkstring(L, 1), luaL_optstring(L, 2, "*"),
-                    lua_toboolean(L, 3), &err) < 0) {
+    const char *subject = luaL_checkstring(L, 1), *category = luaL_optstring(L, 2, "*");
+    int out = lua_toboolean(L, 3);
+    outbox_touch_batch(rt_of(L)->outbox);
+    if (store_opt_out_set(rt_of(L)->store, subject, category, out, clock_wall_ms(), &err) < 0) {
         return raise_owned(L, "opt-out: ", err, "store error");
     }
     return 0;
@@ -875,8 +877,8 @@ static int core_opted_out(lua_State *L)
     char *err = NULL;
     int found = store_get_reference(rt_of(L)->store, who, &ref, &err) == 1;
     free(err);
-    int out = opt_out_check(bc_of(L), who, found ? ref.user_id : NULL,
-                            found ? ref.user_aad_id : NULL, cat);
+    int out = store_opt_out_check(rt_of(L)->store, who, found ? ref.user_id : NULL,
+                                  found ? ref.user_aad_id : NULL, cat);
     store_reference_clear(&ref);
     lua_pushboolean(L, out);
     return 1;

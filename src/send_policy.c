@@ -3,7 +3,6 @@
  * are refused with the same codes, so a security rule cannot drift between two copies. No Lua
  * here: the bindings turn a verdict into `nil, message, code`, broadcast.c into a row's state. */
 #include "send_policy.h"
-#include "broadcast.h"
 #include "err.h"
 #include "log.h"
 #include "outbox.h"
@@ -70,8 +69,8 @@ static int check_category(runtime *rt, const send_request *rq, send_verdict *v)
 {
     if (!rq->category)
         return 1;
-    if (rt->broadcaster && opt_out_check(rt->broadcaster, rq->conversation_id, rq->user_id,
-                                         rq->user_aad_id, rq->category))
+    if (store_opt_out_check(rt->store, rq->conversation_id, rq->user_id, rq->user_aad_id,
+                            rq->category))
         return refuse(v, "opted_out", errf("the recipient opted out of '%s'", rq->category));
     if (rq->conversation_id && rq->cap_max > 0 && rq->cap_per_ms > 0) {
         int64_t oldest = 0;

@@ -341,7 +341,7 @@ struct store {
     sqlite3_stmt *savepoint, *release, *rollback_to;
     int batch;     /* a group-commit transaction is open (store_batch_begin) */
     sqlite3_stmt *begin, *commit, *rollback, *version, *state, *upsert, *update, *get, *find_user,
-        *find_channel, *find_tenant, *list, *probe;
+        *find_channel, *find_tenant, *list, *probe, *opt_set, *opt_del, *opt_check;
     int listing;   /* the list statement is stepping: a nested list would reset it under fn */
     int degraded;  /* a storage failure; cleared by store_probe */
     int unkept;    /* writes now belong to an inbound put: not kept for replay */
@@ -367,6 +367,10 @@ static const store_statement statements[] = {
     {offsetof(store, find_user), SQL_FIND_USER},
     {offsetof(store, find_channel), SQL_FIND_CHANNEL},
     {offsetof(store, find_tenant), SQL_FIND_TENANT},
+    {offsetof(store, opt_set), "INSERT OR REPLACE INTO opt_outs (subject, category, at) VALUES (?1, ?2, ?3)"},
+    {offsetof(store, opt_del), "DELETE FROM opt_outs WHERE subject = ?1 AND category = ?2"},
+    {offsetof(store, opt_check),
+     "SELECT 1 FROM opt_outs WHERE subject IN (?1, ?2, ?3) AND category IN (?4, '*') LIMIT 1"},
     {offsetof(store, list), SQL_LIST},
 };
 
@@ -1258,6 +1262,32 @@ void store_bind_text(sqlite3_stmt *st, int i, const char *v)
 int store_step(store *s, sqlite3_stmt *st, const char *what, char **err)
 {
     return write_step(s, st, 0, 0, what, err) < 0 ? -1 : 0;
+}
+
+int store_opt_out_set(store *s, const char *subject, const char *category, int out, int64_t now_ms,
+                      char **err)
+{
+    sqlite3_stmt *st = out ? s->opt_set : s->opt_del;
+    bind_text(st, 1, subject);
+    bind_text(st, 2, category ? category : "*");
+    if (out)
+        sqlite3_bind_int64(st, 3, now_ms);
+    return store_step(s, st, "broadcast", err);
+}
+
+int store_opt_out_check(store *s, const char *conversation_id, const char *user_id,
+                        const char *user_aad_id, const char *category)
+{
+    if (!category)
+        return 0;
+    bind_text(s->opt_check, 1, conversation_id);
+    bind_text(s->opt_check, 2, user_id);
+    bind_text(s->opt_check, 3, user_aad_id);
+    bind_text(s->opt_check, 4, category);
+    int hit = sqlite3_step(s->opt_check) == SQLITE_ROW;
+    sqlite3_reset(s->opt_check);
+    sqlite3_clear_bindings(s->opt_check);
+    return hit;
 }
 
 int store_step_kept(store *s, sqlite3_stmt *st, const char *what, char **err)

@@ -93,6 +93,16 @@ int store_put_inbound(store *s, const store_reference *ref, enum store_install_s
                       int64_t now_ms, int64_t window_ms, int *run_hook, int *zone_changed,
                       char **err);
 
+/* Opt-outs: subject is a conversation id or a user id (Teams or Entra object id); category "*"
+ * (or NULL) means everything. Sets (out) or clears one inside the open batch, as store_step
+ * writes: 0, or -1 with *err. */
+int store_opt_out_set(store *s, const char *subject, const char *category, int out, int64_t now_ms,
+                      char **err);
+/* 1 when any of the subjects opted out of category (or of "*"); 0 otherwise or with category
+ * NULL. */
+int store_opt_out_check(store *s, const char *conversation_id, const char *user_id,
+                        const char *user_aad_id, const char *category);
+
 /* Reads the reference with this conversation id into *out. Returns 1 found, 0 not found,
  * -1 error (*err set). On 1, release *out with store_reference_clear. */
 int store_get_reference(store *s, const char *id, store_reference *out, char **err);
