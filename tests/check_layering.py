@@ -9,8 +9,8 @@ Rule 1: <lua.h>, <lauxlib.h>, <lualib.h> (or "..." forms, and lua-cjson.h, which
 Rule 2: no cycle in the module graph: foo.c and foo.h form module foo; "bar.h" included by either
         is an edge foo -> bar (when src/bar.h exists). A module including its own header is not one.
 
-Prints one line per offending include or cycle, then "layering: N passed, N failed" (one check per
-file for rule 1, one for rule 2); exits 1 when anything failed.
+Prints one line per offending include or cycle, then "layering: N passed, N failed": three checks
+(rule 1 over every file, rule 2, the self-test); exits 1 when anything failed.
 """
 import os
 import re
@@ -100,7 +100,8 @@ def find_cycles(graph):
 
 
 def check(src, out=print):
-    """Runs both rules over src; prints the offences through out; returns (passed, failed)."""
+    """Runs both rules over src; prints the offences through out; returns (files that keep rule 1,
+    files that break it, include cycles found)."""
     files = sorted(f for f in os.listdir(src) if f.endswith((".c", ".h")))
     incs = {f: includes(os.path.join(src, f)) for f in files}
     local = set(files)
@@ -153,12 +154,7 @@ def check(src, out=print):
             out("    %s -> %s  (%s)" % (a, b, where[(a, b)]))
         if len(comp) > len(path) - 1:
             out("    (modules in the same knot: %s)" % ", ".join(comp))
-    if cycles:
-        failed += 1
-    else:
-        passed += 1
-
-    return passed, failed
+    return passed, failed, len(cycles)
 
 
 def self_test():
@@ -178,26 +174,27 @@ def self_test():
             with open(os.path.join(d, name), "w") as f:
                 f.write(text)
         lines = []
-        passed, failed = check(d, lines.append)
-        ok = (failed == 2 and passed == 6
+        kept, broke, cycles = check(d, lines.append)
+        ok = (kept == 6 and broke == 1 and cycles == 1
               and any("c.h:2: #include lua.h" in l for l in lines)
               and any(l.startswith("include cycle: a -> b -> c -> a") for l in lines))
         if not ok:
-            print("check_layering self-test failed: %d passed, %d failed" % (passed, failed))
+            print("check_layering self-test failed: rule 1 kept by %d files, broken by %d; %d cycles"
+                  % (kept, broke, cycles))
             for l in lines:
                 print("    " + l)
         return ok
 
 
 def main():
+    """Three checks: rule 1 over every file, rule 2 over the module graph, and the self-test."""
     src = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
-    passed, failed = check(src)
-    if self_test():
-        passed += 1
-    else:
-        failed += 1
-    print("layering: %d passed, %d failed" % (passed, failed))
-    return 1 if failed else 0
+    kept, broke, cycles = check(src)
+    results = [broke == 0, cycles == 0, self_test()]
+    passed = sum(results)
+    print("layering: %d passed, %d failed (%d files, %d cycles)"
+          % (passed, len(results) - passed, kept + broke, cycles))
+    return 0 if all(results) else 1
 
 
 if __name__ == "__main__":
