@@ -3,6 +3,7 @@
  * on virtual time, with an in-memory database and a fake Bot Connector instead of the network.
  * Built as build/lua/herald/testing_core.so; lua/teams/testing.lua is the API bot authors use. */
 #include "lua_testing.h"
+#include "activity.h"
 #include "broadcast.h"
 #include "clock.h"
 #include "config.h"
@@ -567,7 +568,7 @@ static void call_inbound(http_exchange *x, const char *name, const char *body, s
                          runtime *rt)
 {
     (void)name;
-    inbound_activity(x, body, len, rt);
+    activity_request(x, body, len, rt);
 }
 
 static void call_notify(http_exchange *x, const char *name, const char *body, size_t len,

@@ -1,5 +1,6 @@
 /* main.c — the herald command line: parse the configuration, wire store, HTTP client/server,
  * connector and the Lua generation onto one event loop, handle signals, shut down in bounds. */
+#include "activity.h"
 #include "auth_in.h"
 #include "clock.h"
 #include "auth_out.h"
@@ -424,7 +425,7 @@ static void shutdown_check(evutil_socket_t fd, short what, void *arg)
     runtime *rt = arg;
     if (rt->pending) {
         /* the 503s are queued now; break on a later poll so evhttp can write them */
-        inbound_abandon_pending(rt);
+        activity_abandon_pending(rt);
         return;
     }
     outbox_stats os;
@@ -442,7 +443,7 @@ static void shutdown_expired(evutil_socket_t fd, short what, void *arg)
     log_warn("shutdown grace of %ld ms expired: cancelling %d task(s)", rt->cfg->shutdown_grace_ms,
              all_tasks(rt));
     task_cancel_all(rt->vm, "shutdown grace expired");
-    inbound_abandon_pending(rt);
+    activity_abandon_pending(rt);
     event_base_loopbreak(rt->base);
 }
 
@@ -628,7 +629,7 @@ static int run(config *cfg, char *const *argv)
                              .on_notify_operation = notify_operation_request,
                              .admin_socket = admin_sock, .admin_host = cfg->admin_host,
                              .admin_port = cfg->admin_port, .admin_token = cfg->admin_token};
-    rt.server = http_server_new(rt.base, &sc, inbound_activity, health_json, &rt, &err);
+    rt.server = http_server_new(rt.base, &sc, activity_request, health_json, &rt, &err);
     if (!rt.server) {
         log_error("%s", err);
         goto out;
@@ -661,7 +662,7 @@ out:
     if (shutdown_poll)
         clock_timer_free(shutdown_poll);
     if (rt.pending)
-        inbound_abandon_pending(&rt);
+        activity_abandon_pending(&rt);
     scheduler_free(rt.scheduler);
     broadcast_free(rt.broadcaster);
     reloader_free(rt.reloader);     /* retired generations first: their tasks may answer exchanges */

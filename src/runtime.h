@@ -41,7 +41,7 @@ typedef struct runtime {
     auth_in *auth_in;             /* NULL in dev mode */
     auth_out *auth_out;           /* NULL in dev mode */
     trust *trust;                 /* NULL in dev mode: every service URL is allowed */
-    pending_auth *pending;        /* activities waiting for signing keys */
+    pending_auth *pending;        /* activities waiting for signing keys (activity.c) */
     struct held_answer *held;     /* answers waiting for the commit of what their handler wrote */
     notify_auth *notify;          /* /api/notify signatures seen (replay cache); NULL: none taken */
     struct notify_ops *notify_ops;   /* results of 202'd notify operations; NULL: none kept */
@@ -49,7 +49,7 @@ typedef struct runtime {
     int script_quarantined;       /* the script's top level stalled the host: serve nothing (503) */
     int64_t started_ms;
     /* (conversation, zone) pairs whose unknown time zone was logged, as hashes: each is logged
-     * once, in bounded memory (lua_inbound.c) */
+     * once, in bounded memory (activity.c) */
     uint64_t zone_warned[256];
     /* counters for /healthz */
     uint64_t activities, handler_errors, redelivered, rejected, unauthorized;

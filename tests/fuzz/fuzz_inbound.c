@@ -16,6 +16,7 @@
  *
  * Input: requests separated by NUL bytes; one starting with '!' is a notify body (the rest),
  * anything else an activity body. At most 8 requests. */
+#include "activity.h"
 #include "broadcast.h"
 #include "clock.h"
 #include "config.h"
@@ -258,7 +259,7 @@ static void activity(host *h, const char *body, size_t len)
     uint64_t errors = rt->handler_errors;
     int refs = vm_ref_count(rt->vm);
     http_exchange *x = http_exchange_virtual(on_reply, &r);
-    inbound_activity(x, body, len, rt);
+    activity_request(x, body, len, rt);
     clock_advance(rt->cfg->response_deadline_ms + 1000);
     FUZZ_CHECK(r.calls == 1, "answered %d times", r.calls);
     FUZZ_CHECK(r.status == 200 || r.status == 400, "answered %d", r.status);

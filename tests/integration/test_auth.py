@@ -459,6 +459,26 @@ class UnauthenticatedFloodTest(AuthHeraldTestCase):
         used = self.health(h)["lua_memory_bytes"]
         self.assertLess(used, 16 << 20, f"{used} bytes of Lua memory after 40 refused bodies")
 
+    def test_unauthenticated_body_never_reaches_the_script(self):
+        """Issue 13: the body is parsed, validated and its token checked in C (activity.c), so a
+        refused 1 MB activity leaves the script's Lua memory exactly as it was: not a byte of it
+        was decoded into the generation's state."""
+        h = self.start_auth_herald()
+        a = self.acts.message("a:unauth-1mb", "x")
+        a["entities"] = []
+        body = json.dumps(a)
+        while len(body) < 1_000_000:       # under the default 1 MiB body limit
+            a["entities"] += [{"type": "junk", "i": i, "s": "abcdefgh" * 4} for i in range(500)]
+            body = json.dumps(a)
+        self.assertLess(len(body), 1 << 20)
+        before = self.health(h)["lua_memory_bytes"]
+        for auth in ("Bearer not.a.token", None):
+            st, _ = h.post_activity(body, headers={"Authorization": auth} if auth else {})
+            self.assertEqual(st, 401)
+        after = self.health(h)["lua_memory_bytes"]
+        self.assertEqual(after, before, f"Lua memory {before} → {after} bytes for refused bodies")
+        self.assertNotIn("AUTHBOT run", h.log)
+
 
 if __name__ == "__main__":
     unittest.main()
