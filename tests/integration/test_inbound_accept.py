@@ -216,3 +216,28 @@ class AnswerWhileDegradedTest(HeraldTestCase):
         th.join(tf(10))
         self.assertTrue(isinstance(box[0], OSError) or box[0][0] == 503, box)
         self.storage.set_full(False)
+
+
+@require_binary
+class ScriptOutOfMemoryTest(HeraldTestCase):
+    """Issue 13: the script's copy of an accepted activity is built before anything is written, so
+    a script at its memory cap refuses the activity with 503 and stores nothing of it (a stored
+    install signal whose hook never ran would make Teams' redelivery look like a second install);
+    the same install without the bulk then runs its hook once."""
+
+    def test_activity_too_big_for_the_script_gets_503_and_is_not_stored(self):
+        h = self.start_herald(bot("main_bot.lua"),
+                              env={"HERALD_LUA_MEMORY_MB": "4", "HERALD_MAX_BODY_BYTES": str(16 << 20)})
+        a = self.acts.personal_install("a:oom")[0]
+        big = dict(a, entities=[{"type": "junk", "i": i, "s": "abcdefgh"} for i in range(60000)])
+        st, body = h.post_activity(big)
+        self.assertEqual(st, 503, body)
+        self.assertEqual(json.loads(body), {"error": "out of memory"})
+        self.post_ok(h, a)
+        self.wait_requests(1)
+        self.assert_no_more(1)
+        h.stop()
+        db = sqlite3.connect(h.db)
+        rows = db.execute("SELECT id, installed FROM conversations").fetchall()
+        db.close()
+        self.assertEqual(rows, [("a:oom", 1)])
