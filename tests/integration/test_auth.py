@@ -445,8 +445,8 @@ class InboundAuthTest(AuthHeraldTestCase):
 
 @require_binary
 class UnauthenticatedFloodTest(AuthHeraldTestCase):
-    """Bodies refused before any script runs must not pile up in the script's heap: the collector
-    runs only inside slices (vm.c), so the host decodes inside one."""
+    """Bodies refused before any script runs must not pile up in the script's heap: they are
+    parsed and refused in C (activity.c) and never enter it."""
 
     def test_refused_bodies_are_collected(self):
         h = self.start_auth_herald()
