@@ -211,7 +211,7 @@ static const char *activity_field_invalid(const json_t *a, const char **reason)
             json_t *m;
             json_array_foreach((json_t *)v, j, m) {
                 json_t *id = json_object_get(m, "id");
-                if (!is_table(m) || (id && !json_is_null(id) && !json_is_string(id))) {
+                if (!object_like(m) || (id && !json_is_null(id) && !json_is_string(id))) {
                     *reason = "each member must be an object whose id is a string";
                     return f->path;
                 }

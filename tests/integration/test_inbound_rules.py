@@ -104,6 +104,8 @@ def _bad_activities(acts):
         acts.members_added("a:bad-members", [acts.user("29:x")]))
     bad("membersAdded=[{id:5}]", "membersAdded", set_(["membersAdded"], [{"id": 5}]),
         acts.members_added("a:bad-members2", [acts.user("29:x")]))
+    bad("membersAdded=[[1]]", "membersAdded", set_(["membersAdded"], [[1]]),
+        acts.members_added("a:bad-members3", [acts.user("29:x")]))
     return out
 
 
