@@ -1,15 +1,17 @@
-/* outbox.c — durable outbound operations: one FIFO queue per conversation (order kept, one
- * attempt in flight each), a min-heap of queues by the time they may next go, per-tenant wait
- * lists behind the tenant's rate window, retries with backoff and Retry-After, final states and
- * the blocked/gone ledger. Rows are written in the store's batch; attempts start after commit. */
+/* outbox.c — the durable lifecycle of outbound operations: enqueue, commit, attempt, retry with
+ * backoff and Retry-After, finish, purge and restart; one FIFO queue per conversation (order kept,
+ * one attempt in flight each) and a min-heap of queues by the time they may next go. When they may
+ * go is the governor's (governor.h); rows are written in the store's batch, attempts follow commit. */
 #include "outbox.h"
 #include "clock.h"
 #include "connector.h"
 #include "governor.h"
 #include "heap.h"
+#include "ledger_cache.h"
 #include "log.h"
 #include "store.h"
 #include "store_outbox.h"
+#include "strhash.h"
 #include "trust.h"
 
 #include <event2/event.h>
@@ -23,7 +25,6 @@
 #include <unistd.h>
 
 typedef struct ob_queue ob_queue;
-typedef struct ob_tenant ob_tenant;
 
 typedef struct ob_op {
     int64_t id;
@@ -50,40 +51,21 @@ typedef struct ob_op {
 
 struct ob_queue {
     char *key;
+    outbox *o;
     ob_op *head, *tail;
     int in_flight;
     int64_t outstanding;          /* operations in it (outbox_admit) */
     heap_node hn;                 /* in o->ready: keyed by the time it may go (monotonic) */
-    int waiting;                  /* in its tenant's wait list */
+    ob_queue *due_next;           /* on_heap_timer's list of queues it popped */
     int deferred;                 /* in the outbox's reschedule list */
     ob_queue *dnext;
-    int slot_waiting;             /* ready, but the outbox has max_in_flight attempts out */
-    ob_queue *snext;
     int held;                     /* ready, but the store cannot record an attempt's outcome */
     ob_queue *held_next;
-    gov_limiter lim;
-    ob_tenant *tenant;
-    ob_queue *tnext;              /* tenant wait list */
+    gov_conv gc;                  /* its pacing (governor.h), joined to its tenant */
     ob_queue *hnext;              /* hash chain */
 };
 
-struct ob_tenant {
-    char *id;
-    gov_limiter lim;
-    ob_queue *wait_head, *wait_tail;
-    struct event *timer;
-    double factor;                /* < 1 after a 429: the tenant's rate is reduced for a while */
-    int64_t outstanding;          /* operations in its queues (outbox_admit) */
-    int64_t factor_since;
-    outbox *o;
-    ob_tenant *hnext;
-};
-
-typedef struct ledger_entry {
-    char *conversation_id;
-    char state[8];
-    struct ledger_entry *next;
-} ledger_entry;
+static ob_queue *conv_queue(gov_conv *c) { return heap_entry(c, ob_queue, gc); }
 
 #define NBUCKETS 65536
 
@@ -94,13 +76,12 @@ struct outbox {
     connector *conn;
     outbox_config cfg;
     ob_queue **queues;            /* hash by key */
-    ob_tenant **tenants;          /* hash by id ("" for unknown) */
-    ledger_entry **ledger;        /* hash by conversation id */
+    governor *gov;                /* pacing: tenants, windows, attempt slots */
+    ledger_cache *ledger;         /* blocked/gone marks */
     heap ready;                   /* queues waiting for their time, by (ready time, sequence) */
     struct event *heap_timer, *commit_ev;
     ob_op *uncommitted, *uncommitted_tail;
     ob_queue *resched;            /* queues to schedule on the next turn */
-    ob_queue *slot_head, *slot_tail;  /* queues waiting for an attempt slot, FIFO */
     struct event *resched_ev;
     struct event *purge_timer;
     struct event *store_timer;    /* probes the store while it is degraded */
@@ -136,13 +117,7 @@ int outbox_count_category(outbox *o, const char *conversation_id, const char *ca
 static int64_t mono_ms(void) { return clock_mono_ms(); }
 static int64_t wall_ms(void) { return clock_wall_ms(); }
 
-static unsigned hash_str(const char *s)
-{
-    unsigned h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (unsigned char)*s) * 16777619u;
-    return h & (NBUCKETS - 1);
-}
+static unsigned hash_str(const char *s) { return strhash(s, NBUCKETS - 1); }
 
 static const char *const kind_names[] = {"send", "reply", "update", "delete", "create"};
 
@@ -160,35 +135,7 @@ static void arm_heap_timer(outbox *o)
     clock_timer_add(o->heap_timer, top->deadline - mono_ms());
 }
 
-/* ---- queues, tenants, ledger -------------------------------------------------------------- */
-
-static ob_tenant *tenant_find(outbox *o, const char *id)
-{
-    for (ob_tenant *t = o->tenants[hash_str(id ? id : "")]; t; t = t->hnext)
-        if (strcmp(t->id, id ? id : "") == 0)
-            return t;
-    return NULL;
-}
-
-static ob_tenant *tenant_get(outbox *o, const char *id)
-{
-    if (!id)
-        id = "";
-    ob_tenant *t = tenant_find(o, id);
-    if (t)
-        return t;
-    unsigned b = hash_str(id);
-    t = calloc(1, sizeof *t);
-    if (!t || !(t->id = strdup(id))) {
-        free(t);
-        return NULL;
-    }
-    t->factor = 1.0;
-    t->o = o;
-    t->hnext = o->tenants[b];
-    o->tenants[b] = t;
-    return t;
-}
+/* ---- queues and the ledger ---------------------------------------------------------------- */
 
 static ob_queue *queue_find(outbox *o, const char *key)
 {
@@ -210,8 +157,8 @@ static ob_queue *queue_get(outbox *o, const char *key, const char *tenant)
         return NULL;
     }
     heap_node_init(&q->hn);
-    q->tenant = tenant_get(o, tenant);
-    if (!q->tenant) {
+    q->o = o;
+    if (gov_conv_init(o->gov, &q->gc, tenant) < 0) {
         free(q->key);
         free(q);
         return NULL;
@@ -224,57 +171,29 @@ static ob_queue *queue_get(outbox *o, const char *key, const char *tenant)
 /* An idle, empty queue whose windows have all passed holds nothing worth its memory. */
 static void queue_maybe_drop(outbox *o, ob_queue *q)
 {
-    if (q->head || q->in_flight || q->waiting || q->deferred || q->slot_waiting || q->held ||
-        heap_linked(&q->hn))
+    if (q->head || q->in_flight || q->deferred || q->held || heap_linked(&q->hn) ||
+        !gov_conv_idle(&q->gc, mono_ms()))
         return;
-    if (q->lim.len && q->lim.t && mono_ms() - gov_conversation_windows[3].ms <
-                                      q->lim.t[(q->lim.head + q->lim.len - 1) % q->lim.cap])
-        return;                   /* its recent sends still count against the hour window */
     unsigned b = hash_str(q->key);
     for (ob_queue **pp = &o->queues[b]; *pp; pp = &(*pp)->hnext)
         if (*pp == q) {
             *pp = q->hnext;
             break;
         }
-    gov_limiter_free(&q->lim);
+    gov_conv_free(&q->gc);
     free(q->key);
     free(q);
 }
 
-static ledger_entry *ledger_find(outbox *o, const char *conv)
-{
-    for (ledger_entry *e = o->ledger[hash_str(conv)]; e; e = e->next)
-        if (strcmp(e->conversation_id, conv) == 0)
-            return e;
-    return NULL;
-}
-
-static void ledger_set(outbox *o, const char *conv, const char *state)
-{
-    ledger_entry *e = ledger_find(o, conv);
-    if (!e) {
-        e = calloc(1, sizeof *e);
-        if (!e || !(e->conversation_id = strdup(conv))) {
-            free(e);
-            return;
-        }
-        unsigned b = hash_str(conv);
-        e->next = o->ledger[b];
-        o->ledger[b] = e;
-    }
-    snprintf(e->state, sizeof e->state, "%s", state);
-}
-
 static int load_ledger_entry(const char *conv, const char *state, void *ud)
 {
-    ledger_set(ud, conv, state);
+    ledger_cache_set(ud, conv, state);
     return 0;
 }
 
 const char *outbox_ledger_state(outbox *o, const char *conversation_id)
 {
-    ledger_entry *e = conversation_id ? ledger_find(o, conversation_id) : NULL;
-    return e ? e->state : NULL;
+    return ledger_cache_get(o->ledger, conversation_id);
 }
 
 /* ---- batch and store health --------------------------------------------------------------- */
@@ -428,7 +347,7 @@ static void op_free(ob_op *op)
 {
     if (op->counted) {
         op->q->outstanding--;
-        op->q->tenant->outstanding--;
+        op->q->gc.tenant->outstanding--;
     }
     if (op->release)
         op->release(op->release_ud, op->charged);
@@ -601,16 +520,9 @@ static void attempt(outbox *o, ob_queue *q)
         o->held_tail = q;
         return;
     }
-    /* bounded concurrency: beyond it libcurl would only hold the transfers in a pending list it
-     * rescans on every event, which stalls the loop during a burst of thousands */
     /* a reply answers someone waiting in the chat: it never queues behind bulk sends */
-    if (op->kind != OUTBOX_REPLY && (int64_t)o->stats.in_flight >= o->cfg.max_in_flight) {
-        q->slot_waiting = 1;
-        q->snext = NULL;
-        if (o->slot_tail) o->slot_tail->snext = q; else o->slot_head = q;
-        o->slot_tail = q;
+    if (op->kind != OUTBOX_REPLY && gov_slot_wait(o->gov, &q->gc))
         return;
-    }
     int64_t now_mono = mono_ms();
     if (wall_ms() > op->expires_wall) {
         finish(o, op, "expired", 0, "expired", "expired before it could be attempted", NULL);
@@ -649,10 +561,7 @@ static void attempt(outbox *o, ob_queue *q)
         return;
     }
     op->attempts++;
-    if (o->cfg.governor) {
-        gov_record(&q->lim, now_mono, gov_conversation_windows[3].max);
-        gov_record(&q->tenant->lim, now_mono, 1000);
-    }
+    gov_note_sent(o->gov, &q->gc, now_mono);
     char *err = NULL;
     /* the URL came from the database: the connector checks it (and this seal) before the token
      * is attached, and a refusal ends the operation "rejected" / untrusted_service_url */
@@ -687,94 +596,41 @@ static void attempt(outbox *o, ob_queue *q)
         return;
     }
     q->in_flight = 1;
-    o->stats.in_flight++;
+    gov_slot_taken(o->gov);
 }
 
-/* The tenant's window, scaled down while it recovers from a 429. */
-/* Teams counts arrivals, herald counts departures: requests sent at a window's exact edge can
- * arrive inside it (a burst on new connections arrives spread, the next on warm ones all at once),
- * so every window is paced with this much slack: 95 % of a 1 s limit, 0 measured 429s. */
-#define PACING_MARGIN_MS 50
-
-static int64_t tenant_next(outbox *o, ob_tenant *t, int64_t now)
+/* A queue that waited in its tenant's list may go. */
+static void on_gov_go(gov_conv *c, void *ud)
 {
-    if (t->factor < 1.0 && now - t->factor_since > 10000) {
-        t->factor = t->factor * 1.25 > 1.0 ? 1.0 : t->factor * 1.25;
-        t->factor_since = now;
-    }
-    int rps = (int)(o->cfg.tenant_rps * t->factor);
-    gov_window w = {1000 + PACING_MARGIN_MS, rps < 1 ? 1 : rps};
-    return gov_next(&t->lim, &w, 1, now);
+    ob_queue *q = conv_queue(c);
+    if (q->head && !q->in_flight)
+        attempt(ud, q);
 }
 
-static void arm_tenant(ob_tenant *t, int64_t at)
+/* A freed attempt slot: the queue goes through the reschedule list, re-checking its windows
+ * without recursing here. */
+static void on_gov_slot(gov_conv *c, void *ud)
 {
-    clock_timer_add(t->timer, at - mono_ms());
-}
-
-static void on_tenant_timer(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    ob_tenant *t = arg;
-    outbox *o = t->o;
-    while (t->wait_head) {
-        int64_t now = mono_ms();
-        int64_t next = tenant_next(o, t, now);
-        if (next > now) {
-            arm_tenant(t, next);
-            return;
-        }
-        ob_queue *q = t->wait_head;
-        t->wait_head = q->tnext;
-        if (!t->wait_head)
-            t->wait_tail = NULL;
-        q->tnext = NULL;
-        q->waiting = 0;
-        if (q->head && !q->in_flight)
-            attempt(o, q);
-    }
+    defer_schedule(ud, conv_queue(c));
 }
 
 /* q's head is ready by its own limits: go now if the tenant allows, else queue behind it. */
 static void dispatch(outbox *o, ob_queue *q)
 {
-    ob_tenant *t = q->tenant;
-    if (!o->cfg.governor) {
+    if (gov_tenant_go(o->gov, &q->gc, mono_ms()))
         attempt(o, q);
-        return;
-    }
-    int64_t now = mono_ms();
-    if (!t->wait_head && tenant_next(o, t, now) <= now) {
-        attempt(o, q);
-        return;
-    }
-    q->waiting = 1;
-    if (t->wait_tail) t->wait_tail->tnext = q; else t->wait_head = q;
-    t->wait_tail = q;
-    if (!t->timer)
-        t->timer = evtimer_new(o->base, on_tenant_timer, t);
-    if (t->timer && !clock_timer_pending(t->timer))
-        arm_tenant(t, tenant_next(o, t, now));
 }
 
 /* Decides when q's head may go: now, or later through the heap. */
 static void schedule(outbox *o, ob_queue *q)
 {
-    if (!q->head || q->in_flight || q->waiting || q->slot_waiting || q->held || !q->head->committed)
+    if (!q->head || q->in_flight || gov_conv_waiting(&q->gc) || q->held || !q->head->committed)
         return;
     int64_t now = mono_ms();
     int64_t ready = q->head->due_mono;
-    if (o->cfg.governor) {
-        static gov_window w[4];
-        if (!w[0].ms)
-            for (int i = 0; i < 4; i++)
-                w[i] = (gov_window){gov_conversation_windows[i].ms + PACING_MARGIN_MS,
-                                    gov_conversation_windows[i].max};
-        int64_t g = gov_next(&q->lim, w, 4, now);
-        if (g > ready)
-            ready = g;
-    }
+    int64_t g = gov_conv_ready(o->gov, &q->gc, now);
+    if (g > ready)
+        ready = g;
     if (ready <= now) {
         heap_remove(&o->ready, &q->hn);
         dispatch(o, q);
@@ -798,32 +654,16 @@ static void on_heap_timer(evutil_socket_t fd, short what, void *arg)
     ob_queue *due = NULL;
     while (heap_top(&o->ready) && heap_top(&o->ready)->deadline <= now) {
         ob_queue *q = heap_queue(heap_pop(&o->ready));
-        q->tnext = due;           /* borrowed as a list link; cleared below */
+        q->due_next = due;
         due = q;
     }
     while (due) {
         ob_queue *q = due;
-        due = q->tnext;
-        q->tnext = NULL;
+        due = q->due_next;
+        q->due_next = NULL;
         schedule(o, q);
     }
     arm_heap_timer(o);
-}
-
-/* Hands freed attempt slots to waiting queues (through the reschedule list: they re-check their
- * windows, and nothing recurses here). */
-static void release_slots(outbox *o)
-{
-    int64_t free_slots = o->cfg.max_in_flight - (int64_t)o->stats.in_flight;
-    while (free_slots-- > 0 && o->slot_head) {
-        ob_queue *q = o->slot_head;
-        o->slot_head = q->snext;
-        if (!o->slot_head)
-            o->slot_tail = NULL;
-        q->snext = NULL;
-        q->slot_waiting = 0;
-        defer_schedule(o, q);
-    }
 }
 
 /* libcurl sent the request again on a fresh connection (http_client.h): each copy is an attempt
@@ -833,11 +673,8 @@ static void count_resends(outbox *o, ob_op *op, int n)
 {
     op->attempts += n;
     o->stats.resends += (uint64_t)n;
-    if (o->cfg.governor)
-        for (int i = 0; i < n; i++) {
-            gov_record(&op->q->lim, mono_ms(), gov_conversation_windows[3].max);
-            gov_record(&op->q->tenant->lim, mono_ms(), 1000);
-        }
+    for (int i = 0; i < n; i++)
+        gov_note_sent(o->gov, &op->q->gc, mono_ms());
     log_warn("outbox: op %lld to conversation=%s went out %d more time(s): libcurl re-sent it on a "
              "fresh connection after the reused one closed without answering; Teams may have it "
              "twice", (long long)op->id, op->conversation_id ? op->conversation_id : "-", n);
@@ -858,13 +695,10 @@ static void on_connector_done(const connector_result *res, void *ud)
 {
     ob_op *op = ud;
     ob_queue *q = op->q;
-    outbox *o = NULL;
-    /* the queue's tenant knows its outbox */
-    o = q->tenant->o;
+    outbox *o = q->o;
     op->call = NULL;
     q->in_flight = 0;
-    o->stats.in_flight--;
-    release_slots(o);
+    gov_slot_release(o->gov);
     if (res->resends > 0)
         count_resends(o, op, res->resends);
     if (res->ok) {
@@ -883,15 +717,10 @@ static void on_connector_done(const connector_result *res, void *ud)
         int64_t delay = backoff(o, op->attempts);
         if (ra > delay)
             delay = ra;
-        ob_tenant *t = q->tenant;
-        /* one throttling moment answers many requests at once: slow down once for all of them */
-        if (mono_ms() - t->factor_since >= 1000 || t->factor >= 1.0) {
-            t->factor = t->factor * 0.5 < 0.1 ? 0.1 : t->factor * 0.5;
-            t->factor_since = mono_ms();
-        }
+        double factor = gov_note_429(o->gov, &q->gc, mono_ms());
         log_warn("outbox: 429 from the connector conversation=%s retry_in=%lld ms; slowing tenant "
                  "%s to %.0f%%", op->conversation_id ? op->conversation_id : "-", (long long)delay,
-                 t->id, t->factor * 100);
+                 q->gc.tenant->id, factor * 100);
         retry(o, op, st, code, res->message, delay);
         return;
     }
@@ -912,7 +741,7 @@ static void on_connector_done(const connector_result *res, void *ud)
                 log_error("outbox: cannot mark the ledger: %s", err);
                 free(err);
             }
-            ledger_set(o, op->conversation_id, "blocked");
+            ledger_cache_set(o->ledger, op->conversation_id, "blocked");
             log_info("conversation blocked conversation=%s reason=%s", op->conversation_id,
                      res->message);
         }
@@ -931,7 +760,7 @@ static void on_connector_done(const connector_result *res, void *ud)
                 log_error("outbox: cannot mark the ledger: %s", err);
                 free(err);
             }
-            ledger_set(o, op->conversation_id, "gone");
+            ledger_cache_set(o->ledger, op->conversation_id, "gone");
         }
         finish(o, op, "not_found", st, code, res->message, NULL);
         return;
@@ -1038,7 +867,7 @@ static ob_op *op_new(outbox *o, int64_t id, enum outbox_kind kind, const char *q
     o->stats.queued++;
     op->counted = 1;
     op->q->outstanding++;
-    op->q->tenant->outstanding++;
+    op->q->gc.tenant->outstanding++;
     return op;
 }
 
@@ -1087,14 +916,15 @@ outbox *outbox_new(struct event_base *base, store *st, connector *conn, const ou
     if (o->cfg.max_queued_per_tenant <= 0) o->cfg.max_queued_per_tenant = 10000;
     if (o->cfg.max_queued_total <= 0) o->cfg.max_queued_total = 50000;
     o->queues = calloc(NBUCKETS, sizeof *o->queues);
-    o->tenants = calloc(NBUCKETS, sizeof *o->tenants);
-    o->ledger = calloc(NBUCKETS, sizeof *o->ledger);
+    gov_config gc = {o->cfg.governor, o->cfg.tenant_rps, o->cfg.max_in_flight};
+    o->gov = governor_new(base, &gc, on_gov_go, on_gov_slot, o);
+    o->ledger = ledger_cache_new();
     o->heap_timer = evtimer_new(base, on_heap_timer, o);
     o->commit_ev = event_new(base, -1, 0, on_commit, o);
     o->resched_ev = event_new(base, -1, 0, on_resched, o);
     o->purge_timer = event_new(base, -1, EV_PERSIST, on_purge, o);
     o->store_timer = evtimer_new(base, on_store_timer, o);
-    if (!o->purge_timer || !o->store_timer || !o->resched_ev || !o->queues || !o->tenants || !o->ledger || !o->heap_timer || !o->commit_ev ||
+    if (!o->purge_timer || !o->store_timer || !o->resched_ev || !o->queues || !o->gov || !o->ledger || !o->heap_timer || !o->commit_ev ||
         !(o->so = store_outbox_open(st, err))) {
         if (!*err)
             *err = strdup("out of memory");
@@ -1104,7 +934,7 @@ outbox *outbox_new(struct event_base *base, store *st, connector *conn, const ou
     /* jitter is random in production, repeatable under the test clock */
     srandom(clock_is_virtual() ? 1u : (unsigned)(wall_ms() ^ (int64_t)getpid()));
     state_tally t = {o, 1};
-    if (store_ledger_load(o->so, load_ledger_entry, o, err) < 0 ||
+    if (store_ledger_load(o->so, load_ledger_entry, o->ledger, err) < 0 ||
         store_outbox_count_finished(o->so, INT64_MAX, -1, tally_state, &t, err) < 0 ||
         store_outbox_load(o->so, load_op, o, err) < 0) {
         outbox_free(o);
@@ -1136,33 +966,14 @@ void outbox_free(outbox *o)
                 op_free(op);
                 op = next;
             }
-            gov_limiter_free(&q->lim);
+            gov_conv_free(&q->gc);
             free(q->key);
             free(q);
             q = n;
         }
     }
-    for (int b = 0; o->tenants && b < NBUCKETS; b++) {
-        ob_tenant *t = o->tenants[b];
-        while (t) {
-            ob_tenant *n = t->hnext;
-            if (t->timer)
-                clock_timer_free(t->timer);
-            gov_limiter_free(&t->lim);
-            free(t->id);
-            free(t);
-            t = n;
-        }
-    }
-    for (int b = 0; o->ledger && b < NBUCKETS; b++) {
-        ledger_entry *e = o->ledger[b];
-        while (e) {
-            ledger_entry *n = e->next;
-            free(e->conversation_id);
-            free(e);
-            e = n;
-        }
-    }
+    governor_free(o->gov);
+    ledger_cache_free(o->ledger);
     if (o->st && store_in_batch(o->st)) {
         char *err = NULL;
         if (store_batch_commit(o->st, &err) < 0)
@@ -1191,8 +1002,6 @@ void outbox_free(outbox *o)
         clock_timer_free(o->purge_timer);
     heap_free(&o->ready);
     free(o->queues);
-    free(o->tenants);
-    free(o->ledger);
     free(o);
 }
 
@@ -1273,7 +1082,7 @@ int outbox_admit(outbox *o, const outbox_spec *spec, char **why)
 {
     const char *key = spec->queue ? spec->queue : spec->conversation_id;
     ob_queue *q = key ? queue_find(o, key) : NULL;
-    ob_tenant *t = tenant_find(o, spec->tenant_id);
+    gov_tenant *t = gov_tenant_find(o->gov, spec->tenant_id);
     int64_t n;
     const char *where, *setting;
     if ((n = (int64_t)o->stats.queued) >= o->cfg.max_queued_total)
@@ -1316,29 +1125,23 @@ struct store_outbox *outbox_tables(outbox *o) { return o->so; }
 
 void outbox_heard_from(outbox *o, const char *conversation_id)
 {
-    unsigned b = hash_str(conversation_id);
-    for (ledger_entry **pp = &o->ledger[b]; *pp; pp = &(*pp)->next) {
-        ledger_entry *e = *pp;
-        if (strcmp(e->conversation_id, conversation_id) != 0)
-            continue;
-        *pp = e->next;
+    char state[8];
+    if (ledger_cache_remove(o->ledger, conversation_id, state)) {
         char *err = NULL;
         outbox_touch_batch(o);
         if (store_ledger_clear(o->so, conversation_id, wall_ms(), &err) < 0) {
             log_error("outbox: cannot clear the ledger: %s", err);
             free(err);
         }
-        log_info("conversation heard from again; %s mark cleared conversation=%s", e->state,
+        log_info("conversation heard from again; %s mark cleared conversation=%s", state,
                  conversation_id);
-        free(e->conversation_id);
-        free(e);
-        return;
     }
 }
 
 void outbox_get_stats(const outbox *o, outbox_stats *out)
 {
     *out = o->stats;
+    out->in_flight = (uint64_t)gov_in_flight(o->gov);
     out->states[OUTBOX_QUEUED] = o->stats.queued;
 }
 
