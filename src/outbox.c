@@ -16,6 +16,7 @@
 
 #include <event2/event.h>
 #include <jansson.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -65,7 +66,10 @@ struct ob_queue {
     ob_queue *hnext;              /* hash chain */
 };
 
-static ob_queue *conv_queue(gov_conv *c) { return heap_entry(c, ob_queue, gc); }
+static ob_queue *conv_queue(gov_conv *c)
+{
+    return (ob_queue *)(void *)((char *)c - offsetof(ob_queue, gc));
+}
 
 #define NBUCKETS 65536
 
