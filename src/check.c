@@ -45,21 +45,9 @@ int check_script(const config *cfg, FILE *out)
         http_client_set_fake(rt.http, no_network, NULL);
     connector_config cc = {.base = rt.base, .request_timeout_ms = cfg->connector_timeout_ms};
     rt.conn = rt.http ? connector_new(rt.http, &cc) : NULL;
-    outbox_config oc = {.governor = cfg->governor, .tenant_rps = (int)cfg->tenant_rps,
-                        .max_attempts = (int)cfg->outbox_max_attempts,
-                        .max_age_ms = (int64_t)cfg->outbox_max_age_s * 1000,
-                        .backoff_base_ms = cfg->retry_base_ms, .backoff_max_ms = cfg->retry_max_ms,
-                        .retention_ms = (int64_t)cfg->outbox_retention_s * 1000,
-                        .max_in_flight = cfg->outbox_max_in_flight,
-                        .max_queued_per_conversation = cfg->max_queued_per_conversation,
-                        .max_queued_per_tenant = cfg->max_queued_per_tenant,
-                        .max_queued_total = cfg->max_queued_total};
+    outbox_config oc = outbox_config_from(cfg);
     rt.outbox = rt.conn ? outbox_new(rt.base, rt.store, rt.conn, &oc, &err) : NULL;
-    vm_config vc = {.memory_limit = cfg->lua_memory_bytes, .slice_ms = cfg->task_slice_ms,
-                    .load_deadline_ms = cfg->load_deadline_ms, .max_tasks = cfg->max_tasks,
-                    .max_timers = cfg->max_timers, .script_dir = cfg->script_dir,
-                    .task_deadline_ms = cfg->task_deadline_ms, .unsafe = cfg->unsafe_lua,
-                    .env_allow = cfg->script_env};
+    vm_config vc = vm_config_from(cfg);
     rt.vm = rt.outbox ? vm_new(rt.base, &vc, &rt, &err) : NULL;
     if (rt.vm) {
         lua_teams_install(rt.vm);

@@ -560,24 +560,14 @@ static int run(config *cfg, char *const *argv)
         log_error("cannot set up authentication: %s", err);
         goto out;
     }
-    outbox_config oc = {.governor = cfg->governor, .tenant_rps = (int)cfg->tenant_rps,
-                        .max_attempts = (int)cfg->outbox_max_attempts,
-                        .max_age_ms = (int64_t)cfg->outbox_max_age_s * 1000,
-                        .backoff_base_ms = cfg->retry_base_ms, .backoff_max_ms = cfg->retry_max_ms,
-                        .retention_ms = (int64_t)cfg->outbox_retention_s * 1000,
-                        .max_in_flight = cfg->outbox_max_in_flight, .trust = rt.trust,
-                        .max_queued_per_conversation = cfg->max_queued_per_conversation,
-                        .max_queued_per_tenant = cfg->max_queued_per_tenant,
-                        .max_queued_total = cfg->max_queued_total};
+    outbox_config oc = outbox_config_from(cfg);
+    oc.trust = rt.trust;
     rt.outbox = outbox_new(rt.base, rt.store, rt.conn, &oc, &err);
     if (!rt.outbox) {
         log_error("cannot start the outbox: %s", err);
         goto out;
     }
-    vm_config vc = {.memory_limit = cfg->lua_memory_bytes, .slice_ms = cfg->task_slice_ms,
-                    .load_deadline_ms = cfg->load_deadline_ms, .max_tasks = cfg->max_tasks,
-                    .max_timers = cfg->max_timers, .script_dir = cfg->script_dir, .task_deadline_ms = cfg->task_deadline_ms,
-                    .unsafe = cfg->unsafe_lua, .env_allow = cfg->script_env};
+    vm_config vc = vm_config_from(cfg);
     rt.vm = vm_new(rt.base, &vc, &rt, &err);
     if (!rt.vm) {
         log_error("cannot create the Lua state: %s", err);

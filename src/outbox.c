@@ -4,6 +4,7 @@
  * go is the governor's (governor.h); rows are written in the store's batch, attempts follow commit. */
 #include "outbox.h"
 #include "clock.h"
+#include "config.h"
 #include "connector.h"
 #include "governor.h"
 #include "heap.h"
@@ -1175,4 +1176,17 @@ int64_t outbox_parse_retry_after(const char *v, int64_t now_wall_ms)
         return at > now_wall_ms ? at - now_wall_ms : 0;
     }
     return -1;
+}
+
+outbox_config outbox_config_from(const config *c)
+{
+    return (outbox_config){.governor = c->governor, .tenant_rps = (int)c->tenant_rps,
+                           .max_attempts = (int)c->outbox_max_attempts,
+                           .max_age_ms = (int64_t)c->outbox_max_age_s * 1000,
+                           .backoff_base_ms = c->retry_base_ms, .backoff_max_ms = c->retry_max_ms,
+                           .retention_ms = (int64_t)c->outbox_retention_s * 1000,
+                           .max_in_flight = c->outbox_max_in_flight,
+                           .max_queued_per_conversation = c->max_queued_per_conversation,
+                           .max_queued_per_tenant = c->max_queued_per_tenant,
+                           .max_queued_total = c->max_queued_total};
 }

@@ -32,6 +32,11 @@ typedef struct outbox_config {
     int64_t max_queued_per_conversation, max_queued_per_tenant, max_queued_total;
 } outbox_config;
 
+struct config;
+/* The outbox settings of a loaded configuration (every caller that builds a runtime maps them
+ * here, so the kit, check and run cannot drift); trust is the caller's to set. */
+outbox_config outbox_config_from(const struct config *c);
+
 typedef struct outbox_spec {
     enum outbox_kind kind;
     const char *conversation_id;  /* NULL for create */

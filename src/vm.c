@@ -2,6 +2,7 @@
  * text-only script loading, the CPU-slice hook and vm_pcall. Tasks live in task.c. */
 #include "vm.h"
 #include "clock.h"
+#include "config.h"
 #include "lua_embedded.h"
 #include "log.h"
 #include "quarantine.h"
@@ -830,4 +831,13 @@ int vm_charge(vm *v, ptrdiff_t bytes)
         v->mem_used = b > v->mem_used ? 0 : v->mem_used - b;
     }
     return 0;
+}
+
+vm_config vm_config_from(const config *c)
+{
+    return (vm_config){.memory_limit = c->lua_memory_bytes, .slice_ms = c->task_slice_ms,
+                       .load_deadline_ms = c->load_deadline_ms, .max_tasks = c->max_tasks,
+                       .max_timers = c->max_timers, .script_dir = c->script_dir,
+                       .task_deadline_ms = c->task_deadline_ms, .unsafe = c->unsafe_lua,
+                       .env_allow = c->script_env};
 }

@@ -22,6 +22,11 @@ typedef struct vm_config {
     const char *env_allow;       /* comma-separated names os.getenv may read (besides BOT_*) */
 } vm_config;
 
+struct config;
+/* The Lua generation's settings of a loaded configuration (one mapping for run, check, reload
+ * and the kit). */
+vm_config vm_config_from(const struct config *c);
+
 /* Opens libraries into a fresh state and installs the sandbox. The generation keeps host (what the
  * lua_* bindings reach through vm_host) and base (for timers). NULL with *err set on failure. */
 vm *vm_new(struct event_base *base, const vm_config *cfg, void *host, char **err);

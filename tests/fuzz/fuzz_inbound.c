@@ -107,17 +107,9 @@ static void host_open(host *h)
         http_client_set_fake(rt->http, fake, NULL);
     connector_config cc = {.base = rt->base, .request_timeout_ms = c->connector_timeout_ms};
     rt->conn = rt->http ? connector_new(rt->http, &cc) : NULL;
-    outbox_config oc = {.governor = c->governor, .tenant_rps = (int)c->tenant_rps,
-                        .max_attempts = (int)c->outbox_max_attempts,
-                        .max_age_ms = (int64_t)c->outbox_max_age_s * 1000,
-                        .backoff_base_ms = c->retry_base_ms, .backoff_max_ms = c->retry_max_ms,
-                        .retention_ms = (int64_t)c->outbox_retention_s * 1000,
-                        .max_in_flight = c->outbox_max_in_flight};
+    outbox_config oc = outbox_config_from(c);
     rt->outbox = rt->conn ? outbox_new(rt->base, rt->store, rt->conn, &oc, &err) : NULL;
-    vm_config vc = {.memory_limit = c->lua_memory_bytes, .slice_ms = c->task_slice_ms,
-                    .load_deadline_ms = c->load_deadline_ms, .max_tasks = c->max_tasks,
-                    .max_timers = c->max_timers, .script_dir = c->script_dir,
-                    .task_deadline_ms = c->task_deadline_ms, .env_allow = c->script_env};
+    vm_config vc = vm_config_from(c);
     rt->vm = rt->outbox ? vm_new(rt->base, &vc, rt, &err) : NULL;
     if (rt->vm) {
         lua_teams_install(rt->vm);
