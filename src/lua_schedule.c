@@ -207,11 +207,7 @@ static int luaopen_herald_schedule(lua_State *L)
 
 void lua_schedule_install(vm *v)
 {
-    lua_State *L = vm_state(v);
-    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-    lua_pushcfunction(L, luaopen_herald_schedule);
-    lua_setfield(L, -2, "herald.schedule");
-    lua_pop(L, 1);
+    lua_util_preload(vm_state(v), "herald.schedule", luaopen_herald_schedule);
 }
 
 /* ---- the scheduler's script side --------------------------------------------------------- */

@@ -1177,10 +1177,7 @@ void lua_teams_install(vm *v)
     lua_State *L = vm_state(v);
     lua_timer_install(v);
     lua_schedule_install(v);
-    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);  /* [preload] */
-    lua_pushcfunction(L, luaopen_herald_core);
-    lua_setfield(L, -2, "herald.core");
-    lua_pop(L, 1);                                               /* [] */
+    lua_util_preload(L, "herald.core", luaopen_herald_core);
     /* a private cjson instance decodes inbound bodies, so a script's cjson settings never
      * change how activities are parsed */
     luaopen_cjson(L);                                            /* [cjson] */

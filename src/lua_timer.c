@@ -3,6 +3,7 @@
  * to a ready list before any runs, so a 0-second re-arm cannot starve the loop. Durable work
  * belongs in schedules: a reload cancels the old generation's timers. */
 #include "lua_timer.h"
+#include "lua_util.h"
 #include "log.h"
 #include "clock.h"
 #include "heap.h"
@@ -308,11 +309,7 @@ static int luaopen_herald_timer(lua_State *L)
 
 void lua_timer_install(vm *v)
 {
-    lua_State *L = vm_state(v);
-    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-    lua_pushcfunction(L, luaopen_herald_timer);
-    lua_setfield(L, -2, "herald.timer");
-    lua_pop(L, 1);
+    lua_util_preload(vm_state(v), "herald.timer", luaopen_herald_timer);
 }
 
 void lua_timer_cancel_all(vm *v)
