@@ -735,33 +735,39 @@ static int core_find_tenant(lua_State *L)
     return push_lookup(L, found, &r, err);
 }
 
-static int list_one(const store_reference *r, void *ud)
+int lua_teams_append_reference(const store_reference *r, void *ud)
 {
-    lua_State *L = ud;                          /* [filter after limit list] */
+    lua_State *L = ud;                          /* [... list] */
     push_reference(L, r);
     lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
     return 0;
+}
+
+void lua_teams_read_filter(lua_State *L, int idx, store_filter *f)
+{
+    *f = (store_filter){0};
+    f->tenant_id = lua_field_string(L, idx, "tenant");
+    f->type = lua_field_string(L, idx, "scope");
+    f->team_id = lua_field_string(L, idx, "team");
+    f->user = lua_field_string(L, idx, "user");
+    lua_getfield(L, idx, "include_uninstalled");
+    f->include_uninstalled = lua_toboolean(L, -1);
+    lua_pop(L, 1);
 }
 
 /* core.list(filter, after_id, limit) → array of references */
 static int core_list(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TTABLE);
-    store_filter f = {0};
-    f.tenant_id = lua_field_string(L, 1, "tenant");
-    f.type = lua_field_string(L, 1, "scope");
-    f.team_id = lua_field_string(L, 1, "team");
-    f.user = lua_field_string(L, 1, "user");
-    lua_getfield(L, 1, "include_uninstalled");
-    f.include_uninstalled = lua_toboolean(L, -1);
-    lua_pop(L, 1);
+    store_filter f;
+    lua_teams_read_filter(L, 1, &f);
     const char *after = luaL_optstring(L, 2, NULL);
     int limit = (int)luaL_optinteger(L, 3, 100);
     luaL_argcheck(L, limit > 0 && limit <= 10000, 3, "limit must be 1..10000");
     lua_settop(L, 3);
     lua_createtable(L, limit < 64 ? limit : 64, 0);
     char *err = NULL;
-    if (store_list_references(rt_of(L)->store, &f, after, limit, list_one, L, &err) < 0) {
+    if (store_list_references(rt_of(L)->store, &f, after, limit, lua_teams_append_reference, L, &err) < 0) {
         return raise_owned(L, "store error: ", err, "?");
     }
     return 1;

@@ -14,4 +14,13 @@ void lua_teams_install(vm *v);
 /* Pushes a stored reference as the table teams.conversation returns. */
 void lua_teams_push_reference(struct lua_State *L, const struct store_reference *r);
 
+/* Reads the filter table at idx ({tenant, scope, team, user, include_uninstalled}) as
+ * teams.conversations does; the strings stay owned by that table. */
+struct store_filter;
+void lua_teams_read_filter(struct lua_State *L, int idx, struct store_filter *f);
+
+/* store_list_references' callback: appends the reference to the list on top of the stack (ud is
+ * the lua_State). */
+int lua_teams_append_reference(const struct store_reference *r, void *ud);
+
 #endif

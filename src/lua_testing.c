@@ -796,37 +796,25 @@ static int t_schedules(lua_State *L)
     return 1;
 }
 
-static int reference_one(const store_reference *r, void *ud)
-{
-    lua_State *L = ud;
-    lua_teams_push_reference(L, r);
-    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1);
-    return 0;
-}
-
 /* host:references{tenant=, scope=, team=, user=, include_uninstalled=} → every matching stored
  * reference, in the store's order, as teams.conversations yields them */
 static int t_references(lua_State *L)
 {
     host *h = check_host(L);
     luaL_checktype(L, 2, LUA_TTABLE);
-    store_filter f = {0};
-    f.tenant_id = lua_field_string(L, 2, "tenant");
-    f.type = lua_field_string(L, 2, "scope");
-    f.team_id = lua_field_string(L, 2, "team");
-    f.user = lua_field_string(L, 2, "user");
-    lua_getfield(L, 2, "include_uninstalled");
-    f.include_uninstalled = lua_toboolean(L, -1);
-    lua_pop(L, 1);
+    store_filter f;
+    lua_teams_read_filter(L, 2, &f);
     lua_newtable(L);
     char *after = NULL, *err = NULL;
     for (;;) {
         lua_Unsigned before = lua_rawlen(L, -1);
-        if (store_list_references(h->rt.store, &f, after, 500, reference_one, L, &err) < 0) {
+        if (store_list_references(h->rt.store, &f, after, 500, lua_teams_append_reference, L,
+                                  &err) < 0) {
+            char msg[1024];       /* freed before the raise: C memory held across it leaks */
+            snprintf(msg, sizeof msg, "store error: %s", err ? err : "?");
             free(after);
-            lua_pushfstring(L, "store error: %s", err ? err : "?");
             free(err);
-            return lua_error(L);
+            return luaL_error(L, "%s", msg);
         }
         lua_Unsigned now = lua_rawlen(L, -1);
         free(after);
